@@ -1,0 +1,4 @@
+# kijo-agent development commands. `just --list` shows them all.
+
+default:
+    @just --list

@@ -1,0 +1,18 @@
+//! kijo-agent: reads Trivy Operator reports through the Kubernetes API, tracks every finding's
+//! lifecycle in a store and notifies once per real change.
+//!
+//! The crate is split into a functional core (report model, workload identity, lifecycle diff,
+//! message rendering: pure functions over plain data) and an imperative shell (Kubernetes client,
+//! stores, notifiers, health server) that is tested against real servers. The binary in
+//! `main.rs` only wires them together.
+
+pub mod config;
+pub mod health;
+pub mod kube;
+pub mod lifecycle;
+pub mod logging;
+pub mod metrics;
+pub mod notify;
+pub mod secret;
+pub mod store;
+pub mod trivy;

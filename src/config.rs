@@ -1,1 +1,716 @@
-//! TODO
+//! Configuration from `KIJO_*` environment variables and matching command-line flags.
+//!
+//! Two phases, as in ripgrep and cargo-deny: [`RawConfig`] collects strings (a flag beats its
+//! variable), then [`RawConfig::validate`] turns them into a typed [`Config`] and reports *every*
+//! problem at once, each naming the variable or flag that caused it. A pod that crash-loops on a
+//! bad value should tell the operator everything that is wrong in one look at its log, not one
+//! problem per restart.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::logging::LogFormat;
+use crate::secret::{Secret, mask_database_url, mask_target_url};
+use crate::severity::Severity;
+
+/// Where the embedded store lives when `KIJO_DATABASE_URL` is unset: the working directory, which
+/// the Kubernetes manifests point at a writable volume.
+pub const DEFAULT_SQLITE_PATH: &str = "kijo-agent.db";
+
+/// One configurable setting: its flag, its variable, its default and its help line. The table
+/// below is the single source for parsing, `--help` and the README's configuration table.
+#[derive(Debug)]
+pub struct Setting {
+    pub flag: &'static str,
+    pub env: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+    /// Secret values are never echoed back in error messages.
+    pub secret: bool,
+}
+
+macro_rules! settings {
+    ($($id:ident: $flag:literal, $env:literal, $default:literal, $secret:literal, $help:literal;)*) => {
+        /// Identifies a setting without string comparisons in the validation code.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+        pub enum Key { $($id),* }
+
+        pub const SETTINGS: &[(Key, Setting)] = &[
+            $((Key::$id, Setting { flag: $flag, env: $env, default: $default, help: $help, secret: $secret }),)*
+        ];
+    };
+}
+
+settings! {
+    DatabaseUrl: "database-url", "KIJO_DATABASE_URL", "sqlite:kijo-agent.db", true,
+        "postgres://USER:PASS@HOST:PORT/DB[?sslmode=require&sslrootcert=FILE] or sqlite:PATH";
+    PollInterval: "poll-interval", "KIJO_POLL_INTERVAL", "5m", false,
+        "how often to read Trivy Operator reports (30s, 5m, 1h)";
+    Namespaces: "namespaces", "KIJO_NAMESPACES", "all", false,
+        "comma-separated namespaces to read, or all";
+    ClusterName: "cluster-name", "KIJO_CLUSTER_NAME", "hostname", false,
+        "human-readable cluster name used in the store and in messages";
+    NotifySlack: "notify-slack", "KIJO_NOTIFY_SLACK", "-", true,
+        "Slack incoming webhook URL";
+    NotifyWebhook: "notify-webhook", "KIJO_NOTIFY_WEBHOOK", "-", true,
+        "generic webhook URL (JSON POST)";
+    NotifyWebhookSecret: "notify-webhook-secret", "KIJO_NOTIFY_WEBHOOK_SECRET", "-", true,
+        "key for the HMAC-SHA256 signature of webhook bodies";
+    NotifySeverity: "notify-severity", "KIJO_NOTIFY_SEVERITY", "CRITICAL", false,
+        "minimum severity that notifies (CRITICAL, HIGH, MEDIUM, LOW, UNKNOWN)";
+    SaasEndpoint: "saas-endpoint", "KIJO_SAAS_ENDPOINT", "-", false,
+        "Kijo SaaS API endpoint";
+    SaasApiKey: "saas-api-key", "KIJO_SAAS_API_KEY", "-", true,
+        "API key for the Kijo SaaS";
+    LogFormat: "log-format", "KIJO_LOG_FORMAT", "json", false,
+        "log format: json or text";
+    LogLevel: "log-level", "KIJO_LOG_LEVEL", "info", false,
+        "log level: error, warn, info, debug, trace";
+    HealthAddr: "health-addr", "KIJO_HEALTH_ADDR", ":8080", false,
+        "address of the health and metrics server";
+    Kubeconfig: "kubeconfig", "KIJO_KUBECONFIG", "in-cluster, else $KUBECONFIG or ~/.kube/config", false,
+        "kubeconfig file to use instead of the in-cluster service account";
+    KubeContext: "context", "KIJO_KUBE_CONTEXT", "current-context", false,
+        "kubeconfig context to use";
+}
+
+impl Key {
+    pub fn setting(self) -> &'static Setting {
+        &SETTINGS
+            .iter()
+            .find(|(k, _)| *k == self)
+            .expect("every key has a setting")
+            .1
+    }
+}
+
+/// What the process was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The service: poll, notify and serve health until a signal arrives.
+    #[default]
+    Run,
+    /// One poll cycle, then exit with its result.
+    Once,
+    /// Check everything checkable without side effects and print a checklist.
+    DryRun,
+    Help,
+    Version,
+}
+
+/// Where a raw value came from, so an error can name what the user actually typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Env,
+    Flag,
+}
+
+/// Unvalidated strings, gathered from the environment and the command line.
+#[derive(Debug, Default)]
+pub struct RawConfig {
+    values: BTreeMap<Key, (String, Source)>,
+    mode: Mode,
+    problems: Vec<Problem>,
+}
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The variable or flag as the user wrote it, with the value (masked when secret).
+    pub culprit: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.culprit, self.message)
+    }
+}
+
+/// The validated configuration. Secrets stay wrapped until the one place that uses them.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub database: Database,
+    pub poll_interval: Duration,
+    /// Empty means every namespace.
+    pub namespaces: Vec<String>,
+    pub cluster_name: String,
+    pub notify_slack: Option<Secret<String>>,
+    pub notify_webhook: Option<Secret<String>>,
+    pub notify_webhook_secret: Option<Secret<String>>,
+    pub notify_severity: Severity,
+    pub saas_endpoint: Option<String>,
+    pub saas_api_key: Option<Secret<String>>,
+    pub log_format: LogFormat,
+    pub log_level: log::LevelFilter,
+    pub health_addr: SocketAddr,
+    pub kubeconfig: Option<PathBuf>,
+    pub kube_context: Option<String>,
+}
+
+/// The store the agent writes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A `postgres://` or `postgresql://` URL; it may hold a password.
+    Postgres(Secret<String>),
+    /// The embedded store.
+    Sqlite(PathBuf),
+}
+
+impl Database {
+    /// A form safe for logs and checklists.
+    pub fn describe(&self) -> String {
+        match self {
+            Database::Postgres(url) => mask_database_url(url.expose()),
+            Database::Sqlite(path) => format!("sqlite:{}", path.display()),
+        }
+    }
+}
+
+impl RawConfig {
+    /// Reads the process environment and arguments.
+    pub fn from_process() -> RawConfig {
+        let env: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        RawConfig::from_parts(env, std::env::args_os().skip(1))
+    }
+
+    /// Builds a raw configuration from explicit variables and arguments (tests use this).
+    pub fn from_parts<E, A>(env: E, args: A) -> RawConfig
+    where
+        E: IntoIterator<Item = (String, String)>,
+        A: IntoIterator<Item = OsString>,
+    {
+        let mut raw = RawConfig::default();
+        for (name, value) in env {
+            if let Some((key, _)) = SETTINGS.iter().find(|(_, s)| s.env == name) {
+                raw.values.insert(*key, (value, Source::Env));
+            }
+        }
+        raw.parse_args(args);
+        raw
+    }
+
+    fn parse_args<A: IntoIterator<Item = OsString>>(&mut self, args: A) {
+        use lexopt::Arg;
+        let mut parser = lexopt::Parser::from_args(args);
+        loop {
+            let arg = match parser.next() {
+                Ok(Some(arg)) => arg,
+                Ok(None) => break,
+                Err(err) => {
+                    self.problems.push(Problem {
+                        culprit: "command line".into(),
+                        message: err.to_string(),
+                    });
+                    break;
+                }
+            };
+            match arg {
+                Arg::Long("help") | Arg::Short('h') => self.mode = Mode::Help,
+                Arg::Long("version") | Arg::Short('V') => self.mode = Mode::Version,
+                Arg::Long("once") => self.set_mode(Mode::Once, "--once"),
+                Arg::Long("dry-run") => self.set_mode(Mode::DryRun, "--dry-run"),
+                Arg::Long(name) => {
+                    let name = name.to_owned();
+                    let Some((key, _)) = SETTINGS.iter().find(|(_, s)| s.flag == name) else {
+                        self.problems.push(Problem {
+                            culprit: format!("--{name}"),
+                            message: "unknown flag; see --help".into(),
+                        });
+                        continue;
+                    };
+                    match parser.value() {
+                        Ok(value) => {
+                            let value = value.to_string_lossy().into_owned();
+                            self.values.insert(*key, (value, Source::Flag));
+                        }
+                        Err(_) => self.problems.push(Problem {
+                            culprit: format!("--{name}"),
+                            message: "needs a value".into(),
+                        }),
+                    }
+                }
+                Arg::Value(value) => self.problems.push(Problem {
+                    culprit: value.to_string_lossy().into_owned(),
+                    message: "unexpected argument; see --help".into(),
+                }),
+                Arg::Short(c) => self.problems.push(Problem {
+                    culprit: format!("-{c}"),
+                    message: "unexpected argument; see --help".into(),
+                }),
+            }
+        }
+    }
+
+    fn set_mode(&mut self, mode: Mode, flag: &str) {
+        if matches!(self.mode, Mode::Help | Mode::Version) {
+            return;
+        }
+        if self.mode != Mode::Run && self.mode != mode {
+            self.problems.push(Problem {
+                culprit: flag.into(),
+                message: "cannot be combined with --once or --dry-run".into(),
+            });
+        }
+        self.mode = mode;
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Checks every value and returns the typed configuration, or every problem found.
+    pub fn validate(self) -> Result<Config, Vec<Problem>> {
+        let mut v = Validator {
+            raw: &self,
+            problems: self.problems.clone(),
+        };
+        let database = v.database();
+        let poll_interval = v.parse(Key::PollInterval, parse_interval);
+        let namespaces = v.parse(Key::Namespaces, parse_namespaces);
+        let cluster_name = v.cluster_name();
+        let notify_slack = v.url(Key::NotifySlack);
+        let notify_webhook = v.url(Key::NotifyWebhook);
+        let notify_webhook_secret = v.value(Key::NotifyWebhookSecret).map(Secret::new);
+        let notify_severity = v.parse(Key::NotifySeverity, |s| {
+            s.parse::<Severity>().map_err(|e| e.to_string())
+        });
+        let saas_endpoint = v.url(Key::SaasEndpoint).map(|u| u.expose().clone());
+        let saas_api_key = v.value(Key::SaasApiKey).map(Secret::new);
+        match (&saas_endpoint, &saas_api_key) {
+            (Some(_), None) => v.problem_without_value(Key::SaasApiKey, "is required when KIJO_SAAS_ENDPOINT is set"),
+            (None, Some(_)) => v.problem_without_value(Key::SaasEndpoint, "is required when KIJO_SAAS_API_KEY is set"),
+            _ => {}
+        }
+        if notify_webhook_secret.is_some() && notify_webhook.is_none() {
+            v.problem_without_value(
+                Key::NotifyWebhook,
+                "is required when KIJO_NOTIFY_WEBHOOK_SECRET is set",
+            );
+        }
+        let log_format = v.parse(Key::LogFormat, parse_log_format);
+        let log_level = v.parse(Key::LogLevel, parse_log_level);
+        let health_addr = v.parse(Key::HealthAddr, parse_listen_addr);
+        let kubeconfig = v.value(Key::Kubeconfig).map(PathBuf::from);
+        let kube_context = v.value(Key::KubeContext);
+
+        if !v.problems.is_empty() {
+            return Err(v.problems);
+        }
+        Ok(Config {
+            mode: self.mode,
+            database: database.expect("validated"),
+            poll_interval: poll_interval.expect("validated"),
+            namespaces: namespaces.expect("validated"),
+            cluster_name: cluster_name.expect("validated"),
+            notify_slack,
+            notify_webhook,
+            notify_webhook_secret,
+            notify_severity: notify_severity.expect("validated"),
+            saas_endpoint,
+            saas_api_key,
+            log_format: log_format.expect("validated"),
+            log_level: log_level.expect("validated"),
+            health_addr: health_addr.expect("validated"),
+            kubeconfig,
+            kube_context,
+        })
+    }
+
+    /// The log settings alone, best effort, so that start-up problems can be logged in the
+    /// format the operator asked for even when other settings are wrong.
+    pub fn log_settings(&self) -> (LogFormat, log::LevelFilter) {
+        let format = self
+            .values
+            .get(&Key::LogFormat)
+            .and_then(|(v, _)| parse_log_format(v).ok())
+            .unwrap_or_default();
+        let level = self
+            .values
+            .get(&Key::LogLevel)
+            .and_then(|(v, _)| parse_log_level(v).ok())
+            .unwrap_or(log::LevelFilter::Info);
+        (format, level)
+    }
+}
+
+struct Validator<'a> {
+    raw: &'a RawConfig,
+    problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    /// The value as given, or `None` when unset or empty (an empty variable means "default":
+    /// that is how Kubernetes renders an optional ConfigMap key).
+    fn value(&self, key: Key) -> Option<String> {
+        self.raw
+            .values
+            .get(&key)
+            .map(|(v, _)| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn culprit(&self, key: Key) -> String {
+        let setting = key.setting();
+        let (value, source) = match self.raw.values.get(&key) {
+            Some((v, s)) => (v.as_str(), *s),
+            None => (setting.default, Source::Env),
+        };
+        let shown = if setting.secret {
+            match key {
+                Key::DatabaseUrl => mask_database_url(value),
+                Key::NotifySlack | Key::NotifyWebhook => mask_target_url(value),
+                _ => "***".to_owned(),
+            }
+        } else {
+            value.to_owned()
+        };
+        match source {
+            Source::Env => format!("{}={shown}", setting.env),
+            Source::Flag => format!("--{}={shown}", setting.flag),
+        }
+    }
+
+    fn problem(&mut self, key: Key, message: impl Into<String>) {
+        let culprit = self.culprit(key);
+        self.problems.push(Problem {
+            culprit,
+            message: message.into(),
+        });
+    }
+
+    fn problem_without_value(&mut self, key: Key, message: &str) {
+        self.problems.push(Problem {
+            culprit: key.setting().env.to_owned(),
+            message: message.to_owned(),
+        });
+    }
+
+    /// Parses a value (or the default) and records a problem on failure.
+    fn parse<T>(&mut self, key: Key, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        let value = self.value(key).unwrap_or_else(|| key.setting().default.to_owned());
+        match parse(&value) {
+            Ok(v) => Some(v),
+            Err(message) => {
+                self.problem(key, message);
+                None
+            }
+        }
+    }
+
+    fn database(&mut self) -> Option<Database> {
+        let Some(url) = self.value(Key::DatabaseUrl) else {
+            return Some(Database::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)));
+        };
+        let lower = url.to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            Some(Database::Postgres(Secret::new(url)))
+        } else if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                self.problem(Key::DatabaseUrl, "sqlite: needs a file path, e.g. sqlite:/data/kijo-agent.db");
+                None
+            } else {
+                Some(Database::Sqlite(PathBuf::from(path)))
+            }
+        } else {
+            self.problem(
+                Key::DatabaseUrl,
+                "unsupported database URL; use postgres://USER:PASS@HOST/DB, postgresql://… or sqlite:PATH",
+            );
+            None
+        }
+    }
+
+    fn cluster_name(&mut self) -> Option<String> {
+        let name = self.value(Key::ClusterName).unwrap_or_else(hostname);
+        if name.len() > 255 {
+            self.problem(Key::ClusterName, "must be at most 255 characters");
+            return None;
+        }
+        Some(name)
+    }
+
+    fn url(&mut self, key: Key) -> Option<Secret<String>> {
+        let url = self.value(key)?;
+        match check_http_url(&url) {
+            Ok(()) => Some(Secret::new(url)),
+            Err(message) => {
+                self.problem(key, message);
+                None
+            }
+        }
+    }
+}
+
+/// The host name, the original agent's default cluster name. Inside a pod this is the pod name,
+/// which is why the manifests set `KIJO_CLUSTER_NAME` explicitly.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    const HINT: &str = "expected a duration like 30s, 5m or 1h";
+    let d: jiff::SignedDuration = s.parse().map_err(|_| HINT.to_owned())?;
+    let d = Duration::try_from(d).map_err(|_| format!("{HINT}, not negative"))?;
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(d)
+}
+
+fn parse_namespaces(s: &str) -> Result<Vec<String>, String> {
+    if s.trim().eq_ignore_ascii_case("all") || s.trim() == "*" {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<String> = Vec::new();
+    for ns in s.split(',').map(str::trim).filter(|ns| !ns.is_empty()) {
+        if !is_dns_label(ns) {
+            return Err(format!(
+                "{ns:?} is not a namespace name (lower-case letters, digits and '-', at most 63)"
+            ));
+        }
+        if !out.iter().any(|o| o == ns) {
+            out.push(ns.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "json" => Ok(LogFormat::Json),
+        "text" => Ok(LogFormat::Text),
+        _ => Err("expected json or text".into()),
+    }
+}
+
+fn parse_log_level(s: &str) -> Result<log::LevelFilter, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "error" => Ok(log::LevelFilter::Error),
+        "warn" | "warning" => Ok(log::LevelFilter::Warn),
+        "info" => Ok(log::LevelFilter::Info),
+        "debug" => Ok(log::LevelFilter::Debug),
+        "trace" => Ok(log::LevelFilter::Trace),
+        _ => Err("expected error, warn, info, debug or trace".into()),
+    }
+}
+
+/// Accepts `:8080` (all interfaces, as in the original agent), `HOST:PORT` and `[V6]:PORT`.
+fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    const HINT: &str = "expected HOST:PORT or :PORT, e.g. :8080 or 127.0.0.1:8080";
+    let s = s.trim();
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_owned()
+    };
+    if let Ok(addr) = full.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if !full.contains(':') {
+        return Err(HINT.into());
+    }
+    full.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| HINT.to_owned())
+}
+
+/// A notification or SaaS URL must be absolute http(s) with a host. Plain http is allowed (a
+/// webhook receiver inside the cluster often is), the value itself is never echoed back.
+fn check_http_url(url: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("expected an http:// or https:// URL".into());
+    };
+    if !scheme.eq_ignore_ascii_case("https") && !scheme.eq_ignore_ascii_case("http") {
+        return Err("expected an http:// or https:// URL".into());
+    }
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err("the URL has no host".into());
+    }
+    Ok(())
+}
+
+/// The `--help` text, generated from [`SETTINGS`] so it can never miss a variable.
+pub fn help_text() -> String {
+    let mut out = format!(
+        "kijo-agent {}\n\
+         Tracks Trivy Operator findings in a Kubernetes cluster and notifies once per real change.\n\n\
+         USAGE:\n    kijo-agent [OPTIONS]\n\n\
+         MODES:\n\
+         \x20   --once        run one poll cycle and exit (0 on success)\n\
+         \x20   --dry-run     check configuration, database, Kubernetes access and targets; change nothing\n\
+         \x20   -h, --help    print this help\n\
+         \x20   -V, --version print the version\n\n\
+         OPTIONS (a flag beats its environment variable):\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    for (_, s) in SETTINGS {
+        out.push_str(&format!(
+            "    --{:<22} {:<28} {}\n{:<56}default: {}\n",
+            format!("{} VALUE", s.flag),
+            s.env,
+            s.help,
+            "",
+            s.default
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(env: &[(&str, &str)], args: &[&str]) -> RawConfig {
+        RawConfig::from_parts(
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            args.iter().map(OsString::from),
+        )
+    }
+
+    fn problems(env: &[(&str, &str)], args: &[&str]) -> Vec<String> {
+        match raw(env, args).validate() {
+            Ok(_) => Vec::new(),
+            Err(p) => p.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_original_agent() {
+        let c = raw(&[("KIJO_CLUSTER_NAME", "prod")], &[]).validate().unwrap();
+        assert_eq!(c.poll_interval, Duration::from_secs(300));
+        assert!(c.namespaces.is_empty());
+        assert_eq!(c.notify_severity, Severity::Critical);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.log_level, log::LevelFilter::Info);
+        assert_eq!(c.health_addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.database, Database::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)));
+        assert_eq!(c.mode, Mode::Run);
+    }
+
+    #[test]
+    fn flag_beats_variable() {
+        let c = raw(
+            &[("KIJO_POLL_INTERVAL", "1h"), ("KIJO_LOG_LEVEL", "debug")],
+            &["--poll-interval", "30s", "--log-level=warn"],
+        )
+        .validate()
+        .unwrap();
+        assert_eq!(c.poll_interval, Duration::from_secs(30));
+        assert_eq!(c.log_level, log::LevelFilter::Warn);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_naming_its_variable() {
+        let p = problems(&[("KIJO_POLL_INTERVAL", "banana"), ("KIJO_LOG_FORMAT", "xml")], &[]);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].starts_with("KIJO_POLL_INTERVAL=banana: "), "{p:?}");
+        assert!(p[1].starts_with("KIJO_LOG_FORMAT=xml: "), "{p:?}");
+    }
+
+    #[test]
+    fn values_are_checked() {
+        let cases: &[(&[(&str, &str)], &[&str], &str)] = &[
+            (&[("KIJO_POLL_INTERVAL", "-5m")], &[], "KIJO_POLL_INTERVAL=-5m: "),
+            (&[("KIJO_POLL_INTERVAL", "0s")], &[], "at least 1s"),
+            (&[("KIJO_POLL_INTERVAL", "300")], &[], "like 30s"),
+            (&[("KIJO_NAMESPACES", "prod,Bad_NS")], &[], "\"Bad_NS\" is not a namespace"),
+            (&[("KIJO_NOTIFY_SEVERITY", "severe")], &[], "KIJO_NOTIFY_SEVERITY=severe: expected one of"),
+            (&[("KIJO_LOG_LEVEL", "loud")], &[], "KIJO_LOG_LEVEL=loud"),
+            (&[("KIJO_HEALTH_ADDR", "8080")], &[], "KIJO_HEALTH_ADDR=8080"),
+            (&[("KIJO_DATABASE_URL", "mysql://u:pw@h/db")], &[], "unsupported database URL"),
+            (&[("KIJO_DATABASE_URL", "sqlite:")], &[], "needs a file path"),
+            (&[("KIJO_NOTIFY_WEBHOOK", "ftp://x")], &[], "KIJO_NOTIFY_WEBHOOK="),
+            (&[("KIJO_SAAS_ENDPOINT", "https://api.kijo.io")], &[], "KIJO_SAAS_API_KEY: is required"),
+            (&[("KIJO_NOTIFY_WEBHOOK_SECRET", "k")], &[], "KIJO_NOTIFY_WEBHOOK: is required"),
+            (&[], &["--poll-interval"], "--poll-interval: needs a value"),
+            (&[], &["--bogus=1"], "--bogus: unknown flag"),
+            (&[], &["stray"], "stray: unexpected argument"),
+            (&[], &["--once", "--dry-run"], "cannot be combined"),
+            (&[], &["--poll-interval=never"], "--poll-interval=never: "),
+        ];
+        for (env, args, want) in cases {
+            let p = problems(env, args);
+            assert!(
+                p.iter().any(|line| line.contains(want)),
+                "env {env:?} args {args:?}: want {want:?} in {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_are_masked_in_problems() {
+        let p = problems(
+            &[
+                ("KIJO_DATABASE_URL", "mysql://kijo:hunter2@db/kijo"),
+                ("KIJO_NOTIFY_SLACK", "htps://hooks.slack.com/services/T/B/hunter2"),
+            ],
+            &[],
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        for line in p {
+            assert!(!line.contains("hunter2"), "secret leaked: {line}");
+        }
+    }
+
+    #[test]
+    fn accepted_forms() {
+        let c = raw(
+            &[
+                ("KIJO_DATABASE_URL", "postgresql://kijo:pw@db:5432/kijo?sslmode=require"),
+                ("KIJO_NAMESPACES", " prod, staging ,prod,"),
+                ("KIJO_NOTIFY_SEVERITY", "high"),
+                ("KIJO_HEALTH_ADDR", "127.0.0.1:9000"),
+                ("KIJO_LOG_FORMAT", "TEXT"),
+                ("KIJO_SAAS_ENDPOINT", "https://api.kijo.io"),
+                ("KIJO_SAAS_API_KEY", "k"),
+                ("KIJO_NOTIFY_SLACK", ""),
+            ],
+            &["--dry-run", "--database-url", "sqlite:/data/k.db"],
+        )
+        .validate()
+        .unwrap();
+        assert_eq!(c.database, Database::Sqlite(PathBuf::from("/data/k.db")));
+        assert_eq!(c.namespaces, ["prod", "staging"]);
+        assert_eq!(c.notify_severity, Severity::High);
+        assert_eq!(c.health_addr, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.mode, Mode::DryRun);
+        assert!(c.notify_slack.is_none(), "an empty variable means unset");
+    }
+
+    #[test]
+    fn help_lists_every_variable_and_flag() {
+        let help = help_text();
+        for (_, s) in SETTINGS {
+            assert!(help.contains(s.env), "{} missing", s.env);
+            assert!(help.contains(&format!("--{}", s.flag)), "--{} missing", s.flag);
+        }
+    }
+}

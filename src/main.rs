@@ -1,1 +1,57 @@
-fn main() {}
+//! The `kijo-agent` binary: turns the process environment into a [`Config`], and the outcome of
+//! the service into an exit status. Everything else lives in the library.
+//!
+//! Exit statuses: 0 success, 1 a runtime failure (a failed `--once` cycle, a failed dry-run
+//! check, a worker that stopped), 2 a configuration problem (nothing was started).
+
+use std::process::ExitCode;
+
+use kijo_agent::config::{self, Mode, RawConfig};
+use kijo_agent::{logging, service};
+
+fn main() -> ExitCode {
+    // As PID 1 in a scratch image an unhandled SIGTERM is ignored, so the handler comes first,
+    // before anything that could take time.
+    let signals = match service::Signals::install() {
+        Ok(s) => s,
+        Err(err) => {
+            eprintln!("kijo-agent: cannot install signal handlers: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let raw = RawConfig::from_process();
+    match raw.mode() {
+        Mode::Help => {
+            print!("{}", config::help_text());
+            return ExitCode::SUCCESS;
+        }
+        Mode::Version => {
+            println!("kijo-agent {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let (format, level) = raw.log_settings();
+    logging::init(format, level);
+    let config = match raw.validate() {
+        Ok(config) => config,
+        Err(problems) => {
+            for problem in &problems {
+                log::error!(setting = problem.culprit.as_str(); "invalid configuration: {problem}");
+            }
+            log::error!(problems = problems.len(); "kijo-agent did not start: fix the settings above (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    service::install_panic_hook();
+    let ok = match config.mode {
+        Mode::DryRun => service::dry_run(&config),
+        Mode::Once | Mode::Run => service::run(&config, signals),
+        Mode::Help | Mode::Version => unreachable!("handled above"),
+    };
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

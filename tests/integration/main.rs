@@ -1,1 +1,6 @@
+//! One integration-test binary (ripgrep's layout): each module covers one area against real
+//! servers — the agent binary, PostgreSQL on loopback, the Kubernetes-API sandbox, webhook
+//! receivers.
 
+mod shell;
+mod support;

@@ -1,0 +1,282 @@
+//! The running agent: threads, signals, shutdown and the `--dry-run` checklist.
+//!
+//! Threads: `signals` (turns SIGTERM/SIGINT into a channel message), `poll` (one cycle at a
+//! time), `health` (probes and metrics) and `ready-database` (keeps the readiness answer fresh).
+//! They share an [`HealthState`] and one stop channel whose sender is dropped on shutdown, which
+//! every thread sees at once as a disconnect.
+//!
+//! Crash-only: a panicking thread takes the whole process down (see [`install_panic_hook`]) and
+//! Kubernetes restarts it; there is never a half-alive agent whose probes still pass.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, select};
+
+use crate::config::{Config, Mode};
+use crate::health::{self, HealthServer, HealthState};
+use crate::metrics::Registry;
+use crate::poll::{PollMetrics, Poller};
+use crate::secret::mask_target_url;
+use crate::store::{self, Pinger};
+
+/// Time allowed between a signal and exit, inside Kubernetes' default 30 s grace period and the
+/// 10 s this agent promises.
+const SHUTDOWN_BUDGET: Duration = Duration::from_secs(9);
+/// How often the readiness checker pings the store.
+const READINESS_INTERVAL: Duration = Duration::from_secs(2);
+/// How long one readiness ping may take before the store counts as unavailable.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// SIGTERM and SIGINT as channel messages.
+pub struct Signals {
+    rx: Receiver<i32>,
+}
+
+impl Signals {
+    /// Installs the handlers. Must run first in `main`: as PID 1 the kernel ignores SIGTERM for a
+    /// process without a handler.
+    pub fn install() -> std::io::Result<Signals> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    if tx.send(signal).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Signals { rx })
+    }
+
+    pub fn receiver(&self) -> &Receiver<i32> {
+        &self.rx
+    }
+}
+
+/// Logs a panic with its thread and location as an ordinary error line, then ends the process.
+/// Release builds abort on panic anyway; this makes the reason visible in the log pipeline and
+/// gives debug builds (and tests) the same crash-only behaviour.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        log::error!(
+            thread = name,
+            location = location.as_str();
+            "worker panicked, exiting so that Kubernetes restarts the agent: {message}"
+        );
+        log::logger().flush();
+        std::process::exit(70);
+    }));
+}
+
+/// Runs the service (or one cycle with `--once`) until it finishes or a signal arrives. Returns
+/// whether everything succeeded.
+pub fn run(config: &Config, signals: Signals) -> bool {
+    let target = config.database.clone();
+    let mut registry = Registry::default();
+    let poll_metrics = PollMetrics::new(&mut registry);
+    let health = HealthState::new(health::stall_bound_for(config.poll_interval));
+    health.progress();
+    // Dropping `stop_tx` tells every thread to stop.
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let once = config.mode == Mode::Once;
+
+    let mut server = None;
+    let mut checker = None;
+    if !once {
+        match HealthServer::start(config.health_addr, Arc::clone(&health), Arc::new(registry)) {
+            Ok(s) => {
+                log::info!(addr = s.local_addr().to_string().as_str(); "health server listening");
+                server = Some(s);
+            }
+            Err(err) => {
+                log::error!(
+                    addr = config.health_addr.to_string().as_str();
+                    "cannot listen for health probes: {err}; set KIJO_HEALTH_ADDR to a free address"
+                );
+                return false;
+            }
+        }
+        let mut pinger = Pinger::new(&target);
+        checker = health::spawn_readiness_checker(
+            Arc::clone(&health),
+            "database",
+            READINESS_INTERVAL,
+            stop_rx.clone(),
+            move || pinger.ping(PING_TIMEOUT).map_err(|e| e.to_string()),
+        )
+        .map_err(|err| log::error!("cannot start the readiness checker: {err}"))
+        .ok();
+    }
+
+    log::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        cluster = config.cluster_name.as_str(),
+        database = target.describe().as_str(),
+        poll_interval_seconds = config.poll_interval.as_secs(),
+        once = once;
+        "kijo-agent starting"
+    );
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<bool>(1);
+    let poller = Poller::new(config.clone(), target, Arc::clone(&health), poll_metrics);
+    let poll_stop = stop_rx.clone();
+    let poll_thread = thread::Builder::new()
+        .name("poll".into())
+        .spawn(move || {
+            let ok = poller.run(poll_stop, once);
+            let _ = done_tx.send(ok);
+        });
+    let poll_thread = match poll_thread {
+        Ok(t) => t,
+        Err(err) => {
+            log::error!("cannot start the poll thread: {err}");
+            return false;
+        }
+    };
+
+    let ok = select! {
+        recv(signals.receiver()) -> signal => {
+            log::info!(signal = signal.unwrap_or_default(); "signal received, shutting down");
+            shutdown(&health, stop_tx, &done_rx)
+        }
+        recv(done_rx) -> outcome => {
+            let ok = outcome.unwrap_or(false);
+            if !once {
+                // In service mode the poll loop only returns on a fatal error.
+                health.worker_died("poll", "the poll loop stopped");
+                log::error!("the poll loop stopped; exiting so that Kubernetes restarts the agent");
+            }
+            health.begin_shutdown();
+            drop(stop_tx);
+            ok && once
+        }
+    };
+    let _ = poll_thread.join();
+    if let Some(server) = server {
+        server.stop();
+    }
+    if let Some(checker) = checker {
+        let _ = checker.join();
+    }
+    log::info!(clean = ok; "kijo-agent stopped");
+    log::logger().flush();
+    ok
+}
+
+/// Flips readiness, tells the threads to stop and waits for the poll loop to finish its unit of
+/// work. The poll loop commits or rolls back per workload, so stopping between units loses
+/// nothing.
+fn shutdown(health: &HealthState, stop_tx: Sender<()>, done_rx: &Receiver<bool>) -> bool {
+    health.begin_shutdown();
+    drop(stop_tx);
+    let started = Instant::now();
+    match done_rx.recv_timeout(SHUTDOWN_BUDGET) {
+        Ok(_) => {
+            log::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64;
+                "poll loop finished its current work"
+            );
+            true
+        }
+        Err(_) => {
+            log::error!("poll loop did not stop within {}s; exiting anyway", SHUTDOWN_BUDGET.as_secs());
+            log::logger().flush();
+            // Nothing half-written survives: every unit of work is one transaction.
+            std::process::exit(1);
+        }
+    }
+}
+
+/// One line of the `--dry-run` checklist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl Check {
+    fn new(name: impl Into<String>, outcome: Result<String, String>) -> Check {
+        let (ok, detail) = match outcome {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        Check {
+            name: name.into(),
+            ok,
+            detail,
+        }
+    }
+}
+
+/// Checks everything that can be checked without side effects and prints a checklist on
+/// stdout. Returns whether every check passed.
+pub fn dry_run(config: &Config) -> bool {
+    let checks = dry_run_checks(config);
+    for check in &checks {
+        println!(
+            "{:<4} {:<28} {}",
+            if check.ok { "OK" } else { "FAIL" },
+            check.name,
+            check.detail
+        );
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if failed == 0 {
+        println!("all {} checks passed", checks.len());
+    } else {
+        println!("{failed} of {} checks failed", checks.len());
+    }
+    failed == 0
+}
+
+fn dry_run_checks(config: &Config) -> Vec<Check> {
+    let mut checks = vec![Check::new(
+        "configuration",
+        Ok(format!("cluster {:?}", config.cluster_name)),
+    )];
+    let described = config.database.describe();
+    checks.push(Check::new(
+        "database",
+        store::check_only(&config.database)
+            .map(|status| {
+                if status.is_current() {
+                    format!("{described} reachable, schema up to date")
+                } else {
+                    format!(
+                        "{described} reachable, {} migration(s) will be applied at start",
+                        status.pending().len()
+                    )
+                }
+            })
+            .map_err(|e| format!("{described}: {e}")),
+    ));
+    for (name, url) in [
+        ("notification target slack", &config.notify_slack),
+        ("notification target webhook", &config.notify_webhook),
+    ] {
+        if let Some(url) = url {
+            checks.push(Check::new(name, Ok(format!("{} (syntax only)", mask_target_url(url.expose())))));
+        }
+    }
+    if let Some(endpoint) = &config.saas_endpoint {
+        checks.push(Check::new("kijo saas", Ok(format!("{endpoint} (syntax only)"))));
+    }
+    checks
+}

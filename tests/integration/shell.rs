@@ -1,0 +1,220 @@
+//! The service shell end to end: the real binary, real loopback HTTP, a real PostgreSQL.
+
+use std::time::{Duration, Instant};
+
+use crate::support::agent::{Agent, TempDir, get, raw_request, run, wait_until};
+use crate::support::pg::TestDb;
+
+const EVERY_VARIABLE: [&str; 15] = [
+    "KIJO_DATABASE_URL",
+    "KIJO_POLL_INTERVAL",
+    "KIJO_NAMESPACES",
+    "KIJO_CLUSTER_NAME",
+    "KIJO_NOTIFY_SLACK",
+    "KIJO_NOTIFY_WEBHOOK",
+    "KIJO_NOTIFY_WEBHOOK_SECRET",
+    "KIJO_NOTIFY_SEVERITY",
+    "KIJO_SAAS_ENDPOINT",
+    "KIJO_SAAS_API_KEY",
+    "KIJO_LOG_FORMAT",
+    "KIJO_LOG_LEVEL",
+    "KIJO_HEALTH_ADDR",
+    "KIJO_KUBECONFIG",
+    "KIJO_KUBE_CONTEXT",
+];
+
+#[test]
+fn help_lists_every_variable_and_version_prints() {
+    let (status, out, _) = run(&[], &["--help"]);
+    assert!(status.success());
+    for var in EVERY_VARIABLE {
+        assert!(out.contains(var), "--help lacks {var}:\n{out}");
+    }
+    for flag in ["--database-url", "--poll-interval", "--once", "--dry-run", "--version"] {
+        assert!(out.contains(flag), "--help lacks {flag}");
+    }
+    let (status, out, _) = run(&[], &["--version"]);
+    assert!(status.success());
+    assert_eq!(out.trim(), format!("kijo-agent {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn bad_values_exit_2_naming_every_variable() {
+    let (status, out, err) = run(
+        &[("KIJO_POLL_INTERVAL", "banana"), ("KIJO_LOG_FORMAT", "xml")],
+        &[],
+    );
+    assert_eq!(status.code(), Some(2), "stdout {out}\nstderr {err}");
+    assert!(err.contains("KIJO_POLL_INTERVAL=banana"), "{err}");
+    assert!(err.contains("KIJO_LOG_FORMAT=xml"), "{err}");
+    // The log format is bad, so problems are reported in the default JSON format.
+    for line in err.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(v["level"], "error");
+    }
+}
+
+#[test]
+fn a_password_never_reaches_a_log_line_or_an_error() {
+    let secret = "hunter2-never-log-me";
+    // Port 1 refuses connections: the cycle fails and logs the failure.
+    let url = format!("postgres://kijo:{secret}@127.0.0.1:1/kijo?sslmode=disable");
+    let (status, out, err) = run(
+        &[("KIJO_DATABASE_URL", url.as_str()), ("KIJO_CLUSTER_NAME", "t")],
+        &["--once"],
+    );
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("failed"), "{err}");
+    let (status, dry_out, dry_err) = run(&[("KIJO_CLUSTER_NAME", "t")], &[&format!("--database-url={url}"), "--dry-run"]);
+    assert_eq!(status.code(), Some(1), "{dry_out}");
+    assert!(dry_out.contains("FAIL") && dry_out.contains("database"), "{dry_out}");
+    // A bad value with a password in it is masked too.
+    let bad = format!("mysql://kijo:{secret}@db/kijo");
+    let (status, bad_out, bad_err) = run(&[("KIJO_DATABASE_URL", bad.as_str())], &[]);
+    assert_eq!(status.code(), Some(2));
+    for text in [out, err, dry_out, dry_err, bad_out, bad_err] {
+        assert!(!text.contains(secret), "secret leaked:\n{text}");
+    }
+}
+
+#[test]
+fn dry_run_passes_on_a_reachable_database_as_the_original_readme_writes_it() {
+    let db = TestDb::create("dryrun");
+    let url = db.url_with_password("pw");
+    let (status, out, err) = run(&[("KIJO_CLUSTER_NAME", "t")], &[&format!("--database-url={url}"), "--dry-run"]);
+    assert!(status.success(), "stdout {out}\nstderr {err}");
+    assert!(out.lines().any(|l| l.starts_with("OK") && l.contains("database")), "{out}");
+    assert!(out.contains("checks passed"), "{out}");
+}
+
+#[test]
+fn probes_metrics_and_http_hardening() {
+    let dir = TempDir::new("probes");
+    let db = format!("sqlite:{}", dir.0.join("kijo.db").display());
+    let agent = Agent::start(
+        &[
+            ("KIJO_DATABASE_URL", db.as_str()),
+            ("KIJO_HEALTH_ADDR", "127.0.0.1:0"),
+            ("KIJO_CLUSTER_NAME", "probe-test"),
+        ],
+        &[],
+    );
+    let addr = agent.health_addr();
+
+    let live = get(addr, "/health/live");
+    assert_eq!(live.status, 200, "{}", live.body);
+    wait_until("ready", Duration::from_secs(20), || get(addr, "/health/ready").status == 200);
+
+    let metrics = get(addr, "/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.header("content-type").unwrap().contains("version=0.0.4"));
+    for name in [
+        "kijo_build_info{version=",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "kijo_poll_cycles_total",
+    ] {
+        assert!(metrics.body.contains(name), "metrics lack {name}:\n{}", metrics.body);
+    }
+
+    // Every response closes its connection: raw_request reads to EOF.
+    for r in [&live, &metrics] {
+        assert_eq!(r.header("connection").as_deref(), Some("close"));
+    }
+
+    let head = raw_request(addr, b"HEAD /health/live HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+
+    let post = raw_request(addr, b"POST /health/live HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}");
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow").as_deref(), Some("GET, HEAD"));
+    assert_eq!(post.header("connection").as_deref(), Some("close"));
+
+    let with_body = raw_request(addr, b"GET /health/live HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(with_body.status, 400);
+    let chunked = raw_request(
+        addr,
+        b"GET /metrics HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n",
+    );
+    assert_eq!(chunked.status, 400);
+    assert!(!chunked.body.contains("smuggled"));
+
+    let mut huge = b"GET /health/live HTTP/1.1\r\nX-Fill: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 16 * 1024));
+    huge.extend(b"\r\n\r\n");
+    assert_eq!(raw_request(addr, &huge).status, 431);
+
+    // A pipelined second request is never answered: one request per connection.
+    let pipelined = raw_request(
+        addr,
+        b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\nGET /metrics HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert_eq!(pipelined.status, 200);
+    assert!(!pipelined.body.contains("kijo_build_info"), "second request was answered");
+
+    assert_eq!(get(addr, "/nope").status, 404);
+
+    // Every JSON log line parses and carries level, msg and timestamp.
+    let lines = agent.lines();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        for key in ["level", "msg", "timestamp"] {
+            assert!(v.get(key).is_some(), "{key} missing in {line}");
+        }
+        jiff::Timestamp::strptime("%Y-%m-%dT%H:%M:%S%.fZ", v["timestamp"].as_str().unwrap())
+            .unwrap_or_else(|e| panic!("timestamp not RFC 3339 in {line}: {e}"));
+    }
+}
+
+#[test]
+fn readiness_follows_the_database_and_sigterm_exits_0_quickly() {
+    let db = TestDb::create("ready");
+    let secret = "pg-password-not-in-logs";
+    let url = db.url_with_password(secret);
+    let mut agent = Agent::start(
+        &[
+            ("KIJO_DATABASE_URL", url.as_str()),
+            ("KIJO_HEALTH_ADDR", "127.0.0.1:0"),
+            ("KIJO_CLUSTER_NAME", "ready-test"),
+            ("KIJO_LOG_LEVEL", "debug"),
+        ],
+        &[],
+    );
+    let addr = agent.health_addr();
+    wait_until("ready", Duration::from_secs(20), || get(addr, "/health/ready").status == 200);
+
+    db.take_away();
+    wait_until("not ready once the database is gone", Duration::from_secs(20), || {
+        let r = get(addr, "/health/ready");
+        r.status == 503 && r.body.contains("database")
+    });
+    assert_eq!(get(addr, "/health/live").status, 200, "a missing database is not a dead agent");
+
+    db.bring_back();
+    wait_until("ready again once the database is back", Duration::from_secs(20), || {
+        get(addr, "/health/ready").status == 200
+    });
+
+    let sent = Instant::now();
+    agent.signal("TERM");
+    let status = agent.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status:?}");
+    assert!(sent.elapsed() < Duration::from_secs(10));
+    let lines = agent.lines();
+    assert!(lines.iter().any(|l| l.contains("shutting down")));
+    for line in lines {
+        assert!(!line.contains(secret), "password leaked: {line}");
+    }
+}
+
+#[test]
+fn once_runs_one_cycle_and_exits_0() {
+    let dir = TempDir::new("once");
+    let db = format!("sqlite:{}", dir.0.join("kijo.db").display());
+    let (status, _, err) = run(&[("KIJO_DATABASE_URL", db.as_str()), ("KIJO_CLUSTER_NAME", "once")], &["--once"]);
+    assert!(status.success(), "{err}");
+    assert!(err.contains("poll cycle finished"), "{err}");
+    assert!(dir.0.join("kijo.db").exists(), "the embedded store was created");
+}

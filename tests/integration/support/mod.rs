@@ -1,0 +1,4 @@
+//! Shared harness code for the integration tests.
+
+pub mod agent;
+pub mod pg;

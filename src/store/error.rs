@@ -1,0 +1,144 @@
+//! The one error type of the store.
+//!
+//! Callers branch on it: the poll thread retries a cycle after a connection loss but not after a
+//! conflict (a stale leader's duplicate write), and readiness reports "database unreachable" only
+//! for connection problems. Every message is built from already-redacted text, so no password can
+//! reach a log line through it.
+
+use std::fmt;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// `KIJO_DATABASE_URL` could not be understood.
+    InvalidUrl(String),
+    /// TLS material (`sslrootcert`) could not be read or used.
+    Tls(String),
+    /// Opening a connection failed (network, authentication, TLS handshake, file permissions).
+    Connect { target: String, detail: String },
+    /// An established connection broke; the next call reconnects.
+    ConnectionLost(String),
+    /// A reconnect is not attempted yet because the last one failed recently.
+    Backoff { target: String, retry_in: Duration },
+    /// A statement failed for another reason than the connection.
+    Query {
+        context: &'static str,
+        detail: String,
+    },
+    /// A unique constraint refused a write: another writer (a stale leader) already recorded it.
+    Conflict(String),
+    /// An embedded migration failed; nothing of it was applied.
+    Migration {
+        version: i64,
+        name: &'static str,
+        detail: String,
+    },
+    /// The database carries migrations this binary does not know: a newer agent ran against it.
+    SchemaTooNew { applied: i64, embedded: i64 },
+}
+
+impl StoreError {
+    /// True when the database could not be reached or the connection broke, so retrying later
+    /// (after a reconnect) may succeed; false for errors a retry would repeat.
+    pub fn is_connection_loss(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Connect { .. } | StoreError::ConnectionLost(_) | StoreError::Backoff { .. }
+        )
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::InvalidUrl(m) => write!(f, "invalid KIJO_DATABASE_URL: {m}"),
+            StoreError::Tls(m) => write!(f, "database tls setup failed: {m}"),
+            StoreError::Connect { target, detail } => write!(
+                f,
+                "cannot connect to database {target}: {detail}; check KIJO_DATABASE_URL and that the database is reachable"
+            ),
+            StoreError::ConnectionLost(d) => {
+                write!(
+                    f,
+                    "database connection lost: {d}; it is reopened on the next call"
+                )
+            }
+            StoreError::Backoff { target, retry_in } => write!(
+                f,
+                "database {target} unreachable, next reconnect attempt in {}s",
+                retry_in.as_secs().max(1)
+            ),
+            StoreError::Query { context, detail } => {
+                write!(f, "database query failed while {context}: {detail}")
+            }
+            StoreError::Conflict(d) => write!(
+                f,
+                "write refused by a unique constraint (another agent already recorded it): {d}"
+            ),
+            StoreError::Migration {
+                version,
+                name,
+                detail,
+            } => write!(
+                f,
+                "database migration {version:04}_{name} failed and was rolled back: {detail}"
+            ),
+            StoreError::SchemaTooNew { applied, embedded } => write!(
+                f,
+                "database schema version {applied} is newer than this agent's {embedded}; upgrade the agent"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Removes every occurrence of the secrets from a driver's message. Drivers do not echo passwords
+/// today as far as we know, but that is their implementation detail, not a promise.
+pub(crate) fn redact(message: &str, secrets: &[String]) -> String {
+    let mut out = message.to_owned();
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        out = out.replace(s.as_str(), "***");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_replaces_every_occurrence() {
+        let cases = [
+            (
+                "pw hunter2 and hunter2",
+                vec!["hunter2".to_owned()],
+                "pw *** and ***",
+            ),
+            ("nothing here", vec!["hunter2".to_owned()], "nothing here"),
+            (
+                "empty secret ignored",
+                vec![String::new()],
+                "empty secret ignored",
+            ),
+        ];
+        for (msg, secrets, want) in cases {
+            assert_eq!(redact(msg, &secrets), want);
+        }
+    }
+
+    #[test]
+    fn connection_errors_are_classified() {
+        let lost = StoreError::ConnectionLost("x".into());
+        let conflict = StoreError::Conflict("x".into());
+        assert!(lost.is_connection_loss());
+        assert!(!conflict.is_connection_loss());
+        assert!(
+            StoreError::Backoff {
+                target: "t".into(),
+                retry_in: Duration::from_secs(3)
+            }
+            .is_connection_loss()
+        );
+    }
+}

@@ -1,0 +1,751 @@
+//! The PostgreSQL backend.
+//!
+//! A `postgres::Client` never recovers from a broken connection, so this type owns an optional
+//! client, drops it on a connection loss and reconnects on the next call, waiting longer after
+//! each failed attempt. Every write is one transaction; large reports are written with one
+//! `UNNEST` statement per table instead of one statement per finding.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use ::postgres::error::SqlState;
+use ::postgres::{Client, GenericClient, NoTls};
+use jiff::Timestamp;
+
+use super::error::redact;
+use super::{
+    Applied, POSTGRES_MIGRATIONS, PgTarget, ReportVersion, SchemaStatus, SeverityCount, StoreError,
+    tls, truncate_micros,
+};
+use crate::lifecycle::{
+    self, AssetId, Changes, Event, EventKind, Finding, FindingKey, FindingState, Observation,
+    StoredAsset, StoredFinding,
+};
+
+/// Serialises migrations of agents starting together ("kijo" in ASCII, then 1).
+const MIGRATION_LOCK: i64 = 0x6b69_6a6f_0000_0001;
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+pub(crate) fn connect(target: &PgTarget) -> Result<Client, StoreError> {
+    let connect_error = |detail: String| StoreError::Connect {
+        target: target.masked.clone(),
+        detail: redact(&detail, &target.secrets),
+    };
+    let result = match tls::connector(target)? {
+        None => target.config.connect(NoTls),
+        Some(tls) => target.config.connect(tls),
+    };
+    result.map_err(|e| connect_error(error_text(&e)))
+}
+
+/// The driver's message including its cause chain (`db error: ERROR: …`).
+fn error_text(e: &::postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn pg_err(e: ::postgres::Error, context: &'static str, secrets: &[String]) -> StoreError {
+    let detail = redact(&error_text(&e), secrets);
+    if e.is_closed() {
+        return StoreError::ConnectionLost(detail);
+    }
+    if let Some(code) = e.code() {
+        if *code == SqlState::UNIQUE_VIOLATION {
+            return StoreError::Conflict(detail);
+        }
+        // Class 08 is "connection exception"; 57P01-57P03 are the server shutting the session.
+        let c = code.code();
+        if c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03") {
+            return StoreError::ConnectionLost(detail);
+        }
+    } else if std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) {
+        return StoreError::ConnectionLost(detail);
+    }
+    StoreError::Query { context, detail }
+}
+
+fn to_sys(t: Timestamp) -> SystemTime {
+    let micros = t.as_microsecond();
+    let offset = Duration::from_micros(micros.unsigned_abs());
+    if micros >= 0 {
+        SystemTime::UNIX_EPOCH + offset
+    } else {
+        SystemTime::UNIX_EPOCH - offset
+    }
+}
+
+fn from_sys(t: SystemTime) -> Timestamp {
+    let micros = match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX),
+    };
+    Timestamp::from_microsecond(micros).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn migrate(client: &mut Client, secrets: &[String]) -> Result<(), StoreError> {
+    let q = |e| pg_err(e, "applying migrations", secrets);
+    let mut tx = client.transaction().map_err(q)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(q)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version BIGINT PRIMARY KEY,
+             name TEXT NOT NULL,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .map_err(q)?;
+    let applied = applied_versions(&mut tx).map_err(q)?;
+    let embedded_max = POSTGRES_MIGRATIONS.last().map_or(0, |m| m.version);
+    if let Some(&newest) = applied.last()
+        && newest > embedded_max
+    {
+        return Err(StoreError::SchemaTooNew {
+            applied: newest,
+            embedded: embedded_max,
+        });
+    }
+    for m in POSTGRES_MIGRATIONS {
+        if applied.contains(&m.version) {
+            continue;
+        }
+        let failed = |e| StoreError::Migration {
+            version: m.version,
+            name: m.name,
+            detail: redact(&error_text(&e), secrets),
+        };
+        tx.batch_execute(m.sql).map_err(failed)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[&m.version, &m.name],
+        )
+        .map_err(failed)?;
+        log::info!(version = m.version, name = m.name; "database migration applied");
+    }
+    tx.commit().map_err(q)
+}
+
+fn applied_versions(c: &mut impl GenericClient) -> Result<Vec<i64>, ::postgres::Error> {
+    Ok(c.query(
+        "SELECT version FROM schema_migrations ORDER BY version",
+        &[],
+    )?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
+}
+
+fn schema_status_of(c: &mut impl GenericClient) -> Result<SchemaStatus, ::postgres::Error> {
+    let exists: bool = c
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])?
+        .get(0);
+    let applied = if exists {
+        applied_versions(c)?
+    } else {
+        Vec::new()
+    };
+    Ok(SchemaStatus {
+        applied,
+        embedded: POSTGRES_MIGRATIONS.iter().map(|m| m.version).collect(),
+    })
+}
+
+pub(crate) fn check_only(target: &PgTarget) -> Result<SchemaStatus, StoreError> {
+    let mut client = connect(target)?;
+    schema_status_of(&mut client)
+        .map_err(|e| pg_err(e, "reading the schema version", &target.secrets))
+}
+
+pub(crate) struct PgStore {
+    target: PgTarget,
+    client: Option<Client>,
+    retry_at: Option<Instant>,
+    delay: Duration,
+}
+
+impl PgStore {
+    pub(crate) fn open(target: &PgTarget) -> Result<PgStore, StoreError> {
+        let mut client = connect(target)?;
+        migrate(&mut client, &target.secrets)?;
+        Ok(PgStore {
+            target: target.clone(),
+            client: Some(client),
+            retry_at: None,
+            delay: Duration::from_secs(1),
+        })
+    }
+
+    fn ensure_connected(&mut self) -> Result<(), StoreError> {
+        if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
+            return Ok(());
+        }
+        self.client = None;
+        let now = Instant::now();
+        if let Some(at) = self.retry_at
+            && now < at
+        {
+            return Err(StoreError::Backoff {
+                target: self.target.masked.clone(),
+                retry_in: at - now,
+            });
+        }
+        match connect(&self.target) {
+            Ok(c) => {
+                log::info!(database = self.target.masked.as_str(); "database connection reopened");
+                self.client = Some(c);
+                self.retry_at = None;
+                self.delay = Duration::from_secs(1);
+                Ok(())
+            }
+            Err(e) => {
+                self.retry_at = Some(now + self.delay);
+                self.delay = (self.delay * 2).min(MAX_BACKOFF);
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `f` on a live connection. On a connection loss the client is dropped; with
+    /// `retry_once` the whole closure runs again on a fresh connection, so pass only work that is
+    /// one transaction and idempotent.
+    fn run<T>(
+        &mut self,
+        retry_once: bool,
+        mut f: impl FnMut(&mut Client, &[String]) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut attempt = 0;
+        loop {
+            self.ensure_connected()?;
+            let client = self.client.as_mut().expect("connected above");
+            match f(client, &self.target.secrets) {
+                Err(e) if e.is_connection_loss() || client.is_closed() => {
+                    self.client = None;
+                    log::warn!(error:% = e; "database connection lost");
+                    attempt += 1;
+                    if !(retry_once && attempt == 1) {
+                        return Err(e);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub(crate) fn ping(&mut self) -> Result<(), StoreError> {
+        self.run(false, |c, s| {
+            c.simple_query("SELECT 1")
+                .map(|_| ())
+                .map_err(|e| pg_err(e, "pinging", s))
+        })
+    }
+
+    pub(crate) fn schema_status(&mut self) -> Result<SchemaStatus, StoreError> {
+        self.run(true, |c, s| {
+            schema_status_of(c).map_err(|e| pg_err(e, "reading the schema version", s))
+        })
+    }
+
+    pub(crate) fn is_empty_for_cluster(&mut self, cluster: &str) -> Result<bool, StoreError> {
+        self.run(true, |c, s| {
+            c.query_one(
+                "SELECT NOT EXISTS (SELECT 1 FROM scanned_containers WHERE cluster_name = $1)",
+                &[&cluster],
+            )
+            .map(|r| r.get(0))
+            .map_err(|e| pg_err(e, "checking for a baseline", s))
+        })
+    }
+
+    pub(crate) fn report_version(
+        &mut self,
+        cluster: &str,
+        uid: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.run(true, |c, s| {
+            c.query_opt(
+                "SELECT resource_version FROM report_versions WHERE cluster_name = $1 AND report_uid = $2",
+                &[&cluster, &uid],
+            )
+            .map(|r| r.map(|r| r.get(0)))
+            .map_err(|e| pg_err(e, "reading a report version", s))
+        })
+    }
+
+    pub(crate) fn retain_report_versions(
+        &mut self,
+        cluster: &str,
+        live: &[String],
+    ) -> Result<usize, StoreError> {
+        self.run(true, |c, s| {
+            c.execute(
+                "DELETE FROM report_versions WHERE cluster_name = $1 AND NOT (report_uid = ANY($2))",
+                &[&cluster, &live],
+            )
+            .map(|n| n as usize)
+            .map_err(|e| pg_err(e, "pruning report versions", s))
+        })
+    }
+
+    pub(crate) fn load_asset(
+        &mut self,
+        cluster: &str,
+        asset: &AssetId,
+    ) -> Result<StoredAsset, StoreError> {
+        self.run(true, |c, s| {
+            let mut tx = c
+                .transaction()
+                .map_err(|e| pg_err(e, "loading findings", s))?;
+            let last = last_scan(&mut tx, cluster, asset, false)
+                .map_err(|e| pg_err(e, "loading findings", s))?;
+            load_findings(&mut tx, cluster, asset, last)
+                .map_err(|e| pg_err(e, "loading findings", s))
+        })
+    }
+
+    pub(crate) fn apply(
+        &mut self,
+        obs: &Observation,
+        report: Option<&ReportVersion>,
+        baseline: bool,
+        targets: &[String],
+    ) -> Result<Applied, StoreError> {
+        self.run(true, |c, s| {
+            let q = |e| pg_err(e, "applying a scan", s);
+            let mut tx = c.transaction().map_err(q)?;
+            let cluster = obs.cluster.as_str();
+            let asset = &obs.asset;
+            let last = last_scan(&mut tx, cluster, asset, true).map_err(q)?;
+            let applied = if last.is_some_and(|l| obs.scanned_at <= l) {
+                Applied {
+                    stale: true,
+                    ..Applied::default()
+                }
+            } else {
+                let stored = load_findings(&mut tx, cluster, asset, last).map_err(q)?;
+                let changes = lifecycle::diff(&stored, obs, baseline);
+                tx.execute(
+                    "INSERT INTO scanned_containers
+                         (cluster_name, namespace, workload_kind, workload, container, image, last_scan_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (cluster_name, namespace, workload_kind, workload, container)
+                     DO UPDATE SET image = EXCLUDED.image, last_scan_at = EXCLUDED.last_scan_at,
+                                   removed_at = NULL",
+                    &[
+                        &cluster,
+                        &asset.namespace,
+                        &asset.workload_kind,
+                        &asset.workload,
+                        &asset.container,
+                        &obs.image,
+                        &to_sys(obs.scanned_at),
+                    ],
+                )
+                .map_err(q)?;
+                write_changes(&mut tx, cluster, asset, &changes, targets).map_err(q)?;
+                Applied {
+                    stale: false,
+                    rows_written: changes.rows.len(),
+                    events: changes.events,
+                }
+            };
+            if let Some(r) = report {
+                tx.execute(
+                    "INSERT INTO report_versions (cluster_name, report_uid, resource_version,
+                         update_timestamp, namespace, workload_kind, workload, container)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (cluster_name, report_uid) DO UPDATE SET
+                         resource_version = EXCLUDED.resource_version,
+                         update_timestamp = EXCLUDED.update_timestamp,
+                         namespace = EXCLUDED.namespace, workload_kind = EXCLUDED.workload_kind,
+                         workload = EXCLUDED.workload, container = EXCLUDED.container,
+                         recorded_at = now()",
+                    &[
+                        &cluster,
+                        &r.uid,
+                        &r.resource_version,
+                        &to_sys(obs.scanned_at),
+                        &asset.namespace,
+                        &asset.workload_kind,
+                        &asset.workload,
+                        &asset.container,
+                    ],
+                )
+                .map_err(q)?;
+            }
+            tx.commit().map_err(q)?;
+            Ok(applied)
+        })
+    }
+
+    pub(crate) fn remove_workload(
+        &mut self,
+        cluster: &str,
+        namespace: &str,
+        kind: &str,
+        name: &str,
+        at: Timestamp,
+        targets: &[String],
+    ) -> Result<Applied, StoreError> {
+        let at = truncate_micros(at);
+        self.run(true, |c, s| {
+            let q = |e| pg_err(e, "removing a workload", s);
+            let mut tx = c.transaction().map_err(q)?;
+            let containers: Vec<(String, SystemTime)> = tx
+                .query(
+                    "SELECT container, last_scan_at FROM scanned_containers
+                     WHERE cluster_name = $1 AND namespace = $2 AND workload_kind = $3
+                       AND workload = $4 AND removed_at IS NULL
+                     ORDER BY container FOR UPDATE",
+                    &[&cluster, &namespace, &kind, &name],
+                )
+                .map_err(q)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let mut applied = Applied::default();
+            for (container, last) in containers {
+                let asset = AssetId {
+                    namespace: namespace.to_owned(),
+                    workload_kind: kind.to_owned(),
+                    workload: name.to_owned(),
+                    container,
+                };
+                let stored =
+                    load_findings(&mut tx, cluster, &asset, Some(from_sys(last))).map_err(q)?;
+                let changes = lifecycle::workload_removed(cluster, &asset, &stored, at);
+                write_changes(&mut tx, cluster, &asset, &changes, targets).map_err(q)?;
+                applied.rows_written += changes.rows.len();
+                applied.events.extend(changes.events);
+            }
+            tx.execute(
+                "UPDATE scanned_containers SET removed_at = $5
+                 WHERE cluster_name = $1 AND namespace = $2 AND workload_kind = $3
+                   AND workload = $4 AND removed_at IS NULL",
+                &[&cluster, &namespace, &kind, &name, &to_sys(at)],
+            )
+            .map_err(q)?;
+            tx.execute(
+                "DELETE FROM report_versions WHERE cluster_name = $1 AND namespace = $2
+                   AND workload_kind = $3 AND workload = $4",
+                &[&cluster, &namespace, &kind, &name],
+            )
+            .map_err(q)?;
+            tx.commit().map_err(q)?;
+            Ok(applied)
+        })
+    }
+
+    pub(crate) fn known_workloads(
+        &mut self,
+        cluster: &str,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        self.run(true, |c, s| {
+            c.query(
+                "SELECT DISTINCT namespace, workload_kind, workload FROM scanned_containers
+                 WHERE cluster_name = $1 AND removed_at IS NULL ORDER BY 1, 2, 3",
+                &[&cluster],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect()
+            })
+            .map_err(|e| pg_err(e, "listing workloads", s))
+        })
+    }
+
+    pub(crate) fn recent_events(
+        &mut self,
+        cluster: &str,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.run(true, |c, s| {
+            let rows = c
+                .query(
+                    "SELECT event_id, kind, cluster_name, namespace, workload_kind, workload,
+                            container, image, cve_id, package, package_path, installed_version,
+                            fixed_version, severity, previous_severity, title, link,
+                            reintroduced_count, occurred_at
+                     FROM lifecycle_events WHERE cluster_name = $1 ORDER BY seq DESC LIMIT $2",
+                    &[&cluster, &i64::from(limit)],
+                )
+                .map_err(|e| pg_err(e, "reading events", s))?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| {
+                    let kind: String = r.get(1);
+                    Some(Event {
+                        event_id: r.get(0),
+                        kind: EventKind::parse(&kind)?,
+                        cluster: r.get(2),
+                        asset: AssetId {
+                            namespace: r.get(3),
+                            workload_kind: r.get(4),
+                            workload: r.get(5),
+                            container: r.get(6),
+                        },
+                        image: r.get(7),
+                        finding: Finding {
+                            key: FindingKey {
+                                vulnerability_id: r.get(8),
+                                package: r.get(9),
+                                package_path: r.get(10),
+                            },
+                            installed_version: r.get(11),
+                            fixed_version: r.get(12),
+                            severity: r.get(13),
+                            title: r.get(15),
+                            link: r.get(16),
+                        },
+                        previous_severity: r.get(14),
+                        reintroduced_count: r.get::<_, i32>(17).max(0) as u32,
+                        occurred_at: from_sys(r.get(18)),
+                    })
+                })
+                .collect())
+        })
+    }
+
+    pub(crate) fn open_counts_by_severity(
+        &mut self,
+        cluster: &str,
+    ) -> Result<Vec<SeverityCount>, StoreError> {
+        self.run(true, |c, s| {
+            c.query(
+                "SELECT severity, count(*) FROM vulnerability_history
+                 WHERE cluster_name = $1 AND state = 'open' GROUP BY severity",
+                &[&cluster],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| SeverityCount {
+                        severity: r.get(0),
+                        open: r.get::<_, i64>(1).max(0) as u64,
+                    })
+                    .collect()
+            })
+            .map_err(|e| pg_err(e, "counting open findings", s))
+        })
+    }
+}
+
+fn last_scan(
+    c: &mut impl GenericClient,
+    cluster: &str,
+    asset: &AssetId,
+    lock: bool,
+) -> Result<Option<Timestamp>, ::postgres::Error> {
+    // FOR UPDATE serialises two writers of the same container (a stale leader and the new one).
+    let sql = if lock {
+        "SELECT last_scan_at FROM scanned_containers WHERE cluster_name = $1 AND namespace = $2
+           AND workload_kind = $3 AND workload = $4 AND container = $5 FOR UPDATE"
+    } else {
+        "SELECT last_scan_at FROM scanned_containers WHERE cluster_name = $1 AND namespace = $2
+           AND workload_kind = $3 AND workload = $4 AND container = $5"
+    };
+    Ok(c.query_opt(
+        sql,
+        &[
+            &cluster,
+            &asset.namespace,
+            &asset.workload_kind,
+            &asset.workload,
+            &asset.container,
+        ],
+    )?
+    .map(|r| from_sys(r.get(0))))
+}
+
+fn load_findings(
+    c: &mut impl GenericClient,
+    cluster: &str,
+    asset: &AssetId,
+    last_scan_at: Option<Timestamp>,
+) -> Result<StoredAsset, ::postgres::Error> {
+    let rows = c.query(
+        "SELECT cve_id, package, package_path, severity, installed_version, fixed_version, title,
+                link, image, state, first_seen, last_seen, fixed_at, reintroduced_count
+         FROM vulnerability_history
+         WHERE cluster_name = $1 AND namespace = $2 AND workload_kind = $3 AND workload = $4
+           AND container = $5",
+        &[
+            &cluster,
+            &asset.namespace,
+            &asset.workload_kind,
+            &asset.workload,
+            &asset.container,
+        ],
+    )?;
+    let findings = rows
+        .iter()
+        .filter_map(|r| {
+            let state: String = r.get(9);
+            Some(StoredFinding {
+                finding: Finding {
+                    key: FindingKey {
+                        vulnerability_id: r.get(0),
+                        package: r.get(1),
+                        package_path: r.get(2),
+                    },
+                    severity: r.get(3),
+                    installed_version: r.get(4),
+                    fixed_version: r.get(5),
+                    title: r.get(6),
+                    link: r.get(7),
+                },
+                image: r.get(8),
+                state: FindingState::parse(&state)?,
+                first_seen: from_sys(r.get(10)),
+                last_seen: from_sys(r.get(11)),
+                fixed_at: r.get::<_, Option<SystemTime>>(12).map(from_sys),
+                reintroduced_count: r.get::<_, i32>(13).max(0) as u32,
+            })
+        })
+        .collect();
+    Ok(StoredAsset {
+        last_scan_at,
+        findings,
+    })
+}
+
+/// Writes rows, events and outbox entries with one statement each, whatever the report's size.
+fn write_changes(
+    c: &mut impl GenericClient,
+    cluster: &str,
+    asset: &AssetId,
+    changes: &Changes,
+    targets: &[String],
+) -> Result<(), ::postgres::Error> {
+    if !changes.rows.is_empty() {
+        let rows = &changes.rows;
+        let col = |f: fn(&StoredFinding) -> &str| -> Vec<&str> { rows.iter().map(f).collect() };
+        let ids = col(|r| &r.finding.key.vulnerability_id);
+        let packages = col(|r| &r.finding.key.package);
+        let paths = col(|r| &r.finding.key.package_path);
+        let severities = col(|r| &r.finding.severity);
+        let installed = col(|r| &r.finding.installed_version);
+        let fixed = col(|r| &r.finding.fixed_version);
+        let titles = col(|r| &r.finding.title);
+        let links = col(|r| &r.finding.link);
+        let images = col(|r| &r.image);
+        let states = col(|r| r.state.as_str());
+        let first: Vec<SystemTime> = rows.iter().map(|r| to_sys(r.first_seen)).collect();
+        let last: Vec<SystemTime> = rows.iter().map(|r| to_sys(r.last_seen)).collect();
+        let fixed_at: Vec<Option<SystemTime>> =
+            rows.iter().map(|r| r.fixed_at.map(to_sys)).collect();
+        let counts: Vec<i32> = rows
+            .iter()
+            .map(|r| i32::try_from(r.reintroduced_count).unwrap_or(i32::MAX))
+            .collect();
+        c.execute(
+            "INSERT INTO vulnerability_history AS h (cluster_name, namespace, workload_kind, workload,
+                 container, cve_id, package, package_path, severity, installed_version,
+                 fixed_version, title, link, image, state, first_seen, last_seen, fixed_at,
+                 reintroduced_count)
+             SELECT $1, $2, $3, $4, $5, u.* FROM UNNEST($6::text[], $7::text[], $8::text[],
+                 $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+                 $15::text[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[],
+                 $19::int4[]) AS u
+             ON CONFLICT ON CONSTRAINT vulnerability_history_finding DO UPDATE SET
+                 severity = EXCLUDED.severity, installed_version = EXCLUDED.installed_version,
+                 fixed_version = EXCLUDED.fixed_version, title = EXCLUDED.title,
+                 link = EXCLUDED.link, image = EXCLUDED.image, state = EXCLUDED.state,
+                 first_seen = EXCLUDED.first_seen, last_seen = EXCLUDED.last_seen,
+                 fixed_at = EXCLUDED.fixed_at, reintroduced_count = EXCLUDED.reintroduced_count",
+            &[
+                &cluster,
+                &asset.namespace,
+                &asset.workload_kind,
+                &asset.workload,
+                &asset.container,
+                &ids,
+                &packages,
+                &paths,
+                &severities,
+                &installed,
+                &fixed,
+                &titles,
+                &links,
+                &images,
+                &states,
+                &first,
+                &last,
+                &fixed_at,
+                &counts,
+            ],
+        )?;
+    }
+    if changes.events.is_empty() {
+        return Ok(());
+    }
+    let ev = &changes.events;
+    let col = |f: fn(&Event) -> &str| -> Vec<&str> { ev.iter().map(f).collect() };
+    let event_ids = col(|e| &e.event_id);
+    let kinds = col(|e| e.kind.as_str());
+    let clusters = col(|e| &e.cluster);
+    let namespaces = col(|e| &e.asset.namespace);
+    let workload_kinds = col(|e| &e.asset.workload_kind);
+    let workloads = col(|e| &e.asset.workload);
+    let containers = col(|e| &e.asset.container);
+    let images = col(|e| &e.image);
+    let ids = col(|e| &e.finding.key.vulnerability_id);
+    let packages = col(|e| &e.finding.key.package);
+    let paths = col(|e| &e.finding.key.package_path);
+    let installed = col(|e| &e.finding.installed_version);
+    let fixed = col(|e| &e.finding.fixed_version);
+    let severities = col(|e| &e.finding.severity);
+    let previous: Vec<Option<&str>> = ev.iter().map(|e| e.previous_severity.as_deref()).collect();
+    let titles = col(|e| &e.finding.title);
+    let links = col(|e| &e.finding.link);
+    let counts: Vec<i32> = ev
+        .iter()
+        .map(|e| i32::try_from(e.reintroduced_count).unwrap_or(i32::MAX))
+        .collect();
+    let occurred: Vec<SystemTime> = ev.iter().map(|e| to_sys(e.occurred_at)).collect();
+    c.execute(
+        "INSERT INTO lifecycle_events (event_id, kind, cluster_name, namespace, workload_kind,
+             workload, container, image, cve_id, package, package_path, installed_version,
+             fixed_version, severity, previous_severity, title, link, reintroduced_count,
+             occurred_at)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+             $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[],
+             $18::int4[], $19::timestamptz[])",
+        &[
+            &event_ids,
+            &kinds,
+            &clusters,
+            &namespaces,
+            &workload_kinds,
+            &workloads,
+            &containers,
+            &images,
+            &ids,
+            &packages,
+            &paths,
+            &installed,
+            &fixed,
+            &severities,
+            &previous,
+            &titles,
+            &links,
+            &counts,
+            &occurred,
+        ],
+    )?;
+    if !targets.is_empty() {
+        c.execute(
+            "INSERT INTO notification_outbox (event_id, target)
+             SELECT e, t FROM UNNEST($1::text[]) AS e CROSS JOIN UNNEST($2::text[]) AS t",
+            &[&event_ids, &targets],
+        )?;
+    }
+    Ok(())
+}

@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::logging::LogFormat;
 use crate::secret::{Secret, mask_database_url, mask_target_url};
 use crate::severity::Severity;
+use crate::store::DatabaseTarget;
 
 /// Where the embedded store lives when `KIJO_DATABASE_URL` is unset: the working directory, which
 /// the Kubernetes manifests point at a writable volume.
@@ -135,7 +136,7 @@ impl fmt::Display for Problem {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub mode: Mode,
-    pub database: Database,
+    pub database: DatabaseTarget,
     pub poll_interval: Duration,
     /// Empty means every namespace.
     pub namespaces: Vec<String>,
@@ -151,25 +152,6 @@ pub struct Config {
     pub health_addr: SocketAddr,
     pub kubeconfig: Option<PathBuf>,
     pub kube_context: Option<String>,
-}
-
-/// The store the agent writes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Database {
-    /// A `postgres://` or `postgresql://` URL; it may hold a password.
-    Postgres(Secret<String>),
-    /// The embedded store.
-    Sqlite(PathBuf),
-}
-
-impl Database {
-    /// A form safe for logs and checklists.
-    pub fn describe(&self) -> String {
-        match self {
-            Database::Postgres(url) => mask_database_url(url.expose()),
-            Database::Sqlite(path) => format!("sqlite:{}", path.display()),
-        }
-    }
 }
 
 impl RawConfig {
@@ -285,8 +267,14 @@ impl RawConfig {
         let saas_endpoint = v.url(Key::SaasEndpoint).map(|u| u.expose().clone());
         let saas_api_key = v.value(Key::SaasApiKey).map(Secret::new);
         match (&saas_endpoint, &saas_api_key) {
-            (Some(_), None) => v.problem_without_value(Key::SaasApiKey, "is required when KIJO_SAAS_ENDPOINT is set"),
-            (None, Some(_)) => v.problem_without_value(Key::SaasEndpoint, "is required when KIJO_SAAS_API_KEY is set"),
+            (Some(_), None) => v.problem_without_value(
+                Key::SaasApiKey,
+                "is required when KIJO_SAAS_ENDPOINT is set",
+            ),
+            (None, Some(_)) => v.problem_without_value(
+                Key::SaasEndpoint,
+                "is required when KIJO_SAAS_API_KEY is set",
+            ),
             _ => {}
         }
         if notify_webhook_secret.is_some() && notify_webhook.is_none() {
@@ -395,7 +383,9 @@ impl Validator<'_> {
 
     /// Parses a value (or the default) and records a problem on failure.
     fn parse<T>(&mut self, key: Key, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
-        let value = self.value(key).unwrap_or_else(|| key.setting().default.to_owned());
+        let value = self
+            .value(key)
+            .unwrap_or_else(|| key.setting().default.to_owned());
         match parse(&value) {
             Ok(v) => Some(v),
             Err(message) => {
@@ -405,29 +395,16 @@ impl Validator<'_> {
         }
     }
 
-    fn database(&mut self) -> Option<Database> {
+    fn database(&mut self) -> Option<DatabaseTarget> {
         let Some(url) = self.value(Key::DatabaseUrl) else {
-            return Some(Database::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)));
+            return Some(DatabaseTarget::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)));
         };
-        let lower = url.to_ascii_lowercase();
-        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-            Some(Database::Postgres(Secret::new(url)))
-        } else if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
-            if path.is_empty() {
-                self.problem(Key::DatabaseUrl, "sqlite: needs a file path, e.g. sqlite:/data/kijo-agent.db");
+        match DatabaseTarget::parse(&url) {
+            Ok(target) => Some(target),
+            Err(message) => {
+                self.problem(Key::DatabaseUrl, message);
                 None
-            } else {
-                Some(Database::Sqlite(PathBuf::from(path)))
             }
-        } else {
-            self.problem(
-                Key::DatabaseUrl,
-                "unsupported database URL; use postgres://USER:PASS@HOST/DB, postgresql://… or sqlite:PATH",
-            );
-            None
         }
     }
 
@@ -494,7 +471,8 @@ fn parse_namespaces(s: &str) -> Result<Vec<String>, String> {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -603,14 +581,19 @@ mod tests {
 
     #[test]
     fn defaults_match_the_original_agent() {
-        let c = raw(&[("KIJO_CLUSTER_NAME", "prod")], &[]).validate().unwrap();
+        let c = raw(&[("KIJO_CLUSTER_NAME", "prod")], &[])
+            .validate()
+            .unwrap();
         assert_eq!(c.poll_interval, Duration::from_secs(300));
         assert!(c.namespaces.is_empty());
         assert_eq!(c.notify_severity, Severity::Critical);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.log_level, log::LevelFilter::Info);
         assert_eq!(c.health_addr, "0.0.0.0:8080".parse().unwrap());
-        assert_eq!(c.database, Database::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)));
+        assert_eq!(
+            c.database.describe(),
+            format!("sqlite:{DEFAULT_SQLITE_PATH}")
+        );
         assert_eq!(c.mode, Mode::Run);
     }
 
@@ -628,7 +611,10 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once_naming_its_variable() {
-        let p = problems(&[("KIJO_POLL_INTERVAL", "banana"), ("KIJO_LOG_FORMAT", "xml")], &[]);
+        let p = problems(
+            &[("KIJO_POLL_INTERVAL", "banana"), ("KIJO_LOG_FORMAT", "xml")],
+            &[],
+        );
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(p[0].starts_with("KIJO_POLL_INTERVAL=banana: "), "{p:?}");
         assert!(p[1].starts_with("KIJO_LOG_FORMAT=xml: "), "{p:?}");
@@ -636,19 +622,57 @@ mod tests {
 
     #[test]
     fn values_are_checked() {
-        let cases: &[(&[(&str, &str)], &[&str], &str)] = &[
-            (&[("KIJO_POLL_INTERVAL", "-5m")], &[], "KIJO_POLL_INTERVAL=-5m: "),
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+        let cases: &[Case<'_>] = &[
+            (
+                &[("KIJO_POLL_INTERVAL", "-5m")],
+                &[],
+                "KIJO_POLL_INTERVAL=-5m: ",
+            ),
             (&[("KIJO_POLL_INTERVAL", "0s")], &[], "at least 1s"),
             (&[("KIJO_POLL_INTERVAL", "300")], &[], "like 30s"),
-            (&[("KIJO_NAMESPACES", "prod,Bad_NS")], &[], "\"Bad_NS\" is not a namespace"),
-            (&[("KIJO_NOTIFY_SEVERITY", "severe")], &[], "KIJO_NOTIFY_SEVERITY=severe: expected one of"),
+            (
+                &[("KIJO_NAMESPACES", "prod,Bad_NS")],
+                &[],
+                "\"Bad_NS\" is not a namespace",
+            ),
+            (
+                &[("KIJO_NOTIFY_SEVERITY", "severe")],
+                &[],
+                "KIJO_NOTIFY_SEVERITY=severe: expected one of",
+            ),
             (&[("KIJO_LOG_LEVEL", "loud")], &[], "KIJO_LOG_LEVEL=loud"),
-            (&[("KIJO_HEALTH_ADDR", "8080")], &[], "KIJO_HEALTH_ADDR=8080"),
-            (&[("KIJO_DATABASE_URL", "mysql://u:pw@h/db")], &[], "unsupported database URL"),
-            (&[("KIJO_DATABASE_URL", "sqlite:")], &[], "needs a file path"),
-            (&[("KIJO_NOTIFY_WEBHOOK", "ftp://x")], &[], "KIJO_NOTIFY_WEBHOOK="),
-            (&[("KIJO_SAAS_ENDPOINT", "https://api.kijo.io")], &[], "KIJO_SAAS_API_KEY: is required"),
-            (&[("KIJO_NOTIFY_WEBHOOK_SECRET", "k")], &[], "KIJO_NOTIFY_WEBHOOK: is required"),
+            (
+                &[("KIJO_HEALTH_ADDR", "8080")],
+                &[],
+                "KIJO_HEALTH_ADDR=8080",
+            ),
+            (
+                &[("KIJO_DATABASE_URL", "mysql://u:pw@h/db")],
+                &[],
+                "neither a postgres://",
+            ),
+            (&[("KIJO_DATABASE_URL", "sqlite:")], &[], "no file path"),
+            (
+                &[("KIJO_DATABASE_URL", "postgres://db/k?sslmode=maybe")],
+                &[],
+                "sslmode",
+            ),
+            (
+                &[("KIJO_NOTIFY_WEBHOOK", "ftp://x")],
+                &[],
+                "KIJO_NOTIFY_WEBHOOK=",
+            ),
+            (
+                &[("KIJO_SAAS_ENDPOINT", "https://api.kijo.io")],
+                &[],
+                "KIJO_SAAS_API_KEY: is required",
+            ),
+            (
+                &[("KIJO_NOTIFY_WEBHOOK_SECRET", "k")],
+                &[],
+                "KIJO_NOTIFY_WEBHOOK: is required",
+            ),
             (&[], &["--poll-interval"], "--poll-interval: needs a value"),
             (&[], &["--bogus=1"], "--bogus: unknown flag"),
             (&[], &["stray"], "stray: unexpected argument"),
@@ -669,7 +693,10 @@ mod tests {
         let p = problems(
             &[
                 ("KIJO_DATABASE_URL", "mysql://kijo:hunter2@db/kijo"),
-                ("KIJO_NOTIFY_SLACK", "htps://hooks.slack.com/services/T/B/hunter2"),
+                (
+                    "KIJO_NOTIFY_SLACK",
+                    "htps://hooks.slack.com/services/T/B/hunter2",
+                ),
             ],
             &[],
         );
@@ -683,7 +710,10 @@ mod tests {
     fn accepted_forms() {
         let c = raw(
             &[
-                ("KIJO_DATABASE_URL", "postgresql://kijo:pw@db:5432/kijo?sslmode=require"),
+                (
+                    "KIJO_DATABASE_URL",
+                    "postgresql://kijo:pw@db:5432/kijo?sslmode=require",
+                ),
                 ("KIJO_NAMESPACES", " prod, staging ,prod,"),
                 ("KIJO_NOTIFY_SEVERITY", "high"),
                 ("KIJO_HEALTH_ADDR", "127.0.0.1:9000"),
@@ -696,7 +726,7 @@ mod tests {
         )
         .validate()
         .unwrap();
-        assert_eq!(c.database, Database::Sqlite(PathBuf::from("/data/k.db")));
+        assert_eq!(c.database.describe(), "sqlite:/data/k.db");
         assert_eq!(c.namespaces, ["prod", "staging"]);
         assert_eq!(c.notify_severity, Severity::High);
         assert_eq!(c.health_addr, "127.0.0.1:9000".parse().unwrap());
@@ -710,7 +740,11 @@ mod tests {
         let help = help_text();
         for (_, s) in SETTINGS {
             assert!(help.contains(s.env), "{} missing", s.env);
-            assert!(help.contains(&format!("--{}", s.flag)), "--{} missing", s.flag);
+            assert!(
+                help.contains(&format!("--{}", s.flag)),
+                "--{} missing",
+                s.flag
+            );
         }
     }
 }

@@ -229,7 +229,11 @@ fn serve(
             let _ = stream.shutdown(Shutdown::Both);
             continue;
         }
-        let (state, registry, active) = (Arc::clone(&state), Arc::clone(&registry), Arc::clone(&active));
+        let (state, registry, active) = (
+            Arc::clone(&state),
+            Arc::clone(&registry),
+            Arc::clone(&active),
+        );
         let spawned = thread::Builder::new()
             .name("health-conn".into())
             .spawn(move || {
@@ -364,7 +368,10 @@ pub fn route(head: &Head, state: &HealthState, registry: &Registry) -> Reply {
             body: render_metrics(registry),
             allow: false,
         },
-        _ => Reply::text(404, "not found; try /health/live, /health/ready or /metrics"),
+        _ => Reply::text(
+            404,
+            "not found; try /health/live, /health/ready or /metrics",
+        ),
     }
 }
 
@@ -507,7 +514,10 @@ mod tests {
         state.require("database");
         assert_eq!(state.readiness(), Err("database: not checked yet".into()));
         state.set_condition("database", Err("connection refused".into()));
-        assert_eq!(state.readiness(), Err("database: connection refused".into()));
+        assert_eq!(
+            state.readiness(),
+            Err("database: connection refused".into())
+        );
         state.set_condition("database", Ok(()));
         assert_eq!(state.readiness(), Ok(()));
         state.begin_shutdown();
@@ -519,7 +529,12 @@ mod tests {
         let state = HealthState::new(Duration::from_secs(60));
         assert_eq!(state.liveness(), Ok(()));
         state.worker_died("poll", "returned an error");
-        assert!(state.liveness().unwrap_err().contains("poll thread stopped"));
+        assert!(
+            state
+                .liveness()
+                .unwrap_err()
+                .contains("poll thread stopped")
+        );
 
         let stalled = HealthState::new(Duration::ZERO);
         let until = Instant::now() + Duration::from_secs(5);
@@ -530,23 +545,45 @@ mod tests {
 
     #[test]
     fn stall_bound_is_two_intervals_plus_five_minutes() {
-        assert_eq!(stall_bound_for(Duration::from_secs(300)), Duration::from_secs(900));
-        assert_eq!(stall_bound_for(Duration::from_secs(30)), Duration::from_secs(360));
+        assert_eq!(
+            stall_bound_for(Duration::from_secs(300)),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            stall_bound_for(Duration::from_secs(30)),
+            Duration::from_secs(360)
+        );
     }
 
     #[test]
     fn heads_are_parsed_and_bounded() {
-        let ok = parse_head(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().unwrap();
-        assert_eq!((ok.method.as_str(), ok.path.as_str(), ok.has_body), ("GET", "/metrics", false));
-        assert!(parse_head(b"GET /metrics HTTP/1.1\r\nHost:").unwrap().is_none());
-        let chunked = parse_head(b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().unwrap();
+        let ok = parse_head(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (ok.method.as_str(), ok.path.as_str(), ok.has_body),
+            ("GET", "/metrics", false)
+        );
+        assert!(
+            parse_head(b"GET /metrics HTTP/1.1\r\nHost:")
+                .unwrap()
+                .is_none()
+        );
+        let chunked = parse_head(b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(chunked.has_body);
-        let zero = parse_head(b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").unwrap().unwrap();
+        let zero = parse_head(b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(!zero.has_body);
         let mut huge = b"GET / HTTP/1.1\r\nX-Fill: ".to_vec();
         huge.extend(std::iter::repeat_n(b'a', MAX_HEAD));
         assert_eq!(parse_head(&huge).unwrap_err().status, 431);
-        assert_eq!(parse_head(b"\x00\x01garbage\r\n\r\n").unwrap_err().status, 400);
+        assert_eq!(
+            parse_head(b"\x00\x01garbage\r\n\r\n").unwrap_err().status,
+            400
+        );
     }
 
     #[test]

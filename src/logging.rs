@@ -41,7 +41,8 @@ pub fn init(format: LogFormat, level: LevelFilter) {
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= self.level && metadata.level() <= foreign_cap(metadata.target(), self.level)
+        metadata.level() <= self.level
+            && metadata.level() <= foreign_cap(metadata.target(), self.level)
     }
 
     fn log(&self, record: &Record<'_>) {
@@ -160,7 +161,10 @@ impl<'kvs> VisitSource<'kvs> for FieldCollector {
 mod tests {
     use super::*;
 
-    fn render(format: LogFormat, f: impl FnOnce(&mut dyn FnMut(&Record<'_>) -> String) -> String) -> String {
+    fn render(
+        format: LogFormat,
+        f: impl FnOnce(&mut dyn FnMut(&Record<'_>) -> String) -> String,
+    ) -> String {
         let now: jiff::Timestamp = "2024-01-15T10:30:00Z".parse().unwrap();
         let mut fmt = |r: &Record<'_>| format_record(format, now, r);
         f(&mut fmt)

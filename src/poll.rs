@@ -29,7 +29,11 @@ impl PollMetrics {
             duration: Histogram::new([0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]),
             last_success: Gauge::default(),
         };
-        registry.register("kijo_poll_cycles", "Poll cycles by outcome (ok, failed).", m.cycles.clone());
+        registry.register(
+            "kijo_poll_cycles",
+            "Poll cycles by outcome (ok, failed).",
+            m.cycles.clone(),
+        );
         registry.register(
             "kijo_poll_cycle_duration_seconds",
             "Wall time of a poll cycle.",
@@ -98,7 +102,12 @@ pub struct Poller {
 }
 
 impl Poller {
-    pub fn new(config: Config, target: DatabaseTarget, health: Arc<HealthState>, metrics: PollMetrics) -> Poller {
+    pub fn new(
+        config: Config,
+        target: DatabaseTarget,
+        health: Arc<HealthState>,
+        metrics: PollMetrics,
+    ) -> Poller {
         Poller {
             config,
             target,

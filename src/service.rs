@@ -136,12 +136,10 @@ pub fn run(config: &Config, signals: Signals) -> bool {
     let (done_tx, done_rx) = crossbeam_channel::bounded::<bool>(1);
     let poller = Poller::new(config.clone(), target, Arc::clone(&health), poll_metrics);
     let poll_stop = stop_rx.clone();
-    let poll_thread = thread::Builder::new()
-        .name("poll".into())
-        .spawn(move || {
-            let ok = poller.run(poll_stop, once);
-            let _ = done_tx.send(ok);
-        });
+    let poll_thread = thread::Builder::new().name("poll".into()).spawn(move || {
+        let ok = poller.run(poll_stop, once);
+        let _ = done_tx.send(ok);
+    });
     let poll_thread = match poll_thread {
         Ok(t) => t,
         Err(err) => {
@@ -195,7 +193,10 @@ fn shutdown(health: &HealthState, stop_tx: Sender<()>, done_rx: &Receiver<bool>)
             true
         }
         Err(_) => {
-            log::error!("poll loop did not stop within {}s; exiting anyway", SHUTDOWN_BUDGET.as_secs());
+            log::error!(
+                "poll loop did not stop within {}s; exiting anyway",
+                SHUTDOWN_BUDGET.as_secs()
+            );
             log::logger().flush();
             // Nothing half-written survives: every unit of work is one transaction.
             std::process::exit(1);
@@ -272,11 +273,17 @@ fn dry_run_checks(config: &Config) -> Vec<Check> {
         ("notification target webhook", &config.notify_webhook),
     ] {
         if let Some(url) = url {
-            checks.push(Check::new(name, Ok(format!("{} (syntax only)", mask_target_url(url.expose())))));
+            checks.push(Check::new(
+                name,
+                Ok(format!("{} (syntax only)", mask_target_url(url.expose()))),
+            ));
         }
     }
     if let Some(endpoint) = &config.saas_endpoint {
-        checks.push(Check::new("kijo saas", Ok(format!("{endpoint} (syntax only)"))));
+        checks.push(Check::new(
+            "kijo saas",
+            Ok(format!("{endpoint} (syntax only)")),
+        ));
     }
     checks
 }

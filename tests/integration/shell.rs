@@ -30,12 +30,21 @@ fn help_lists_every_variable_and_version_prints() {
     for var in EVERY_VARIABLE {
         assert!(out.contains(var), "--help lacks {var}:\n{out}");
     }
-    for flag in ["--database-url", "--poll-interval", "--once", "--dry-run", "--version"] {
+    for flag in [
+        "--database-url",
+        "--poll-interval",
+        "--once",
+        "--dry-run",
+        "--version",
+    ] {
         assert!(out.contains(flag), "--help lacks {flag}");
     }
     let (status, out, _) = run(&[], &["--version"]);
     assert!(status.success());
-    assert_eq!(out.trim(), format!("kijo-agent {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        out.trim(),
+        format!("kijo-agent {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -49,7 +58,8 @@ fn bad_values_exit_2_naming_every_variable() {
     assert!(err.contains("KIJO_LOG_FORMAT=xml"), "{err}");
     // The log format is bad, so problems are reported in the default JSON format.
     for line in err.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert_eq!(v["level"], "error");
     }
 }
@@ -60,14 +70,23 @@ fn a_password_never_reaches_a_log_line_or_an_error() {
     // Port 1 refuses connections: the cycle fails and logs the failure.
     let url = format!("postgres://kijo:{secret}@127.0.0.1:1/kijo?sslmode=disable");
     let (status, out, err) = run(
-        &[("KIJO_DATABASE_URL", url.as_str()), ("KIJO_CLUSTER_NAME", "t")],
+        &[
+            ("KIJO_DATABASE_URL", url.as_str()),
+            ("KIJO_CLUSTER_NAME", "t"),
+        ],
         &["--once"],
     );
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("failed"), "{err}");
-    let (status, dry_out, dry_err) = run(&[("KIJO_CLUSTER_NAME", "t")], &[&format!("--database-url={url}"), "--dry-run"]);
+    let (status, dry_out, dry_err) = run(
+        &[("KIJO_CLUSTER_NAME", "t")],
+        &[&format!("--database-url={url}"), "--dry-run"],
+    );
     assert_eq!(status.code(), Some(1), "{dry_out}");
-    assert!(dry_out.contains("FAIL") && dry_out.contains("database"), "{dry_out}");
+    assert!(
+        dry_out.contains("FAIL") && dry_out.contains("database"),
+        "{dry_out}"
+    );
     // A bad value with a password in it is masked too.
     let bad = format!("mysql://kijo:{secret}@db/kijo");
     let (status, bad_out, bad_err) = run(&[("KIJO_DATABASE_URL", bad.as_str())], &[]);
@@ -81,9 +100,16 @@ fn a_password_never_reaches_a_log_line_or_an_error() {
 fn dry_run_passes_on_a_reachable_database_as_the_original_readme_writes_it() {
     let db = TestDb::create("dryrun");
     let url = db.url_with_password("pw");
-    let (status, out, err) = run(&[("KIJO_CLUSTER_NAME", "t")], &[&format!("--database-url={url}"), "--dry-run"]);
+    let (status, out, err) = run(
+        &[("KIJO_CLUSTER_NAME", "t")],
+        &[&format!("--database-url={url}"), "--dry-run"],
+    );
     assert!(status.success(), "stdout {out}\nstderr {err}");
-    assert!(out.lines().any(|l| l.starts_with("OK") && l.contains("database")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("OK") && l.contains("database")),
+        "{out}"
+    );
     assert!(out.contains("checks passed"), "{out}");
 }
 
@@ -103,18 +129,29 @@ fn probes_metrics_and_http_hardening() {
 
     let live = get(addr, "/health/live");
     assert_eq!(live.status, 200, "{}", live.body);
-    wait_until("ready", Duration::from_secs(20), || get(addr, "/health/ready").status == 200);
+    wait_until("ready", Duration::from_secs(20), || {
+        get(addr, "/health/ready").status == 200
+    });
 
     let metrics = get(addr, "/metrics");
     assert_eq!(metrics.status, 200);
-    assert!(metrics.header("content-type").unwrap().contains("version=0.0.4"));
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .contains("version=0.0.4")
+    );
     for name in [
         "kijo_build_info{version=",
         "process_resident_memory_bytes ",
         "process_cpu_seconds_total ",
         "kijo_poll_cycles_total",
     ] {
-        assert!(metrics.body.contains(name), "metrics lack {name}:\n{}", metrics.body);
+        assert!(
+            metrics.body.contains(name),
+            "metrics lack {name}:\n{}",
+            metrics.body
+        );
     }
 
     // Every response closes its connection: raw_request reads to EOF.
@@ -126,12 +163,18 @@ fn probes_metrics_and_http_hardening() {
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());
 
-    let post = raw_request(addr, b"POST /health/live HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}");
+    let post = raw_request(
+        addr,
+        b"POST /health/live HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}",
+    );
     assert_eq!(post.status, 405);
     assert_eq!(post.header("allow").as_deref(), Some("GET, HEAD"));
     assert_eq!(post.header("connection").as_deref(), Some("close"));
 
-    let with_body = raw_request(addr, b"GET /health/live HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+    let with_body = raw_request(
+        addr,
+        b"GET /health/live HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+    );
     assert_eq!(with_body.status, 400);
     let chunked = raw_request(
         addr,
@@ -151,7 +194,10 @@ fn probes_metrics_and_http_hardening() {
         b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\nGET /metrics HTTP/1.1\r\nHost: t\r\n\r\n",
     );
     assert_eq!(pipelined.status, 200);
-    assert!(!pipelined.body.contains("kijo_build_info"), "second request was answered");
+    assert!(
+        !pipelined.body.contains("kijo_build_info"),
+        "second request was answered"
+    );
 
     assert_eq!(get(addr, "/nope").status, 404);
 
@@ -159,11 +205,15 @@ fn probes_metrics_and_http_hardening() {
     let lines = agent.lines();
     assert!(!lines.is_empty());
     for line in &lines {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         for key in ["level", "msg", "timestamp"] {
             assert!(v.get(key).is_some(), "{key} missing in {line}");
         }
-        jiff::Timestamp::strptime("%Y-%m-%dT%H:%M:%S%.fZ", v["timestamp"].as_str().unwrap())
+        v["timestamp"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
             .unwrap_or_else(|e| panic!("timestamp not RFC 3339 in {line}: {e}"));
     }
 }
@@ -183,19 +233,31 @@ fn readiness_follows_the_database_and_sigterm_exits_0_quickly() {
         &[],
     );
     let addr = agent.health_addr();
-    wait_until("ready", Duration::from_secs(20), || get(addr, "/health/ready").status == 200);
-
-    db.take_away();
-    wait_until("not ready once the database is gone", Duration::from_secs(20), || {
-        let r = get(addr, "/health/ready");
-        r.status == 503 && r.body.contains("database")
-    });
-    assert_eq!(get(addr, "/health/live").status, 200, "a missing database is not a dead agent");
-
-    db.bring_back();
-    wait_until("ready again once the database is back", Duration::from_secs(20), || {
+    wait_until("ready", Duration::from_secs(20), || {
         get(addr, "/health/ready").status == 200
     });
+
+    db.take_away();
+    wait_until(
+        "not ready once the database is gone",
+        Duration::from_secs(20),
+        || {
+            let r = get(addr, "/health/ready");
+            r.status == 503 && r.body.contains("database")
+        },
+    );
+    assert_eq!(
+        get(addr, "/health/live").status,
+        200,
+        "a missing database is not a dead agent"
+    );
+
+    db.bring_back();
+    wait_until(
+        "ready again once the database is back",
+        Duration::from_secs(20),
+        || get(addr, "/health/ready").status == 200,
+    );
 
     let sent = Instant::now();
     agent.signal("TERM");
@@ -213,8 +275,17 @@ fn readiness_follows_the_database_and_sigterm_exits_0_quickly() {
 fn once_runs_one_cycle_and_exits_0() {
     let dir = TempDir::new("once");
     let db = format!("sqlite:{}", dir.0.join("kijo.db").display());
-    let (status, _, err) = run(&[("KIJO_DATABASE_URL", db.as_str()), ("KIJO_CLUSTER_NAME", "once")], &["--once"]);
+    let (status, _, err) = run(
+        &[
+            ("KIJO_DATABASE_URL", db.as_str()),
+            ("KIJO_CLUSTER_NAME", "once"),
+        ],
+        &["--once"],
+    );
     assert!(status.success(), "{err}");
     assert!(err.contains("poll cycle finished"), "{err}");
-    assert!(dir.0.join("kijo.db").exists(), "the embedded store was created");
+    assert!(
+        dir.0.join("kijo.db").exists(),
+        "the embedded store was created"
+    );
 }

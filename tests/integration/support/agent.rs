@@ -66,22 +66,27 @@ impl Agent {
         Agent { child, lines }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
 
     /// Waits until a log line satisfies `pred` and returns it.
-    pub fn wait_for_line(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+    pub fn wait_for_line(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(line) = self.lines().into_iter().find(|l| pred(l)) {
                 return line;
             }
-            assert!(Instant::now() < deadline, "no log line {what} within {timeout:?}; got:\n{}", self.lines().join("\n"));
+            assert!(
+                Instant::now() < deadline,
+                "no log line {what} within {timeout:?}; got:\n{}",
+                self.lines().join("\n")
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -112,7 +117,10 @@ impl Agent {
                 thread::sleep(Duration::from_millis(50));
                 return status;
             }
-            assert!(Instant::now() < deadline, "agent did not exit within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "agent did not exit within {timeout:?}"
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -160,12 +168,16 @@ impl RawResponse {
 
 pub fn raw_request(addr: SocketAddr, request: &[u8]) -> RawResponse {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     // The server may answer (and close) before the whole request is written.
     let _ = stream.write_all(request);
     let mut buf = Vec::new();
     // Reading to end proves the server closed the connection itself.
-    stream.read_to_end(&mut buf).expect("server closes the connection after answering");
+    stream
+        .read_to_end(&mut buf)
+        .expect("server closes the connection after answering");
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
@@ -181,14 +193,20 @@ pub fn raw_request(addr: SocketAddr, request: &[u8]) -> RawResponse {
 }
 
 pub fn get(addr: SocketAddr, path: &str) -> RawResponse {
-    raw_request(addr, format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+    raw_request(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes(),
+    )
 }
 
 /// Polls `f` until it returns true, failing after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         thread::sleep(Duration::from_millis(50));
     }
 }

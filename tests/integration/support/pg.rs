@@ -22,23 +22,36 @@ impl TestDb {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::SeqCst)
         );
-        admin()
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"))
+        let mut admin = admin();
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
             .unwrap();
         TestDb { name }
     }
 
     /// A URL for this database; `password` goes into the URL (trust auth ignores it).
     pub fn url_with_password(&self, password: &str) -> String {
-        format!("postgres://postgres:{password}@127.0.0.1:5432/{}?sslmode=disable", self.name)
+        format!(
+            "postgres://postgres:{password}@127.0.0.1:5432/{}?sslmode=disable",
+            self.name
+        )
     }
 
     /// Refuses new connections and ends existing ones, as if the database went away.
     pub fn take_away(&self) {
-        admin()
+        let mut admin = admin();
+        admin
             .batch_execute(&format!(
-                "ALTER DATABASE {0} ALLOW_CONNECTIONS false;
-                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}'",
+                "ALTER DATABASE {} ALLOW_CONNECTIONS false",
+                self.name
+            ))
+            .unwrap();
+        admin
+            .batch_execute(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
                 self.name
             ))
             .unwrap();
@@ -46,7 +59,10 @@ impl TestDb {
 
     pub fn bring_back(&self) {
         admin()
-            .batch_execute(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", self.name))
+            .batch_execute(&format!(
+                "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+                self.name
+            ))
             .unwrap();
     }
 }
@@ -54,7 +70,10 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Ok(mut c) = postgres::Client::connect(ADMIN_URL, postgres::NoTls) {
-            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
         }
     }
 }

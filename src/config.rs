@@ -736,6 +736,15 @@ mod tests {
     }
 
     #[test]
+    fn readme_documents_every_variable_and_flag() {
+        let readme = include_str!("../README.md");
+        for (_, s) in SETTINGS {
+            assert!(readme.contains(&format!("`{}`", s.env)), "README lacks {}", s.env);
+            assert!(readme.contains(&format!("`--{}`", s.flag)), "README lacks --{}", s.flag);
+        }
+    }
+
+    #[test]
     fn help_lists_every_variable_and_flag() {
         let help = help_text();
         for (_, s) in SETTINGS {

@@ -6,8 +6,6 @@
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
-
 use super::config::{AuthConfig, ClusterConfig, ExecConfig, Origin, read_token_file};
 use super::error::{KubeError, path_only};
 use super::exec::{ExecCredential, run_plugin};
@@ -43,8 +41,9 @@ struct Inner {
 /// exec plugin hands out a new client certificate.
 #[derive(Clone)]
 struct TlsParts {
-    roots: Option<RootCerts>,
+    ca_pem: Option<Vec<u8>>,
     insecure: bool,
+    server_name: Option<String>,
 }
 
 enum CredState {
@@ -83,35 +82,17 @@ impl Request<'_> {
     }
 }
 
-fn pem_certs(pem: &[u8]) -> Vec<Certificate<'static>> {
-    ureq::tls::parse_pem(pem)
-        .filter_map(|i| match i {
-            Ok(PemItem::Certificate(c)) => Some(c),
-            _ => None,
-        })
-        .collect()
-}
-
-fn client_cert(cert_pem: &[u8], key_pem: &[u8]) -> Result<ClientCert, KubeError> {
-    super::config::validate_client_cert(cert_pem, key_pem, "client certificate")?;
-    let key =
-        PrivateKey::from_pem(key_pem).map_err(|e| KubeError::Config(format!("client key: {e}")))?;
-    Ok(ClientCert::new_with_certs(&pem_certs(cert_pem), key))
-}
-
 fn build_agent(
     tls: &TlsParts,
     proxy: Option<ureq::Proxy>,
-    cert: Option<ClientCert>,
-) -> ureq::Agent {
-    let mut b = TlsConfig::builder()
-        .client_cert(cert)
-        .disable_verification(tls.insecure);
-    if let Some(roots) = &tls.roots {
-        b = b.root_certs(roots.clone());
-    }
-    ureq::Agent::config_builder()
-        .tls_config(b.build())
+    cert: Option<(&[u8], &[u8])>,
+) -> Result<ureq::Agent, KubeError> {
+    let rustls_config = super::tls::client_config(&super::tls::TlsSettings {
+        ca_pem: tls.ca_pem.as_deref(),
+        insecure: tls.insecure,
+        client_cert: cert,
+    })?;
+    let config = ureq::Agent::config_builder()
         .proxy(proxy)
         .http_status_as_error(false)
         .https_only(false)
@@ -122,8 +103,8 @@ fn build_agent(
         .timeout_recv_response(Some(Duration::from_secs(70)))
         // A stalled body (not a slow one) fails; a page as such may take long to stream.
         .timeout_per_read(Some(Duration::from_secs(70)))
-        .build()
-        .into()
+        .build();
+    super::tls::agent(config, rustls_config, tls.server_name.as_deref())
 }
 
 impl Client {
@@ -136,15 +117,8 @@ impl Client {
 
     /// Builds a client from an already resolved configuration (tests, in-cluster overrides).
     pub fn from_config(cfg: ClusterConfig, opts: &KubeOptions) -> Result<Client, KubeError> {
-        let roots = cfg
-            .ca_pem
-            .as_deref()
-            .map(|pem| RootCerts::new_with_certs(&pem_certs(pem)));
         if cfg.insecure_skip_tls_verify {
             log::warn!(server = cfg.server.as_str(); "INSECURE: insecure-skip-tls-verify is set in the kubeconfig; the API server's certificate is NOT verified and the token can be stolen by anyone on the network path");
-        }
-        if let Some(name) = &cfg.tls_server_name {
-            log::warn!(server = cfg.server.as_str(), tls_server_name = name.as_str(); "tls-server-name is not supported by the agent's TLS stack; the certificate is verified against the server URL's host instead");
         }
         let proxy =
             match &cfg.proxy_url {
@@ -157,13 +131,14 @@ impl Client {
                 None => ureq::Proxy::try_from_env(),
             };
         let tls = TlsParts {
-            roots,
+            ca_pem: cfg.ca_pem.clone(),
             insecure: cfg.insecure_skip_tls_verify,
+            server_name: cfg.tls_server_name.clone(),
         };
-        let static_cert = match &cfg.client_cert {
-            Some(c) => Some(client_cert(&c.cert, c.key.expose())?),
-            None => None,
-        };
+        let mut cert: Option<(Vec<u8>, Secret<Vec<u8>>)> = cfg
+            .client_cert
+            .as_ref()
+            .map(|c| (c.cert.clone(), c.key.clone()));
         let mut auth_desc = match &cfg.auth {
             AuthConfig::None => String::new(),
             AuthConfig::Token(_) => "token".to_owned(),
@@ -200,7 +175,6 @@ impl Client {
             },
         };
         // An exec plugin that hands out certificates must run before the first connection.
-        let mut cert = static_cert;
         if let CredState::Exec {
             cfg: exec,
             cached,
@@ -209,12 +183,17 @@ impl Client {
         {
             let cred = run_plugin(exec)?;
             if let Some((c, k)) = &cred.client_cert {
-                cert = Some(client_cert(c, k.expose())?);
+                cert = Some((c.clone(), k.clone()));
                 *current = Some(c.clone());
             }
             *cached = Some(cred);
         }
-        let agent = build_agent(&tls, proxy.clone(), cert);
+        let agent = build_agent(
+            &tls,
+            proxy.clone(),
+            cert.as_ref()
+                .map(|(c, k)| (c.as_slice(), k.expose().as_slice())),
+        )?;
         Ok(Client {
             inner: Arc::new(Inner {
                 base: cfg.server.trim_end_matches('/').to_owned(),
@@ -346,11 +325,11 @@ impl Client {
                     let cred = run_plugin(cfg)?;
                     let new_cert = cred.client_cert.as_ref().map(|(c, _)| c.clone());
                     if new_cert != *cert {
-                        let cc = match &cred.client_cert {
-                            Some((c, k)) => Some(client_cert(c, k.expose())?),
-                            None => None,
-                        };
-                        let agent = build_agent(&self.inner.tls, self.inner.proxy.clone(), cc);
+                        let cc = cred
+                            .client_cert
+                            .as_ref()
+                            .map(|(c, k)| (c.as_slice(), k.expose().as_slice()));
+                        let agent = build_agent(&self.inner.tls, self.inner.proxy.clone(), cc)?;
                         *self.inner.agent.write().unwrap_or_else(|e| e.into_inner()) = agent;
                         *cert = new_cert;
                     }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod exec;
 pub mod list;
 pub mod owner;
+mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;

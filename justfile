@@ -2,3 +2,7 @@
 
 default:
     @just --list
+
+# Start the Kubernetes-API sandbox (see README "Kubernetes API sandbox")
+sandbox *ARGS:
+    cargo run --quiet --example sandbox -- {{ARGS}}

@@ -3,6 +3,7 @@
 default:
     @just --list
 
+<<<<<<< HEAD
 # Everything CI runs: formatting, lints, all tests.
 test: lint
     cargo test --all-targets
@@ -19,3 +20,8 @@ build:
 # Run the agent with any flags, e.g. `just run --once --kubeconfig ~/.kube/config`.
 run *ARGS:
     cargo run --quiet -- {{ARGS}}
+=======
+# Start the Kubernetes-API sandbox (see README "Kubernetes API sandbox")
+sandbox *ARGS:
+    cargo run --quiet --example sandbox -- {{ARGS}}
+>>>>>>> kube

@@ -2,5 +2,6 @@
 //! servers — the agent binary, PostgreSQL on loopback, the Kubernetes-API sandbox, webhook
 //! receivers.
 
+mod sandbox;
 mod shell;
 mod support;

@@ -1,0 +1,160 @@
+//! Fault injection: the next N matching requests answer with an error, slowly, truncated or
+//! not at all. Queued from `--fault SPEC` or `POST /_sandbox/faults`.
+
+use std::sync::Mutex;
+
+use serde_json::{Value, json};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    Status500,
+    Status429,
+    ExpireContinue,
+    Slow,
+    Truncate,
+    Drop,
+}
+
+impl FaultKind {
+    fn parse(s: &str) -> Option<FaultKind> {
+        Some(match s {
+            "500" => FaultKind::Status500,
+            "429" => FaultKind::Status429,
+            "410-continue" | "410" => FaultKind::ExpireContinue,
+            "slow" => FaultKind::Slow,
+            "truncate" => FaultKind::Truncate,
+            "drop" => FaultKind::Drop,
+            _ => return None,
+        })
+    }
+    fn name(self) -> &'static str {
+        match self {
+            FaultKind::Status500 => "500",
+            FaultKind::Status429 => "429",
+            FaultKind::ExpireContinue => "410-continue",
+            FaultKind::Slow => "slow",
+            FaultKind::Truncate => "truncate",
+            FaultKind::Drop => "drop",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub count: u64,
+    pub retry_after_seconds: u64,
+    pub delay_ms: u64,
+    pub path_contains: Option<String>,
+}
+
+impl Fault {
+    /// `KIND[:COUNT][:retry=SECONDS][:delay=MS][:path=SUBSTRING]`, e.g. `500:3`, `429:2:retry=1`,
+    /// `slow:1:delay=2000`, `410-continue:1`, `truncate:1:path=vulnerabilityreports`.
+    pub fn parse_cli(spec: &str) -> Result<Fault, String> {
+        let mut parts = spec.split(':');
+        let kind_s = parts.next().unwrap_or("");
+        let kind = FaultKind::parse(kind_s)
+            .ok_or_else(|| format!("--fault {spec:?}: unknown kind {kind_s:?} (500, 429, 410-continue, slow, truncate, drop)"))?;
+        let mut f = Fault {
+            kind,
+            count: 1,
+            retry_after_seconds: 1,
+            delay_ms: 1000,
+            path_contains: None,
+        };
+        let rest: Vec<&str> = parts.collect();
+        let mut i = 0;
+        while i < rest.len() {
+            let p = rest[i];
+            let bad = || format!("--fault {spec:?}: cannot parse {p:?}");
+            if let Some(v) = p.strip_prefix("retry=") {
+                f.retry_after_seconds = v.parse().map_err(|_| bad())?;
+            } else if let Some(v) = p.strip_prefix("delay=") {
+                f.delay_ms = v.parse().map_err(|_| bad())?;
+            } else if let Some(v) = p.strip_prefix("path=") {
+                // The path filter is last and may itself contain ':'.
+                f.path_contains = Some(
+                    std::iter::once(v)
+                        .chain(rest[i + 1..].iter().copied())
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                );
+                break;
+            } else {
+                f.count = p.parse().map_err(|_| bad())?;
+            }
+            i += 1;
+        }
+        Ok(f)
+    }
+
+    pub fn from_json(v: &Value) -> Result<Fault, String> {
+        let kind_s = v
+            .get("kind")
+            .and_then(Value::as_str)
+            .ok_or("fault needs a string \"kind\"")?;
+        let kind =
+            FaultKind::parse(kind_s).ok_or_else(|| format!("unknown fault kind {kind_s:?}"))?;
+        Ok(Fault {
+            kind,
+            count: v.get("count").and_then(Value::as_u64).unwrap_or(1),
+            retry_after_seconds: v
+                .get("retry_after_seconds")
+                .and_then(Value::as_u64)
+                .unwrap_or(1),
+            delay_ms: v.get("delay_ms").and_then(Value::as_u64).unwrap_or(1000),
+            path_contains: v
+                .get("path_contains")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        })
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "kind": self.kind.name(), "count": self.count, "retry_after_seconds": self.retry_after_seconds,
+            "delay_ms": self.delay_ms, "path_contains": self.path_contains,
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct Faults(Mutex<Vec<Fault>>);
+
+impl Faults {
+    pub fn add(&self, f: Fault) {
+        if f.count > 0 {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).push(f);
+        }
+    }
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+    pub fn pending(&self) -> Vec<Value> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(Fault::to_json)
+            .collect()
+    }
+
+    /// Consumes one use of the first fault matching this request, if any.
+    pub fn take(&self, path_and_query: &str, is_continue_list: bool) -> Option<Fault> {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let i = g.iter().position(|f| {
+            (f.kind != FaultKind::ExpireContinue || is_continue_list)
+                && f.path_contains
+                    .as_deref()
+                    .is_none_or(|p| path_and_query.contains(p))
+        })?;
+        g[i].count -= 1;
+        let f = g[i].clone();
+        if g[i].count == 0 {
+            g.remove(i);
+        }
+        Some(f)
+    }
+}

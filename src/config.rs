@@ -739,8 +739,16 @@ mod tests {
     fn readme_documents_every_variable_and_flag() {
         let readme = include_str!("../README.md");
         for (_, s) in SETTINGS {
-            assert!(readme.contains(&format!("`{}`", s.env)), "README lacks {}", s.env);
-            assert!(readme.contains(&format!("`--{}`", s.flag)), "README lacks --{}", s.flag);
+            assert!(
+                readme.contains(&format!("`{}`", s.env)),
+                "README lacks {}",
+                s.env
+            );
+            assert!(
+                readme.contains(&format!("`--{}`", s.flag)),
+                "README lacks --{}",
+                s.flag
+            );
         }
     }
 

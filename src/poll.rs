@@ -7,12 +7,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use std::collections::HashSet;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use crate::config::Config;
 use crate::health::HealthState;
+use crate::kube::workload::Existence;
+use crate::kube::{Client, KubeError, KubeMetrics, KubeOptions, ListEvent, OwnerResolver};
+use crate::lifecycle::{self, AssetId, Event, EventKind, FindingKey, Observation};
 use crate::metrics::{Counter, Family, Gauge, Histogram, Registry};
-use crate::store::{DatabaseTarget, Store, StoreError};
+use crate::store::{DatabaseTarget, ReportVersion, Store, StoreError};
+use crate::trivy::report::{LABEL_CONTAINER, owner_of};
+use crate::trivy::{ObjectMeta, Owner, Report, ReportKind, Revision, Workload};
 
 /// The poll loop's own metrics.
 #[derive(Clone)]
@@ -20,6 +27,8 @@ pub struct PollMetrics {
     cycles: Family<Vec<(String, String)>, Counter>,
     duration: Histogram,
     last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+    events: Family<Vec<(String, String)>, Counter>,
+    malformed: Counter,
 }
 
 impl PollMetrics {
@@ -28,7 +37,19 @@ impl PollMetrics {
             cycles: Family::default(),
             duration: Histogram::new([0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]),
             last_success: Gauge::default(),
+            events: Family::default(),
+            malformed: Counter::default(),
         };
+        registry.register(
+            "kijo_lifecycle_events",
+            "Lifecycle events recorded, by kind (new, fixed, reintroduced, severity_changed, workload_removed).",
+            m.events.clone(),
+        );
+        registry.register(
+            "kijo_reports_skipped",
+            "Reports skipped because they could not be used (malformed, owner unknown).",
+            m.malformed.clone(),
+        );
         registry.register(
             "kijo_poll_cycles",
             "Poll cycles by outcome (ok, failed).",
@@ -47,7 +68,8 @@ impl PollMetrics {
         m
     }
 
-    fn record(&self, ok: bool, took: Duration) {
+    fn record(&self, summary: Option<&CycleSummary>, took: Duration) {
+        let ok = summary.is_some();
         let outcome = if ok { "ok" } else { "failed" };
         self.cycles
             .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())])
@@ -63,24 +85,32 @@ impl PollMetrics {
 /// What one cycle did, for the summary log line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CycleSummary {
+    pub baseline: bool,
     pub reports_read: u64,
     pub reports_changed: u64,
     pub reports_skipped: u64,
+    pub reports_superseded: u64,
     pub new: u64,
     pub fixed: u64,
     pub reintroduced: u64,
+    pub workloads_removed: u64,
 }
 
-/// Why a cycle failed.
+/// Why a cycle failed. A failed cycle leaves every workload it did not finish as it was.
 #[derive(Debug)]
 pub enum CycleError {
     Store(StoreError),
+    Kube(KubeError),
+    /// Shutdown began; the cycle stopped between two units of work.
+    Interrupted,
 }
 
 impl std::fmt::Display for CycleError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CycleError::Store(e) => write!(f, "store: {e}"),
+            CycleError::Kube(e) => write!(f, "kubernetes: {e}"),
+            CycleError::Interrupted => f.write_str("interrupted by shutdown"),
         }
     }
 }
@@ -93,12 +123,63 @@ impl From<StoreError> for CycleError {
     }
 }
 
+impl From<KubeError> for CycleError {
+    fn from(e: KubeError) -> Self {
+        CycleError::Kube(e)
+    }
+}
+
+/// The kinds whose findings the lifecycle tracks.
+const TRACKED_KINDS: [ReportKind; 2] = [
+    ReportKind::VulnerabilityReport,
+    ReportKind::ClusterVulnerabilityReport,
+];
+
+/// A report as the metadata-only listing shows it: enough to tell whether it changed and whom
+/// it belongs to, a few hundred bytes however many findings it holds.
+struct Listed {
+    kind: ReportKind,
+    namespace: String,
+    name: String,
+    uid: String,
+    resource_version: String,
+    owner: Result<Owner, String>,
+    container: String,
+    created: Option<jiff::Timestamp>,
+}
+
+impl Listed {
+    fn new(kind: ReportKind, meta: ObjectMeta) -> Listed {
+        Listed {
+            kind,
+            owner: owner_of(&meta),
+            container: meta
+                .labels
+                .get(LABEL_CONTAINER)
+                .cloned()
+                .unwrap_or_default(),
+            created: meta
+                .creation_timestamp
+                .as_deref()
+                .and_then(|t| t.parse().ok()),
+            namespace: meta.namespace,
+            name: meta.name,
+            uid: meta.uid,
+            resource_version: meta.resource_version,
+        }
+    }
+}
+
 pub struct Poller {
     config: Config,
     target: DatabaseTarget,
     health: Arc<HealthState>,
     metrics: PollMetrics,
     store: Option<Store>,
+    kube: Option<Client>,
+    kube_metrics: KubeMetrics,
+    owners: OwnerResolver,
+    stop: Option<Receiver<()>>,
 }
 
 impl Poller {
@@ -107,6 +188,7 @@ impl Poller {
         target: DatabaseTarget,
         health: Arc<HealthState>,
         metrics: PollMetrics,
+        kube_metrics: KubeMetrics,
     ) -> Poller {
         Poller {
             config,
@@ -114,38 +196,50 @@ impl Poller {
             health,
             metrics,
             store: None,
+            kube: None,
+            kube_metrics,
+            owners: OwnerResolver::default(),
+            stop: None,
         }
     }
 
     /// Runs cycles until `stop` disconnects (or once). Returns whether the last cycle succeeded.
     pub fn run(mut self, stop: Receiver<()>, once: bool) -> bool {
+        self.stop = Some(stop.clone());
         loop {
             self.health.progress();
             let started = Instant::now();
             let result = self.cycle();
             let took = started.elapsed();
-            self.metrics.record(result.is_ok(), took);
+            self.metrics.record(result.as_ref().ok(), took);
             self.health.progress();
             let ok = match result {
                 Ok(s) => {
                     log::info!(
                         cluster = self.config.cluster_name.as_str(),
                         duration_ms = took.as_millis() as u64,
+                        baseline = s.baseline,
                         reports_read = s.reports_read,
                         reports_changed = s.reports_changed,
                         reports_skipped = s.reports_skipped,
                         new_count = s.new,
                         fixed_count = s.fixed,
-                        reintroduced_count = s.reintroduced;
+                        reintroduced_count = s.reintroduced,
+                        workloads_removed = s.workloads_removed;
                         "poll cycle finished"
                     );
                     true
                 }
+                Err(CycleError::Interrupted) => {
+                    log::info!("poll cycle stopped for shutdown; finished work is committed");
+                    return true;
+                }
                 Err(err) => {
+                    self.forget_broken_connections(&err);
                     log::error!(
                         cluster = self.config.cluster_name.as_str(),
                         duration_ms = took.as_millis() as u64;
-                        "poll cycle failed, nothing was changed; retrying next cycle: {err}"
+                        "poll cycle failed; what it did not finish is unchanged and is retried next cycle: {err}"
                     );
                     false
                 }
@@ -160,20 +254,267 @@ impl Poller {
         }
     }
 
-    /// One cycle. The store connection is opened (and the schema migrated) lazily, so a
-    /// database that is down at start delays work instead of crashing the agent; a lost
-    /// connection is dropped and reopened by the next cycle.
-    fn cycle(&mut self) -> Result<CycleSummary, CycleError> {
-        let store = match &mut self.store {
-            Some(store) => store,
-            None => self.store.insert(Store::open(&self.target)?),
-        };
-        if let Err(err) = store.ping() {
-            if err.is_connection_loss() {
-                self.store = None;
-            }
-            return Err(err.into());
+    fn forget_broken_connections(&mut self, err: &CycleError) {
+        if let CycleError::Store(e) = err
+            && e.is_connection_loss()
+        {
+            self.store = None;
         }
-        Ok(CycleSummary::default())
     }
+
+    /// One cycle: list report metadata, read and apply only the reports that changed, then close
+    /// the findings of workloads that no longer exist.
+    ///
+    /// Connections are opened lazily, so a database or API server that is down at start delays
+    /// work instead of crashing the agent.
+    fn cycle(&mut self) -> Result<CycleSummary, CycleError> {
+        if self.store.is_none() {
+            self.store = Some(Store::open(&self.target)?);
+        }
+        if self.kube.is_none() {
+            let opts = KubeOptions {
+                kubeconfig: self.config.kubeconfig.clone(),
+                context: self.config.kube_context.clone(),
+                metrics: Some(self.kube_metrics.clone()),
+                ..KubeOptions::default()
+            };
+            let client = Client::connect(&opts)?;
+            log::info!(api = client.describe().as_str(); "connected to the Kubernetes API");
+            self.kube = Some(client);
+        }
+        let cluster = self.config.cluster_name.clone();
+        let targets = notification_targets(&self.config);
+        let mut summary = CycleSummary::default();
+        let store = self.store.as_mut().expect("opened above");
+        let client = self.kube.as_ref().expect("connected above");
+        summary.baseline = !store.baseline_complete(&cluster)?;
+        let known = store.report_versions(&cluster)?;
+
+        // 1. What exists: metadata only, one small listing per kind.
+        let mut listed: Vec<Listed> = Vec::new();
+        for kind in TRACKED_KINDS {
+            let mut items = Vec::new();
+            client.list_metadata(kind, &self.config.namespaces, &mut |event| match event {
+                ListEvent::Restart => items.clear(),
+                ListEvent::Item(meta) => items.push(Listed::new(kind, meta)),
+            })?;
+            listed.extend(items);
+            self.health.progress();
+        }
+        summary.reports_read = listed.len() as u64;
+
+        // 2. What changed since the last cycle; unchanged reports keep their workloads alive.
+        let mut live: HashSet<(String, String, String)> = HashSet::new();
+        let mut changed = Vec::new();
+        for (i, r) in listed.iter().enumerate() {
+            match known.get(&r.uid) {
+                Some(k) if k.resource_version == r.resource_version => {
+                    live.insert((
+                        k.asset.namespace.clone(),
+                        k.asset.workload_kind.clone(),
+                        k.asset.workload.clone(),
+                    ));
+                }
+                _ => changed.push(i),
+            }
+        }
+
+        // 3. Read and apply each changed report: one transaction per workload container.
+        for i in changed {
+            if stopping(&self.stop) {
+                return Err(CycleError::Interrupted);
+            }
+            let r = &listed[i];
+            let owner = match &r.owner {
+                Ok(o) => o,
+                Err(reason) => {
+                    summary.reports_skipped += 1;
+                    self.metrics.malformed.inc();
+                    log::warn!(kind = r.kind.as_str(), namespace = r.namespace.as_str(), report = r.name.as_str(); "skipping a report whose owner is unknown: {reason}");
+                    continue;
+                }
+            };
+            let (workload, revision) = self.owners.resolve(client, owner)?;
+            live.insert((
+                workload.namespace.clone(),
+                workload.kind.clone(),
+                workload.name.clone(),
+            ));
+            if superseded(client, &mut self.owners, &listed, r, &workload, revision)? {
+                // An older ReplicaSet's report after a rollout: the newer one speaks for the
+                // Deployment.
+                summary.reports_superseded += 1;
+                continue;
+            }
+            let report = match client.get_report(r.kind, &r.namespace, &r.name)? {
+                None => continue, // deleted since the listing
+                Some(Err(_)) => {
+                    // Logged and counted by the client; its previous state stays as it was.
+                    summary.reports_skipped += 1;
+                    continue;
+                }
+                Some(Ok(report)) => report,
+            };
+            let observation = observe(&cluster, &workload, &report);
+            let version = ReportVersion {
+                uid: report.uid.clone(),
+                resource_version: report.resource_version.clone(),
+            };
+            let applied = store.apply(&observation, Some(&version), summary.baseline, &targets)?;
+            summary.reports_changed += 1;
+            count_events(&mut summary, &self.metrics, &applied.events);
+            self.health.progress();
+        }
+
+        // 4. Workloads whose every report vanished: removed, or just between two scans?
+        for (namespace, kind, name) in store.known_workloads(&cluster)? {
+            if live.contains(&(namespace.clone(), kind.clone(), name.clone())) {
+                continue;
+            }
+            if stopping(&self.stop) {
+                return Err(CycleError::Interrupted);
+            }
+            if client.workload_existence(&kind, &namespace, &name)? == Existence::Gone {
+                let applied = store.remove_workload(
+                    &cluster,
+                    &namespace,
+                    &kind,
+                    &name,
+                    jiff::Timestamp::now(),
+                    &targets,
+                )?;
+                summary.workloads_removed += 1;
+                count_events(&mut summary, &self.metrics, &applied.events);
+            }
+        }
+        let live_uids: Vec<String> = listed.iter().map(|r| r.uid.clone()).collect();
+        store.retain_report_versions(&cluster, &live_uids)?;
+        if summary.baseline {
+            store.mark_baseline_complete(&cluster)?;
+        }
+        self.owners.prune();
+        Ok(summary)
+    }
+}
+
+/// Whether shutdown began: checked between units of work.
+fn stopping(stop: &Option<Receiver<()>>) -> bool {
+    stop.as_ref()
+        .is_some_and(|s| matches!(s.try_recv(), Err(TryRecvError::Disconnected)))
+}
+
+/// Whether another listed report of the same Deployment container comes from a newer
+/// revision. Only reports of ReplicaSets named after the Deployment are looked at, so the
+/// owner lookups stay few (and cached).
+fn superseded(
+    client: &Client,
+    owners: &mut OwnerResolver,
+    listed: &[Listed],
+    report: &Listed,
+    workload: &Workload,
+    revision: Option<u64>,
+) -> Result<bool, KubeError> {
+    if workload.kind != "Deployment" {
+        return Ok(false);
+    }
+    let mine = Revision {
+        deployment_revision: revision,
+        update_timestamp: None,
+        creation_timestamp: report.created,
+        name: report.name.clone(),
+    };
+    let prefix = format!("{}-", workload.name);
+    for other in listed {
+        let Ok(owner) = &other.owner else { continue };
+        if other.uid == report.uid
+            || other.kind != report.kind
+            || other.namespace != report.namespace
+            || other.container != report.container
+            || owner.kind != "ReplicaSet"
+            || !owner.name.starts_with(&prefix)
+        {
+            continue;
+        }
+        let (w, rev) = owners.resolve(client, owner)?;
+        let theirs = Revision {
+            deployment_revision: rev,
+            update_timestamp: None,
+            creation_timestamp: other.created,
+            name: other.name.clone(),
+        };
+        if &w == workload && theirs.cmp_recency(&mine) == std::cmp::Ordering::Greater {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The lifecycle's view of a report: plain data, no Kubernetes types.
+fn observe(cluster: &str, workload: &Workload, report: &Report) -> Observation {
+    Observation {
+        cluster: cluster.to_owned(),
+        asset: AssetId {
+            namespace: workload.namespace.clone(),
+            workload_kind: workload.kind.clone(),
+            workload: workload.name.clone(),
+            container: report.container.clone(),
+        },
+        image: report.image.to_string(),
+        // A report without updateTimestamp is dated by its creation; never "now", which would
+        // make every re-read look like a newer scan.
+        scanned_at: report
+            .update_timestamp
+            .or(report.creation_timestamp)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+        findings: report
+            .findings
+            .iter()
+            .map(|f| lifecycle::Finding {
+                key: FindingKey {
+                    vulnerability_id: f.vulnerability_id.clone(),
+                    package: f.package.clone(),
+                    package_path: if f.package_path.is_empty() {
+                        f.target.clone()
+                    } else {
+                        f.package_path.clone()
+                    },
+                },
+                severity: f.severity.as_str().to_owned(),
+                installed_version: f.installed_version.clone(),
+                fixed_version: f.fixed_version.clone(),
+                title: f.title.clone(),
+                link: f.primary_link.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn count_events(summary: &mut CycleSummary, metrics: &PollMetrics, events: &[Event]) {
+    for e in events {
+        match e.kind {
+            EventKind::New => summary.new += 1,
+            EventKind::Fixed => summary.fixed += 1,
+            EventKind::Reintroduced => summary.reintroduced += 1,
+            EventKind::SeverityChanged | EventKind::WorkloadRemoved => {}
+        }
+        metrics
+            .events
+            .get_or_create(&vec![("kind".to_owned(), e.kind.as_str().to_owned())])
+            .inc();
+    }
+}
+
+/// The outbox targets configured: each event is queued once per target.
+pub fn notification_targets(config: &Config) -> Vec<String> {
+    let mut targets = Vec::new();
+    if config.notify_slack.is_some() {
+        targets.push("slack".to_owned());
+    }
+    if config.notify_webhook.is_some() {
+        targets.push("webhook".to_owned());
+    }
+    if config.saas_endpoint.is_some() {
+        targets.push("saas".to_owned());
+    }
+    targets
 }

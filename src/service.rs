@@ -16,6 +16,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 
 use crate::config::{Config, Mode};
 use crate::health::{self, HealthServer, HealthState};
+use crate::kube::KubeMetrics;
 use crate::metrics::Registry;
 use crate::poll::{PollMetrics, Poller};
 use crate::secret::mask_target_url;
@@ -91,6 +92,7 @@ pub fn run(config: &Config, signals: Signals) -> bool {
     let target = config.database.clone();
     let mut registry = Registry::default();
     let poll_metrics = PollMetrics::new(&mut registry);
+    let kube_metrics = KubeMetrics::new(&mut registry);
     let health = HealthState::new(health::stall_bound_for(config.poll_interval));
     health.progress();
     // Dropping `stop_tx` tells every thread to stop.
@@ -134,7 +136,13 @@ pub fn run(config: &Config, signals: Signals) -> bool {
         "kijo-agent starting"
     );
     let (done_tx, done_rx) = crossbeam_channel::bounded::<bool>(1);
-    let poller = Poller::new(config.clone(), target, Arc::clone(&health), poll_metrics);
+    let poller = Poller::new(
+        config.clone(),
+        target,
+        Arc::clone(&health),
+        poll_metrics,
+        kube_metrics,
+    );
     let poll_stop = stop_rx.clone();
     let poll_thread = thread::Builder::new().name("poll".into()).spawn(move || {
         let ok = poller.run(poll_stop, once);

@@ -9,6 +9,7 @@ pub mod exec;
 pub mod list;
 pub mod owner;
 mod tls;
+pub mod workload;
 
 use std::path::PathBuf;
 use std::time::Duration;

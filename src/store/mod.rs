@@ -10,6 +10,7 @@ mod postgres;
 mod sqlite;
 mod tls;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,17 +29,31 @@ pub(crate) struct Migration {
     pub sql: &'static str,
 }
 
-pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../sql/postgres/0001_init.sql"),
-}];
+pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../sql/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "cluster_state",
+        sql: include_str!("../../sql/postgres/0002_cluster_state.sql"),
+    },
+];
 
-pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../sql/sqlite/0001_init.sql"),
-}];
+pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../sql/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "cluster_state",
+        sql: include_str!("../../sql/sqlite/0002_cluster_state.sql"),
+    },
+];
 
 /// How the agent talks TLS to PostgreSQL. The names are libpq's, the meanings differ where noted
 /// in the README: `require` verifies like `verify-full`, because an unverified "encrypted"
@@ -298,6 +313,13 @@ pub struct Applied {
     pub events: Vec<Event>,
 }
 
+/// A report already applied: its version and the workload container it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownReport {
+    pub resource_version: String,
+    pub asset: AssetId,
+}
+
 /// The version of a report as the Kubernetes API shows it, recorded so that an unchanged report
 /// is skipped without being read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,6 +377,34 @@ impl Store {
         match &mut self.backend {
             Backend::Postgres(s) => s.is_empty_for_cluster(cluster),
             Backend::Sqlite(s) => s.is_empty_for_cluster(cluster),
+        }
+    }
+
+    /// Every report version recorded for a cluster, by report uid, with the workload container
+    /// it was applied to: one query per cycle instead of one per report.
+    pub fn report_versions(
+        &mut self,
+        cluster: &str,
+    ) -> Result<HashMap<String, KnownReport>, StoreError> {
+        match &mut self.backend {
+            Backend::Postgres(s) => s.report_versions(cluster),
+            Backend::Sqlite(s) => s.report_versions(cluster),
+        }
+    }
+
+    /// Whether the cluster's first complete cycle (the baseline) has finished.
+    pub fn baseline_complete(&mut self, cluster: &str) -> Result<bool, StoreError> {
+        match &mut self.backend {
+            Backend::Postgres(s) => s.baseline_complete(cluster),
+            Backend::Sqlite(s) => s.baseline_complete(cluster),
+        }
+    }
+
+    /// Records that a complete cycle finished; from now on new findings are events for people.
+    pub fn mark_baseline_complete(&mut self, cluster: &str) -> Result<(), StoreError> {
+        match &mut self.backend {
+            Backend::Postgres(s) => s.mark_baseline_complete(cluster),
+            Backend::Sqlite(s) => s.mark_baseline_complete(cluster),
         }
     }
 

@@ -5,6 +5,7 @@
 //! each failed attempt. Every write is one transaction; large reports are written with one
 //! `UNNEST` statement per table instead of one statement per finding.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use ::postgres::error::SqlState;
@@ -13,8 +14,8 @@ use jiff::Timestamp;
 
 use super::error::redact;
 use super::{
-    Applied, POSTGRES_MIGRATIONS, PgTarget, ReportVersion, SchemaStatus, SeverityCount, StoreError,
-    tls, truncate_micros,
+    Applied, KnownReport, POSTGRES_MIGRATIONS, PgTarget, ReportVersion, SchemaStatus,
+    SeverityCount, StoreError, tls, truncate_micros,
 };
 use crate::lifecycle::{
     self, AssetId, Changes, Event, EventKind, Finding, FindingKey, FindingState, Observation,
@@ -260,6 +261,61 @@ impl PgStore {
             )
             .map(|r| r.get(0))
             .map_err(|e| pg_err(e, "checking for a baseline", s))
+        })
+    }
+
+    pub(crate) fn report_versions(
+        &mut self,
+        cluster: &str,
+    ) -> Result<HashMap<String, KnownReport>, StoreError> {
+        self.run(true, |c, s| {
+            c.query(
+                "SELECT report_uid, resource_version, namespace, workload_kind, workload, container
+                 FROM report_versions WHERE cluster_name = $1",
+                &[&cluster],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        (
+                            r.get(0),
+                            KnownReport {
+                                resource_version: r.get(1),
+                                asset: AssetId {
+                                    namespace: r.get(2),
+                                    workload_kind: r.get(3),
+                                    workload: r.get(4),
+                                    container: r.get(5),
+                                },
+                            },
+                        )
+                    })
+                    .collect()
+            })
+            .map_err(|e| pg_err(e, "reading report versions", s))
+        })
+    }
+
+    pub(crate) fn baseline_complete(&mut self, cluster: &str) -> Result<bool, StoreError> {
+        self.run(true, |c, s| {
+            c.query_one(
+                "SELECT EXISTS (SELECT 1 FROM cluster_state WHERE cluster_name = $1)",
+                &[&cluster],
+            )
+            .map(|r| r.get(0))
+            .map_err(|e| pg_err(e, "checking for a baseline", s))
+        })
+    }
+
+    pub(crate) fn mark_baseline_complete(&mut self, cluster: &str) -> Result<(), StoreError> {
+        self.run(true, |c, s| {
+            c.execute(
+                "INSERT INTO cluster_state (cluster_name, baseline_completed_at) VALUES ($1, now())
+                 ON CONFLICT (cluster_name) DO NOTHING",
+                &[&cluster],
+            )
+            .map(|_| ())
+            .map_err(|e| pg_err(e, "recording the baseline", s))
         })
     }
 

@@ -5,6 +5,7 @@
 //! the health thread's reads from blocking the writer; temp_store=MEMORY because a scratch image
 //! has no /tmp.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -14,8 +15,8 @@ use rusqlite::{
 };
 
 use super::{
-    Applied, ReportVersion, SQLITE_MIGRATIONS, SchemaStatus, SeverityCount, StoreError,
-    sqlite_parent_exists, truncate_micros,
+    Applied, KnownReport, ReportVersion, SQLITE_MIGRATIONS, SchemaStatus, SeverityCount,
+    StoreError, sqlite_parent_exists, truncate_micros,
 };
 use crate::lifecycle::{
     self, AssetId, Changes, Event, EventKind, Finding, FindingKey, FindingState, Observation,
@@ -230,6 +231,55 @@ impl SqliteStore {
                 |r| r.get(0),
             )
             .map_err(self.err("checking for a baseline"))
+    }
+
+    pub(crate) fn report_versions(
+        &mut self,
+        cluster: &str,
+    ) -> Result<HashMap<String, KnownReport>, StoreError> {
+        let read = |conn: &rusqlite::Connection| -> rusqlite::Result<HashMap<String, KnownReport>> {
+            let mut stmt = conn.prepare(
+                "SELECT report_uid, resource_version, namespace, workload_kind, workload, container
+                 FROM report_versions WHERE cluster_name = ?1",
+            )?;
+            let rows = stmt.query_map([cluster], |r| {
+                Ok((
+                    r.get(0)?,
+                    KnownReport {
+                        resource_version: r.get(1)?,
+                        asset: AssetId {
+                            namespace: r.get(2)?,
+                            workload_kind: r.get(3)?,
+                            workload: r.get(4)?,
+                            container: r.get(5)?,
+                        },
+                    },
+                ))
+            })?;
+            rows.collect()
+        };
+        read(&self.conn).map_err(self.err("reading report versions"))
+    }
+
+    pub(crate) fn baseline_complete(&mut self, cluster: &str) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM cluster_state WHERE cluster_name = ?1)",
+                [cluster],
+                |r| r.get(0),
+            )
+            .map_err(self.err("checking for a baseline"))
+    }
+
+    pub(crate) fn mark_baseline_complete(&mut self, cluster: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO cluster_state (cluster_name, baseline_completed_at) VALUES (?1, ?2)
+                 ON CONFLICT (cluster_name) DO NOTHING",
+                [cluster, &ts(Timestamp::now())],
+            )
+            .map(|_| ())
+            .map_err(self.err("recording the baseline"))
     }
 
     pub(crate) fn report_version(

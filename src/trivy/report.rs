@@ -506,7 +506,7 @@ fn from_raw(hint: ReportKind, raw: RawReport) -> Result<Report, Malformed> {
 /// The owner comes from the operator's labels; when the name did not fit in a label the
 /// annotation holds it. The controller ownerReference is the fallback for reports written by
 /// other tools. The report *name* is never parsed: it may be a hash.
-fn owner_of(meta: &ObjectMeta) -> Result<Owner, String> {
+pub fn owner_of(meta: &ObjectMeta) -> Result<Owner, String> {
     let controller = meta
         .owner_references
         .iter()

@@ -1,2 +1,3 @@
+mod kube;
 mod sandbox;
 mod support;

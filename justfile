@@ -3,7 +3,6 @@
 default:
     @just --list
 
-<<<<<<< HEAD
 # Everything CI runs: formatting, lints, all tests.
 test: lint
     cargo test --all-targets
@@ -20,8 +19,12 @@ build:
 # Run the agent with any flags, e.g. `just run --once --kubeconfig ~/.kube/config`.
 run *ARGS:
     cargo run --quiet -- {{ARGS}}
-=======
+
 # Start the Kubernetes-API sandbox (see README "Kubernetes API sandbox")
 sandbox *ARGS:
     cargo run --quiet --example sandbox -- {{ARGS}}
->>>>>>> kube
+
+# List `--synthetic 3000:150` with the agent's client and with kubectl; print wall time and peak RSS
+bench-list *ARGS:
+    cargo build --release --example sandbox --example bench_list
+    target/release/examples/bench_list {{ARGS}}

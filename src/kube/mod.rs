@@ -173,15 +173,10 @@ const PROBE_NAME: &str = "kijo-agent-dry-run-probe";
 /// scope it will use (cluster-wide, or each namespace of `namespaces`).
 pub fn dry_run_checks(client: &Client, namespaces: &[String]) -> Vec<Check> {
     let mut checks = Vec::new();
-    let reach = client.execute(&Request::get("/version", list::ACCEPT_JSON));
-    let (reachable, authenticated) = match &reach {
-        Ok(_) => (Ok(()), Ok(())),
-        Err(e @ KubeError::Api { status: 401, .. }) => (Ok(()), Err(e.to_string())),
-        Err(e @ KubeError::Api { .. }) => (Ok(()), Err(e.to_string())),
-        Err(e) => (
-            Err(e.to_string()),
-            Err("skipped: api not reachable".to_owned()),
-        ),
+    // /version is open to everyone on most clusters: it proves reachability only.
+    let reachable = match client.execute(&Request::get("/version", list::ACCEPT_JSON)) {
+        Ok(_) | Err(KubeError::Api { .. }) => Ok(()),
+        Err(e) => Err(e.to_string()),
     };
     let reachable_ok = reachable.is_ok();
     checks.push(Check {
@@ -189,16 +184,20 @@ pub fn dry_run_checks(client: &Client, namespaces: &[String]) -> Vec<Check> {
         ok: reachable_ok,
         detail: reachable.err().unwrap_or_else(|| "ok".to_owned()),
     });
-    // /version is public on some clusters; a list request proves authentication for sure.
-    let authenticated = match authenticated {
-        Ok(()) => Ok(()),
-        Err(e) if reachable_ok => match client.execute(&Request::get("/apis", list::ACCEPT_JSON)) {
+    // Discovery is granted to every authenticated user (system:discovery): 401 means the
+    // credential was rejected, 403 that the API sees an anonymous user.
+    let authenticated = if !reachable_ok {
+        Err("skipped: api not reachable".to_owned())
+    } else {
+        match client.execute(&Request::get("/apis", list::ACCEPT_JSON)) {
             Ok(_) => Ok(()),
-            Err(KubeError::Api { status: 401, .. }) => Err(e),
+            Err(e @ KubeError::Api { status: 401, .. }) => Err(e.to_string()),
+            Err(e @ KubeError::Api { status: 403, .. }) => Err(format!(
+                "{e}; the api treats the agent as anonymous: no credential was sent"
+            )),
             Err(KubeError::Api { .. }) => Ok(()),
-            Err(e2) => Err(e2.to_string()),
-        },
-        Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
+        }
     };
     let auth_ok = authenticated.is_ok();
     checks.push(Check {

@@ -422,8 +422,11 @@ fn from_raw(hint: ReportKind, raw: RawReport) -> Result<Report, Malformed> {
         return Err(malformed("the report field is missing".into()));
     };
     let owner = owner_of(&meta).map_err(&malformed)?;
+    // Cluster reports describe the cluster as one pseudo-workload and may lack the label;
+    // a namespaced report without it could not be told apart from its siblings.
     let container = match meta.labels.get(LABEL_CONTAINER) {
         Some(c) if !c.is_empty() => c.clone(),
+        _ if kind.cluster_scoped() => String::new(),
         _ => return Err(malformed(format!("label {LABEL_CONTAINER} is missing"))),
     };
     let update_timestamp = parse_time("report.updateTimestamp", data.update_timestamp.as_deref())
@@ -714,6 +717,11 @@ mod tests {
         assert_eq!(r.namespace, "");
         assert_eq!(r.owner.namespace, "");
         assert_eq!(r.image.to_string(), "k8s.io/kubernetes:v1.32.0");
+        assert_eq!(r.container, "k8s-cluster");
+        // Without the container label a cluster report is still usable.
+        let unlabelled = json.replace(r#","trivy-operator.container.name":"k8s-cluster""#, "");
+        let r = parse_report(ReportKind::ClusterVulnerabilityReport, &unlabelled).unwrap();
+        assert_eq!(r.container, "");
     }
 
     #[test]

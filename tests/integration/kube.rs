@@ -80,6 +80,22 @@ fn names(reports: &[Report]) -> BTreeSet<String> {
         .collect()
 }
 
+/// Creates `n` small reports spread over the shop and data namespaces. (The sandbox's
+/// `--synthetic` generator is the bigger alternative.)
+fn populate(sb: &Sandbox, n: usize) {
+    for i in 0..n {
+        let ns = if i % 2 == 0 { "shop" } else { "data" };
+        let body = format!(
+            r#"{{"apiVersion":"aquasecurity.github.io/v1alpha1","kind":"VulnerabilityReport","metadata":{{"name":"replicaset-gen-{i}-app","namespace":"{ns}","labels":{{"trivy-operator.resource.kind":"ReplicaSet","trivy-operator.resource.name":"gen-{i}","trivy-operator.resource.namespace":"{ns}","trivy-operator.container.name":"app"}}}},"report":{{"updateTimestamp":"2026-01-01T00:00:00Z","artifact":{{"repository":"acme/gen","tag":"{i}"}},"vulnerabilities":[{{"vulnerabilityID":"CVE-2026-{i}","resource":"zlib","installedVersion":"1.2.{i}","severity":"LOW"}}]}}}}"#
+        );
+        create(
+            sb,
+            &format!("/apis/aquasecurity.github.io/v1alpha1/namespaces/{ns}/vulnerabilityreports"),
+            &body,
+        );
+    }
+}
+
 fn kubectl_count(sb: &Sandbox) -> usize {
     let out = sb.kubectl_ok(&["get", "vulnerabilityreports", "-A", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -92,7 +108,10 @@ fn tls_with_the_sandbox_ca_lists_what_kubectl_lists() {
     let client = Client::connect(&opts(&sb.kubeconfig)).unwrap();
     let describe = client.describe();
     assert!(describe.starts_with(&sb.url), "{describe}");
-    assert!(!describe.contains(&sb.token), "describe leaks the token: {describe}");
+    assert!(
+        !describe.contains(&sb.token),
+        "describe leaks the token: {describe}"
+    );
 
     let (reports, malformed, _) = collect_reports(&client, &[]).unwrap();
     assert!(malformed.is_empty(), "{malformed:?}");
@@ -136,10 +155,18 @@ fn tls_with_the_sandbox_ca_lists_what_kubectl_lists() {
         })
         .unwrap();
     assert_eq!(metas.len(), reports.len());
-    assert!(metas.iter().all(|m| !m.uid.is_empty() && !m.resource_version.is_empty()));
+    assert!(
+        metas
+            .iter()
+            .all(|m| !m.uid.is_empty() && !m.resource_version.is_empty())
+    );
 
     // Single GET, and a missing one.
-    let got = client.get_report(VR, "shop", &web.name).unwrap().unwrap().unwrap();
+    let got = client
+        .get_report(VR, "shop", &web.name)
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(got.uid, web.uid);
     assert!(client.get_report(VR, "shop", "nope").unwrap().is_none());
 }
@@ -158,7 +185,10 @@ fn a_foreign_ca_is_refused() {
     let err = collect_reports(&client, &[]).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, KubeError::Transport { .. }), "{msg}");
-    assert!(msg.contains("/apis/aquasecurity.github.io/v1alpha1/vulnerabilityreports"), "{msg}");
+    assert!(
+        msg.contains("/apis/aquasecurity.github.io/v1alpha1/vulnerabilityreports"),
+        "{msg}"
+    );
     assert!(!msg.contains(&sb.token), "{msg}");
 }
 
@@ -170,7 +200,12 @@ fn tls_server_name_is_the_verified_name() {
     let good = write_kubeconfig(&sb, "good", "    tls-server-name: localhost\n", &user);
     let client = Client::connect(&opts(&good)).unwrap();
     assert!(!collect_reports(&client, &[]).unwrap().0.is_empty());
-    let bad = write_kubeconfig(&sb, "bad", "    tls-server-name: kubernetes.example\n", &user);
+    let bad = write_kubeconfig(
+        &sb,
+        "bad",
+        "    tls-server-name: kubernetes.example\n",
+        &user,
+    );
     let client = Client::connect(&opts(&bad)).unwrap();
     let err = collect_reports(&client, &[]).unwrap_err();
     assert!(matches!(err, KubeError::Transport { .. }), "{err}");
@@ -186,9 +221,15 @@ fn a_wrong_token_is_a_clear_auth_error() {
     assert!(err.is_unauthorized(), "{err}");
     let msg = err.to_string();
     assert!(msg.contains("http 401"), "{msg}");
-    assert!(msg.contains("/apis/aquasecurity.github.io/v1alpha1/vulnerabilityreports"), "{msg}");
+    assert!(
+        msg.contains("/apis/aquasecurity.github.io/v1alpha1/vulnerabilityreports"),
+        "{msg}"
+    );
     assert!(!msg.contains(secret), "error leaks the token: {msg}");
-    assert!(!format!("{err:?}").contains(secret), "debug leaks the token");
+    assert!(
+        !format!("{err:?}").contains(secret),
+        "debug leaks the token"
+    );
 
     let checks = dry_run_checks(&client, &[]);
     let auth = checks.iter().find(|c| c.name == "authenticated").unwrap();
@@ -237,18 +278,19 @@ fn client_certificate_kubeconfig() {
     let certs = kijo_tempdir("kijo-client-certs");
     let dir = certs.display().to_string();
     let sb = Sandbox::start(&["--load", &fixtures(), "--client-ca-dir", &dir]);
-    let user = format!(
-        "    client-certificate: {dir}/client.crt\n    client-key: {dir}/client.key\n"
-    );
+    let user =
+        format!("    client-certificate: {dir}/client.crt\n    client-key: {dir}/client.key\n");
     let kc = write_kubeconfig(&sb, "cert", "", &user);
     let client = Client::connect(&opts(&kc)).unwrap();
     assert!(client.describe().contains("client certificate"));
-    assert_eq!(collect_reports(&client, &[]).unwrap().0.len(), kubectl_count(&sb));
+    assert_eq!(
+        collect_reports(&client, &[]).unwrap().0.len(),
+        kubectl_count(&sb)
+    );
 
     // A certificate with the wrong key is a start-up error naming the user, not a panic.
-    let mismatched = format!(
-        "    client-certificate: {dir}/ca.crt\n    client-key: {dir}/client.key\n"
-    );
+    let mismatched =
+        format!("    client-certificate: {dir}/ca.crt\n    client-key: {dir}/client.key\n");
     let kc = write_kubeconfig(&sb, "mismatch", "", &mismatched);
     match Client::connect(&opts(&kc)) {
         Err(KubeError::Config(m)) => assert!(m.contains("user \"u\""), "{m}"),
@@ -302,7 +344,11 @@ fn exec_plugin_kubeconfig() {
     assert_eq!(n, kubectl_count(&sb));
     collect_reports(&client, &[]).unwrap();
     let count = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count();
-    assert_eq!(count(&calls), 1, "the credential is cached until it expires");
+    assert_eq!(
+        count(&calls),
+        1,
+        "the credential is cached until it expires"
+    );
     let info: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&info).unwrap()).unwrap();
     assert_eq!(info["apiVersion"], "client.authentication.k8s.io/v1");
@@ -318,7 +364,8 @@ fn exec_plugin_kubeconfig() {
 
 #[test]
 fn pagination_across_many_pages() {
-    let sb = Sandbox::start(&["--synthetic", "40:3:7"]);
+    let sb = Sandbox::start(&["--load", &fixtures()]);
+    populate(&sb, 40);
     let o = KubeOptions {
         page_size: 7,
         ..opts(&sb.kubeconfig)
@@ -335,14 +382,19 @@ fn pagination_across_many_pages() {
     let total = kubectl_count(&sb);
     assert!(total >= 40, "synthetic cluster has {total} reports");
     assert_eq!(uids.len(), total);
-    assert_eq!(uids.iter().collect::<BTreeSet<_>>().len(), total, "duplicates");
+    assert_eq!(
+        uids.iter().collect::<BTreeSet<_>>().len(),
+        total,
+        "duplicates"
+    );
     assert_eq!(stats.pages as usize, total.div_ceil(7));
     assert_eq!(stats.restarts, 0);
 }
 
 #[test]
 fn an_expired_continue_token_restarts_the_listing() {
-    let sb = Sandbox::start(&["--synthetic", "20:2:3"]);
+    let sb = Sandbox::start(&["--load", &fixtures()]);
+    populate(&sb, 20);
     let o = KubeOptions {
         page_size: 5,
         ..opts(&sb.kubeconfig)
@@ -371,7 +423,10 @@ fn too_many_requests_honours_retry_after() {
     let n = collect_reports(&client, &[]).unwrap().0.len();
     let waited = start.elapsed();
     assert_eq!(n, kubectl_count(&sb));
-    assert!(waited >= Duration::from_millis(950), "retried after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(950),
+        "retried after {waited:?}"
+    );
     assert!(waited < Duration::from_secs(4), "waited {waited:?}");
     let text = render(&registry);
     assert!(text.contains("kijo_kube_api_retries_total 1"), "{text}");
@@ -386,30 +441,51 @@ fn persistent_server_errors_fail_with_path_and_status() {
     let err = collect_reports(&client, &[]).unwrap_err();
     assert_eq!(err.status(), Some(500), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("GET /apis/aquasecurity.github.io/v1alpha1/vulnerabilityreports"), "{msg}");
+    assert!(
+        msg.contains("GET /apis/aquasecurity.github.io/v1alpha1/vulnerabilityreports"),
+        "{msg}"
+    );
     assert!(msg.contains("http 500"), "{msg}");
     assert!(!msg.contains(&sb.token));
     // Exactly max_attempts requests were made.
-    assert_eq!(sb.count("list", "vulnerabilityreports"), 4, "{}", sb.stats());
+    assert_eq!(
+        sb.count("list", "vulnerabilityreports"),
+        4,
+        "{}",
+        sb.stats()
+    );
 }
 
 #[test]
 fn truncated_and_dropped_responses_are_retried() {
-    let sb = Sandbox::start(&["--synthetic", "10:2:5"]);
+    let sb = Sandbox::start(&["--load", &fixtures()]);
+    populate(&sb, 10);
+    let mut registry = Registry::default();
+    let metrics = KubeMetrics::new(&mut registry);
     let o = KubeOptions {
         page_size: 4,
+        metrics: Some(metrics.clone()),
         ..opts(&sb.kubeconfig)
     };
     let client = Client::connect(&o).unwrap();
     let all = names(&collect_reports(&client, &[]).unwrap().0);
-    for fault in [
+    assert!(all.len() > 8);
+    for (i, fault) in [
         r#"{"kind":"truncate","count":1,"path_contains":"vulnerabilityreports"}"#,
         r#"{"kind":"drop","count":1,"path_contains":"vulnerabilityreports"}"#,
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         sb.fault(fault);
         let (reports, _, _) = collect_reports(&client, &[]).unwrap();
         assert_eq!(names(&reports), all, "{fault}");
         assert_eq!(reports.len(), all.len(), "{fault}");
+        assert_eq!(
+            metrics.retries.get(),
+            i as u64 + 1,
+            "{fault} was retried once"
+        );
     }
 }
 
@@ -430,7 +506,12 @@ fn big_report(name: &str, vulns: usize) -> String {
 
 fn create(sb: &Sandbox, path: &str, body: &str) {
     let r = sb.http("POST", path, Some(body), &[]);
-    assert!(r.status == 201 || r.status == 200, "POST {path}: {} {}", r.status, r.body);
+    assert!(
+        r.status == 201 || r.status == 200,
+        "POST {path}: {} {}",
+        r.status,
+        r.body
+    );
 }
 
 #[test]
@@ -446,7 +527,10 @@ fn a_five_mib_report_lists_and_gets() {
     let client = Client::connect(&opts(&sb.kubeconfig)).unwrap();
     let (reports, malformed, _) = collect_reports(&client, &[]).unwrap();
     assert!(malformed.is_empty());
-    let big = reports.iter().find(|r| r.name == "replicaset-big-1-app").unwrap();
+    let big = reports
+        .iter()
+        .find(|r| r.name == "replicaset-big-1-app")
+        .unwrap();
     assert_eq!(big.findings.len(), 10_000);
     let got = client
         .get_report(VR, "shop", "replicaset-big-1-app")
@@ -472,11 +556,19 @@ fn a_malformed_report_is_skipped_and_counted() {
     };
     let client = Client::connect(&o).unwrap();
     let (reports, malformed, _) = collect_reports(&client, &[]).unwrap();
-    assert_eq!(reports.len() + 1, kubectl_count(&sb), "the others are all there");
+    assert_eq!(
+        reports.len() + 1,
+        kubectl_count(&sb),
+        "the others are all there"
+    );
     assert_eq!(malformed.len(), 1);
     assert_eq!(malformed[0].name, "replicaset-broken-app");
     assert_eq!(malformed[0].namespace, "shop");
-    assert!(malformed[0].reason.contains("vulnerabilityID"), "{}", malformed[0].reason);
+    assert!(
+        malformed[0].reason.contains("vulnerabilityID"),
+        "{}",
+        malformed[0].reason
+    );
     let text = render(&registry);
     assert!(text.contains("kijo_malformed_reports_total 1"), "{text}");
 }
@@ -501,10 +593,22 @@ fn a_rollout_resolves_both_replicasets_to_the_deployment() {
     create(&sb, rs_path, &replicaset("shop-api-aaaa", 1));
     create(&sb, rs_path, &replicaset("shop-api-bbbb", 2));
     // The old ReplicaSet's report was updated *later* (a rescan): the revision still wins.
-    create(&sb, vr_path, &rs_report("shop-api-aaaa", "2026-01-03T00:00:00Z", "CVE-OLD"));
-    create(&sb, vr_path, &rs_report("shop-api-bbbb", "2026-01-02T00:00:00Z", "CVE-NEW"));
+    create(
+        &sb,
+        vr_path,
+        &rs_report("shop-api-aaaa", "2026-01-03T00:00:00Z", "CVE-OLD"),
+    );
+    create(
+        &sb,
+        vr_path,
+        &rs_report("shop-api-bbbb", "2026-01-02T00:00:00Z", "CVE-NEW"),
+    );
     // A report whose ReplicaSet is gone stays attributed to the ReplicaSet.
-    create(&sb, vr_path, &rs_report("shop-api-gone", "2026-01-02T00:00:00Z", "CVE-GONE"));
+    create(
+        &sb,
+        vr_path,
+        &rs_report("shop-api-gone", "2026-01-02T00:00:00Z", "CVE-GONE"),
+    );
 
     let client = Client::connect(&opts(&sb.kubeconfig)).unwrap();
     let (reports, _, _) = collect_reports(&client, &["shop".to_string()]).unwrap();
@@ -530,12 +634,21 @@ fn a_rollout_resolves_both_replicasets_to_the_deployment() {
     let a = workload_of("replicaset-shop-api-aaaa-api");
     let b = workload_of("replicaset-shop-api-bbbb-api");
     assert_eq!(a, b);
-    assert_eq!((a.kind.as_str(), a.name.as_str()), ("Deployment", "shop-api"));
+    assert_eq!(
+        (a.kind.as_str(), a.name.as_str()),
+        ("Deployment", "shop-api")
+    );
     let gone = workload_of("replicaset-shop-api-gone-api");
-    assert_eq!((gone.kind.as_str(), gone.name.as_str()), ("ReplicaSet", "shop-api-gone"));
+    assert_eq!(
+        (gone.kind.as_str(), gone.name.as_str()),
+        ("ReplicaSet", "shop-api-gone")
+    );
     // The fixture's web Deployment resolves too.
     let web = workload_of("replicaset-web-7c9d8f6b5d-nginx");
-    assert_eq!((web.kind.as_str(), web.name.as_str()), ("Deployment", "web"));
+    assert_eq!(
+        (web.kind.as_str(), web.name.as_str()),
+        ("Deployment", "web")
+    );
 
     let (winners, superseded) = newest_by_key(items);
     let current = &winners[&(a, "api".to_string())].1;
@@ -558,11 +671,14 @@ fn namespace_limited_listing_uses_namespace_urls_only() {
     sb.reset_stats();
     let (reports, _, _) = collect_reports(&client, &["data".to_string()]).unwrap();
     assert!(!reports.is_empty());
-    assert!(reports.iter().all(|r| r.namespace == "data"), "{:?}", names(&reports));
+    assert!(
+        reports.iter().all(|r| r.namespace == "data"),
+        "{:?}",
+        names(&reports)
+    );
     let (shop, _, _) = collect_reports(&client, &["shop".to_string()]).unwrap();
     assert!(shop.iter().all(|r| r.namespace == "shop"));
-    let (both, _, _) =
-        collect_reports(&client, &["data".to_string(), "shop".to_string()]).unwrap();
+    let (both, _, _) = collect_reports(&client, &["data".to_string(), "shop".to_string()]).unwrap();
     assert_eq!(both.len(), reports.len() + shop.len());
     // Never a cluster-wide URL.
     let stats = sb.stats();
@@ -590,20 +706,39 @@ fn dry_run_checks_every_permission() {
     let checks = dry_run_checks(&client, &[]);
     assert!(checks.iter().all(|c| c.ok), "{checks:#?}");
     let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
-    assert!(names.contains(&"list vulnerabilityreports in all namespaces"), "{names:?}");
-    assert!(names.contains(&"list clustervulnerabilityreports in all namespaces"), "{names:?}");
-    assert!(names.iter().any(|n| n.starts_with("get replicasets")), "{names:?}");
+    assert!(
+        names.contains(&"list vulnerabilityreports in all namespaces"),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"list clustervulnerabilityreports in all namespaces"),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("get replicasets")),
+        "{names:?}"
+    );
     let per_ns = dry_run_checks(&client, &["shop".to_string(), "data".to_string()]);
     assert!(per_ns.iter().all(|c| c.ok), "{per_ns:#?}");
-    assert!(per_ns.iter().any(|c| c.name == "list vulnerabilityreports in namespace data"));
-    assert!(!per_ns.iter().any(|c| c.name.contains("clustervulnerabilityreports")));
+    assert!(
+        per_ns
+            .iter()
+            .any(|c| c.name == "list vulnerabilityreports in namespace data")
+    );
+    assert!(
+        !per_ns
+            .iter()
+            .any(|c| c.name.contains("clustervulnerabilityreports"))
+    );
 }
 
 #[test]
 fn shutdown_interrupts_a_slow_request() {
     let sb = Sandbox::start(&["--load", &fixtures()]);
     let client = Client::connect(&opts(&sb.kubeconfig)).unwrap();
-    sb.fault(r#"{"kind":"slow","count":1,"delay_ms":20000,"path_contains":"vulnerabilityreports"}"#);
+    sb.fault(
+        r#"{"kind":"slow","count":1,"delay_ms":20000,"path_contains":"vulnerabilityreports"}"#,
+    );
     let c2 = client.clone();
     let start = Instant::now();
     let worker = std::thread::spawn(move || collect_reports(&c2, &[]).map(|r| r.0.len()));
@@ -616,5 +751,9 @@ fn shutdown_interrupts_a_slow_request() {
     client.shutdown();
     let result = worker.join().unwrap();
     assert!(matches!(result, Err(KubeError::Shutdown)), "{result:?}");
-    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
 }

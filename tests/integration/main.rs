@@ -2,6 +2,7 @@
 //! servers — the agent binary, PostgreSQL on loopback, the Kubernetes-API sandbox, webhook
 //! receivers.
 
+mod kube;
 mod sandbox;
 mod shell;
 mod support;

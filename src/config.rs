@@ -99,6 +99,8 @@ pub enum Mode {
     Once,
     /// Check everything checkable without side effects and print a checklist.
     DryRun,
+    /// Print recent lifecycle events and open findings from the store.
+    History,
     Help,
     Version,
 }
@@ -218,6 +220,9 @@ impl RawConfig {
                             message: "needs a value".into(),
                         }),
                     }
+                }
+                Arg::Value(value) if value == "history" && self.mode == Mode::Run => {
+                    self.mode = Mode::History
                 }
                 Arg::Value(value) => self.problems.push(Problem {
                     culprit: value.to_string_lossy().into_owned(),
@@ -539,8 +544,9 @@ pub fn help_text() -> String {
     let mut out = format!(
         "kijo-agent {}\n\
          Tracks Trivy Operator findings in a Kubernetes cluster and notifies once per real change.\n\n\
-         USAGE:\n    kijo-agent [OPTIONS]\n\n\
+         USAGE:\n    kijo-agent [OPTIONS]\n    kijo-agent history [OPTIONS]\n\n\
          MODES:\n\
+         \x20   history       print recent lifecycle events and open findings by severity from the store\n\
          \x20   --once        run one poll cycle and exit (0 on success)\n\
          \x20   --dry-run     check configuration, database, Kubernetes access and targets; change nothing\n\
          \x20   -h, --help    print this help\n\

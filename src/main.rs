@@ -46,6 +46,7 @@ fn main() -> ExitCode {
     service::install_panic_hook();
     let ok = match config.mode {
         Mode::DryRun => service::dry_run(&config),
+        Mode::History => service::history(&config),
         Mode::Once | Mode::Run => service::run(&config, signals),
         Mode::Help | Mode::Version => unreachable!("handled above"),
     };

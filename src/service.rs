@@ -295,3 +295,62 @@ fn dry_run_checks(config: &Config) -> Vec<Check> {
     }
     checks
 }
+
+/// `kijo-agent history`: what the store knows about this cluster, for a person at a terminal.
+pub fn history(config: &Config) -> bool {
+    let cluster = config.cluster_name.as_str();
+    let mut store = match store::Store::open(&config.database) {
+        Ok(s) => s,
+        Err(err) => {
+            log::error!(
+                "cannot open the store {}: {err}",
+                config.database.describe()
+            );
+            return false;
+        }
+    };
+    let result = (|| -> Result<(), store::StoreError> {
+        let counts = store.open_counts_by_severity(cluster)?;
+        let events = store.recent_events(cluster, HISTORY_EVENTS)?;
+        println!("cluster {cluster} — open findings by severity");
+        if counts.is_empty() {
+            println!("  (none)");
+        }
+        for c in &counts {
+            println!("  {:<9} {:>7}", c.severity, c.open);
+        }
+        println!();
+        println!("latest {} lifecycle events (newest first)", events.len());
+        for e in &events {
+            let ns = if e.asset.namespace.is_empty() {
+                "-"
+            } else {
+                e.asset.namespace.as_str()
+            };
+            println!(
+                "  {}  {:<16} {:<8} {}/{}/{} [{}]  {} {} {}",
+                e.occurred_at.strftime("%Y-%m-%d %H:%M:%S"),
+                e.kind.as_str(),
+                e.finding.severity,
+                ns,
+                e.asset.workload_kind,
+                e.asset.workload,
+                e.asset.container,
+                e.finding.key.vulnerability_id,
+                e.finding.key.package,
+                e.finding.installed_version,
+            );
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => true,
+        Err(err) => {
+            log::error!("cannot read the store: {err}");
+            false
+        }
+    }
+}
+
+/// How many events `history` prints.
+const HISTORY_EVENTS: u32 = 30;

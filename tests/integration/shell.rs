@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::agent::{Agent, TempDir, get, raw_request, run, wait_until};
 use crate::support::pg::TestDb;
+use crate::support::sandbox::Sandbox;
 
 const EVERY_VARIABLE: [&str; 15] = [
     "KIJO_DATABASE_URL",
@@ -272,20 +273,33 @@ fn readiness_follows_the_database_and_sigterm_exits_0_quickly() {
 }
 
 #[test]
-fn once_runs_one_cycle_and_exits_0() {
+fn once_runs_one_cycle_and_exits_0_or_1() {
+    let sandbox = Sandbox::start(&["--load", &Sandbox::fixtures_dir().display().to_string()]);
+    let kubeconfig = sandbox.kubeconfig.display().to_string();
     let dir = TempDir::new("once");
     let db = format!("sqlite:{}", dir.0.join("kijo.db").display());
-    let (status, _, err) = run(
-        &[
-            ("KIJO_DATABASE_URL", db.as_str()),
-            ("KIJO_CLUSTER_NAME", "once"),
-        ],
-        &["--once"],
-    );
+    let env = [
+        ("KIJO_DATABASE_URL", db.as_str()),
+        ("KIJO_CLUSTER_NAME", "once"),
+        ("KIJO_KUBECONFIG", kubeconfig.as_str()),
+    ];
+    let (status, _, err) = run(&env, &["--once"]);
     assert!(status.success(), "{err}");
-    assert!(err.contains("poll cycle finished"), "{err}");
+    let summary = err
+        .lines()
+        .find(|l| l.contains("poll cycle finished"))
+        .unwrap_or_else(|| panic!("no summary line in {err}"));
+    let v: serde_json::Value = serde_json::from_str(summary).unwrap();
+    assert_eq!(v["baseline"], true, "{summary}");
+    assert!(v["reports_changed"].as_u64().unwrap() >= 4, "{summary}");
     assert!(
         dir.0.join("kijo.db").exists(),
         "the embedded store was created"
     );
+
+    // The API failing makes the cycle, and so --once, fail.
+    sandbox.fault(r#"{"kind":"500","count":100}"#);
+    let (status, _, err) = run(&env, &["--once"]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("poll cycle failed"), "{err}");
 }

@@ -317,22 +317,28 @@ const EXCERPT_BYTES: u64 = 512;
 /// redirects would receive a GET without the body).
 pub struct Deliverer {
     agent: ureq::Agent,
+    /// Same settings without a proxy: loopback targets (the local demo, tests) must never be
+    /// sent to an `HTTPS_PROXY`, which would reach its own loopback, not ours.
+    direct: ureq::Agent,
     config: DelivererConfig,
     metrics: Option<NotifyMetrics>,
 }
 
 impl Deliverer {
     pub fn new(config: DelivererConfig, metrics: Option<NotifyMetrics>) -> Self {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_global(Some(config.timeout))
-            .timeout_connect(Some(config.timeout.min(Duration::from_secs(10))))
-            .user_agent(format!("kijo-agent/{}", config.agent_version))
-            .build()
-            .into();
+        let builder = || {
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .max_redirects(0)
+                .timeout_global(Some(config.timeout))
+                .timeout_connect(Some(config.timeout.min(Duration::from_secs(10))))
+                .user_agent(format!("kijo-agent/{}", config.agent_version))
+        };
+        let agent: ureq::Agent = builder().build().into();
+        let direct: ureq::Agent = builder().proxy(None).build().into();
         Deliverer {
             agent,
+            direct,
             config,
             metrics,
         }
@@ -483,7 +489,14 @@ impl Deliverer {
 
     fn attempt(&self, prepared: &Prepared, attempt: u32) -> Outcome {
         let policy = &self.config.policy;
-        let mut request = self.agent.post(&prepared.url);
+        let loopback = prepared
+            .url
+            .parse::<ureq::http::Uri>()
+            .ok()
+            .and_then(|u| u.host().map(is_loopback))
+            .unwrap_or(false);
+        let agent = if loopback { &self.direct } else { &self.agent };
+        let mut request = agent.post(&prepared.url);
         for (name, value) in &prepared.headers {
             request = request.header(*name, value);
         }

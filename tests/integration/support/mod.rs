@@ -1,0 +1,3 @@
+//! Shared test harness; one file per area.
+
+pub mod receiver;

@@ -222,11 +222,15 @@ pub fn render(message: &Message, details_url_template: Option<&str>) -> Value {
         ]
     }));
 
+    // Distinct vulnerabilities, not per-workload findings: one CVE in an image shared by 100
+    // StatefulSets reads "1 vulnerability in 100 workloads".
     let findings = message
         .changes
         .iter()
         .filter(|c| !c.vulnerability_id.is_empty())
-        .count();
+        .map(|c| c.vulnerability_id.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     let workloads = message.workload_count();
     let summary = if message.kind == ChangeKind::WorkloadRemoved && findings == 0 {
         format!(
@@ -236,7 +240,7 @@ pub fn render(message: &Message, details_url_template: Option<&str>) -> Value {
     } else {
         format!(
             "*Workloads affected:* {} in {}",
-            plural(findings, "finding", "findings"),
+            plural(findings, "vulnerability", "vulnerabilities"),
             plural(workloads, "workload", "workloads")
         )
     };
@@ -301,7 +305,7 @@ pub fn render(message: &Message, details_url_template: Option<&str>) -> Value {
         &escape(&format!(
             "{}: {} in {} (namespace {})",
             title,
-            plural(findings, "finding", "findings"),
+            plural(findings, "vulnerability", "vulnerabilities"),
             plural(workloads, "workload", "workloads"),
             message.namespace
         )),
@@ -453,7 +457,7 @@ mod tests {
         let text = all_text(&body);
         assert!(text.contains("…and "), "truncation is visible");
         assert!(text.contains("more (") && text.contains("View details"));
-        assert!(text.contains("5000 findings in 250 workloads"));
+        assert!(text.contains("20 vulnerabilities in 250 workloads"));
     }
 
     #[test]

@@ -65,7 +65,7 @@ impl Target {
 pub enum Outcome {
     /// 2xx.
     Delivered,
-    /// 429/503 (after `Retry-After`, capped), other 5xx, 408, timeouts and connection errors
+    /// 429/503 (after `Retry-After`, 1 s to 1 h), other 5xx, 408, timeouts and connection errors
     /// (after a jittered exponential backoff).
     Retry { after: Duration, reason: String },
     /// Any other answer (other 4xx, 3xx: redirects are not followed) or an unusable URL.
@@ -182,6 +182,9 @@ fn random_unit() -> f64 {
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// The shortest `Retry-After` we honour.
+pub const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// Classifies an HTTP answer. `excerpt` is a bounded, already-sanitized piece of the body.
 pub fn classify(
     status: u16,
@@ -203,7 +206,8 @@ pub fn classify(
         429 | 503 => {
             let after = retry_after
                 .and_then(|v| parse_retry_after(v, now))
-                .map(|d| d.min(policy.max_retry_after))
+                // A floor, so a server answering "Retry-After: 0" cannot make us spin.
+                .map(|d| d.clamp(MIN_RETRY_AFTER, policy.max_retry_after.max(MIN_RETRY_AFTER)))
                 .unwrap_or_else(|| backoff(attempt, policy.base, policy.cap, rng_value));
             Outcome::Retry { after, reason }
         }
@@ -808,12 +812,13 @@ mod tests {
             },
             d => d,
         };
-        let cases: [(u16, Option<&str>, Outcome); 12] = [
+        let cases: [(u16, Option<&str>, Outcome); 13] = [
             (200, None, Outcome::Delivered),
             (204, None, Outcome::Delivered),
             (429, Some("7"), retry(secs(7))),
             (503, Some("Fri, 27 Nov 2026 10:01:00 GMT"), retry(secs(60))),
             (429, Some("999999"), retry(secs(3600))),
+            (429, Some("0"), retry(secs(1))),
             // No usable Retry-After: backoff for attempt 1 at rng 0.5 = 5 s.
             (429, Some("later"), retry(secs(5))),
             (500, None, retry(secs(5))),

@@ -76,6 +76,23 @@ pub enum Outcome {
     AuthRejected { status: u16, reason: String },
 }
 
+/// One line for people: the test-message command, `--dry-run` and readiness detail.
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Delivered => f.write_str("delivered"),
+            Outcome::Retry { after, reason } => {
+                write!(f, "failed, retrying in {}ms: {reason}", after.as_millis())
+            }
+            Outcome::Permanent { reason, .. } => write!(f, "rejected permanently: {reason}"),
+            Outcome::AuthRejected { status, .. } => write!(
+                f,
+                "credentials rejected (HTTP {status}): check KIJO_SAAS_API_KEY, the webhook secret or the webhook URL"
+            ),
+        }
+    }
+}
+
 /// Timing knobs of the retry policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -935,6 +952,38 @@ mod tests {
         let err = validate_target_url("http://example.com/services/SECRET123", false).unwrap_err();
         assert!(!err.contains("SECRET123"), "{err}");
         assert!(err.contains("KIJO_NOTIFY_ALLOW_HTTP"), "{err}");
+    }
+
+    #[test]
+    fn outcomes_read_well() {
+        let cases = [
+            (Outcome::Delivered, "delivered"),
+            (
+                Outcome::Retry {
+                    after: Duration::from_millis(1500),
+                    reason: "HTTP 503".to_owned(),
+                },
+                "failed, retrying in 1500ms: HTTP 503",
+            ),
+            (
+                Outcome::Permanent {
+                    status: Some(404),
+                    reason: "HTTP 404: no_service".to_owned(),
+                },
+                "rejected permanently: HTTP 404: no_service",
+            ),
+        ];
+        for (outcome, want) in cases {
+            assert_eq!(outcome.to_string(), want);
+        }
+        let auth = Outcome::AuthRejected {
+            status: 401,
+            reason: String::new(),
+        };
+        assert!(
+            auth.to_string()
+                .starts_with("credentials rejected (HTTP 401)")
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod event;
 pub mod group;
 pub mod metrics;
 pub mod saas;
+pub mod settings;
 pub mod signature;
 pub mod slack;
 pub mod webhook;
@@ -23,3 +24,4 @@ pub use deliver::{
 pub use event::{Change, ChangeKind, Severity};
 pub use group::{Message, group, select};
 pub use metrics::NotifyMetrics;
+pub use settings::NotifySettings;

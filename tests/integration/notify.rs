@@ -402,3 +402,27 @@ fn below_threshold_and_workload_removed_are_not_sent_unless_configured() {
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].kind, ChangeKind::WorkloadRemoved);
 }
+
+#[test]
+fn a_hung_target_times_out_and_is_retried() {
+    let receiver = Receiver::start();
+    receiver.script([Reply::Hang(Duration::from_secs(30))]);
+    let mut config = DelivererConfig::new("production-eu");
+    config.timeout = Duration::from_millis(500);
+    let d = Deliverer::new(config, None);
+    let started = Instant::now();
+    let outcome = d.send(&webhook(&receiver, None), &one_message(), 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "bounded by the request timeout"
+    );
+    match outcome {
+        Outcome::Retry { reason, .. } => assert!(reason.contains("timed out"), "{reason}"),
+        other => panic!("expected retry, got {other:?}"),
+    }
+    // The next attempt goes through.
+    assert_eq!(
+        d.send(&webhook(&receiver, None), &one_message(), 1),
+        Outcome::Delivered
+    );
+}

@@ -23,6 +23,8 @@ pub enum Reply {
     },
     /// Close the connection without answering.
     Drop,
+    /// Keep the connection open without answering for this long (a hung target).
+    Hang(Duration),
 }
 
 impl Reply {
@@ -282,13 +284,18 @@ fn handle(stream: TcpStream, shared: &Shared) {
             body,
             answered: match &reply {
                 Reply::Status { status, .. } => Some(*status),
-                Reply::Drop => None,
+                Reply::Drop | Reply::Hang(_) => None,
             },
         });
         cond.notify_all();
         reply
     };
     let mut stream = stream;
+    if let Reply::Hang(duration) = reply {
+        // Simulates a target that accepted the connection and never answers.
+        std::thread::sleep(duration);
+        return;
+    }
     if let Reply::Status {
         status,
         headers,

@@ -955,6 +955,28 @@ mod tests {
     }
 
     #[test]
+    fn targets_never_show_their_secrets() {
+        let targets = [
+            Target::Slack {
+                url: Secret::new("https://hooks.slack.com/services/T/B/TOPSECRET".to_owned()),
+            },
+            Target::Webhook {
+                url: Secret::new("https://example.com/TOPSECRET".to_owned()),
+                secret: Some(Secret::new("TOPSECRET".to_owned())),
+            },
+            Target::Saas {
+                endpoint: Secret::new("https://api.kijo.io".to_owned()),
+                api_key: Secret::new("TOPSECRET".to_owned()),
+            },
+        ];
+        for t in &targets {
+            let shown = format!("{t:?} {}", t.masked_url());
+            assert!(!shown.contains("TOPSECRET"), "{shown}");
+        }
+        assert_eq!(targets[0].masked_url(), "https://hooks.slack.com/***");
+    }
+
+    #[test]
     fn outcomes_read_well() {
         let cases = [
             (Outcome::Delivered, "delivered"),

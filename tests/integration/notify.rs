@@ -426,3 +426,24 @@ fn a_hung_target_times_out_and_is_retried() {
         Outcome::Delivered
     );
 }
+
+#[test]
+fn the_delivery_loop_waits_out_retry_after() {
+    let receiver = Receiver::start();
+    receiver.script([Reply::status(429).header("Retry-After", "1")]);
+    let d = deliverer(None);
+    let message = one_message();
+    let report = d.deliver_until(
+        &webhook(&receiver, None),
+        std::slice::from_ref(&message),
+        Instant::now() + WAIT,
+    );
+    assert_eq!(report.delivered, vec![message.id.clone()]);
+    let reqs = receiver.requests();
+    assert_eq!(reqs.len(), 2);
+    let gap = reqs[1].at - reqs[0].at;
+    assert!(
+        gap >= Duration::from_millis(950),
+        "second attempt after Retry-After, not after the 40 ms backoff: {gap:?}"
+    );
+}

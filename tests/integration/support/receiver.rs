@@ -65,6 +65,8 @@ pub struct Recorded {
     pub body: Vec<u8>,
     /// The status answered, `None` for a dropped connection.
     pub answered: Option<u16>,
+    /// When the request was complete.
+    pub at: Instant,
 }
 
 impl Recorded {
@@ -286,6 +288,7 @@ fn handle(stream: TcpStream, shared: &Shared) {
                 Reply::Status { status, .. } => Some(*status),
                 Reply::Drop | Reply::Hang(_) => None,
             },
+            at: Instant::now(),
         });
         cond.notify_all();
         reply

@@ -330,6 +330,64 @@ pub fn render_test(cluster: &str, now: Timestamp) -> Value {
     })
 }
 
+/// A Slack body as plain terminal text, for the local demo and `send a test message`
+/// previews: one line per block, mrkdwn links shown as their URL, entities unescaped.
+pub fn to_terminal_text(body: &Value) -> String {
+    let mut lines = Vec::new();
+    for block in body["blocks"].as_array().into_iter().flatten() {
+        let texts: Vec<&str> = match block["type"].as_str() {
+            Some("header") => block["text"]["text"].as_str().into_iter().collect(),
+            Some("section") => {
+                let mut t: Vec<&str> = block["text"]["text"].as_str().into_iter().collect();
+                if let Some(fields) = block["fields"].as_array() {
+                    t.extend(fields.iter().filter_map(|f| f["text"].as_str()));
+                }
+                t
+            }
+            Some("context") => block["elements"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["text"].as_str())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let line: Vec<String> = texts.into_iter().map(mrkdwn_to_plain).collect();
+        if !line.is_empty() {
+            lines.push(line.join("   "));
+        }
+    }
+    lines.join("\n")
+}
+
+fn mrkdwn_to_plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('<') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('>') else {
+            out.push_str(&rest[start..]);
+            rest = "";
+            break;
+        };
+        let inner = &after[..end];
+        let (url, label) = inner.split_once('|').unwrap_or((inner, inner));
+        if url == label {
+            out.push_str(url);
+        } else {
+            out.push_str(&format!("{label} ({url})"));
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out.replace(":*\n", ": ")
+        .replace(['*', '`'], "")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,6 +562,35 @@ mod tests {
         let cut = join_within(&["aaaa".into(), "bbbb".into(), "cccc".into()], ", ", 18);
         assert_eq!(cut, "aaaa, …and 2 more");
         assert!(len(&cut) <= 18);
+    }
+
+    #[test]
+    fn terminal_preview_reads_like_the_readme() {
+        let mut a = change("1", "web-app", "CVE-2024-45337", Severity::Critical);
+        a.link = Some("https://avd.aquasec.com/nvd/cve-2024-45337".to_owned());
+        a.image = "a&b:<1>".to_owned();
+        let m = &group(vec![a])[0];
+        let text = to_terminal_text(&render(
+            m,
+            Some("https://kijo.example.com/clusters/{cluster}"),
+        ));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "🚨 New Critical Vulnerabilities in production-eu");
+        assert_eq!(lines[1], "Cluster: production-eu   Namespace: default");
+        assert_eq!(
+            lines[2],
+            "Workloads affected: 1 vulnerability in 1 workload"
+        );
+        assert_eq!(
+            lines[3],
+            "• web-app (Deployment): CVE-2024-45337 (https://avd.aquasec.com/nvd/cve-2024-45337) (golang.org/x/crypto 0.1.0 → 0.31.0)"
+        );
+        assert_eq!(lines[4], "      image a&b:<1>");
+        assert_eq!(
+            lines[5],
+            "View details: https://kijo.example.com/clusters/production-eu"
+        );
+        assert!(lines[6].starts_with("kijo-agent · message "));
     }
 
     #[test]

@@ -21,7 +21,15 @@ pub struct WebhookPayload<'a> {
     pub id: &'a str,
     pub namespace: &'a str,
     pub findings: Vec<FindingPayload<'a>>,
+    /// Present (true) only when `findings` was cut to [`MAX_WEBHOOK_FINDINGS`]; `count` is
+    /// always the full number.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub findings_truncated: bool,
 }
+
+/// Webhook bodies list at most this many findings (~350 KB), so a receiver behind a default
+/// 1 MB body limit (nginx) does not answer 413 and lose the message. The SaaS gets them all.
+pub const MAX_WEBHOOK_FINDINGS: usize = 1000;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FindingPayload<'a> {
@@ -44,7 +52,13 @@ pub fn rfc3339_seconds(ts: Timestamp) -> String {
     ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// The event object with every finding (SaaS events).
 pub fn payload(message: &Message) -> WebhookPayload<'_> {
+    payload_limited(message, usize::MAX)
+}
+
+/// The event object with at most `max_findings` findings.
+pub fn payload_limited(message: &Message, max_findings: usize) -> WebhookPayload<'_> {
     WebhookPayload {
         cluster: &message.cluster,
         event: message.kind.event_name(),
@@ -54,9 +68,11 @@ pub fn payload(message: &Message) -> WebhookPayload<'_> {
         timestamp: rfc3339_seconds(message.occurred_at),
         id: &message.id,
         namespace: &message.namespace,
+        findings_truncated: message.changes.len() > max_findings,
         findings: message
             .changes
             .iter()
+            .take(max_findings)
             .map(|c| FindingPayload {
                 namespace: &c.namespace,
                 workload: &c.workload,
@@ -78,7 +94,8 @@ pub fn payload(message: &Message) -> WebhookPayload<'_> {
 /// The exact bytes POSTed (and signed).
 pub fn render(message: &Message) -> Vec<u8> {
     // Serializing plain structs of strings and numbers cannot fail.
-    serde_json::to_vec(&payload(message)).expect("webhook payload serializes")
+    serde_json::to_vec(&payload_limited(message, MAX_WEBHOOK_FINDINGS))
+        .expect("webhook payload serializes")
 }
 
 /// The body of `send_test_message` for a webhook: README fields with `event: "test"` and no
@@ -94,6 +111,7 @@ pub fn render_test(cluster: &str, now: Timestamp, id: &str) -> Vec<u8> {
         id,
         namespace: "",
         findings: Vec::new(),
+        findings_truncated: false,
     };
     serde_json::to_vec(&body).expect("webhook payload serializes")
 }
@@ -175,6 +193,36 @@ mod tests {
         let high = findings.iter().find(|f| f["cve"] == "CVE-2024-1").unwrap();
         assert_eq!(high["severity"], "HIGH");
         assert!(high["fixed_version"].is_null());
+    }
+
+    #[test]
+    fn large_bodies_are_capped_but_count_everything() {
+        let changes: Vec<_> = (0..1500)
+            .map(|i| {
+                change(
+                    &i.to_string(),
+                    &format!("w{i}"),
+                    "CVE-1",
+                    Severity::Critical,
+                )
+            })
+            .collect();
+        let m = &group(changes)[0];
+        let bytes = render(m);
+        assert!(bytes.len() < 1_000_000, "{} bytes", bytes.len());
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["count"], 1500);
+        assert_eq!(
+            body["findings"].as_array().unwrap().len(),
+            MAX_WEBHOOK_FINDINGS
+        );
+        assert_eq!(body["findings_truncated"], true);
+        assert_eq!(body["workloads"].as_array().unwrap().len(), 1500);
+        assert_eq!(
+            payload(m).findings.len(),
+            1500,
+            "the SaaS gets every finding"
+        );
     }
 
     #[test]

@@ -146,9 +146,7 @@ impl RetryPolicy {
             Outcome::AuthRejected { .. } => self.auth_retry,
         };
         let age = now.duration_since(created_at).unsigned_abs();
-        let next = now.checked_add(after).unwrap_or(now);
-        let next_age = next.duration_since(created_at).unsigned_abs();
-        if age >= self.max_age || next_age > self.max_age {
+        if age >= self.max_age {
             let last = match outcome {
                 Outcome::Retry { reason, .. } => reason.clone(),
                 Outcome::AuthRejected { status, .. } => {
@@ -163,6 +161,9 @@ impl RetryPolicy {
                 ),
             };
         }
+        // A retry that would land past the maximum age becomes one last attempt at it.
+        let deadline = created_at.checked_add(self.max_age).unwrap_or(now);
+        let next = now.checked_add(after).unwrap_or(deadline).min(deadline);
         Disposition::RetryAt(next)
     }
 }
@@ -922,12 +923,17 @@ mod tests {
         assert!(
             dead(policy.dispose(&perm, created, at("2026-11-27T00:00:01Z"))).contains("HTTP 400")
         );
-        // Past the maximum age, or a retry that would land past it.
+        // A retry that would land past the maximum age is one last attempt at it…
+        assert_eq!(
+            policy.dispose(&auth, created, at("2026-11-27T23:30:00Z")),
+            Disposition::RetryAt(at("2026-11-28T00:00:00Z"))
+        );
+        // …after which the message is dead-lettered with its last error.
         assert!(
             dead(policy.dispose(&retry, created, at("2026-11-28T00:00:00Z")))
                 .contains("KIJO_NOTIFY_MAX_AGE")
         );
-        assert!(dead(policy.dispose(&auth, created, at("2026-11-27T23:30:00Z"))).contains("401"));
+        assert!(dead(policy.dispose(&auth, created, at("2026-11-28T00:00:01Z"))).contains("401"));
     }
 
     #[test]

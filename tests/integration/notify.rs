@@ -447,3 +447,32 @@ fn the_delivery_loop_waits_out_retry_after() {
         "second attempt after Retry-After, not after the 40 ms backoff: {gap:?}"
     );
 }
+
+#[test]
+fn a_target_failing_past_the_maximum_age_dead_letters_the_message() {
+    let receiver = Receiver::start();
+    receiver.set_default(Reply::status(503));
+    let mut config = DelivererConfig::new("production-eu");
+    config.timeout = Duration::from_secs(5);
+    config.policy.base = Duration::from_millis(20);
+    config.policy.cap = Duration::from_millis(50);
+    config.policy.max_age = Duration::from_millis(400);
+    let d = Deliverer::new(config, None);
+    let message = one_message();
+    let started = Instant::now();
+    let report = d.deliver_until(
+        &webhook(&receiver, None),
+        std::slice::from_ref(&message),
+        started + WAIT,
+    );
+    assert!(report.delivered.is_empty() && report.pending.is_empty());
+    assert_eq!(report.dead_lettered.len(), 1);
+    assert!(report.dead_lettered[0].1.contains("KIJO_NOTIFY_MAX_AGE"));
+    assert!(report.dead_lettered[0].1.contains("HTTP 503"));
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert!(
+        started.elapsed() < WAIT,
+        "gave up at the maximum age, not the deadline"
+    );
+    assert!(receiver.requests().len() >= 3, "retried until then");
+}

@@ -594,6 +594,19 @@ mod tests {
     }
 
     #[test]
+    fn a_removed_workload_without_findings_is_named() {
+        let mut c = change("1", "old-batch", "", Severity::Unknown);
+        c.kind = ChangeKind::WorkloadRemoved;
+        c.workload_kind = "CronJob".to_owned();
+        let m = &group(vec![c])[0];
+        let body = render(m, None);
+        assert_within_limits(&body);
+        let text = to_terminal_text(&body);
+        assert!(text.contains("Workloads removed: 1 workload"), "{text}");
+        assert!(text.contains("• old-batch (CronJob)\n"), "{text}");
+    }
+
+    #[test]
     fn test_message_is_small_and_valid() {
         let body = render_test("prod", "2024-01-15T10:30:00Z".parse().unwrap());
         assert_within_limits(&body);

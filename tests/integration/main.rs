@@ -3,6 +3,7 @@
 //! receivers.
 
 mod kube;
+mod notify;
 mod sandbox;
 mod shell;
 mod support;

@@ -2,4 +2,5 @@
 
 pub mod agent;
 pub mod pg;
+pub mod receiver;
 pub mod sandbox;

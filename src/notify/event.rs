@@ -1,0 +1,163 @@
+//! The plain-data input of the notifier: one lifecycle change of one finding.
+//!
+//! These types are deliberately independent of the store and the lifecycle code so that
+//! selection, grouping and rendering can be tested with literals, and so the integrator only
+//! has to write one conversion from a lifecycle event (or an outbox row) into a [`Change`].
+
+use std::fmt;
+use std::str::FromStr;
+
+use jiff::Timestamp;
+
+/// Trivy severity. The declaration order gives `Unknown < Low < Medium < High < Critical`, so a
+/// threshold is a plain `>=` comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Severity {
+    #[default]
+    Unknown,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    /// The spelling Trivy and the original README use (`CRITICAL`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Unknown => "UNKNOWN",
+            Severity::Low => "LOW",
+            Severity::Medium => "MEDIUM",
+            Severity::High => "HIGH",
+            Severity::Critical => "CRITICAL",
+        }
+    }
+
+    /// The spelling used in human-facing titles ("New Critical Vulnerabilities").
+    pub fn title_case(self) -> &'static str {
+        match self {
+            Severity::Unknown => "Unknown-Severity",
+            Severity::Low => "Low",
+            Severity::Medium => "Medium",
+            Severity::High => "High",
+            Severity::Critical => "Critical",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Severity {
+    type Err = String;
+
+    /// Case-insensitive, because users write `critical` in `KIJO_NOTIFY_SEVERITY` as often as
+    /// Trivy writes `CRITICAL`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "CRITICAL" => Ok(Severity::Critical),
+            "HIGH" => Ok(Severity::High),
+            "MEDIUM" => Ok(Severity::Medium),
+            "LOW" => Ok(Severity::Low),
+            "UNKNOWN" => Ok(Severity::Unknown),
+            _ => Err(format!(
+                "unknown severity {s:?}: use one of CRITICAL, HIGH, MEDIUM, LOW, UNKNOWN"
+            )),
+        }
+    }
+}
+
+/// The lifecycle transitions that can reach people. Baseline and persistent findings have no
+/// variant on purpose: they can never be passed to the notifier by mistake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChangeKind {
+    New,
+    Fixed,
+    Reintroduced,
+    WorkloadRemoved,
+}
+
+impl ChangeKind {
+    /// The webhook `event` value; the first three are the original README's names.
+    pub fn event_name(self) -> &'static str {
+        match self {
+            ChangeKind::New => "vulnerabilities_detected",
+            ChangeKind::Fixed => "vulnerabilities_fixed",
+            ChangeKind::Reintroduced => "vulnerabilities_reintroduced",
+            ChangeKind::WorkloadRemoved => "workload_removed",
+        }
+    }
+
+    /// Short label for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::New => "new",
+            ChangeKind::Fixed => "fixed",
+            ChangeKind::Reintroduced => "reintroduced",
+            ChangeKind::WorkloadRemoved => "workload_removed",
+        }
+    }
+}
+
+/// One finding's lifecycle change, as it should be told to people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub kind: ChangeKind,
+    /// Unique id of the lifecycle event; message ids are derived from these.
+    pub event_id: String,
+    pub cluster: String,
+    pub namespace: String,
+    pub workload_kind: String,
+    pub workload: String,
+    pub container: String,
+    pub image: String,
+    /// Empty for a `WorkloadRemoved` change that is about the workload, not one finding.
+    pub vulnerability_id: String,
+    pub package: String,
+    pub installed_version: String,
+    pub fixed_version: Option<String>,
+    pub severity: Severity,
+    pub title: Option<String>,
+    pub link: Option<String>,
+    pub occurred_at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severity_parses_case_insensitively_and_orders() {
+        let cases = [
+            ("CRITICAL", Ok(Severity::Critical)),
+            ("critical", Ok(Severity::Critical)),
+            (" High ", Ok(Severity::High)),
+            ("medium", Ok(Severity::Medium)),
+            ("Low", Ok(Severity::Low)),
+            ("unknown", Ok(Severity::Unknown)),
+        ];
+        for (input, want) in cases {
+            assert_eq!(input.parse::<Severity>(), want, "input {input:?}");
+        }
+        let err = "severe".parse::<Severity>().unwrap_err();
+        assert!(err.contains("severe") && err.contains("CRITICAL"), "{err}");
+        assert!(Severity::Critical > Severity::High);
+        assert!(Severity::High > Severity::Medium);
+        assert!(Severity::Medium > Severity::Low);
+        assert!(Severity::Low > Severity::Unknown);
+    }
+
+    #[test]
+    fn event_names_match_the_original_readme() {
+        assert_eq!(ChangeKind::New.event_name(), "vulnerabilities_detected");
+        assert_eq!(ChangeKind::Fixed.event_name(), "vulnerabilities_fixed");
+        assert_eq!(
+            ChangeKind::Reintroduced.event_name(),
+            "vulnerabilities_reintroduced"
+        );
+        assert_eq!(ChangeKind::WorkloadRemoved.event_name(), "workload_removed");
+    }
+}

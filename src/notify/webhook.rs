@@ -1,0 +1,255 @@
+//! Generic webhook and SaaS event bodies.
+//!
+//! The top-level fields are exactly the original README's (`cluster`, `event`, `severity`,
+//! `count`, `workloads`, `timestamp`), so existing receivers keep working; `id`, `namespace`
+//! and `findings` are additions. `count` is the length of `findings`.
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::group::Message;
+
+/// One webhook body. Field order is the README's, then the additions.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookPayload<'a> {
+    pub cluster: &'a str,
+    pub event: &'a str,
+    pub severity: &'a str,
+    pub count: usize,
+    pub workloads: Vec<String>,
+    pub timestamp: String,
+    pub id: &'a str,
+    pub namespace: &'a str,
+    pub findings: Vec<FindingPayload<'a>>,
+    /// Present (true) only when `findings` was cut to [`MAX_WEBHOOK_FINDINGS`]; `count` is
+    /// always the full number.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub findings_truncated: bool,
+}
+
+/// Webhook bodies list at most this many findings (~350 KB), so a receiver behind a default
+/// 1 MB body limit (nginx) does not answer 413 and lose the message. The SaaS gets them all.
+pub const MAX_WEBHOOK_FINDINGS: usize = 1000;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FindingPayload<'a> {
+    pub namespace: &'a str,
+    pub workload: &'a str,
+    pub workload_kind: &'a str,
+    pub container: &'a str,
+    pub image: &'a str,
+    pub cve: &'a str,
+    pub package: &'a str,
+    pub installed_version: &'a str,
+    pub fixed_version: Option<&'a str>,
+    pub severity: &'a str,
+    pub title: Option<&'a str>,
+    pub link: Option<&'a str>,
+}
+
+/// RFC 3339 in UTC with whole seconds, like the README's `2024-01-15T10:30:00Z`.
+pub fn rfc3339_seconds(ts: Timestamp) -> String {
+    ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The event object with every finding (SaaS events).
+pub fn payload(message: &Message) -> WebhookPayload<'_> {
+    payload_limited(message, usize::MAX)
+}
+
+/// The event object with at most `max_findings` findings.
+pub fn payload_limited(message: &Message, max_findings: usize) -> WebhookPayload<'_> {
+    WebhookPayload {
+        cluster: &message.cluster,
+        event: message.kind.event_name(),
+        severity: message.severity.as_str(),
+        count: message.count(),
+        workloads: message.workload_names(),
+        timestamp: rfc3339_seconds(message.occurred_at),
+        id: &message.id,
+        namespace: &message.namespace,
+        findings_truncated: message.changes.len() > max_findings,
+        findings: message
+            .changes
+            .iter()
+            .take(max_findings)
+            .map(|c| FindingPayload {
+                namespace: &c.namespace,
+                workload: &c.workload,
+                workload_kind: &c.workload_kind,
+                container: &c.container,
+                image: &c.image,
+                cve: &c.vulnerability_id,
+                package: &c.package,
+                installed_version: &c.installed_version,
+                fixed_version: c.fixed_version.as_deref().filter(|v| !v.is_empty()),
+                severity: c.severity.as_str(),
+                title: c.title.as_deref(),
+                link: c.link.as_deref(),
+            })
+            .collect(),
+    }
+}
+
+/// The exact bytes POSTed (and signed).
+pub fn render(message: &Message) -> Vec<u8> {
+    // Serializing plain structs of strings and numbers cannot fail.
+    serde_json::to_vec(&payload_limited(message, MAX_WEBHOOK_FINDINGS))
+        .expect("webhook payload serializes")
+}
+
+/// The body of `send_test_message` for a webhook: README fields with `event: "test"` and no
+/// findings, so a receiver that acts on events can ignore it by its event name.
+pub fn render_test(cluster: &str, now: Timestamp, id: &str) -> Vec<u8> {
+    let body = WebhookPayload {
+        cluster,
+        event: "test",
+        severity: "UNKNOWN",
+        count: 0,
+        workloads: Vec::new(),
+        timestamp: rfc3339_seconds(now),
+        id,
+        namespace: "",
+        findings: Vec::new(),
+        findings_truncated: false,
+    };
+    serde_json::to_vec(&body).expect("webhook payload serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::event::{ChangeKind, Severity};
+    use crate::notify::group::group;
+    use crate::notify::group::tests::change;
+    use serde_json::Value;
+
+    #[test]
+    fn body_has_the_readme_fields_plus_id_and_findings() {
+        let mut changes = Vec::new();
+        for (id, w, cve) in [
+            ("1", "web-app", "CVE-2024-45337"),
+            ("2", "api-server", "CVE-2024-3817"),
+            ("3", "web-app", "CVE-2024-1"),
+        ] {
+            let mut c = change(id, w, cve, Severity::Critical);
+            c.kind = ChangeKind::Fixed;
+            changes.push(c);
+        }
+        changes[2].severity = Severity::High;
+        changes[2].fixed_version = None;
+        let m = &group(changes)[0];
+        let body: Value = serde_json::from_slice(&render(m)).unwrap();
+        let keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut want = vec![
+            "cluster",
+            "count",
+            "event",
+            "findings",
+            "id",
+            "namespace",
+            "severity",
+            "timestamp",
+            "workloads",
+        ];
+        want.sort();
+        assert_eq!(keys, want);
+        assert_eq!(body["cluster"], "production-eu");
+        assert_eq!(body["event"], "vulnerabilities_fixed");
+        assert_eq!(body["severity"], "CRITICAL");
+        assert_eq!(body["count"], 3);
+        assert_eq!(
+            body["workloads"],
+            serde_json::json!(["api-server", "web-app"])
+        );
+        assert_eq!(body["timestamp"], "2024-01-15T10:30:00Z");
+        assert_eq!(body["id"], m.id.as_str());
+        let findings = body["findings"].as_array().unwrap();
+        assert_eq!(findings.len(), 3);
+        let f = &findings[0];
+        for key in [
+            "namespace",
+            "workload",
+            "workload_kind",
+            "container",
+            "image",
+            "cve",
+            "package",
+            "installed_version",
+            "fixed_version",
+            "severity",
+            "title",
+            "link",
+        ] {
+            assert!(f.get(key).is_some(), "finding lacks {key}");
+        }
+        assert_eq!(f["workload"], "api-server");
+        assert_eq!(f["cve"], "CVE-2024-3817");
+        let high = findings.iter().find(|f| f["cve"] == "CVE-2024-1").unwrap();
+        assert_eq!(high["severity"], "HIGH");
+        assert!(high["fixed_version"].is_null());
+    }
+
+    #[test]
+    fn large_bodies_are_capped_but_count_everything() {
+        let changes: Vec<_> = (0..1500)
+            .map(|i| {
+                change(
+                    &i.to_string(),
+                    &format!("w{i}"),
+                    "CVE-1",
+                    Severity::Critical,
+                )
+            })
+            .collect();
+        let m = &group(changes)[0];
+        let bytes = render(m);
+        assert!(bytes.len() < 1_000_000, "{} bytes", bytes.len());
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["count"], 1500);
+        assert_eq!(
+            body["findings"].as_array().unwrap().len(),
+            MAX_WEBHOOK_FINDINGS
+        );
+        assert_eq!(body["findings_truncated"], true);
+        assert_eq!(body["workloads"].as_array().unwrap().len(), 1500);
+        assert_eq!(
+            payload(m).findings.len(),
+            1500,
+            "the SaaS gets every finding"
+        );
+    }
+
+    #[test]
+    fn event_names_per_kind() {
+        for (kind, want) in [
+            (ChangeKind::New, "vulnerabilities_detected"),
+            (ChangeKind::Fixed, "vulnerabilities_fixed"),
+            (ChangeKind::Reintroduced, "vulnerabilities_reintroduced"),
+            (ChangeKind::WorkloadRemoved, "workload_removed"),
+        ] {
+            let mut c = change("1", "w", "CVE-1", Severity::Critical);
+            c.kind = kind;
+            let body: Value = serde_json::from_slice(&render(&group(vec![c])[0])).unwrap();
+            assert_eq!(body["event"], want);
+        }
+    }
+
+    #[test]
+    fn test_body_is_marked_as_test() {
+        let body: Value = serde_json::from_slice(&render_test(
+            "prod",
+            "2024-01-15T10:30:00.5Z".parse().unwrap(),
+            "t1",
+        ))
+        .unwrap();
+        assert_eq!(body["event"], "test");
+        assert_eq!(body["count"], 0);
+        assert_eq!(body["timestamp"], "2024-01-15T10:30:00Z");
+    }
+}

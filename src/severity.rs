@@ -24,6 +24,23 @@ impl Severity {
         Severity::Unknown,
     ];
 
+    /// Reads a severity as Trivy Operator writes it: anything it does not recognise counts as
+    /// UNKNOWN, exactly as the operator's own summary counts it.
+    pub fn from_trivy(s: &str) -> Severity {
+        s.parse().unwrap_or(Severity::Unknown)
+    }
+
+    /// The spelling used in human-facing titles ("New Critical Vulnerabilities").
+    pub fn title_case(self) -> &'static str {
+        match self {
+            Severity::Unknown => "Unknown-Severity",
+            Severity::Low => "Low",
+            Severity::Medium => "Medium",
+            Severity::High => "High",
+            Severity::Critical => "Critical",
+        }
+    }
+
     /// The upper-case spelling Trivy uses, also used in payloads and the database.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -4,71 +4,10 @@
 //! selection, grouping and rendering can be tested with literals, and so the integrator only
 //! has to write one conversion from a lifecycle event (or an outbox row) into a [`Change`].
 
-use std::fmt;
-use std::str::FromStr;
 
 use jiff::Timestamp;
 
-/// Trivy severity. The declaration order gives `Unknown < Low < Medium < High < Critical`, so a
-/// threshold is a plain `>=` comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub enum Severity {
-    #[default]
-    Unknown,
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    /// The spelling Trivy and the original README use (`CRITICAL`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Unknown => "UNKNOWN",
-            Severity::Low => "LOW",
-            Severity::Medium => "MEDIUM",
-            Severity::High => "HIGH",
-            Severity::Critical => "CRITICAL",
-        }
-    }
-
-    /// The spelling used in human-facing titles ("New Critical Vulnerabilities").
-    pub fn title_case(self) -> &'static str {
-        match self {
-            Severity::Unknown => "Unknown-Severity",
-            Severity::Low => "Low",
-            Severity::Medium => "Medium",
-            Severity::High => "High",
-            Severity::Critical => "Critical",
-        }
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Severity {
-    type Err = String;
-
-    /// Case-insensitive, because users write `critical` in `KIJO_NOTIFY_SEVERITY` as often as
-    /// Trivy writes `CRITICAL`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_uppercase().as_str() {
-            "CRITICAL" => Ok(Severity::Critical),
-            "HIGH" => Ok(Severity::High),
-            "MEDIUM" => Ok(Severity::Medium),
-            "LOW" => Ok(Severity::Low),
-            "UNKNOWN" => Ok(Severity::Unknown),
-            _ => Err(format!(
-                "unknown severity {s:?}: use one of CRITICAL, HIGH, MEDIUM, LOW, UNKNOWN"
-            )),
-        }
-    }
-}
+pub use crate::severity::Severity;
 
 /// The lifecycle transitions that can reach people. Baseline and persistent findings have no
 /// variant on purpose: they can never be passed to the notifier by mistake.
@@ -128,27 +67,6 @@ pub struct Change {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn severity_parses_case_insensitively_and_orders() {
-        let cases = [
-            ("CRITICAL", Ok(Severity::Critical)),
-            ("critical", Ok(Severity::Critical)),
-            (" High ", Ok(Severity::High)),
-            ("medium", Ok(Severity::Medium)),
-            ("Low", Ok(Severity::Low)),
-            ("unknown", Ok(Severity::Unknown)),
-        ];
-        for (input, want) in cases {
-            assert_eq!(input.parse::<Severity>(), want, "input {input:?}");
-        }
-        let err = "severe".parse::<Severity>().unwrap_err();
-        assert!(err.contains("severe") && err.contains("CRITICAL"), "{err}");
-        assert!(Severity::Critical > Severity::High);
-        assert!(Severity::High > Severity::Medium);
-        assert!(Severity::Medium > Severity::Low);
-        assert!(Severity::Low > Severity::Unknown);
-    }
 
     #[test]
     fn event_names_match_the_original_readme() {

@@ -139,44 +139,8 @@ impl fmt::Display for Image {
     }
 }
 
-/// Severity as Trivy assigns it. Ordered so that `Critical` is the greatest; anything that is
-/// not one of the four named levels counts as `Unknown`, as the operator's summary does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Severity {
-    Unknown,
-    Low,
-    Medium,
-    High,
-    Critical,
-}
+pub use crate::severity::Severity;
 
-impl Severity {
-    pub fn parse(s: &str) -> Severity {
-        match s.trim().to_ascii_uppercase().as_str() {
-            "CRITICAL" => Severity::Critical,
-            "HIGH" => Severity::High,
-            "MEDIUM" => Severity::Medium,
-            "LOW" => Severity::Low,
-            _ => Severity::Unknown,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Critical => "CRITICAL",
-            Severity::High => "HIGH",
-            Severity::Medium => "MEDIUM",
-            Severity::Low => "LOW",
-            Severity::Unknown => "UNKNOWN",
-        }
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Identity of a finding within one report kind. Each finding type names its own key, so the
 /// lifecycle code can diff any report kind as a set of keys.
@@ -472,7 +436,7 @@ fn from_raw(hint: ReportKind, raw: RawReport) -> Result<Report, Malformed> {
                 .fixed_version
                 .map(StringOrList::into_string)
                 .unwrap_or_default(),
-            severity: Severity::parse(v.severity.as_deref().unwrap_or("")),
+            severity: Severity::from_trivy(v.severity.as_deref().unwrap_or("")),
             title: v.title.unwrap_or_default(),
             primary_link: v.primary_link.unwrap_or_default(),
             package_path: v.package_path.unwrap_or_default(),
@@ -737,7 +701,7 @@ mod tests {
             ("", Severity::Unknown),
         ];
         for (input, want) in cases {
-            assert_eq!(Severity::parse(input), want, "{input:?}");
+            assert_eq!(Severity::from_trivy(input), want, "{input:?}");
         }
         assert!(Severity::Critical > Severity::High && Severity::Low > Severity::Unknown);
     }

@@ -110,6 +110,16 @@ def check(docs, want_netpol):
     svc = [d for d in docs if d["kind"] == "Service"]
     if not svc or not any(p.get("port") == 8080 for p in svc[0]["spec"]["ports"]):
         err("no Service on port 8080 for health and metrics")
+    for sm in (d for d in docs if d["kind"] == "ServiceMonitor"):
+        # No bundled schema for this CRD: check that it scrapes our Service's /metrics.
+        want = sm["spec"].get("selector", {}).get("matchLabels", {})
+        labels = svc[0]["metadata"].get("labels", {}) if svc else {}
+        if not want or any(labels.get(k) != v for k, v in want.items()):
+            err(f"ServiceMonitor selector {want} does not select the Service")
+        eps = sm["spec"].get("endpoints", [])
+        svc_ports = {p.get("name") for p in svc[0]["spec"]["ports"]} if svc else set()
+        if not eps or any(e.get("port") not in svc_ports or e.get("path") != "/metrics" for e in eps):
+            err(f"ServiceMonitor endpoints {eps} are not the Service's named port with /metrics")
     netpols = [d for d in docs if d["kind"] == "NetworkPolicy"]
     if want_netpol:
         if len(netpols) != 1 or "Egress" not in netpols[0]["spec"].get("policyTypes", []):

@@ -20,13 +20,8 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PERMISSIONS = ROOT / "deploy" / "rbac-permissions.json"
 CHART_COPY = ROOT / "deploy" / "helm" / "kijo-agent" / "files" / "rbac-permissions.json"
-LEASE_NAME = "kijo-agent-leader"
-# client-go's LeaseLock pattern: create (cannot be limited by name), get/update one name.
-LEASE_GRANTS = {
-    ("coordination.k8s.io", "leases", "create", None),
-    ("coordination.k8s.io", "leases", "get", LEASE_NAME),
-    ("coordination.k8s.io", "leases", "update", LEASE_NAME),
-}
+# kijo_agent::kube::LEASE_PERMISSIONS, granted in the agent's own namespace only.
+LEASE_GRANTS = {("coordination.k8s.io", "leases", verb, None) for verb in ("get", "create", "update")}
 
 
 def load_permissions():
@@ -34,7 +29,7 @@ def load_permissions():
     grants = {"cluster": set(), "namespaced": set()}
     for e in entries:
         for verb in e["verbs"]:
-            triple = (e["group"], e["resource"], verb, None)
+            triple = (e["api_group"], e["resource"], verb, None)
             grants["cluster"].add(triple)
             if e["namespaced"]:
                 grants["namespaced"].add(triple)

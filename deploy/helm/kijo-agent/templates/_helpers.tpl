@@ -49,7 +49,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- $namespacedOnly := .namespacedOnly -}}
 {{- range (.Files.Get "files/rbac-permissions.json" | fromJsonArray) }}
 {{- if or (not $namespacedOnly) .namespaced }}
-- apiGroups: [{{ .group | quote }}]
+- apiGroups: [{{ .api_group | quote }}]
   resources: [{{ .resource | quote }}]
   verbs: {{ toJson .verbs }}
 {{- end }}

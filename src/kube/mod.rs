@@ -147,6 +147,41 @@ pub const READ_PERMISSIONS: &[Permission] = &[
         resource: "replicasets",
         verbs: &["get"],
     },
+    Permission {
+        api_group: "apps",
+        resource: "deployments",
+        verbs: &["get"],
+    },
+    Permission {
+        api_group: "apps",
+        resource: "statefulsets",
+        verbs: &["get"],
+    },
+    Permission {
+        api_group: "apps",
+        resource: "daemonsets",
+        verbs: &["get"],
+    },
+    Permission {
+        api_group: "batch",
+        resource: "jobs",
+        verbs: &["get"],
+    },
+    Permission {
+        api_group: "batch",
+        resource: "cronjobs",
+        verbs: &["get"],
+    },
+    Permission {
+        api_group: "",
+        resource: "pods",
+        verbs: &["get"],
+    },
+    Permission {
+        api_group: "",
+        resource: "replicationcontrollers",
+        verbs: &["get"],
+    },
 ];
 
 /// What leader election through [`Client::write_json`] / [`Client::get_json`] on a Lease

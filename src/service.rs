@@ -16,7 +16,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 
 use crate::config::{Config, Mode};
 use crate::health::{self, HealthServer, HealthState};
-use crate::kube::KubeMetrics;
+use crate::kube::{self, KubeMetrics, KubeOptions};
 use crate::metrics::Registry;
 use crate::poll::{PollMetrics, Poller};
 use crate::secret::mask_target_url;
@@ -239,12 +239,12 @@ impl Check {
 pub fn dry_run(config: &Config) -> bool {
     let checks = dry_run_checks(config);
     for check in &checks {
-        println!(
-            "{:<4} {:<28} {}",
-            if check.ok { "OK" } else { "FAIL" },
-            check.name,
-            check.detail
-        );
+        let status = if check.ok { "OK" } else { "FAIL" };
+        if check.detail.is_empty() || check.detail == "ok" {
+            println!("{status:<4} {}", check.name);
+        } else {
+            println!("{status:<4} {}: {}", check.name, check.detail);
+        }
     }
     let failed = checks.iter().filter(|c| !c.ok).count();
     if failed == 0 {
@@ -276,6 +276,24 @@ fn dry_run_checks(config: &Config) -> Vec<Check> {
             })
             .map_err(|e| format!("{described}: {e}")),
     ));
+    let opts = KubeOptions {
+        kubeconfig: config.kubeconfig.clone(),
+        context: config.kube_context.clone(),
+        ..KubeOptions::default()
+    };
+    match kube::Client::connect(&opts) {
+        Err(err) => checks.push(Check::new("kubernetes", Err(err.to_string()))),
+        Ok(client) => {
+            checks.push(Check::new("kubernetes", Ok(client.describe())));
+            for c in kube::dry_run_checks(&client, &config.namespaces) {
+                checks.push(Check {
+                    name: c.name,
+                    ok: c.ok,
+                    detail: c.detail,
+                });
+            }
+        }
+    }
     for (name, url) in [
         ("notification target slack", &config.notify_slack),
         ("notification target webhook", &config.notify_webhook),

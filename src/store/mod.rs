@@ -328,7 +328,9 @@ impl Store {
     /// same time neither race nor apply a migration twice.
     pub fn open(target: &DatabaseTarget) -> Result<Store, StoreError> {
         let backend = match target {
-            DatabaseTarget::Postgres(pg) => Backend::Postgres(Box::new(postgres::PgStore::open(pg)?)),
+            DatabaseTarget::Postgres(pg) => {
+                Backend::Postgres(Box::new(postgres::PgStore::open(pg)?))
+            }
             DatabaseTarget::Sqlite(path) => Backend::Sqlite(sqlite::SqliteStore::open(path)?),
         };
         Ok(Store { backend })

@@ -6,6 +6,7 @@
 //! thread that writes (the poll thread); the health thread gets its own cheap [`Pinger`].
 
 pub mod error;
+mod metrics;
 mod postgres;
 mod sqlite;
 mod tls;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 pub use error::StoreError;
+pub use metrics::StoreMetrics;
 
 use crate::lifecycle::{AssetId, Event, Observation, StoredAsset};
 use crate::secret::mask_database_url;
@@ -321,6 +323,7 @@ enum Backend {
 /// The lifecycle store of the writing thread.
 pub struct Store {
     backend: Backend,
+    metrics: Option<StoreMetrics>,
 }
 
 impl Store {
@@ -333,7 +336,22 @@ impl Store {
             }
             DatabaseTarget::Sqlite(path) => Backend::Sqlite(sqlite::SqliteStore::open(path)?),
         };
-        Ok(Store { backend })
+        Ok(Store {
+            backend,
+            metrics: None,
+        })
+    }
+
+    /// Counts this store's writes and errors in the given metrics from now on.
+    pub fn with_metrics(mut self, metrics: StoreMetrics) -> Store {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn observe<T>(&self, started: std::time::Instant, result: &Result<T, StoreError>) {
+        if let Some(m) = &self.metrics {
+            m.observe(started.elapsed(), result.as_ref().err());
+        }
     }
 
     pub fn ping(&mut self) -> Result<(), StoreError> {
@@ -411,10 +429,13 @@ impl Store {
         // Both databases keep microseconds; comparing a finer scan time with its stored
         // rounding would make the same scan look newer on the second apply.
         observation.scanned_at = truncate_micros(observation.scanned_at);
-        match &mut self.backend {
+        let started = std::time::Instant::now();
+        let result = match &mut self.backend {
             Backend::Postgres(s) => s.apply(&observation, report, baseline, targets),
             Backend::Sqlite(s) => s.apply(&observation, report, baseline, targets),
-        }
+        };
+        self.observe(started, &result);
+        result
     }
 
     /// Closes every open finding of a workload that no longer exists (`workload_removed`), for
@@ -428,14 +449,17 @@ impl Store {
         at: Timestamp,
         targets: &[String],
     ) -> Result<Applied, StoreError> {
-        match &mut self.backend {
+        let started = std::time::Instant::now();
+        let result = match &mut self.backend {
             Backend::Postgres(s) => {
                 s.remove_workload(cluster, namespace, workload_kind, workload, at, targets)
             }
             Backend::Sqlite(s) => {
                 s.remove_workload(cluster, namespace, workload_kind, workload, at, targets)
             }
-        }
+        };
+        self.observe(started, &result);
+        result
     }
 
     /// Workloads (namespace, kind, name) with a recorded scan and not yet removed; the caller

@@ -987,3 +987,90 @@ fn postgres_connection_loss_is_survived() {
     let _ = p.ping(Duration::from_secs(5));
     p.ping(Duration::from_secs(5)).unwrap();
 }
+
+fn stale_leader_duplicate_write_fails(kind: Kind) {
+    let db = TestDb::new(kind, "stale");
+    let mut s = db.open();
+    let t = targets();
+    s.apply(
+        &obs("prod", &web(), "2026-01-01T00:00:00Z", &["CVE-1:HIGH"]),
+        None,
+        true,
+        &t,
+    )
+    .unwrap();
+    // Another agent already recorded this change (same derived event id) …
+    let o = obs(
+        "prod",
+        &web(),
+        "2026-01-02T00:00:00Z",
+        &["CVE-1:HIGH", "CVE-2:LOW"],
+    );
+    let id = kijo_agent::lifecycle::event_id(
+        "prod",
+        &web(),
+        &o.findings[1].key,
+        EventKind::New,
+        o.scanned_at,
+    );
+    db.exec(&format!(
+        "INSERT INTO lifecycle_events (event_id, kind, cluster_name, namespace, workload_kind,
+             workload, container, image, cve_id, package, package_path, installed_version,
+             fixed_version, severity, title, link, reintroduced_count, occurred_at)
+         VALUES ('{id}', 'new', 'prod', 'shop', 'Deployment', 'web', 'app', 'img', 'CVE-2',
+             'openssl', '', '3.0.1', '3.0.2', 'LOW', 't', 'l', 0, '2026-01-02T00:00:00.000000Z')"
+    ));
+    let rows_before =
+        db.query("SELECT cve_id, state, last_seen FROM vulnerability_history ORDER BY cve_id");
+    // … so this writer's transaction fails on the unique constraint and changes nothing.
+    let err = s.apply(&o, None, false, &t).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(!err.is_connection_loss());
+    assert_eq!(
+        db.query("SELECT cve_id, state, last_seen FROM vulnerability_history ORDER BY cve_id"),
+        rows_before
+    );
+    assert_eq!(db.count("SELECT count(*) FROM lifecycle_events"), 1);
+    assert_eq!(db.count("SELECT count(*) FROM notification_outbox"), 0);
+}
+both!(stale_leader_duplicate_write_fails);
+
+fn concurrent_writers_record_each_change_once(kind: Kind) {
+    let db = TestDb::new(kind, "race");
+    db.open();
+    let barrier = Arc::new(Barrier::new(2));
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let target = db.target.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut s = Store::open(&target).unwrap();
+                barrier.wait();
+                let o = obs(
+                    "prod",
+                    &web(),
+                    "2026-01-02T00:00:00Z",
+                    &["CVE-1:HIGH", "CVE-2:LOW"],
+                );
+                s.apply(&o, None, false, &targets())
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let winners = results
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|a| !a.stale))
+        .count();
+    assert_eq!(winners, 1, "{results:?}");
+    for r in &results {
+        match r {
+            Ok(_) => {}
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert_eq!(db.count("SELECT count(*) FROM lifecycle_events"), 2);
+    assert_eq!(db.count("SELECT count(*) FROM notification_outbox"), 4);
+    assert_eq!(db.count("SELECT count(*) FROM vulnerability_history"), 2);
+}
+both!(concurrent_writers_record_each_change_once);

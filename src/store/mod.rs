@@ -6,6 +6,7 @@
 //! thread that writes (the poll thread); the health thread gets its own cheap [`Pinger`].
 
 pub mod error;
+mod history;
 mod metrics;
 mod postgres;
 mod sqlite;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 pub use error::StoreError;
+pub use history::render_history;
 pub use metrics::StoreMetrics;
 
 use crate::lifecycle::{AssetId, Event, Observation, StoredAsset};
@@ -120,6 +122,11 @@ impl DatabaseTarget {
         {
             if rest.is_empty() {
                 return Err("sqlite URL has no file path; use sqlite:/var/lib/kijo/kijo.db".into());
+            }
+            if rest.contains('?') {
+                return Err(format!(
+                    "sqlite:{rest} has parameters; the sqlite URL takes a file path only"
+                ));
             }
             return Ok(DatabaseTarget::Sqlite(PathBuf::from(rest)));
         }
@@ -590,6 +597,7 @@ mod tests {
             ("sqlite:///tmp/x.db", Ok("sqlite:/tmp/x.db")),
             ("sqlite://rel.db", Ok("sqlite:rel.db")),
             ("sqlite:", Err("no file path")),
+            ("sqlite:/x.db?mode=ro", Err("file path only")),
             (
                 "postgres://kijo:hunter2@db:5432/kijo",
                 Ok("postgres://kijo:***@db:5432/kijo"),

@@ -1074,3 +1074,38 @@ fn concurrent_writers_record_each_change_once(kind: Kind) {
     assert_eq!(db.count("SELECT count(*) FROM vulnerability_history"), 2);
 }
 both!(concurrent_writers_record_each_change_once);
+
+fn refuses_a_newer_schema(kind: Kind) {
+    let db = TestDb::new(kind, "newer");
+    db.open();
+    db.exec("INSERT INTO schema_migrations (version, name) VALUES (9999, 'from_the_future')");
+    let err = Store::open(&db.target).err().unwrap();
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { applied: 9999, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("upgrade the agent"), "{err}");
+    let status = check_only(&db.target).unwrap();
+    assert!(!status.is_current() && status.pending().is_empty());
+}
+both!(refuses_a_newer_schema);
+
+#[test]
+fn sqlite_pinger_follows_the_file() {
+    let db = TestDb::new(Kind::Sqlite, "pinger");
+    let mut p = Pinger::new(&db.target);
+    // before the agent created the database, readiness is false and nothing is created
+    assert!(p.ping(Duration::from_secs(1)).is_err());
+    assert!(!db.path.as_ref().unwrap().exists());
+    db.open();
+    p.ping(Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn store_types_move_between_threads() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Store>();
+    assert_send::<Pinger>();
+    assert_send::<DatabaseTarget>();
+    assert_send::<StoreError>();
+}

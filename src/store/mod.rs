@@ -375,11 +375,32 @@ impl Store {
         }
     }
 
-    /// True when this cluster has never recorded a scan: its first cycle is a baseline.
+    /// True when this cluster has never recorded a scan. Prefer [`Store::baseline_pending`] for
+    /// the baseline decision: it stays true when the first cycle was interrupted halfway.
     pub fn is_empty_for_cluster(&mut self, cluster: &str) -> Result<bool, StoreError> {
         match &mut self.backend {
             Backend::Postgres(s) => s.is_empty_for_cluster(cluster),
             Backend::Sqlite(s) => s.is_empty_for_cluster(cluster),
+        }
+    }
+
+    /// True until [`Store::finish_baseline`] was called for this cluster: apply scans with
+    /// `baseline = true` meanwhile. A first cycle that crashed halfway is thus repeated as a
+    /// baseline instead of announcing the rest of the cluster as new.
+    pub fn baseline_pending(&mut self, cluster: &str) -> Result<bool, StoreError> {
+        match &mut self.backend {
+            Backend::Postgres(s) => s.baseline_pending(cluster),
+            Backend::Sqlite(s) => s.baseline_pending(cluster),
+        }
+    }
+
+    /// Marks the cluster's baseline complete; call it after the first cycle that applied every
+    /// report without error. Calling it again changes nothing.
+    pub fn finish_baseline(&mut self, cluster: &str, at: Timestamp) -> Result<(), StoreError> {
+        let at = truncate_micros(at);
+        match &mut self.backend {
+            Backend::Postgres(s) => s.finish_baseline(cluster, at),
+            Backend::Sqlite(s) => s.finish_baseline(cluster, at),
         }
     }
 

@@ -347,6 +347,33 @@ impl PgStore {
         })
     }
 
+    pub(crate) fn baseline_pending(&mut self, cluster: &str) -> Result<bool, StoreError> {
+        self.run(true, |c, _, s| {
+            c.query_one(
+                "SELECT NOT EXISTS (SELECT 1 FROM clusters WHERE cluster_name = $1)",
+                &[&cluster],
+            )
+            .map(|r| r.get(0))
+            .map_err(|e| pg_err(e, "checking for a baseline", s))
+        })
+    }
+
+    pub(crate) fn finish_baseline(
+        &mut self,
+        cluster: &str,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.run(true, |c, _, s| {
+            c.execute(
+                "INSERT INTO clusters (cluster_name, baseline_completed_at) VALUES ($1, $2)
+                 ON CONFLICT (cluster_name) DO NOTHING",
+                &[&cluster, &to_sys(at)],
+            )
+            .map(|_| ())
+            .map_err(|e| pg_err(e, "finishing the baseline", s))
+        })
+    }
+
     pub(crate) fn report_version(
         &mut self,
         cluster: &str,

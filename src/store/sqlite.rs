@@ -232,6 +232,31 @@ impl SqliteStore {
             .map_err(self.err("checking for a baseline"))
     }
 
+    pub(crate) fn baseline_pending(&mut self, cluster: &str) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT NOT EXISTS (SELECT 1 FROM clusters WHERE cluster_name = ?1)",
+                [cluster],
+                |r| r.get(0),
+            )
+            .map_err(self.err("checking for a baseline"))
+    }
+
+    pub(crate) fn finish_baseline(
+        &mut self,
+        cluster: &str,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO clusters (cluster_name, baseline_completed_at) VALUES (?1, ?2)
+                 ON CONFLICT (cluster_name) DO NOTHING",
+                [cluster, &ts(at)],
+            )
+            .map(|_| ())
+            .map_err(self.err("finishing the baseline"))
+    }
+
     pub(crate) fn report_version(
         &mut self,
         cluster: &str,

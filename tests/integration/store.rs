@@ -1109,3 +1109,49 @@ fn store_types_move_between_threads() {
     assert_send::<DatabaseTarget>();
     assert_send::<StoreError>();
 }
+
+fn interrupted_baseline_stays_a_baseline(kind: Kind) {
+    let db = TestDb::new(kind, "baseline");
+    let mut s = db.open();
+    assert!(s.baseline_pending("prod").unwrap());
+    // the first cycle applies one workload, then the agent dies
+    s.apply(
+        &obs("prod", &web(), "2026-01-01T00:00:00Z", &["CVE-1:HIGH"]),
+        None,
+        true,
+        &[],
+    )
+    .unwrap();
+    drop(s);
+    let mut s = db.open();
+    assert!(!s.is_empty_for_cluster("prod").unwrap());
+    assert!(
+        s.baseline_pending("prod").unwrap(),
+        "an interrupted first cycle is repeated as a baseline"
+    );
+    let db_asset = asset("shop", "StatefulSet", "db", "pg");
+    s.apply(
+        &obs("prod", &db_asset, "2026-01-01T00:00:00Z", &["CVE-2:HIGH"]),
+        None,
+        true,
+        &[],
+    )
+    .unwrap();
+    s.finish_baseline("prod", ts("2026-01-01T00:05:00Z"))
+        .unwrap();
+    s.finish_baseline("prod", ts("2026-01-01T00:10:00Z"))
+        .unwrap();
+    assert!(!s.baseline_pending("prod").unwrap());
+    assert!(
+        s.baseline_pending("other").unwrap(),
+        "each cluster has its own baseline"
+    );
+    assert!(event_lines(&mut s, "prod").is_empty());
+    assert_eq!(
+        db.query("SELECT baseline_completed_at FROM clusters")[0][0]
+            .as_deref()
+            .map(|t| t.starts_with("2026-01-01")),
+        Some(true)
+    );
+}
+both!(interrupted_baseline_stays_a_baseline);

@@ -322,6 +322,15 @@ pub struct SeverityCount {
     pub open: u64,
 }
 
+/// A workload, or one container of it, that is gone.
+#[derive(Clone, Copy)]
+pub(crate) struct Removal<'a> {
+    pub namespace: &'a str,
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub container: Option<&'a str>,
+}
+
 enum Backend {
     Postgres(Box<postgres::PgStore>),
     Sqlite(sqlite::SqliteStore),
@@ -477,17 +486,57 @@ impl Store {
         at: Timestamp,
         targets: &[String],
     ) -> Result<Applied, StoreError> {
+        let removal = Removal {
+            namespace,
+            kind: workload_kind,
+            name: workload,
+            container: None,
+        };
+        self.remove(cluster, removal, at, targets)
+    }
+
+    /// Closes the open findings of one container that disappeared from a workload that still
+    /// exists (its old report lingers until Trivy's TTL and is never re-created), with the same
+    /// `workload_removed` event as a removed workload.
+    pub fn remove_container(
+        &mut self,
+        cluster: &str,
+        asset: &AssetId,
+        at: Timestamp,
+        targets: &[String],
+    ) -> Result<Applied, StoreError> {
+        let removal = Removal {
+            namespace: &asset.namespace,
+            kind: &asset.workload_kind,
+            name: &asset.workload,
+            container: Some(&asset.container),
+        };
+        self.remove(cluster, removal, at, targets)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn remove(
+        &mut self,
+        cluster: &str,
+        removal: Removal<'_>,
+        at: Timestamp,
+        targets: &[String],
+    ) -> Result<Applied, StoreError> {
         let started = std::time::Instant::now();
         let result = match &mut self.backend {
-            Backend::Postgres(s) => {
-                s.remove_workload(cluster, namespace, workload_kind, workload, at, targets)
-            }
-            Backend::Sqlite(s) => {
-                s.remove_workload(cluster, namespace, workload_kind, workload, at, targets)
-            }
+            Backend::Postgres(s) => s.remove_workload(cluster, &removal, at, targets),
+            Backend::Sqlite(s) => s.remove_workload(cluster, &removal, at, targets),
         };
         self.observe(started, &result);
         result
+    }
+
+    /// Every workload container with a recorded scan and not removed.
+    pub fn known_assets(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError> {
+        match &mut self.backend {
+            Backend::Postgres(s) => s.known_assets(cluster),
+            Backend::Sqlite(s) => s.known_assets(cluster),
+        }
     }
 
     /// Workloads (namespace, kind, name) with a recorded scan and not yet removed; the caller

@@ -13,8 +13,8 @@ use jiff::Timestamp;
 
 use super::error::redact;
 use super::{
-    Applied, POSTGRES_MIGRATIONS, PgTarget, ReportVersion, SchemaStatus, SeverityCount, StoreError,
-    tls, truncate_micros,
+    Applied, POSTGRES_MIGRATIONS, PgTarget, Removal, ReportVersion, SchemaStatus, SeverityCount,
+    StoreError, tls, truncate_micros,
 };
 use crate::lifecycle::{
     self, AssetId, Changes, Event, EventKind, Finding, FindingKey, FindingState, Observation,
@@ -175,7 +175,8 @@ pub(crate) fn check_only(target: &PgTarget) -> Result<SchemaStatus, StoreError> 
 /// Statements prepared once per connection: a scan's transaction is then one round trip per
 /// statement instead of two.
 pub(crate) struct Statements {
-    last_scan_lock: Statement,
+    lock_asset: Statement,
+    last_scan: Statement,
     load_findings: Statement,
     upsert_rows: Statement,
     insert_events: Statement,
@@ -188,8 +189,9 @@ pub(crate) struct Statements {
 impl Statements {
     fn prepare(c: &mut Client) -> Result<Statements, ::postgres::Error> {
         Ok(Statements {
-            last_scan_lock: c.prepare("SELECT last_scan_at FROM scanned_containers WHERE cluster_name = $1 AND namespace = $2
-           AND workload_kind = $3 AND workload = $4 AND container = $5 FOR UPDATE")?,
+            lock_asset: c.prepare("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")?,
+            last_scan: c.prepare("SELECT last_scan_at FROM scanned_containers WHERE cluster_name = $1 AND namespace = $2
+           AND workload_kind = $3 AND workload = $4 AND container = $5")?,
             load_findings: c.prepare("SELECT cve_id, package, package_path, severity, installed_version, fixed_version, title,
                 link, image, state, first_seen, last_seen, fixed_at, reintroduced_count
          FROM vulnerability_history
@@ -429,6 +431,10 @@ impl PgStore {
             let mut tx = c.transaction().map_err(q)?;
             let cluster = obs.cluster.as_str();
             let asset = &obs.asset;
+            // Serialises writers of the same container, also one never seen before (no row yet
+            // to lock): a stale leader racing the new one waits, then sees its commit.
+            tx.execute(&st.lock_asset, &[&asset_lock_key(cluster, asset)])
+                .map_err(q)?;
             let last = last_scan(&mut tx, st, cluster, asset).map_err(q)?;
             let applied = if last.is_some_and(|l| obs.scanned_at <= l) {
                 Applied {
@@ -482,12 +488,16 @@ impl PgStore {
     pub(crate) fn remove_workload(
         &mut self,
         cluster: &str,
-        namespace: &str,
-        kind: &str,
-        name: &str,
+        removal: &Removal<'_>,
         at: Timestamp,
         targets: &[String],
     ) -> Result<Applied, StoreError> {
+        let Removal {
+            namespace,
+            kind,
+            name,
+            container,
+        } = *removal;
         let at = truncate_micros(at);
         self.run(true, |c, st, s| {
             let q = |e| pg_err(e, "removing a workload", s);
@@ -497,8 +507,9 @@ impl PgStore {
                     "SELECT container, last_scan_at FROM scanned_containers
                      WHERE cluster_name = $1 AND namespace = $2 AND workload_kind = $3
                        AND workload = $4 AND removed_at IS NULL
-                     ORDER BY container FOR UPDATE",
-                    &[&cluster, &namespace, &kind, &name],
+                       AND ($5::text IS NULL OR container = $5)
+                     ORDER BY container",
+                    &[&cluster, &namespace, &kind, &name, &container],
                 )
                 .map_err(q)?
                 .iter()
@@ -512,8 +523,13 @@ impl PgStore {
                     workload: name.to_owned(),
                     container,
                 };
-                let stored =
-                    load_findings(&mut tx, st, cluster, &asset, Some(from_sys(last))).map_err(q)?;
+                // Same lock as `apply`, taken in container order; re-read after waiting for it.
+                tx.execute(&st.lock_asset, &[&asset_lock_key(cluster, &asset)])
+                    .map_err(q)?;
+                let last = last_scan(&mut tx, st, cluster, &asset)
+                    .map_err(q)?
+                    .or(Some(from_sys(last)));
+                let stored = load_findings(&mut tx, st, cluster, &asset, last).map_err(q)?;
                 let changes = lifecycle::workload_removed(cluster, &asset, &stored, at);
                 write_changes(&mut tx, st, cluster, &asset, &changes, targets).map_err(q)?;
                 applied.rows_written += changes.rows.len();
@@ -522,18 +538,41 @@ impl PgStore {
             tx.execute(
                 "UPDATE scanned_containers SET removed_at = $5
                  WHERE cluster_name = $1 AND namespace = $2 AND workload_kind = $3
-                   AND workload = $4 AND removed_at IS NULL",
-                &[&cluster, &namespace, &kind, &name, &to_sys(at)],
+                   AND workload = $4 AND removed_at IS NULL
+                   AND ($6::text IS NULL OR container = $6)",
+                &[&cluster, &namespace, &kind, &name, &to_sys(at), &container],
             )
             .map_err(q)?;
             tx.execute(
                 "DELETE FROM report_versions WHERE cluster_name = $1 AND namespace = $2
-                   AND workload_kind = $3 AND workload = $4",
-                &[&cluster, &namespace, &kind, &name],
+                   AND workload_kind = $3 AND workload = $4
+                   AND ($5::text IS NULL OR container = $5)",
+                &[&cluster, &namespace, &kind, &name, &container],
             )
             .map_err(q)?;
             tx.commit().map_err(q)?;
             Ok(applied)
+        })
+    }
+
+    pub(crate) fn known_assets(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError> {
+        self.run(true, |c, _, s| {
+            c.query(
+                "SELECT namespace, workload_kind, workload, container FROM scanned_containers
+                 WHERE cluster_name = $1 AND removed_at IS NULL ORDER BY 1, 2, 3, 4",
+                &[&cluster],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| AssetId {
+                        namespace: r.get(0),
+                        workload_kind: r.get(1),
+                        workload: r.get(2),
+                        container: r.get(3),
+                    })
+                    .collect()
+            })
+            .map_err(|e| pg_err(e, "listing containers", s))
         })
     }
 
@@ -631,17 +670,28 @@ impl PgStore {
     }
 }
 
+fn asset_lock_key(cluster: &str, asset: &AssetId) -> String {
+    // \x1f (unit separator) cannot occur in Kubernetes names; PostgreSQL text cannot hold \0.
+    [
+        cluster,
+        &asset.namespace,
+        &asset.workload_kind,
+        &asset.workload,
+        &asset.container,
+    ]
+    .join("\x1f")
+}
+
 fn last_scan(
     c: &mut impl GenericClient,
     st: &Statements,
     cluster: &str,
     asset: &AssetId,
 ) -> Result<Option<Timestamp>, ::postgres::Error> {
-    // FOR UPDATE serialises two writers of the same container (a stale leader and the new one).
-    // Without the lock (reads outside a write) the same statement is fine: FOR UPDATE in a
-    // read-only use only costs a row lock until the surrounding transaction ends.
+    // Callers that write hold the container's advisory lock (see `asset_lock_key`), so this
+    // read sees the last committed writer's state.
     Ok(c.query_opt(
-        &st.last_scan_lock,
+        &st.last_scan,
         &[
             &cluster,
             &asset.namespace,

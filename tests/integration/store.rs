@@ -1155,3 +1155,43 @@ fn interrupted_baseline_stays_a_baseline(kind: Kind) {
     );
 }
 both!(interrupted_baseline_stays_a_baseline);
+
+fn removed_container_closes_only_its_findings(kind: Kind) {
+    let db = TestDb::new(kind, "container");
+    let mut s = db.open();
+    let sidecar = asset("shop", "Deployment", "web", "sidecar");
+    s.apply(
+        &obs("prod", &web(), "2026-01-01T00:00:00Z", &["CVE-1:HIGH"]),
+        None,
+        true,
+        &[],
+    )
+    .unwrap();
+    s.apply(
+        &obs("prod", &sidecar, "2026-01-01T00:00:00Z", &["CVE-2:LOW"]),
+        None,
+        true,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(s.known_assets("prod").unwrap(), [web(), sidecar.clone()]);
+    let a = s
+        .remove_container("prod", &sidecar, ts("2026-01-02T00:00:00Z"), &targets())
+        .unwrap();
+    assert_eq!(a.events.len(), 1);
+    assert_eq!(
+        event_lines(&mut s, "prod"),
+        ["workload_removed shop/web/sidecar CVE-2"]
+    );
+    assert_eq!(s.known_assets("prod").unwrap(), [web()]);
+    assert_eq!(
+        s.known_workloads("prod").unwrap().len(),
+        1,
+        "the workload itself remains"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM vulnerability_history WHERE state = 'open'"),
+        1
+    );
+}
+both!(removed_container_closes_only_its_findings);

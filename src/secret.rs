@@ -46,9 +46,7 @@ pub fn mask_database_url(url: &str) -> String {
         None => (rest, None),
     };
     // The userinfo ends at the *last* '@' before the path: passwords may contain '@'.
-    let authority_end = authority_and_path
-        .find('/')
-        .unwrap_or(authority_and_path.len());
+    let authority_end = authority_and_path.find('/').unwrap_or(authority_and_path.len());
     let (authority, path) = authority_and_path.split_at(authority_end);
     let masked_authority = match authority.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
@@ -74,17 +72,9 @@ pub fn mask_database_url(url: &str) -> String {
 
 fn is_secret_param(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    [
-        "password",
-        "passwd",
-        "pass",
-        "secret",
-        "token",
-        "key",
-        "sslpassword",
-    ]
-    .iter()
-    .any(|s| key.contains(s))
+    ["password", "passwd", "pass", "secret", "token", "key", "sslpassword"]
+        .iter()
+        .any(|s| key.contains(s))
 }
 
 /// Masks a notification target URL. Webhook URLs embed their credential in the path (Slack's
@@ -134,10 +124,7 @@ mod tests {
                 "https://hooks.slack.com/services/T000/B000/XXXX",
                 "https://hooks.slack.com/***",
             ),
-            (
-                "https://user:pw@example.com?token=1",
-                "https://example.com/***",
-            ),
+            ("https://user:pw@example.com?token=1", "https://example.com/***"),
             ("http://127.0.0.1:9000", "http://127.0.0.1:9000/***"),
             ("garbage", "***"),
         ];

@@ -426,7 +426,8 @@ impl Store {
     }
 
     /// Forgets report versions of reports that no longer exist (TTL re-creation gives every
-    /// report a new uid each day). `live_uids` is every report uid currently listed.
+    /// report a new uid each day). `live_uids` is every report uid currently listed; call it only
+    /// after a complete, successful list, or an empty list forgets every version.
     pub fn retain_report_versions(
         &mut self,
         cluster: &str,

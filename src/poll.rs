@@ -287,7 +287,7 @@ impl Poller {
         let mut summary = CycleSummary::default();
         let store = self.store.as_mut().expect("opened above");
         let client = self.kube.as_ref().expect("connected above");
-        summary.baseline = !store.baseline_complete(&cluster)?;
+        summary.baseline = store.baseline_pending(&cluster)?;
         let known = store.report_versions(&cluster)?;
 
         // 1. What exists: metadata only, one small listing per kind.
@@ -390,7 +390,7 @@ impl Poller {
         let live_uids: Vec<String> = listed.iter().map(|r| r.uid.clone()).collect();
         store.retain_report_versions(&cluster, &live_uids)?;
         if summary.baseline {
-            store.mark_baseline_complete(&cluster)?;
+            store.finish_baseline(&cluster, jiff::Timestamp::now())?;
         }
         self.owners.prune();
         Ok(summary)

@@ -327,42 +327,15 @@ pub fn history(config: &Config) -> bool {
             return false;
         }
     };
-    let result = (|| -> Result<(), store::StoreError> {
-        let counts = store.open_counts_by_severity(cluster)?;
+    let result = store.open_counts_by_severity(cluster).and_then(|counts| {
         let events = store.recent_events(cluster, HISTORY_EVENTS)?;
-        println!("cluster {cluster} — open findings by severity");
-        if counts.is_empty() {
-            println!("  (none)");
-        }
-        for c in &counts {
-            println!("  {:<9} {:>7}", c.severity, c.open);
-        }
-        println!();
-        println!("latest {} lifecycle events (newest first)", events.len());
-        for e in &events {
-            let ns = if e.asset.namespace.is_empty() {
-                "-"
-            } else {
-                e.asset.namespace.as_str()
-            };
-            println!(
-                "  {}  {:<16} {:<8} {}/{}/{} [{}]  {} {} {}",
-                e.occurred_at.strftime("%Y-%m-%d %H:%M:%S"),
-                e.kind.as_str(),
-                e.finding.severity,
-                ns,
-                e.asset.workload_kind,
-                e.asset.workload,
-                e.asset.container,
-                e.finding.key.vulnerability_id,
-                e.finding.key.package,
-                e.finding.installed_version,
-            );
-        }
-        Ok(())
-    })();
+        Ok(store::render_history(cluster, &counts, &events))
+    });
     match result {
-        Ok(()) => true,
+        Ok(text) => {
+            print!("{text}");
+            true
+        }
         Err(err) => {
             log::error!("cannot read the store: {err}");
             false

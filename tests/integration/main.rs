@@ -6,4 +6,5 @@ mod kube;
 mod notify;
 mod sandbox;
 mod shell;
+mod store;
 mod support;

@@ -83,7 +83,13 @@ impl log::Log for StderrLogger {
     }
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
-            eprintln!("sandbox {} {}", r.level().as_str().to_lowercase(), r.args());
+            // Never panic on a closed stderr (a reader that went away must not stop shutdown).
+            let _ = writeln!(
+                std::io::stderr(),
+                "sandbox {} {}",
+                r.level().as_str().to_lowercase(),
+                r.args()
+            );
         }
     }
     fn flush(&self) {}

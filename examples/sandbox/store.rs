@@ -161,6 +161,10 @@ pub struct Event {
 
 type Key = (String, String);
 
+/// A placeholder string value and the pre-serialized JSON that replaces it in the stored bytes,
+/// so generated reports sharing an image's findings serialize them only once.
+pub type Splice<'a> = Option<(&'a str, &'a [u8])>;
+
 struct Inner {
     rv: u64,
     tables: Vec<BTreeMap<Key, Obj>>,
@@ -328,7 +332,7 @@ impl Store {
     }
 
     pub fn create(&self, res: usize, ns: &str, obj: Value) -> Result<Obj, ApiError> {
-        let r = self.lock().create(res, ns, obj);
+        let r = self.lock().create(res, ns, obj, None);
         self.changed.notify_all();
         r
     }
@@ -360,7 +364,7 @@ impl Store {
         {
             return Err(ApiError::conflict(r, name));
         }
-        let r = g.commit(res, ns, obj, Some(&old));
+        let r = g.commit(res, ns, obj, Some(&old), None);
         drop(g);
         self.changed.notify_all();
         r
@@ -387,7 +391,7 @@ impl Store {
                     if obj_name(&obj).is_none() {
                         merge_patch(&mut obj, &json!({"metadata": {"name": name}}));
                     }
-                    let r = g.create(res, ns, obj).map(|o| (o, true));
+                    let r = g.create(res, ns, obj, None).map(|o| (o, true));
                     drop(g);
                     self.changed.notify_all();
                     r
@@ -405,7 +409,7 @@ impl Store {
                     return Err(ApiError::conflict(r, name));
                 }
                 merge_patch(&mut cur, patch);
-                let r = g.commit(res, ns, cur, Some(&old)).map(|o| (o, false));
+                let r = g.commit(res, ns, cur, Some(&old), None).map(|o| (o, false));
                 drop(g);
                 self.changed.notify_all();
                 r
@@ -601,14 +605,25 @@ impl Store {
         Ok((evs, g.rv))
     }
 
+    /// Bulk insert of a new object whose bytes get `splice` applied (see [`Splice`]).
+    pub fn insert_spliced(
+        &self,
+        res: usize,
+        ns: &str,
+        obj: Value,
+        splice: Splice,
+    ) -> Result<Obj, ApiError> {
+        self.lock().create(res, ns, obj, splice)
+    }
+
     /// Bulk insert used by the loaders; records no watch events.
     pub fn insert_loaded(&self, res: usize, ns: &str, obj: Value) -> Result<Obj, ApiError> {
         let mut g = self.lock();
         let name = obj_name(&obj).unwrap_or_default();
         let old = g.tables[res].get(&(ns.to_string(), name)).cloned();
         match old {
-            Some(old) => g.commit(res, ns, obj, Some(&old)),
-            None => g.create(res, ns, obj),
+            Some(old) => g.commit(res, ns, obj, Some(&old), None),
+            None => g.create(res, ns, obj, None),
         }
     }
 }
@@ -655,7 +670,13 @@ impl Inner {
         }
     }
 
-    fn create(&mut self, res: usize, ns: &str, mut obj: Value) -> Result<Obj, ApiError> {
+    fn create(
+        &mut self,
+        res: usize,
+        ns: &str,
+        mut obj: Value,
+        splice: Splice,
+    ) -> Result<Obj, ApiError> {
         let r = &RESOURCES[res];
         if !obj.is_object() {
             return Err(ApiError::bad_request(
@@ -692,7 +713,7 @@ impl Inner {
         if self.tables[res].contains_key(&(ns.to_string(), name.clone())) {
             return Err(ApiError::already_exists(r, &name));
         }
-        self.commit(res, ns, obj, None)
+        self.commit(res, ns, obj, None, splice)
     }
 
     /// Stamps server-owned metadata, serializes once and stores.
@@ -702,6 +723,7 @@ impl Inner {
         ns: &str,
         mut obj: Value,
         old: Option<&Obj>,
+        splice: Splice,
     ) -> Result<Obj, ApiError> {
         let r = &RESOURCES[res];
         let name = obj_name(&obj).unwrap_or_default();
@@ -791,8 +813,21 @@ impl Inner {
             .filter(|c| !c.path.is_empty())
             .map(|c| lookup(&obj, c.path).cloned().unwrap_or(Value::Null))
             .collect();
-        let bytes = serde_json::to_vec(&obj)
+        let mut bytes = serde_json::to_vec(&obj)
             .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
+        if let Some((placeholder, raw)) = splice {
+            let needle = serde_json::to_vec(placeholder).unwrap_or_default();
+            if let Some(at) = bytes
+                .windows(needle.len())
+                .position(|w| w == needle.as_slice())
+            {
+                let mut out = Vec::with_capacity(bytes.len() + raw.len());
+                out.extend_from_slice(&bytes[..at]);
+                out.extend_from_slice(raw);
+                out.extend_from_slice(&bytes[at + needle.len()..]);
+                bytes = out;
+            }
+        }
         let stored = Obj {
             res,
             namespace: if r.namespaced {

@@ -646,3 +646,131 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+#[test]
+fn synthetic_cluster_is_trivy_shaped_and_reproducible() {
+    let sb = Sandbox::start(&["--synthetic", "40:12:7"]);
+    let deploys = sb
+        .http("GET", "/apis/apps/v1/deployments", None, &[])
+        .json();
+    let sts = sb
+        .http("GET", "/apis/apps/v1/statefulsets", None, &[])
+        .json();
+    assert_eq!(
+        deploys["items"].as_array().unwrap().len() + sts["items"].as_array().unwrap().len(),
+        40
+    );
+    let rs = sb
+        .http("GET", "/apis/apps/v1/replicasets", None, &[])
+        .json();
+    assert_eq!(
+        rs["items"].as_array().unwrap().len(),
+        deploys["items"].as_array().unwrap().len()
+    );
+    let reports = sb.http("GET", VR, None, &[]).json();
+    let items = reports["items"].as_array().unwrap();
+    assert!(
+        items.len() >= 40,
+        "one report per container: {}",
+        items.len()
+    );
+    let mut oversize = 0;
+    for r in items {
+        let labels = &r["metadata"]["labels"];
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "trivy-operator");
+        let kind = labels["trivy-operator.resource.kind"].as_str().unwrap();
+        assert!(kind == "ReplicaSet" || kind == "StatefulSet");
+        let owner = &r["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], kind);
+        let name = r["metadata"]["name"].as_str().unwrap();
+        assert!(
+            name.len() <= 63 && name.starts_with(&kind.to_lowercase()),
+            "{name}"
+        );
+        match labels["trivy-operator.resource.name"].as_str() {
+            Some(n) => assert_eq!(n, owner["name"]),
+            None => {
+                assert!(labels["trivy-operator.resource.name-hash"].is_string());
+                assert_eq!(
+                    r["metadata"]["annotations"]["trivy-operator.resource.name"],
+                    owner["name"]
+                );
+            }
+        }
+        let vulns = r["report"]["vulnerabilities"].as_array().unwrap();
+        if labels["sandbox.kijo.dev/oversize"] == "true" {
+            oversize += 1;
+            assert!(
+                serde_json::to_vec(r).unwrap().len() > 5 << 20,
+                "an oversize report is several MiB"
+            );
+        } else if labels["trivy-operator.container.name"] == "app" {
+            assert_eq!(vulns.len(), 12);
+        }
+        let s = &r["report"]["summary"];
+        let total: u64 = [
+            "criticalCount",
+            "highCount",
+            "mediumCount",
+            "lowCount",
+            "unknownCount",
+        ]
+        .iter()
+        .map(|k| s[k].as_u64().unwrap())
+        .sum();
+        assert_eq!(
+            total as usize,
+            vulns.len(),
+            "summary matches findings in {name}"
+        );
+    }
+    assert_eq!(oversize, 1);
+    assert!(
+        items
+            .iter()
+            .any(|r| r["metadata"]["labels"]["trivy-operator.resource.name-hash"].is_string()),
+        "a hashed owner name"
+    );
+
+    // Same seed, same cluster.
+    let again = Sandbox::start(&["--synthetic", "40:12:7"]);
+    let a: Vec<Value> = items.iter().map(|r| r["metadata"]["uid"].clone()).collect();
+    let b: Vec<Value> = again.http("GET", VR, None, &[]).json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["metadata"]["uid"].clone())
+        .collect();
+    assert_eq!(a, b);
+
+    // A generated Deployment takes its reports with it.
+    let d = deploys["items"][0]["metadata"].clone();
+    let before = sb.http("GET", VR, None, &[]).json()["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    let del = sb.http(
+        "DELETE",
+        &format!(
+            "/apis/apps/v1/namespaces/{}/deployments/{}",
+            d["namespace"].as_str().unwrap(),
+            d["name"].as_str().unwrap()
+        ),
+        None,
+        &[],
+    );
+    assert_eq!(del.status, 200);
+    let after = sb.http("GET", VR, None, &[]).json()["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(after < before, "{after} < {before}");
+}
+
+#[test]
+fn sigterm_stops_the_sandbox_cleanly() {
+    let sb = fixtures();
+    assert_eq!(sb.http("GET", "/version", None, &[]).status, 200);
+    let status = sb.terminate();
+    assert!(status.success(), "{status:?}");
+}

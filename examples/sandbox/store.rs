@@ -424,6 +424,7 @@ impl Store {
         ns: &str,
         name: &str,
         preconditions: Option<&Value>,
+        orphan: bool,
     ) -> Result<Obj, ApiError> {
         let mut g = self.lock();
         let r = &RESOURCES[res];
@@ -456,7 +457,7 @@ impl Store {
             }
         }
         // Garbage collection: follow ownerReferences until no new dependents appear.
-        let mut i = 0;
+        let mut i = if orphan { uids.len() } else { 0 };
         while i < uids.len() {
             let owner = uids[i].clone();
             for (ti, t) in g.tables.iter().enumerate() {

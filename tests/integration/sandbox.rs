@@ -774,3 +774,160 @@ fn sigterm_stops_the_sandbox_cleanly() {
     let status = sb.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn namespace_limited_tokens_get_403_outside_their_namespaces() {
+    let sb = Sandbox::start(&[
+        "--load",
+        &Sandbox::fixtures_dir().display().to_string(),
+        "--namespaced-token",
+        "limited=shop",
+    ]);
+    let as_limited = |path: &str| {
+        sb.try_http_with_token("GET", path, None, &[], Some("limited"))
+            .unwrap()
+    };
+    let all = as_limited(VR);
+    assert_eq!(all.status, 403);
+    assert_eq!(all.json()["reason"], "Forbidden");
+    assert!(
+        all.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("at the cluster scope")
+    );
+    let shop =
+        as_limited("/apis/aquasecurity.github.io/v1alpha1/namespaces/shop/vulnerabilityreports");
+    assert_eq!(shop.status, 200);
+    assert_eq!(names(&shop.json()).len(), 3);
+    assert_eq!(
+        as_limited("/apis/aquasecurity.github.io/v1alpha1/namespaces/data/vulnerabilityreports")
+            .status,
+        403
+    );
+    assert_eq!(as_limited("/apis").status, 200, "discovery stays open");
+    assert_eq!(as_limited("/_sandbox/stats").status, 403);
+
+    // The same through the admin endpoint.
+    let mut sb = sb;
+    let full = sb.token.clone();
+    let body =
+        serde_json::json!({"tokens": [full], "namespaced": {"data-only": ["data"]}}).to_string();
+    assert_eq!(
+        sb.http("POST", "/_sandbox/tokens", Some(&body), &[]).status,
+        200
+    );
+    let r = sb
+        .try_http_with_token(
+            "GET",
+            "/apis/aquasecurity.github.io/v1alpha1/namespaces/data/vulnerabilityreports",
+            None,
+            &[],
+            Some("data-only"),
+        )
+        .unwrap();
+    assert_eq!(names(&r.json()), ["statefulset-postgres-postgres"]);
+    assert_eq!(
+        sb.try_http_with_token("GET", VR, None, &[], Some("limited"))
+            .unwrap()
+            .status,
+        401,
+        "replaced"
+    );
+    sb.token = full;
+}
+
+#[test]
+fn orphan_propagation_keeps_dependents() {
+    let sb = fixtures();
+    let r = sb.http(
+        "DELETE",
+        "/apis/apps/v1/namespaces/shop/deployments/web",
+        Some(r#"{"propagationPolicy":"Orphan"}"#),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        sb.http(
+            "GET",
+            "/apis/apps/v1/namespaces/shop/replicasets/web-7c9d8f6b5d",
+            None,
+            &[]
+        )
+        .status,
+        200
+    );
+    // Background (the default) collects recursively: ReplicaSet -> pod and reports.
+    let r = sb.http(
+        "DELETE",
+        "/apis/apps/v1/namespaces/shop/replicasets/web-7c9d8f6b5d",
+        Some(r#"{"propagationPolicy":"Background"}"#),
+        &[],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        sb.http(
+            "GET",
+            "/api/v1/namespaces/shop/pods/web-7c9d8f6b5d-x2k9p",
+            None,
+            &[]
+        )
+        .status,
+        404
+    );
+    let left = names(&sb.http("GET", VR, None, &[]).json());
+    assert_eq!(
+        left,
+        ["replicaset-6c9b7d5f8", "statefulset-postgres-postgres"]
+    );
+}
+
+#[test]
+fn gzip_answers_large_lists_when_asked() {
+    let sb = Sandbox::start(&["--synthetic", "12:200:5", "--gzip"]);
+    let ca = sb.ca_file();
+    let script = r#"
+import gzip, json, ssl, sys, urllib.request
+url, token, ca = sys.argv[1], sys.argv[2], sys.argv[3]
+req = urllib.request.Request(url + "/apis/aquasecurity.github.io/v1alpha1/vulnerabilityreports",
+                             headers={"Authorization": "Bearer " + token, "Accept-Encoding": "gzip"})
+resp = urllib.request.urlopen(req, context=ssl.create_default_context(cafile=ca))
+raw = resp.read()
+body = json.loads(gzip.decompress(raw))
+print(resp.headers.get("Content-Encoding"), len(raw), len(json.dumps(body)), len(body["items"]))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &sb.url, &sb.token, &ca.display().to_string()])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(f[0], "gzip");
+    let (raw, plain): (usize, usize) = (f[1].parse().unwrap(), f[2].parse().unwrap());
+    assert!(raw * 3 < plain, "compressed {raw} vs {plain}");
+    assert!(f[3].parse::<usize>().unwrap() >= 12);
+}
+
+#[test]
+fn streaming_list_watch_ends_initial_events_with_a_bookmark() {
+    let sb = fixtures();
+    let path = "/apis/aquasecurity.github.io/v1alpha1/namespaces/shop/vulnerabilityreports?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1";
+    let r = sb.http("GET", path, None, &[]);
+    let events: Vec<Value> = r
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 4, "{}", r.body);
+    assert!(events[..3].iter().all(|e| e["type"] == "ADDED"));
+    assert_eq!(events[3]["type"], "BOOKMARK");
+    assert_eq!(
+        events[3]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+}

@@ -984,3 +984,87 @@ pub fn run_watch<W: Write>(state: &State, spec: WatchSpec, w: &mut W) -> io::Res
     }
     http::write_last_chunk(w)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        let now = jiff::Timestamp::now().as_second();
+        let at = |ago: i64| jiff::Timestamp::from_second(now - ago).unwrap();
+        let cases = [
+            (5, "5s"),
+            (119, "119s"),
+            (150, "2m30s"),
+            (600, "10m"),
+            (3 * 3600 + 60, "3h1m"),
+            (10 * 3600, "10h"),
+            (3 * 86400, "3d"),
+            (3 * 86400 + 7200, "3d2h"),
+            (30 * 86400, "30d"),
+            (-5, "0s"),
+        ];
+        for (ago, want) in cases {
+            assert_eq!(human_age(at(ago)), want, "{ago}s ago");
+        }
+    }
+
+    #[test]
+    fn paths_route_to_resources() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "/apis/aquasecurity.github.io/v1alpha1/vulnerabilityreports",
+                "collection vulnerabilityreports -",
+            ),
+            (
+                "/apis/aquasecurity.github.io/v1alpha1/namespaces/ns/vulnerabilityreports",
+                "collection vulnerabilityreports ns",
+            ),
+            (
+                "/apis/aquasecurity.github.io/v1alpha1/namespaces/ns/vulnerabilityreports/r",
+                "object vulnerabilityreports ns/r",
+            ),
+            (
+                "/apis/aquasecurity.github.io/v1alpha1/clustervulnerabilityreports/r",
+                "object clustervulnerabilityreports /r",
+            ),
+            (
+                "/apis/aquasecurity.github.io/v1alpha1/namespaces/ns/clustervulnerabilityreports",
+                "unknown",
+            ),
+            (
+                "/apis/aquasecurity.github.io/v1alpha1/clustercompliancereports/c/status",
+                "object clustercompliancereports /c",
+            ),
+            ("/api/v1/namespaces", "collection namespaces -"),
+            ("/api/v1/namespaces/shop", "object namespaces /shop"),
+            ("/api/v1/namespaces/shop/pods", "collection pods shop"),
+            (
+                "/apis/coordination.k8s.io/v1/namespaces/kijo/leases/l",
+                "object leases kijo/l",
+            ),
+            ("/apis/nope.io/v1/things", "unknown"),
+            ("/apis/apps/v1", "discovery"),
+            ("/version", "open"),
+            ("/_sandbox/stats", "admin"),
+        ];
+        for (path, want) in cases {
+            let got = match parse_target(path) {
+                Target::Collection { res, ns } => format!(
+                    "collection {} {}",
+                    RESOURCES[res].plural,
+                    ns.unwrap_or("-".into())
+                ),
+                Target::Object { res, ns, name } => {
+                    format!("object {} {ns}/{name}", RESOURCES[res].plural)
+                }
+                Target::Unknown => "unknown".into(),
+                Target::Discovery(_) | Target::OpenApi(_) => "discovery".into(),
+                Target::Open(_) => "open".into(),
+                Target::Admin(_) => "admin".into(),
+            };
+            assert_eq!(&got, want, "{path}");
+        }
+    }
+}

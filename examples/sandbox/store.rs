@@ -855,3 +855,215 @@ impl Inner {
         Ok(stored)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::find;
+
+    fn vr(name: &str, labels: Value) -> Value {
+        json!({"apiVersion":"aquasecurity.github.io/v1alpha1","kind":"VulnerabilityReport",
+            "metadata":{"name": name, "labels": labels},"report":{"summary":{"criticalCount":1}}})
+    }
+
+    fn q(ns: Option<&str>, limit: usize, cont: Option<String>) -> ListQuery {
+        ListQuery {
+            namespace: ns.map(str::to_string),
+            selector: Selector::default(),
+            field_name: None,
+            field_namespace: None,
+            limit,
+            continue_token: cont,
+        }
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc_7386() {
+        let cases = [
+            (json!({"a": "b"}), json!({"a": "c"}), json!({"a": "c"})),
+            (
+                json!({"a": "b"}),
+                json!({"b": "c"}),
+                json!({"a": "b", "b": "c"}),
+            ),
+            (json!({"a": "b"}), json!({"a": null}), json!({})),
+            (json!({"a": [1, 2]}), json!({"a": [3]}), json!({"a": [3]})),
+            (
+                json!({"a": {"b": "c"}}),
+                json!({"a": {"b": "d", "c": null}}),
+                json!({"a": {"b": "d"}}),
+            ),
+            (json!("x"), json!({"a": 1}), json!({"a": 1})),
+        ];
+        for (mut target, patch, want) in cases {
+            merge_patch(&mut target, &patch);
+            assert_eq!(target, want, "{patch}");
+        }
+    }
+
+    #[test]
+    fn writes_stamp_metadata_like_the_api_server() {
+        let s = Store::new(1);
+        let res = find("aquasecurity.github.io", "v1alpha1", "vulnerabilityreports").unwrap();
+        let a = s.create(res, "ns", vr("a", json!({}))).unwrap();
+        let meta = a.parse()["metadata"].clone();
+        assert_eq!(meta["namespace"], "ns");
+        assert_eq!(meta["generation"], 1);
+        assert_eq!(meta["uid"].as_str().unwrap().len(), 36);
+        assert!(meta["creationTimestamp"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(
+            s.create(res, "ns", vr("a", json!({})))
+                .err()
+                .unwrap()
+                .reason,
+            "AlreadyExists"
+        );
+        // A label change keeps the generation, a report change bumps it; rv always moves.
+        let (b, _) = s
+            .patch(
+                res,
+                "ns",
+                "a",
+                &json!({"metadata":{"labels":{"x":"y"}}}),
+                PatchKind::Merge,
+            )
+            .unwrap();
+        assert_eq!(b.parse()["metadata"]["generation"], 1);
+        assert!(b.rv > a.rv);
+        let (c, _) = s
+            .patch(
+                res,
+                "ns",
+                "a",
+                &json!({"report":{"summary":{"criticalCount":2}}}),
+                PatchKind::Merge,
+            )
+            .unwrap();
+        assert_eq!(c.parse()["metadata"]["generation"], 2);
+        assert_eq!(c.uid, a.uid);
+        // A stale resourceVersion on replace is a conflict.
+        let mut stale = a.parse();
+        stale["report"] = json!({});
+        assert_eq!(s.replace(res, "ns", "a", stale).err().unwrap().code, 409);
+        // Apply creates when absent.
+        let (d, created) = s
+            .patch(res, "ns", "new", &vr("new", json!({})), PatchKind::Apply)
+            .unwrap();
+        assert!(created && d.name == "new");
+        assert_eq!(
+            s.patch(res, "ns", "none", &json!({}), PatchKind::Merge)
+                .err()
+                .unwrap()
+                .code,
+            404
+        );
+    }
+
+    #[test]
+    fn pages_cover_everything_once_and_tokens_expire_on_compaction() {
+        let s = Store::new(2);
+        let res = find("aquasecurity.github.io", "v1alpha1", "vulnerabilityreports").unwrap();
+        for ns in ["a", "b", "c"] {
+            for i in 0..5 {
+                s.create(res, ns, vr(&format!("r{i}"), json!({}))).unwrap();
+            }
+        }
+        for (ns, limit, want) in [
+            (None, 4, 15),
+            (Some("b"), 2, 5),
+            (None, 0, 15),
+            (Some("zz"), 3, 0),
+        ] {
+            let mut seen = Vec::new();
+            let mut cont = None;
+            loop {
+                let page = s.list(res, &q(ns, limit, cont)).unwrap();
+                assert!(limit == 0 || page.items.len() <= limit);
+                seen.extend(
+                    page.items
+                        .iter()
+                        .map(|o| (o.namespace.clone(), o.name.clone())),
+                );
+                cont = page.continue_token;
+                if cont.is_none() {
+                    break;
+                }
+            }
+            let n = seen.len();
+            seen.dedup();
+            assert_eq!((n, seen.len()), (want, want), "{ns:?} limit {limit}");
+        }
+        let page = s.list(res, &q(None, 2, None)).unwrap();
+        s.compact();
+        let err = s.list(res, &q(None, 2, page.continue_token)).err().unwrap();
+        assert_eq!((err.code, err.reason), (410, "Expired"));
+        assert_eq!(
+            s.list(res, &q(None, 2, Some("garbage".into())))
+                .err()
+                .unwrap()
+                .code,
+            400
+        );
+    }
+
+    #[test]
+    fn deletion_collects_dependents_recursively_unless_orphaned() {
+        let s = Store::new(3);
+        let deploy = find("apps", "v1", "deployments").unwrap();
+        let rs = find("apps", "v1", "replicasets").unwrap();
+        let res = find("aquasecurity.github.io", "v1alpha1", "vulnerabilityreports").unwrap();
+        let owned = |name: &str, kind: &str, uid: &str| {
+            json!({"metadata":{"name": name,
+            "ownerReferences":[{"apiVersion":"apps/v1","kind": kind,"name":"x","uid": uid}]}})
+        };
+        let d = s
+            .create(deploy, "ns", json!({"metadata":{"name":"web"}}))
+            .unwrap();
+        let r = s
+            .create(rs, "ns", owned("web-1", "Deployment", &d.uid))
+            .unwrap();
+        s.create(
+            res,
+            "ns",
+            owned("replicaset-web-1-app", "ReplicaSet", &r.uid),
+        )
+        .unwrap();
+        s.create(res, "ns", vr("unrelated", json!({}))).unwrap();
+        s.delete(deploy, "ns", "web", None, true).unwrap();
+        assert!(s.get(rs, "ns", "web-1").is_ok(), "orphaned");
+        s.delete(rs, "ns", "web-1", Some(&json!({"uid": "other"})), false)
+            .err()
+            .map(|e| assert_eq!(e.code, 409))
+            .unwrap();
+        s.delete(rs, "ns", "web-1", None, false).unwrap();
+        assert!(s.get(res, "ns", "replicaset-web-1-app").is_err());
+        assert!(s.get(res, "ns", "unrelated").is_ok());
+    }
+
+    #[test]
+    fn watch_history_serves_events_after_a_resource_version() {
+        let s = Store::new(4);
+        let res = find("coordination.k8s.io", "v1", "leases").unwrap();
+        s.start_recording();
+        let start = s.current_rv();
+        s.create(res, "ns", json!({"metadata":{"name":"l"}}))
+            .unwrap();
+        s.delete(res, "ns", "l", None, false).unwrap();
+        let (events, _) = s
+            .events_after(res, start, Duration::from_millis(1))
+            .unwrap();
+        let types: Vec<_> = events.iter().map(|e| e.typ).collect();
+        assert_eq!(types, [EventType::Added, EventType::Deleted]);
+        assert!(events[1].rv > events[0].rv);
+        assert_eq!(
+            events[1].obj.parse()["metadata"]["resourceVersion"],
+            events[1].rv.to_string()
+        );
+        s.compact();
+        assert!(
+            s.events_after(res, start, Duration::from_millis(1))
+                .is_err(),
+            "compacted history answers 410"
+        );
+    }
+}

@@ -578,3 +578,26 @@ pub fn generate(store: &Store, spec: &Spec) -> usize {
     }
     stored
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_parses_and_rejects() {
+        let s = Spec::parse("3000:150").unwrap();
+        assert_eq!((s.workloads, s.vulns, s.seed), (3000, 150, 1));
+        assert_eq!(Spec::parse("1:2:3").unwrap().seed, 3);
+        for bad in ["", "3000", "a:b", "1:2:3:4"] {
+            assert!(Spec::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hashes_use_the_safe_alphabet_and_are_stable() {
+        let h = trivy_hash("web-7c9d8f6b5d-nginx");
+        assert_eq!(h, trivy_hash("web-7c9d8f6b5d-nginx"));
+        assert_ne!(h, trivy_hash("web-7c9d8f6b5d-sidecar"));
+        assert!(!h.is_empty() && h.bytes().all(|b| SAFE.contains(&b)));
+    }
+}

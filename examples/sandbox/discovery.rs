@@ -15,7 +15,9 @@ pub fn version() -> Value {
 /// kubectl's `get all` expands the `all` category, which the built-in workload kinds join.
 fn categories(r: &Resource) -> &'static [&'static str] {
     match r.kind {
-        "Pod" | "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "CronJob" => &["all"],
+        "Pod" | "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "CronJob" => {
+            &["all"]
+        }
         _ => &[],
     }
 }

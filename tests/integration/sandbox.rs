@@ -931,3 +931,53 @@ fn streaming_list_watch_ends_initial_events_with_a_bookmark() {
         "true"
     );
 }
+
+/// The official Python client (`pip install kubernetes`), with the written kubeconfig as-is.
+/// Runs with `$KIJO_TEST_PYTHON` (which must have the package) or with `python3` when it has
+/// the package; otherwise it says so and passes, since the stdlib test above covers listing.
+#[test]
+fn official_python_client_uses_the_kubeconfig() {
+    let python = std::env::var("KIJO_TEST_PYTHON").ok();
+    let exe = python.clone().unwrap_or_else(|| "python3".into());
+    let has = std::process::Command::new(&exe)
+        .args(["-c", "import kubernetes"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has {
+        assert!(
+            python.is_none(),
+            "KIJO_TEST_PYTHON={exe} lacks the kubernetes package"
+        );
+        eprintln!(
+            "skipping: {exe} has no `kubernetes` package (set KIJO_TEST_PYTHON to a Python that has it)"
+        );
+        return;
+    }
+    let sb = fixtures();
+    let script = r#"
+import sys
+from kubernetes import client, config
+config.load_kube_config(sys.argv[1])
+api = client.CustomObjectsApi()
+r = api.list_cluster_custom_object("aquasecurity.github.io", "v1alpha1", "vulnerabilityreports", limit=2)
+names = [i["metadata"]["name"] for i in r["items"]]
+while r["metadata"].get("continue"):
+    r = api.list_cluster_custom_object("aquasecurity.github.io", "v1alpha1", "vulnerabilityreports", limit=2, _continue=r["metadata"]["continue"])
+    names += [i["metadata"]["name"] for i in r["items"]]
+deploys = [d.metadata.name for d in client.AppsV1Api().list_deployment_for_all_namespaces().items]
+print(len(names), " ".join(sorted(deploys)))
+"#;
+    let out = std::process::Command::new(&exe)
+        .args(["-c", script, &sb.kubeconfig.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "4 inventory-synchronisation-service-with-an-unusually-long-name web"
+    );
+}

@@ -981,3 +981,141 @@ print(len(names), " ".join(sorted(deploys)))
         "4 inventory-synchronisation-service-with-an-unusually-long-name web"
     );
 }
+
+#[test]
+fn bad_requests_answer_status_objects() {
+    let sb = fixtures();
+    let coll = "/apis/aquasecurity.github.io/v1alpha1/namespaces/shop/vulnerabilityreports";
+    // method, path, body, headers, expected code, expected reason
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        &'a [(&'a str, &'a str)],
+        u16,
+        &'a str,
+    );
+    let cases: &[Case] = &[
+        ("POST", coll, Some("{not json"), &[], 400, "BadRequest"),
+        ("POST", coll, Some("[1,2]"), &[], 400, "BadRequest"),
+        (
+            "POST",
+            coll,
+            Some(r#"{"metadata":{}}"#),
+            &[],
+            422,
+            "Invalid",
+        ),
+        (
+            "POST",
+            coll,
+            Some(r#"{"kind":"Pod","metadata":{"name":"x"}}"#),
+            &[],
+            400,
+            "BadRequest",
+        ),
+        (
+            "POST",
+            coll,
+            Some(r#"{"metadata":{"name":"x","namespace":"data"}}"#),
+            &[],
+            400,
+            "BadRequest",
+        ),
+        (
+            "POST",
+            VR,
+            Some(r#"{"metadata":{"name":"x"}}"#),
+            &[],
+            405,
+            "MethodNotAllowed",
+        ),
+        (
+            "PATCH",
+            &format!("{coll}/replicaset-6c9b7d5f8"),
+            Some("{}"),
+            &[("Content-Type", "text/plain")],
+            415,
+            "UnsupportedMediaType",
+        ),
+        ("GET", &format!("{coll}/nope"), None, &[], 404, "NotFound"),
+        (
+            "DELETE",
+            &format!("{coll}/nope"),
+            None,
+            &[],
+            404,
+            "NotFound",
+        ),
+        (
+            "GET",
+            "/apis/nope.example.com/v1/widgets",
+            None,
+            &[],
+            404,
+            "NotFound",
+        ),
+        (
+            "GET",
+            &format!("{VR}?limit=abc"),
+            None,
+            &[],
+            400,
+            "BadRequest",
+        ),
+        (
+            "GET",
+            &format!("{VR}?fieldSelector=spec.x%3Dy"),
+            None,
+            &[],
+            400,
+            "BadRequest",
+        ),
+        (
+            "GET",
+            VR,
+            None,
+            &[(
+                "Accept",
+                "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+            )],
+            406,
+            "NotAcceptable",
+        ),
+    ];
+    for (method, path, body, headers, code, reason) in cases {
+        let r = sb.http(method, path, *body, headers);
+        assert_eq!(r.status, *code, "{method} {path}: {}", r.body);
+        let s = r.json();
+        assert_eq!(
+            (s["kind"].as_str(), s["reason"].as_str(), s["code"].as_u64()),
+            (Some("Status"), Some(*reason), Some(u64::from(*code))),
+            "{method} {path}"
+        );
+    }
+}
+
+#[test]
+fn plain_http_and_ipv6_loopback_serve_too() {
+    let sb = Sandbox::start(&[
+        "--plain-http",
+        "--load",
+        &Sandbox::fixtures_dir().display().to_string(),
+    ]);
+    assert!(sb.url.starts_with("http://127.0.0.1:"), "{}", sb.url);
+    assert_eq!(names(&sb.http("GET", VR, None, &[]).json()).len(), 4);
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let v6 = Sandbox::start(&[
+            "--listen",
+            "[::1]:0",
+            "--load",
+            &Sandbox::fixtures_dir().display().to_string(),
+        ]);
+        assert!(v6.url.starts_with("https://[::1]:"), "{}", v6.url);
+        assert_eq!(
+            names(&v6.http("GET", VR, None, &[]).json()).len(),
+            4,
+            "the certificate covers ::1"
+        );
+    }
+}

@@ -545,7 +545,8 @@ fn collection(
             let timeout = req
                 .param("timeoutSeconds")
                 .and_then(|s| s.parse::<u64>().ok())
-                .unwrap_or(1800);
+                .unwrap_or(1800)
+                .min(86_400); // keeps Instant + timeout from overflowing
             Ok(Outcome::Watch(WatchSpec {
                 res,
                 ns,

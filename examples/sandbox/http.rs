@@ -149,7 +149,7 @@ pub fn read_request<C: Read + Write>(r: &mut io::BufReader<C>) -> io::Result<Opt
                 while read_line_limited(r, &mut b)?.is_some_and(|l| !l.is_empty()) {}
                 break;
             }
-            if req.body.len() + size > MAX_BODY {
+            if req.body.len().saturating_add(size) > MAX_BODY {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "request body too large",

@@ -491,6 +491,10 @@ pub fn generate(store: &Store, spec: &Spec) -> usize {
         let stateful = w % 10 == 9;
         let top_uid = uuid_from(&mut rng.0);
         let oversize = w < n_oversize * 1000 && w % 1000 == 7 % spec.workloads.max(1);
+        // One Deployment in twenty was rolled out once: its old ReplicaSet (revision 1, scaled
+        // to 0, an older image) keeps its report, as Trivy leaves it until TTL or GC.
+        let rolled_out = !stateful && w % 20 == 3;
+        let mut old_rs: Option<(String, String)> = None;
         let (owner_kind, owner_api, owner_name, owner_uid) = if stateful {
             let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
                 "metadata": {"name": name, "namespace": ns, "uid": top_uid, "creationTimestamp": created, "labels": app_labels},
@@ -510,10 +514,25 @@ pub fn generate(store: &Store, spec: &Spec) -> usize {
                     "template": {"metadata": {"labels": app_labels}, "spec": pod_spec(&containers)}}});
             let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
                 "metadata": {"name": rs_name, "namespace": ns, "uid": rs_uid, "creationTimestamp": created, "labels": rs_labels,
-                    "annotations": {"deployment.kubernetes.io/revision": "1"},
+                    "annotations": {"deployment.kubernetes.io/revision": if rolled_out { "2" } else { "1" }},
                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": top_uid, "controller": true, "blockOwnerDeletion": true}]},
                 "spec": {"replicas": 1, "selector": {"matchLabels": rs_labels},
                     "template": {"metadata": {"labels": rs_labels}, "spec": pod_spec(&containers)}}});
+            if rolled_out {
+                let old_hash = rng.suffix(10);
+                let old_name = format!("{name}-{old_hash}");
+                let old_uid = uuid_from(&mut rng.0);
+                let mut old_labels = app_labels.clone();
+                old_labels["pod-template-hash"] = json!(old_hash);
+                let old = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "metadata": {"name": old_name, "namespace": ns, "uid": old_uid, "creationTimestamp": ts(created_at, -86_400),
+                        "labels": old_labels, "annotations": {"deployment.kubernetes.io/revision": "1"},
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": top_uid, "controller": true, "blockOwnerDeletion": true}]},
+                    "spec": {"replicas": 0, "selector": {"matchLabels": old_labels},
+                        "template": {"metadata": {"labels": old_labels}, "spec": pod_spec(&containers)}}});
+                stored += usize::from(store_object(store, old, "synthetic"));
+                old_rs = Some((old_name, old_uid));
+            }
             let pod = json!({"apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": format!("{rs_name}-{}", rng.suffix(5)), "namespace": ns, "uid": uuid_from(&mut rng.0),
                     "creationTimestamp": created, "labels": rs_labels,
@@ -574,6 +593,33 @@ pub fn generate(store: &Store, spec: &Spec) -> usize {
                     .is_ok()
             };
             stored += usize::from(stored_ok);
+        }
+        if let Some((old_name, old_uid)) = &old_rs {
+            let old_owner = Owner {
+                kind: "ReplicaSet",
+                api_version: "apps/v1",
+                name: old_name,
+                uid: old_uid,
+            };
+            let older = &images[(w * 7 + 1) % images.len()];
+            let created_r = ts(created_at, -86_000);
+            let r = report(
+                &mut rng,
+                ns,
+                &old_owner,
+                "app",
+                older,
+                json!(VULNS_PLACEHOLDER),
+                summary(&older.vulns),
+                created_r.clone(),
+                created_r,
+                false,
+            );
+            stored += usize::from(
+                store
+                    .insert_spliced(vr_res, ns, r, Some((VULNS_PLACEHOLDER, &older.vulns_json)))
+                    .is_ok(),
+            );
         }
     }
     stored

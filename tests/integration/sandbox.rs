@@ -663,10 +663,30 @@ fn synthetic_cluster_is_trivy_shaped_and_reproducible() {
     let rs = sb
         .http("GET", "/apis/apps/v1/replicasets", None, &[])
         .json();
+    let rs = rs["items"].as_array().unwrap();
+    let current: Vec<&Value> = rs.iter().filter(|r| r["spec"]["replicas"] == 1).collect();
     assert_eq!(
-        rs["items"].as_array().unwrap().len(),
-        deploys["items"].as_array().unwrap().len()
+        current.len(),
+        deploys["items"].as_array().unwrap().len(),
+        "one current ReplicaSet per Deployment"
     );
+    let old: Vec<&Value> = rs.iter().filter(|r| r["spec"]["replicas"] == 0).collect();
+    assert_eq!(old.len(), 2, "workloads 3 and 23 were rolled out");
+    for o in &old {
+        let deploy = &o["metadata"]["ownerReferences"][0]["name"];
+        let newer = current
+            .iter()
+            .find(|c| &c["metadata"]["ownerReferences"][0]["name"] == deploy)
+            .expect("the current ReplicaSet");
+        assert_eq!(
+            newer["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+            "2"
+        );
+        assert_eq!(
+            o["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+            "1"
+        );
+    }
     let reports = sb.http("GET", VR, None, &[]).json();
     let items = reports["items"].as_array().unwrap();
     assert!(

@@ -316,6 +316,22 @@ pub fn handle(state: &State, req: &Request, client_cert: bool) -> Outcome {
                     "Internal error occurred: injected by the sandbox",
                 )));
             }
+            FaultKind::Status401 => {
+                return Outcome::Respond(status_response(&ApiError::new(
+                    401,
+                    "Unauthorized",
+                    "Unauthorized",
+                )));
+            }
+            FaultKind::Status503 => {
+                let mut e = ApiError::new(
+                    503,
+                    "ServiceUnavailable",
+                    "the server is currently unable to handle the request (injected by the sandbox)",
+                );
+                e.details = Some(json!({"retryAfterSeconds": f.retry_after_seconds}));
+                return Outcome::Respond(status_response(&e));
+            }
             FaultKind::Status429 => {
                 let mut r = Response::new(
                     429,

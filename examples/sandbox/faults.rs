@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultKind {
+    Status401,
     Status500,
+    Status503,
     Status429,
     ExpireContinue,
     Slow,
@@ -18,7 +20,9 @@ pub enum FaultKind {
 impl FaultKind {
     fn parse(s: &str) -> Option<FaultKind> {
         Some(match s {
+            "401" => FaultKind::Status401,
             "500" => FaultKind::Status500,
+            "503" => FaultKind::Status503,
             "429" => FaultKind::Status429,
             "410-continue" | "410" => FaultKind::ExpireContinue,
             "slow" => FaultKind::Slow,
@@ -29,7 +33,9 @@ impl FaultKind {
     }
     fn name(self) -> &'static str {
         match self {
+            FaultKind::Status401 => "401",
             FaultKind::Status500 => "500",
+            FaultKind::Status503 => "503",
             FaultKind::Status429 => "429",
             FaultKind::ExpireContinue => "410-continue",
             FaultKind::Slow => "slow",
@@ -55,7 +61,7 @@ impl Fault {
         let mut parts = spec.split(':');
         let kind_s = parts.next().unwrap_or("");
         let kind = FaultKind::parse(kind_s)
-            .ok_or_else(|| format!("--fault {spec:?}: unknown kind {kind_s:?} (500, 429, 410-continue, slow, truncate, drop)"))?;
+            .ok_or_else(|| format!("--fault {spec:?}: unknown kind {kind_s:?} (500, 503, 429, 401, 410-continue, slow, truncate, drop)"))?;
         let mut f = Fault {
             kind,
             count: 1,
@@ -180,6 +186,11 @@ mod tests {
             Fault::parse_cli("410-continue").unwrap().kind,
             FaultKind::ExpireContinue
         );
+        assert_eq!(
+            Fault::parse_cli("503:retry=4").unwrap().retry_after_seconds,
+            4
+        );
+        assert_eq!(Fault::parse_cli("401").unwrap().kind, FaultKind::Status401);
         assert!(Fault::parse_cli("teapot:1").is_err());
         assert!(Fault::parse_cli("500:many").is_err());
     }

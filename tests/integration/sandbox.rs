@@ -493,6 +493,14 @@ fn injected_faults_answer_as_specified() {
             .starts_with("text/plain")
     );
 
+    sb.fault(r#"{"kind":"503","count":1,"retry_after_seconds":4}"#);
+    let r = sb.http("GET", VR, None, &[]);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("4"));
+    assert_eq!(r.json()["reason"], "ServiceUnavailable");
+    sb.fault(r#"{"kind":"401"}"#);
+    assert_eq!(sb.http("GET", VR, None, &[]).status, 401);
+
     sb.fault(r#"{"kind":"slow","count":1,"delay_ms":700}"#);
     let t = Instant::now();
     assert_eq!(sb.http("GET", VR, None, &[]).status, 200);

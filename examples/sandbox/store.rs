@@ -456,27 +456,37 @@ impl Store {
                 }
             }
         }
-        // Garbage collection: follow ownerReferences until no new dependents appear.
-        let mut i = if orphan { uids.len() } else { 0 };
-        while i < uids.len() {
-            let owner = uids[i].clone();
+        // Garbage collection: index owner uid -> dependents once, then follow it breadth-first.
+        if !orphan {
+            let mut dependents: std::collections::HashMap<String, Vec<(usize, Key, String)>> =
+                std::collections::HashMap::new();
             for (ti, t) in g.tables.iter().enumerate() {
                 for (k, o) in t {
-                    let owned = o
-                        .meta
-                        .get("ownerReferences")
-                        .and_then(Value::as_array)
-                        .is_some_and(|refs| {
-                            refs.iter()
-                                .any(|r| r.get("uid").and_then(Value::as_str) == Some(&owner))
-                        });
-                    if owned && !uids.contains(&o.uid) {
-                        uids.push(o.uid.clone());
-                        doomed.push((ti, k.clone()));
+                    let refs = o.meta.get("ownerReferences").and_then(Value::as_array);
+                    for owner in refs
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|r| r.get("uid").and_then(Value::as_str))
+                    {
+                        dependents.entry(owner.to_string()).or_default().push((
+                            ti,
+                            k.clone(),
+                            o.uid.clone(),
+                        ));
                     }
                 }
             }
-            i += 1;
+            let mut seen: std::collections::HashSet<String> = uids.iter().cloned().collect();
+            let mut i = 0;
+            while i < uids.len() {
+                for (ti, k, uid) in dependents.get(&uids[i]).into_iter().flatten() {
+                    if seen.insert(uid.clone()) {
+                        uids.push(uid.clone());
+                        doomed.push((*ti, k.clone()));
+                    }
+                }
+                i += 1;
+            }
         }
         let mut first = None;
         for (ti, k) in doomed {
@@ -629,14 +639,31 @@ impl Store {
     }
 }
 
+/// The object as deleted at `rv`: DELETED events carry the deletion's resourceVersion, so a
+/// client resuming a watch from it does not replay the event. The stored bytes are patched in
+/// place (serde_json writes object keys sorted, so `metadata` precedes any body field).
 fn with_rv(o: &Obj, rv: u64) -> Obj {
-    let mut v = o.parse();
-    v["metadata"]["resourceVersion"] = Value::String(rv.to_string());
     let mut meta = (*o.meta).clone();
     meta["resourceVersion"] = Value::String(rv.to_string());
+    let old = format!("\"resourceVersion\":\"{}\"", o.rv);
+    let new = format!("\"resourceVersion\":\"{rv}\"");
+    let bytes = match o.bytes.windows(old.len()).position(|w| w == old.as_bytes()) {
+        Some(at) => {
+            let mut b = Vec::with_capacity(o.bytes.len() + new.len());
+            b.extend_from_slice(&o.bytes[..at]);
+            b.extend_from_slice(new.as_bytes());
+            b.extend_from_slice(&o.bytes[at + old.len()..]);
+            b
+        }
+        None => {
+            let mut v = o.parse();
+            v["metadata"]["resourceVersion"] = Value::String(rv.to_string());
+            serde_json::to_vec(&v).unwrap_or_default()
+        }
+    };
     Obj {
         rv,
-        bytes: Arc::new(serde_json::to_vec(&v).unwrap_or_default()),
+        bytes: Arc::new(bytes),
         meta: Arc::new(meta),
         ..o.clone()
     }

@@ -149,17 +149,24 @@ impl Sandbox {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cluster")
     }
 
-    /// Starts the sandbox with `args` (plus `--kubeconfig` and, unless given, `--token`) and
-    /// waits for its ready line.
+    /// Starts the sandbox with `args` (plus, unless given, `--kubeconfig <dir>/kubeconfig` and a
+    /// random `--token`) and waits for its ready line; panics with the sandbox's stderr if it
+    /// does not get ready within 120 s.
     pub fn start(args: &[&str]) -> Sandbox {
         let dir = TempDir::new("kijo-sandbox");
-        let kubeconfig = dir.path().join("kubeconfig");
+        let kubeconfig = match args.iter().position(|a| *a == "--kubeconfig") {
+            Some(i) => PathBuf::from(args.get(i + 1).expect("--kubeconfig needs a value")),
+            None => dir.path().join("kubeconfig"),
+        };
         let token = match args.iter().position(|a| *a == "--token") {
             Some(i) => args.get(i + 1).expect("--token needs a value").to_string(),
             None => random_token(),
         };
         let mut cmd = Command::new(Self::binary());
-        cmd.args(args).arg("--kubeconfig").arg(&kubeconfig);
+        cmd.args(args);
+        if !args.contains(&"--kubeconfig") {
+            cmd.arg("--kubeconfig").arg(&kubeconfig);
+        }
         if !args.contains(&"--token") {
             cmd.args(["--token", &token]);
         }

@@ -2,7 +2,8 @@
 //! Not part of the release binary. See README "Kubernetes API sandbox" for the flags.
 //!
 //! `cargo run --example sandbox -- [--listen ADDR] [--plain-http] [--token TOKEN]
-//!   [--client-ca-dir DIR] [--kubeconfig PATH] [--load DIR]... [--synthetic W:V[:SEED]] [--fault SPEC]...`
+//!   [--client-ca-dir DIR] [--kubeconfig PATH] [--load DIR]... [--synthetic W:V[:SEED]] [--fault SPEC]...
+//!   [--namespaced-token TOKEN=NS[,NS...]]... [--gzip]`
 //!
 //! Prints exactly one line to stdout when ready: `sandbox ready: <URL>`. Logs go to stderr.
 

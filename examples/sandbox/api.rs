@@ -593,7 +593,45 @@ fn collection(
                     "specifying resource version is not allowed when using continue",
                 ));
             }
+            let rv_match = req.param("resourceVersionMatch").filter(|s| !s.is_empty());
+            if cont.is_some() && rv_match.is_some() {
+                return Err(ApiError::bad_request(
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+            let rv = req.param("resourceVersion").filter(|s| !s.is_empty());
+            match (rv_match, rv) {
+                (Some("Exact" | "NotOlderThan"), None) => {
+                    return Err(ApiError::bad_request(
+                        "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                    ));
+                }
+                (Some("Exact"), Some("0")) => {
+                    return Err(ApiError::bad_request(
+                        "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                    ));
+                }
+                (Some("Exact"), Some(v))
+                    if v.parse::<u64>()
+                        .is_ok_and(|v| v < state.store.compacted_rv()) =>
+                {
+                    return Err(ApiError::new(
+                        410,
+                        "Expired",
+                        "The resourceVersion for the provided list is too old.",
+                    ));
+                }
+                (Some(m), _) if m != "Exact" && m != "NotOlderThan" => {
+                    return Err(ApiError::bad_request(format!(
+                        "unsupported resourceVersionMatch {m:?}"
+                    )));
+                }
+                _ => {}
+            }
+            // As the watch cache does: resourceVersion=0 without a match rule ignores `limit`.
+            let any_rv = rv == Some("0") && rv_match.is_none();
             let limit = match req.param("limit").filter(|s| !s.is_empty()) {
+                _ if any_rv => 0,
                 None => 0,
                 Some(s) => s
                     .parse::<usize>()
@@ -919,6 +957,15 @@ fn event_bytes(typ: &str, r: &Resource, o: &Obj, repr: Repr) -> Vec<u8> {
     out
 }
 
+/// Writes a live event as two flushed chunks: clients must decode events that span reads, as
+/// they do behind real API servers and proxies.
+fn write_split<W: Write>(w: &mut W, event: &[u8]) -> io::Result<()> {
+    let (a, b) = event.split_at(event.len() / 2);
+    http::write_chunk(w, &[a])?;
+    w.flush()?;
+    http::write_chunk(w, &[b])
+}
+
 /// Streams watch events until the timeout, a write error or shutdown.
 pub fn run_watch<W: Write>(state: &State, spec: WatchSpec, w: &mut W) -> io::Result<()> {
     let r = &RESOURCES[spec.res];
@@ -984,7 +1031,7 @@ pub fn run_watch<W: Write>(state: &State, spec: WatchSpec, w: &mut W) -> io::Res
             }
             Ok((events, cur)) => {
                 for e in events.iter().filter(|e| matches(&e.obj)) {
-                    http::write_chunk(w, &[&event_bytes(e.typ.as_str(), r, &e.obj, spec.repr)])?;
+                    write_split(w, &event_bytes(e.typ.as_str(), r, &e.obj, spec.repr))?;
                     last_write = Instant::now();
                 }
                 if !events.is_empty() {

@@ -319,6 +319,11 @@ impl Store {
         g.events.clear();
     }
 
+    /// Lists at a resourceVersion below this answer 410 (history compacted away).
+    pub fn compacted_rv(&self) -> u64 {
+        self.lock().compacted_rv
+    }
+
     pub fn current_rv(&self) -> u64 {
         self.lock().rv
     }

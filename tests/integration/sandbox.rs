@@ -1147,3 +1147,55 @@ fn plain_http_and_ipv6_loopback_serve_too() {
         );
     }
 }
+
+#[test]
+fn list_resource_version_rules_follow_the_api_server() {
+    let sb = fixtures();
+    // resourceVersion=0 is served "from the cache": limit is ignored.
+    let any = sb
+        .http("GET", &format!("{VR}?limit=1&resourceVersion=0"), None, &[])
+        .json();
+    assert_eq!(names(&any).len(), 4);
+    assert!(any["metadata"].get("continue").is_none());
+    let page = sb.http("GET", &format!("{VR}?limit=1"), None, &[]).json();
+    let rv = page["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cont = urlencode(page["metadata"]["continue"].as_str().unwrap());
+    let cases = [
+        (
+            format!("{VR}?limit=1&continue={cont}&resourceVersion={rv}"),
+            400,
+        ),
+        (
+            format!("{VR}?limit=1&continue={cont}&resourceVersionMatch=NotOlderThan"),
+            400,
+        ),
+        (format!("{VR}?resourceVersionMatch=Exact"), 400),
+        (
+            format!("{VR}?resourceVersionMatch=Exact&resourceVersion=0"),
+            400,
+        ),
+        (
+            format!("{VR}?resourceVersionMatch=Exact&resourceVersion={rv}"),
+            200,
+        ),
+        (
+            format!("{VR}?resourceVersionMatch=NotOlderThan&resourceVersion={rv}&limit=2"),
+            200,
+        ),
+    ];
+    for (path, code) in &cases {
+        assert_eq!(sb.http("GET", path, None, &[]).status, *code, "{path}");
+    }
+    sb.compact();
+    let old = sb.http(
+        "GET",
+        &format!("{VR}?resourceVersionMatch=Exact&resourceVersion={rv}"),
+        None,
+        &[],
+    );
+    assert_eq!(old.status, 410);
+    assert_eq!(old.json()["reason"], "Expired");
+}

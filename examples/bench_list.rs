@@ -70,9 +70,18 @@ fn main() {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--synthetic" => synthetic = args.next().expect("--synthetic W:V"),
-            "--page-size" => page_size = args.next().and_then(|v| v.parse().ok()).expect("--page-size N"),
-            "--agent-only" => agent_kubeconfig = Some(args.next().expect("--agent-only KUBECONFIG").into()),
-            other => panic!("unknown argument {other}; usage: bench_list [--synthetic W:V] [--page-size N]"),
+            "--page-size" => {
+                page_size = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--page-size N")
+            }
+            "--agent-only" => {
+                agent_kubeconfig = Some(args.next().expect("--agent-only KUBECONFIG").into())
+            }
+            other => panic!(
+                "unknown argument {other}; usage: bench_list [--synthetic W:V] [--page-size N]"
+            ),
         }
     }
     if let Some(kc) = agent_kubeconfig {
@@ -118,7 +127,11 @@ fn main() {
         .args(["--page-size", &page_size.to_string()])
         .output()
         .expect("run agent side");
-    assert!(out.status.success(), "agent side failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "agent side failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let agent: serde_json::Value = serde_json::from_slice(&out.stdout).expect("agent JSON");
 
     // kubectl.
@@ -129,7 +142,14 @@ fn main() {
     let mut kubectl = Command::new("/usr/bin/time")
         .args(["-f", "%e %M", "-o"])
         .arg(&time_file)
-        .args(["/usr/bin/kubectl", "get", "vulnerabilityreports", "-A", "-o", "json"])
+        .args([
+            "/usr/bin/kubectl",
+            "get",
+            "vulnerabilityreports",
+            "-A",
+            "-o",
+            "json",
+        ])
         .env("KUBECONFIG", &kubeconfig)
         .env("HOME", &home)
         .env("KUBECACHEDIR", home.join("cache"))

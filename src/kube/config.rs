@@ -50,8 +50,9 @@ pub enum AuthConfig {
     Exec(ExecConfig),
 }
 
-/// A `user.exec` stanza (client.authentication.k8s.io).
-#[derive(Clone, Debug, PartialEq)]
+/// A `user.exec` stanza (client.authentication.k8s.io). `Debug` shows only the command:
+/// arguments and environment may carry credentials.
+#[derive(Clone, PartialEq)]
 pub struct ExecConfig {
     pub command: String,
     pub args: Vec<String>,
@@ -60,6 +61,15 @@ pub struct ExecConfig {
     pub install_hint: String,
     /// `spec.cluster` for `KUBERNETES_EXEC_INFO` when `provideClusterInfo` is set.
     pub cluster_info: Option<serde_json::Value>,
+}
+
+impl std::fmt::Debug for ExecConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecConfig")
+            .field("command", &self.command)
+            .field("api_version", &self.api_version)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A resolved, validated configuration.

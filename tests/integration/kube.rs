@@ -757,3 +757,72 @@ fn shutdown_interrupts_a_slow_request() {
         start.elapsed()
     );
 }
+
+/// A minimal HTTP CONNECT proxy on loopback; counts the tunnels it opened.
+fn connect_proxy() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tunnels = Arc::new(AtomicUsize::new(0));
+    let counter = tunnels.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(client) = conn else { return };
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(client.try_clone().unwrap());
+                let mut first = String::new();
+                reader.read_line(&mut first).unwrap();
+                loop {
+                    let mut l = String::new();
+                    if reader.read_line(&mut l).unwrap() == 0 || l == "\r\n" {
+                        break;
+                    }
+                }
+                let target = first.split_whitespace().nth(1).unwrap_or("").to_string();
+                assert!(first.starts_with("CONNECT "), "{first}");
+                assert!(target.starts_with("127.0.0.1:"), "loopback only: {target}");
+                let upstream = TcpStream::connect(&target).unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut client_w = client.try_clone().unwrap();
+                client_w
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .unwrap();
+                let mut up_r = upstream.try_clone().unwrap();
+                let mut up_w = upstream;
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut up_r, &mut client_w);
+                    let _ = client_w.shutdown(std::net::Shutdown::Both);
+                });
+                // Bytes the reader already buffered belong to the tunnel.
+                let buffered = reader.buffer().to_vec();
+                let _ = up_w.write_all(&buffered);
+                let mut client_r = reader.into_inner();
+                let _ = std::io::copy(&mut client_r, &mut up_w);
+                let _ = up_w.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    (format!("http://{addr}"), tunnels)
+}
+
+#[test]
+fn proxy_url_tunnels_through_the_proxy() {
+    let sb = Sandbox::start(&["--load", &fixtures()]);
+    let (proxy, tunnels) = connect_proxy();
+    let kc = write_kubeconfig(
+        &sb,
+        "proxied",
+        &format!("    proxy-url: {proxy}\n"),
+        &format!("    token: {}\n", sb.token),
+    );
+    let client = Client::connect(&opts(&kc)).unwrap();
+    assert_eq!(
+        collect_reports(&client, &[]).unwrap().0.len(),
+        kubectl_count(&sb)
+    );
+    assert!(tunnels.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+}

@@ -406,6 +406,15 @@ fn an_expired_continue_token_restarts_the_listing() {
     assert_eq!(restarts, 1, "the caller is told to drop partial results");
     assert_eq!(names(&reports), all);
     assert_eq!(reports.len(), all.len(), "no duplicates after the restart");
+
+    // Per-namespace listing: a restart in the second namespace voids the first one too,
+    // so it is listed again.
+    let nss = ["shop".to_string(), "data".to_string()];
+    sb.fault(r#"{"kind":"410-continue","count":1,"path_contains":"namespaces/data"}"#);
+    let (reports, _, restarts) = collect_reports(&client, &nss).unwrap();
+    assert_eq!(restarts, 1);
+    assert_eq!(names(&reports), all);
+    assert_eq!(reports.len(), all.len());
 }
 
 #[test]

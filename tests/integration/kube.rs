@@ -835,3 +835,43 @@ fn proxy_url_tunnels_through_the_proxy() {
     );
     assert!(tunnels.load(std::sync::atomic::Ordering::SeqCst) >= 1);
 }
+
+#[test]
+fn lease_create_get_replace_and_conflict() {
+    let sb = Sandbox::start(&["--load", &fixtures()]);
+    let client = Client::connect(&opts(&sb.kubeconfig)).unwrap();
+    let coll = "/apis/coordination.k8s.io/v1/namespaces/shop/leases";
+    let one = format!("{coll}/kijo-agent-leader");
+    assert!(
+        client
+            .get_json::<serde_json::Value>(&one)
+            .unwrap()
+            .is_none()
+    );
+    let lease = serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "kijo-agent-leader", "namespace": "shop"},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}
+    });
+    let created: serde_json::Value = client.write_json("POST", coll, &lease).unwrap();
+    let rv = created["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let again = client
+        .write_json::<serde_json::Value>("POST", coll, &lease)
+        .unwrap_err();
+    assert_eq!(again.status(), Some(409), "{again}");
+    let mut update = created.clone();
+    update["spec"]["holderIdentity"] = "b".into();
+    let replaced: serde_json::Value = client.write_json("PUT", &one, &update).unwrap();
+    assert_eq!(replaced["spec"]["holderIdentity"], "b");
+    // A stale resourceVersion loses: optimistic concurrency for leader election.
+    update["metadata"]["resourceVersion"] = rv.into();
+    let stale = client
+        .write_json::<serde_json::Value>("PUT", &one, &update)
+        .unwrap_err();
+    assert_eq!(stale.status(), Some(409), "{stale}");
+    let got: serde_json::Value = client.get_json(&one).unwrap().unwrap();
+    assert_eq!(got["spec"]["holderIdentity"], "b");
+}

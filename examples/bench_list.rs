@@ -116,7 +116,7 @@ fn synthetic_report(ns: &str, i: usize, vulns: usize) -> serde_json::Value {
                 "vulnerabilityID": format!("CVE-20{:02}-{:05}", 18 + (n % 8), n),
                 "resource": pkg,
                 "installedVersion": format!("{}.{}.{}-{}+deb12u{}", 1 + n % 3, n % 17, n % 29, n % 5, n % 4),
-                "fixedVersion": if n % 3 == 0 { String::new() } else { format!("{}.{}.{}, {}.{}.0", 1 + n % 3, n % 17, 1 + n % 29, 2 + n % 3, n % 11) },
+                "fixedVersion": if n.is_multiple_of(3) { String::new() } else { format!("{}.{}.{}, {}.{}.0", 1 + n % 3, n % 17, 1 + n % 29, 2 + n % 3, n % 11) },
                 "severity": SEVERITIES[n % SEVERITIES.len()],
                 "title": format!("{pkg}: improper input validation in the parser allows a remote attacker to cause a denial of service via crafted data (variant {n})"),
                 "primaryLink": format!("https://avd.aquasec.com/nvd/cve-20{:02}-{:05}", 18 + (n % 8), n),

@@ -943,6 +943,37 @@ contexts:
     }
 
     #[test]
+    fn relative_paths_resolve_against_the_kubeconfig_directory() {
+        let dir = std::env::temp_dir().join(format!("kijo-kcfg-rel-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(CA_B64)
+            .unwrap();
+        std::fs::write(dir.join("certs/ca.crt"), pem).unwrap();
+        std::fs::write(dir.join("certs/token"), " tok \n").unwrap();
+        let kc = dir.join("config");
+        std::fs::write(
+            &kc,
+            "current-context: a\nclusters:\n- {name: c, cluster: {server: 'https://k', certificate-authority: certs/ca.crt}}\nusers:\n- {name: u, user: {tokenFile: certs/token}}\ncontexts:\n- {name: a, context: {cluster: c, user: u}}\n",
+        )
+        .unwrap();
+        let cfg = from_kubeconfig_files(std::slice::from_ref(&kc), None).unwrap();
+        assert!(cfg.ca_pem.is_some());
+        match &cfg.auth {
+            AuthConfig::TokenFile { path, .. } => {
+                assert_eq!(path, &dir.join("certs/token"));
+                assert_eq!(read_token_file(path).unwrap().expose(), "tok");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A missing CA file is named in the error.
+        std::fs::remove_file(dir.join("certs/ca.crt")).unwrap();
+        let err = from_kubeconfig_files(std::slice::from_ref(&kc), None).unwrap_err();
+        assert!(err.to_string().contains("certs/ca.crt"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn garbage_yaml_does_not_echo_content() {
         let err = parse_kubeconfig(Path::new("/k/x"), "users: [\n  {token: s3cr3t-token, : : :")
             .unwrap_err()

@@ -102,6 +102,8 @@ pub const LABEL_CONTAINER: &str = "trivy-operator.container.name";
 pub const LABEL_SPEC_HASH: &str = "resource-spec-hash";
 /// Holds the owner name when it is not a valid label value (the label then carries a hash).
 pub const ANNOTATION_OWNER_NAME: &str = "trivy-operator.resource.name";
+/// `0s` means "historical": the operator deletes the report soon (old ReplicaSet revision).
+pub const ANNOTATION_REPORT_TTL: &str = "trivy-operator.aquasecurity.github.io/report-ttl";
 
 /// The workload a report was produced for, as the operator recorded it (the direct owner, e.g.
 /// a ReplicaSet; see [`crate::trivy::workload_of`] for the Deployment above it).
@@ -260,6 +262,9 @@ pub struct Report<F = Finding> {
     pub image: Image,
     /// `resource-spec-hash`: changes when the owner's pod template changes.
     pub spec_hash: String,
+    /// All annotations, e.g. `trivy-operator.aquasecurity.github.io/report-ttl` (`0s` marks
+    /// a report of an old revision that the operator is about to delete).
+    pub annotations: BTreeMap<String, String>,
     pub findings: Vec<F>,
 }
 
@@ -500,6 +505,7 @@ fn from_raw(hint: ReportKind, raw: RawReport) -> Result<Report, Malformed> {
         creation_timestamp,
         owner,
         owner_references: meta.owner_references,
+        annotations: meta.annotations,
         container,
         image,
         findings,

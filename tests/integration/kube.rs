@@ -875,3 +875,73 @@ fn lease_create_get_replace_and_conflict() {
     let got: serde_json::Value = client.get_json(&one).unwrap().unwrap();
     assert_eq!(got["spec"]["holderIdentity"], "b");
 }
+
+#[test]
+fn metadata_listing_finds_exactly_the_changed_reports() {
+    let sb = Sandbox::start(&["--load", &fixtures()]);
+    populate(&sb, 6);
+    let client = Client::connect(&opts(&sb.kubeconfig)).unwrap();
+    let list = |client: &Client| {
+        let mut metas = Vec::new();
+        client
+            .list_metadata(VR, &[], &mut |ev| match ev {
+                ListEvent::Item(m) => metas.push(m),
+                ListEvent::Restart => metas.clear(),
+            })
+            .unwrap();
+        metas
+    };
+    let first = kijo_agent::kube::diff_versions(&Default::default(), &list(&client));
+    assert_eq!(first.changed.len(), kubectl_count(&sb));
+    // One report modified (kubectl merge patch), one deleted, one created.
+    sb.kubectl_ok(&[
+        "patch",
+        "vulnerabilityreport",
+        "replicaset-gen-0-app",
+        "-n",
+        "shop",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"labels":{"touched":"yes"}}}"#,
+    ]);
+    sb.kubectl_ok(&[
+        "delete",
+        "vulnerabilityreport",
+        "replicaset-gen-1-app",
+        "-n",
+        "data",
+    ]);
+    populate_one(&sb, 99);
+    sb.reset_stats();
+    let second = kijo_agent::kube::diff_versions(&first.current, &list(&client));
+    let changed: BTreeSet<&str> = second.changed.iter().map(|(_, n, _)| n.as_str()).collect();
+    assert_eq!(
+        changed,
+        BTreeSet::from(["replicaset-gen-0-app", "replicaset-gen-99-app"])
+    );
+    assert_eq!(second.deleted.len(), 1);
+    assert_eq!(second.unchanged, first.changed.len() - 2);
+    // Only the small metadata listing was needed to find out.
+    let stats = sb.stats();
+    for r in stats["requests"].as_array().unwrap() {
+        if r["path"]
+            .as_str()
+            .unwrap_or("")
+            .contains("vulnerabilityreports")
+        {
+            assert_eq!(r["as"], "PartialObjectMetadataList", "{r}");
+        }
+    }
+}
+
+fn populate_one(sb: &Sandbox, i: usize) {
+    let body = format!(
+        r#"{{"apiVersion":"aquasecurity.github.io/v1alpha1","kind":"VulnerabilityReport","metadata":{{"name":"replicaset-gen-{i}-app","namespace":"shop","labels":{{"trivy-operator.resource.kind":"ReplicaSet","trivy-operator.resource.name":"gen-{i}","trivy-operator.resource.namespace":"shop","trivy-operator.container.name":"app"}}}},"report":{{"vulnerabilities":[]}}}}"#
+    );
+    create(
+        sb,
+        "/apis/aquasecurity.github.io/v1alpha1/namespaces/shop/vulnerabilityreports",
+        &body,
+    );
+}

@@ -730,6 +730,31 @@ mod tests {
         assert_eq!(r.container, "");
     }
 
+    /// Extra check against the upstream-derived samples, when this machine has them.
+    #[test]
+    fn shared_upstream_samples_parse() {
+        let dir = std::path::Path::new("/work/shared/fixtures/trivy");
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut n = 0;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("vulnerabilityreport-") || !name.ends_with(".json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            let r = parse_report(ReportKind::VulnerabilityReport, &text)
+                .unwrap_or_else(|m| panic!("{name}: {m}"));
+            assert!(
+                !r.owner.name.is_empty() && !r.container.is_empty(),
+                "{name}"
+            );
+            n += 1;
+        }
+        assert!(n > 0, "no samples in {}", dir.display());
+    }
+
     #[test]
     fn severity_parsing_is_case_insensitive() {
         let cases = [

@@ -158,3 +158,56 @@ impl Faults {
         Some(f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_specs_parse() {
+        let f = Fault::parse_cli("500:3").unwrap();
+        assert_eq!((f.kind, f.count), (FaultKind::Status500, 3));
+        let f = Fault::parse_cli("429:2:retry=7").unwrap();
+        assert_eq!(
+            (f.kind, f.count, f.retry_after_seconds),
+            (FaultKind::Status429, 2, 7)
+        );
+        let f = Fault::parse_cli("slow:delay=250").unwrap();
+        assert_eq!((f.kind, f.count, f.delay_ms), (FaultKind::Slow, 1, 250));
+        let f = Fault::parse_cli("truncate:1:path=/apis/x:y").unwrap();
+        assert_eq!(f.path_contains.as_deref(), Some("/apis/x:y"));
+        assert_eq!(
+            Fault::parse_cli("410-continue").unwrap().kind,
+            FaultKind::ExpireContinue
+        );
+        assert!(Fault::parse_cli("teapot:1").is_err());
+        assert!(Fault::parse_cli("500:many").is_err());
+    }
+
+    #[test]
+    fn faults_are_consumed_per_matching_request() {
+        let faults = Faults::default();
+        faults.add(Fault::parse_cli("500:2:path=reports").unwrap());
+        faults.add(Fault::parse_cli("410-continue:1").unwrap());
+        assert!(faults.take("/api/v1/pods", false).is_none());
+        assert_eq!(
+            faults.take("/apis/x/reports", false).map(|f| f.kind),
+            Some(FaultKind::Status500)
+        );
+        assert_eq!(
+            faults.take("/apis/x/reports", false).map(|f| f.kind),
+            Some(FaultKind::Status500)
+        );
+        assert!(
+            faults.take("/apis/x/reports", false).is_none(),
+            "410-continue needs a continue list"
+        );
+        assert_eq!(
+            faults
+                .take("/apis/x/reports?continue=a", true)
+                .map(|f| f.kind),
+            Some(FaultKind::ExpireContinue)
+        );
+        assert!(faults.pending().is_empty());
+    }
+}

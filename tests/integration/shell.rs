@@ -138,7 +138,7 @@ fn dry_run_passes_on_a_reachable_database_as_the_original_readme_writes_it() {
 #[test]
 fn probes_metrics_and_http_hardening() {
     let dir = TempDir::new("probes");
-    let db = format!("sqlite:{}", dir.0.join("kijo.db").display());
+    let db = format!("sqlite:{}", dir.path().join("kijo.db").display());
     let agent = Agent::start(
         &[
             ("KIJO_DATABASE_URL", db.as_str()),
@@ -298,7 +298,7 @@ fn once_runs_one_cycle_and_exits_0_or_1() {
     let sandbox = Sandbox::start(&["--load", &Sandbox::fixtures_dir().display().to_string()]);
     let kubeconfig = sandbox.kubeconfig.display().to_string();
     let dir = TempDir::new("once");
-    let db = format!("sqlite:{}", dir.0.join("kijo.db").display());
+    let db = format!("sqlite:{}", dir.path().join("kijo.db").display());
     let env = [
         ("KIJO_DATABASE_URL", db.as_str()),
         ("KIJO_CLUSTER_NAME", "once"),
@@ -314,7 +314,7 @@ fn once_runs_one_cycle_and_exits_0_or_1() {
     assert_eq!(v["baseline"], true, "{summary}");
     assert!(v["reports_changed"].as_u64().unwrap() >= 4, "{summary}");
     assert!(
-        dir.0.join("kijo.db").exists(),
+        dir.path().join("kijo.db").exists(),
         "the embedded store was created"
     );
 

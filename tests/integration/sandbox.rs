@@ -1199,3 +1199,69 @@ fn list_resource_version_rules_follow_the_api_server() {
     assert_eq!(old.status, 410);
     assert_eq!(old.json()["reason"], "Expired");
 }
+
+#[test]
+fn kubectl_server_side_apply_discovery_and_get_all() {
+    let sb = fixtures();
+    let file = sb.dir.path().join("report.json");
+    std::fs::write(&file, NEW_REPORT).unwrap();
+    let f = file.display().to_string();
+    // Client-side apply first, then server-side apply over it (kubectl then sends a second
+    // apply-patch with only the last-applied annotation, which must not wipe the report).
+    sb.kubectl_ok(&["apply", "-f", &f]);
+    let out = sb.kubectl_ok(&["apply", "--server-side", "-f", &f]);
+    assert!(out.contains("serverside-applied"), "{out}");
+    let got: Value = serde_json::from_str(&sb.kubectl_ok(&[
+        "get",
+        "vuln",
+        "-n",
+        "shop",
+        "replicaset-api-6b8f7c9d4-app",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        got["report"]["vulnerabilities"].as_array().map(Vec::len),
+        Some(1)
+    );
+    sb.kubectl_ok(&[
+        "label",
+        "vuln",
+        "-n",
+        "shop",
+        "replicaset-api-6b8f7c9d4-app",
+        "reviewed=yes",
+    ]);
+    assert!(
+        sb.kubectl_ok(&[
+            "get",
+            "vulns",
+            "-n",
+            "shop",
+            "-l",
+            "reviewed=yes",
+            "-o",
+            "name"
+        ])
+        .contains("replicaset-api-6b8f7c9d4-app")
+    );
+
+    let resources = sb.kubectl_ok(&["api-resources"]);
+    for line in [
+        "vulnerabilityreports",
+        "clustervulnerabilityreports",
+        "leases",
+        "deployments",
+    ] {
+        assert!(resources.contains(line), "{line} missing:\n{resources}");
+    }
+    let all = sb.kubectl_ok(&["get", "all", "-n", "shop", "-o", "name"]);
+    for name in [
+        "pod/web-7c9d8f6b5d-x2k9p",
+        "deployment.apps/web",
+        "replicaset.apps/web-7c9d8f6b5d",
+    ] {
+        assert!(all.contains(name), "{name} missing:\n{all}");
+    }
+}

@@ -5,6 +5,7 @@ default:
 
 # Everything CI runs: formatting, lints, all tests, deployment validation, the static binary in an empty root.
 test: lint
+    cargo build --example sandbox
     cargo test --all-targets
     just validate-deploy
     just static-binary-test --full

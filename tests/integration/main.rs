@@ -3,6 +3,7 @@
 //! receivers.
 
 mod kube;
+mod lifecycle_e2e;
 mod notify;
 mod sandbox;
 mod shell;

@@ -1,0 +1,231 @@
+//! Lifecycle scenarios: a store under test (PostgreSQL or SQLite) read back directly, and
+//! report edits scripted with real kubectl against the sandbox.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::agent::TempDir;
+use super::pg::TestDb;
+use super::sandbox::Sandbox;
+
+/// One lifecycle event row, without its sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventRow {
+    pub kind: String,
+    pub workload_kind: String,
+    pub workload: String,
+    pub container: String,
+    pub cve: String,
+    pub event_id: String,
+}
+
+impl EventRow {
+    /// `kind workload_kind/workload/container cve`, for compact assertions.
+    pub fn short(&self) -> String {
+        format!(
+            "{} {}/{}/{} {}",
+            self.kind, self.workload_kind, self.workload, self.container, self.cve
+        )
+    }
+}
+
+/// The store an agent under test writes to.
+pub enum Db {
+    Pg(TestDb),
+    Sqlite(TempDir, PathBuf),
+}
+
+impl Db {
+    pub fn postgres(tag: &str) -> Db {
+        Db::Pg(TestDb::create(tag))
+    }
+
+    pub fn sqlite(tag: &str) -> Db {
+        let dir = TempDir::new(tag);
+        let path = dir.0.join("kijo.db");
+        Db::Sqlite(dir, path)
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Db::Pg(_) => "postgres",
+            Db::Sqlite(..) => "sqlite",
+        }
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            Db::Pg(db) => db.url_with_password("unused"),
+            Db::Sqlite(_, path) => format!("sqlite:{}", path.display()),
+        }
+    }
+
+    /// Rows of a query whose columns are all text (or cast to text).
+    fn rows(&self, pg_sql: &str, sqlite_sql: &str, cluster: &str) -> Vec<Vec<String>> {
+        match self {
+            Db::Pg(db) => {
+                let url = format!("postgres://postgres@127.0.0.1:5432/{}", db.name);
+                let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                c.query(pg_sql, &[&cluster])
+                    .unwrap()
+                    .iter()
+                    .map(|r| (0..r.len()).map(|i| r.get::<_, String>(i)).collect())
+                    .collect()
+            }
+            Db::Sqlite(_, path) => {
+                let c = rusqlite::Connection::open(path).unwrap();
+                c.busy_timeout(Duration::from_secs(10)).unwrap();
+                let mut st = c.prepare(sqlite_sql).unwrap();
+                let n = st.column_count();
+                st.query_map([cluster], |r| {
+                    (0..n)
+                        .map(|i| r.get::<_, String>(i))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+            }
+        }
+    }
+
+    /// Every lifecycle event of a cluster, oldest first.
+    pub fn events(&self, cluster: &str) -> Vec<EventRow> {
+        let sql = "SELECT kind, workload_kind, workload, container, cve_id, event_id
+                   FROM lifecycle_events WHERE cluster_name = $1 ORDER BY seq";
+        self.rows(sql, &sql.replace("$1", "?1"), cluster)
+            .into_iter()
+            .map(|r| EventRow {
+                kind: r[0].clone(),
+                workload_kind: r[1].clone(),
+                workload: r[2].clone(),
+                container: r[3].clone(),
+                cve: r[4].clone(),
+                event_id: r[5].clone(),
+            })
+            .collect()
+    }
+
+    /// Every finding row of a cluster (state and times as text), sorted: the whole lifecycle
+    /// state, for comparing two runs.
+    pub fn findings(&self, cluster: &str) -> Vec<Vec<String>> {
+        let pg = "SELECT namespace, workload_kind, workload, container, cve_id, package,
+                         package_path, severity, state, reintroduced_count::text,
+                         to_char(first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'),
+                         to_char(last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'),
+                         coalesce(to_char(fixed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), '')
+                  FROM vulnerability_history WHERE cluster_name = $1 ORDER BY 1, 2, 3, 4, 5, 6, 7";
+        let sqlite = "SELECT namespace, workload_kind, workload, container, cve_id, package,
+                             package_path, severity, state, CAST(reintroduced_count AS TEXT),
+                             first_seen, last_seen, coalesce(fixed_at, '')
+                      FROM vulnerability_history WHERE cluster_name = ?1 ORDER BY 1, 2, 3, 4, 5, 6, 7";
+        self.rows(pg, sqlite, cluster)
+    }
+
+    /// Open findings of one workload.
+    pub fn open_of(&self, cluster: &str, workload: &str) -> usize {
+        self.findings(cluster)
+            .iter()
+            .filter(|r| r[2] == workload && r[8] == "open")
+            .count()
+    }
+}
+
+/// The events added since `before` (a previous `events()` result).
+pub fn new_events(db: &Db, cluster: &str, before: &[EventRow]) -> Vec<EventRow> {
+    let all = db.events(cluster);
+    assert!(
+        all.len() >= before.len() && all[..before.len()] == *before,
+        "lifecycle_events is append-only"
+    );
+    all[before.len()..].to_vec()
+}
+
+/// A report (or any object) as JSON, via kubectl.
+pub fn get(sb: &Sandbox, kind: &str, ns: &str, name: &str) -> Value {
+    let out = sb.kubectl_ok(&["get", kind, "-n", ns, name, "-o", "json"]);
+    serde_json::from_str(&out).unwrap()
+}
+
+fn kubectl_stdin(sb: &Sandbox, args: &[&str], input: &Value) -> String {
+    use std::io::Write;
+    let mut cmd = sb.kubectl_command(args);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `kubectl replace -f -`: an in-place update, as Trivy Operator does on a rescan.
+pub fn replace(sb: &Sandbox, obj: &Value) {
+    kubectl_stdin(sb, &["replace", "-f", "-"], obj);
+}
+
+/// `kubectl create -f -`; returns the created object.
+pub fn create(sb: &Sandbox, obj: &Value) -> Value {
+    let mut obj = obj.clone();
+    if let Some(m) = obj["metadata"].as_object_mut() {
+        for k in ["uid", "resourceVersion", "creationTimestamp", "generation"] {
+            m.remove(k);
+        }
+    }
+    let out = kubectl_stdin(sb, &["create", "-f", "-", "-o", "json"], &obj);
+    serde_json::from_str(&out).unwrap()
+}
+
+/// A rescan: the report's findings changed by `edit`, with an `updateTimestamp` `later` after
+/// the current one (the lifecycle ignores scans that are not newer).
+pub fn rescan(report: &mut Value, later: Duration, edit: impl FnOnce(&mut Vec<Value>)) {
+    let ts: jiff::Timestamp = report["report"]["updateTimestamp"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let next = ts + jiff::SignedDuration::try_from(later).unwrap();
+    report["report"]["updateTimestamp"] = json!(next.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+    let vulns = report["report"]["vulnerabilities"].as_array_mut().unwrap();
+    edit(vulns);
+}
+
+/// A finding as Trivy writes it.
+pub fn vulnerability(id: &str, package: &str, severity: &str) -> Value {
+    json!({
+        "vulnerabilityID": id, "resource": package, "installedVersion": "1.0.0",
+        "fixedVersion": "1.0.1", "severity": severity, "title": format!("{package}: {id}"),
+        "primaryLink": format!("https://avd.aquasec.com/nvd/{}", id.to_lowercase()),
+        "links": [], "target": ""
+    })
+}
+
+/// Polls `f` until it returns `Some`, failing after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

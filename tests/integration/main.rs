@@ -3,6 +3,7 @@
 //! receivers.
 
 mod kube;
+mod leader;
 mod lifecycle_e2e;
 mod notify;
 mod sandbox;

@@ -2,6 +2,7 @@
 //! servers — the agent binary, PostgreSQL on loopback, the Kubernetes-API sandbox, webhook
 //! receivers.
 
+mod crash;
 mod kube;
 mod leader;
 mod lifecycle_e2e;

@@ -94,6 +94,33 @@ impl Db {
         }
     }
 
+    /// A count (`SELECT count(*)::text …`), 0 while the schema does not exist yet.
+    pub fn count(&self, table: &str, cluster: &str) -> usize {
+        let pg = format!("SELECT count(*)::text FROM {table} WHERE cluster_name = $1");
+        let sqlite = format!("SELECT CAST(count(*) AS TEXT) FROM {table} WHERE cluster_name = ?1");
+        let exists = match self {
+            Db::Pg(_) => self.rows(
+                &format!("SELECT (to_regclass('{table}') IS NOT NULL)::text WHERE $1 <> ''"),
+                "",
+                cluster,
+            )[0][0]
+                == "true",
+            Db::Sqlite(_, path) => {
+                path.exists()
+                    && self.rows(
+                        "",
+                        &format!("SELECT CAST(count(*) AS TEXT) FROM sqlite_master WHERE name = '{table}' AND ?1 <> ''"),
+                        cluster,
+                    )[0][0]
+                        == "1"
+            }
+        };
+        if !exists {
+            return 0;
+        }
+        self.rows(&pg, &sqlite, cluster)[0][0].parse().unwrap()
+    }
+
     /// Every lifecycle event of a cluster, oldest first.
     pub fn events(&self, cluster: &str) -> Vec<EventRow> {
         let sql = "SELECT kind, workload_kind, workload, container, cve_id, event_id
@@ -227,5 +254,61 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
             "timed out after {timeout:?} waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A StatefulSet report with `vulns` findings, in namespace `ns`: `statefulset-app-<i>-main`.
+pub fn synthetic_report(ns: &str, i: usize, vulns: usize) -> Value {
+    let items: Vec<Value> = (0..vulns)
+        .map(|j| {
+            let sev = ["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"][(i + j) % 5];
+            vulnerability(&format!("CVE-2024-{:05}", j), &format!("pkg-{}", j % 40), sev)
+        })
+        .collect();
+    let owner = format!("app-{i}");
+    json!({
+        "apiVersion": "aquasecurity.github.io/v1alpha1", "kind": "VulnerabilityReport",
+        "metadata": {
+            "name": format!("statefulset-{owner}-main"), "namespace": ns,
+            "labels": {
+                "trivy-operator.resource.kind": "StatefulSet", "trivy-operator.resource.name": owner,
+                "trivy-operator.resource.namespace": ns, "trivy-operator.container.name": "main",
+                "app.kubernetes.io/managed-by": "trivy-operator"
+            }
+        },
+        "report": {
+            "updateTimestamp": "2026-11-20T06:00:00Z",
+            "scanner": {"name": "Trivy", "vendor": "Aqua Security", "version": "0.58.1"},
+            "registry": {"server": "ghcr.io"},
+            "artifact": {"repository": format!("acme/service-{i}"), "tag": "1.0.0"},
+            "summary": {"criticalCount": 0, "highCount": 0, "mediumCount": 0, "lowCount": 0, "unknownCount": 0},
+            "vulnerabilities": items
+        }
+    })
+}
+
+/// Creates `count` synthetic reports over the API (faster than kubectl for hundreds).
+pub fn populate(sb: &Sandbox, ns: &str, count: usize, vulns: usize) {
+    let path = format!("/apis/aquasecurity.github.io/v1alpha1/namespaces/{ns}/vulnerabilityreports");
+    for i in 0..count {
+        let body = synthetic_report(ns, i, vulns).to_string();
+        let r = sb.http("POST", &path, Some(&body), &[]);
+        assert_eq!(r.status, 201, "create report {i}: {}", r.body);
+    }
+}
+
+/// Rescans every synthetic report: one finding fixed, one new (so 2 events per report).
+pub fn rescan_all(sb: &Sandbox, ns: &str, count: usize) {
+    for i in 0..count {
+        let path = format!(
+            "/apis/aquasecurity.github.io/v1alpha1/namespaces/{ns}/vulnerabilityreports/statefulset-app-{i}-main"
+        );
+        let mut r = sb.http("GET", &path, None, &[]).json();
+        rescan(&mut r, Duration::from_secs(3600), |v| {
+            v.remove(0);
+            v.push(vulnerability(&format!("CVE-2099-{i:05}"), "openssl", "HIGH"));
+        });
+        let put = sb.http("PUT", &path, Some(&r.to_string()), &[]);
+        assert_eq!(put.status, 200, "rescan report {i}: {}", put.body);
     }
 }

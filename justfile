@@ -28,3 +28,8 @@ sandbox *ARGS:
 bench-list *ARGS:
     cargo build --release --example sandbox --example bench_list
     target/release/examples/bench_list {{ARGS}}
+
+# First sync of `--synthetic 3000:150` into a fresh PostgreSQL database, then a no-change cycle; prints wall time, peak RSS, rows written
+bench-lifecycle *ARGS:
+    cargo build --release --bin kijo-agent --example sandbox --example bench_lifecycle
+    target/release/examples/bench_lifecycle {{ARGS}}

@@ -228,3 +228,76 @@ fn reference_findings(reference: &Db) -> Vec<Vec<String>> {
         })
         .collect()
 }
+
+/// Leader election gives no fencing: a stale leader may still be writing when its successor
+/// starts. Both then compute the same change with the same event ids; whichever commits second
+/// must find it already recorded (stale) or be refused by the unique constraint, never record
+/// it twice. Many concurrent pairs, so that both interleavings occur.
+#[test]
+fn racing_writers_record_each_change_once() {
+    use kijo_agent::lifecycle::{AssetId, Finding, FindingKey, Observation};
+    use kijo_agent::store::{DatabaseTarget, Store, StoreError};
+    use std::sync::{Arc, Barrier};
+
+    let db = Db::postgres("race");
+    let target = DatabaseTarget::parse(&db.url()).unwrap();
+    let obs = |i: usize| Observation {
+        cluster: "race".into(),
+        asset: AssetId {
+            namespace: "shop".into(),
+            workload_kind: "Deployment".into(),
+            workload: format!("w{i}"),
+            container: "app".into(),
+        },
+        image: "ghcr.io/acme/w:1".into(),
+        scanned_at: "2026-11-20T06:00:00Z".parse().unwrap(),
+        findings: (0..50)
+            .map(|j| Finding {
+                key: FindingKey {
+                    vulnerability_id: format!("CVE-2024-{j:05}"),
+                    package: "openssl".into(),
+                    package_path: String::new(),
+                },
+                severity: "HIGH".into(),
+                ..Finding::default()
+            })
+            .collect(),
+    };
+    const PAIRS: usize = 20;
+    let barrier = Arc::new(Barrier::new(2));
+    let outcomes: Vec<Vec<Result<usize, String>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let barrier = Arc::clone(&barrier);
+                let target = target.clone();
+                s.spawn(move || {
+                    let mut store = Store::open(&target).unwrap();
+                    (0..PAIRS)
+                        .map(|i| {
+                            barrier.wait();
+                            // Not a baseline: every finding is a `new` event.
+                            match store.apply(&obs(i), None, false, &[]) {
+                                Ok(a) => Ok(a.events.len()),
+                                Err(StoreError::Conflict(d)) => Err(d),
+                                Err(e) => panic!("unexpected store error: {e}"),
+                            }
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut conflicts = 0;
+    for i in 0..PAIRS {
+        let recorded: usize = outcomes
+            .iter()
+            .map(|o| *o[i].as_ref().unwrap_or(&0))
+            .sum();
+        assert_eq!(recorded, 50, "pair {i}: {:?}", (&outcomes[0][i], &outcomes[1][i]));
+        conflicts += outcomes.iter().filter(|o| o[i].is_err()).count();
+    }
+    let events = db.events("race");
+    assert_eq!(events.len(), PAIRS * 50, "each change recorded once");
+    println!("{conflicts} of {PAIRS} races ended in a unique-constraint refusal, the rest as stale");
+}

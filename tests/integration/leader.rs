@@ -48,6 +48,15 @@ fn leader_gauge(addr: SocketAddr) -> Option<u8> {
         .map(|v| v as u8)
 }
 
+/// The value of one sample line of `/metrics`.
+fn metric(addr: SocketAddr, sample: &str) -> Option<f64> {
+    http_get(addr, "/metrics")
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(sample).map(str::trim).map(str::to_owned))
+        .and_then(|v| v.parse().ok())
+}
+
 fn holder(sb: &Sandbox) -> String {
     let lease = get(sb, "leases.coordination.k8s.io", "shop", "kijo-agent");
     lease["spec"]["holderIdentity"]
@@ -121,6 +130,8 @@ fn two_agents_one_leader_and_a_fast_takeover() {
         "a standby is ready (it serves probes and could take over at once)"
     );
     assert!(db.events(CLUSTER).is_empty(), "baseline records no events");
+    let open_critical = metric(leader_addr, "kijo_findings_open{severity=\"CRITICAL\"}");
+    assert!(open_critical.is_some_and(|v| v > 0.0), "open-findings gauge: {open_critical:?}");
 
     // A change while the leader runs: recorded once.
     let mut r = get(&sb, "vulnerabilityreports", "shop", NGINX);
@@ -132,6 +143,9 @@ fn two_agents_one_leader_and_a_fast_takeover() {
         (db.events(CLUSTER).len() == 1).then_some(())
     });
     reference_once(&sb, &reference);
+    wait_for("the lifecycle events metric", Duration::from_secs(10), || {
+        (metric(leader_addr, "kijo_lifecycle_events_total{kind=\"new\"}") == Some(1.0)).then_some(())
+    });
 
     // SIGKILL the leader: no release, the standby must wait for the lease to expire.
     leader.signal("KILL");

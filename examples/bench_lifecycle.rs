@@ -44,9 +44,22 @@ fn count_reports(kubeconfig: &Path) -> u64 {
 }
 
 const PACKAGES: &[&str] = &[
-    "openssl", "libssl3", "zlib1g", "libc6", "curl", "libcurl4", "libxml2", "busybox",
-    "org.apache.logging.log4j:log4j-core", "golang.org/x/net", "golang.org/x/crypto",
-    "requests", "urllib3", "lodash", "glibc", "perl-base",
+    "openssl",
+    "libssl3",
+    "zlib1g",
+    "libc6",
+    "curl",
+    "libcurl4",
+    "libxml2",
+    "busybox",
+    "org.apache.logging.log4j:log4j-core",
+    "golang.org/x/net",
+    "golang.org/x/crypto",
+    "requests",
+    "urllib3",
+    "lodash",
+    "glibc",
+    "perl-base",
 ];
 const SEVERITIES: &[&str] = &["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"];
 
@@ -59,7 +72,7 @@ fn synthetic_report(ns: &str, i: usize, rs: &str, rs_uid: &str, vulns: usize) ->
                 "vulnerabilityID": format!("CVE-20{:02}-{:05}", 18 + (n % 8), n),
                 "resource": pkg,
                 "installedVersion": format!("{}.{}.{}-{}", 1 + n % 3, n % 17, n % 29, n % 5),
-                "fixedVersion": if n % 3 == 0 { String::new() } else { format!("{}.{}.{}", 1 + n % 3, n % 17, 1 + n % 29) },
+                "fixedVersion": if n.is_multiple_of(3) { String::new() } else { format!("{}.{}.{}", 1 + n % 3, n % 17, 1 + n % 29) },
                 "severity": SEVERITIES[n % SEVERITIES.len()],
                 "title": format!("{pkg}: improper input validation allows a remote attacker to cause a denial of service (variant {n})"),
                 "primaryLink": format!("https://avd.aquasec.com/nvd/cve-20{:02}-{:05}", 18 + (n % 8), n),
@@ -230,7 +243,11 @@ fn main() {
     let sandbox_bin = dir.join("sandbox");
     let agent_bin: PathBuf = dir.parent().expect("target/release").join("kijo-agent");
     for bin in [&sandbox_bin, &agent_bin] {
-        assert!(bin.exists(), "{} missing: run `just bench-lifecycle`", bin.display());
+        assert!(
+            bin.exists(),
+            "{} missing: run `just bench-lifecycle`",
+            bin.display()
+        );
     }
     let tmp = std::env::temp_dir().join(format!("kijo-bench-lifecycle-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
@@ -285,11 +302,19 @@ fn main() {
     let second = run_agent(&agent_bin, &kubeconfig, &url);
     let after_second = settled_rows(&db);
 
-    println!("first sync:        wall {:>7.2} s   peak RSS {:>6.1} MiB   rows written {:>8}",
-        first.wall.as_secs_f64(), first.peak_rss_kib as f64 / 1024.0, after_first);
+    println!(
+        "first sync:        wall {:>7.2} s   peak RSS {:>6.1} MiB   rows written {:>8}",
+        first.wall.as_secs_f64(),
+        first.peak_rss_kib as f64 / 1024.0,
+        after_first
+    );
     println!("  {}", first.summary);
-    println!("no-change cycle:   wall {:>7.2} s   peak RSS {:>6.1} MiB   rows written {:>8}",
-        second.wall.as_secs_f64(), second.peak_rss_kib as f64 / 1024.0, after_second - after_first);
+    println!(
+        "no-change cycle:   wall {:>7.2} s   peak RSS {:>6.1} MiB   rows written {:>8}",
+        second.wall.as_secs_f64(),
+        second.peak_rss_kib as f64 / 1024.0,
+        after_second - after_first
+    );
     println!("  {}", second.summary);
     println!(
         "targets: first sync <= 60 s and <= 64 MiB; no-change cycle <= 2 s  ->  {}",

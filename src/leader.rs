@@ -119,7 +119,8 @@ pub struct Settings {
 }
 
 /// Where a pod's namespace is mounted.
-pub const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+pub const SERVICE_ACCOUNT_NAMESPACE: &str =
+    "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 impl Settings {
     /// Decides whether election runs and with which lease and identity. `env` reads process
@@ -146,7 +147,13 @@ impl Settings {
         let namespace = cfg
             .lease_namespace
             .clone()
-            .or_else(|| if in_cluster { nonempty(sa_namespace) } else { None })
+            .or_else(|| {
+                if in_cluster {
+                    nonempty(sa_namespace)
+                } else {
+                    None
+                }
+            })
             .or_else(|| nonempty(env("POD_NAMESPACE")))
             .unwrap_or_else(|| "default".to_owned());
         let base = nonempty(env("POD_NAME")).unwrap_or_else(|| hostname.to_owned());
@@ -476,7 +483,8 @@ impl Worker {
             let was_leader = self.held.is_some();
             match self.try_acquire_or_renew() {
                 Ok(Attempt::Leading) => {
-                    self.state.lead_until(started + self.settings.renew_deadline);
+                    self.state
+                        .lead_until(started + self.settings.renew_deadline);
                     if !was_leader {
                         log::info!(
                             lease = self.settings.lease_name.as_str(),
@@ -550,12 +558,16 @@ impl Worker {
             .observed
             .as_ref()
             .map_or(Duration::ZERO, |(_, at)| at.elapsed());
-        let (method, path, body) =
-            match decide(&settings, fetched.as_ref(), observed_for, jiff::Timestamp::now()) {
-                Step::Standby { holder } => return Ok(Attempt::Standby(holder)),
-                Step::Create(body) => ("POST", settings.collection(), body),
-                Step::Update(body) => ("PUT", settings.path(), body),
-            };
+        let (method, path, body) = match decide(
+            &settings,
+            fetched.as_ref(),
+            observed_for,
+            jiff::Timestamp::now(),
+        ) {
+            Step::Standby { holder } => return Ok(Attempt::Standby(holder)),
+            Step::Create(body) => ("POST", settings.collection(), body),
+            Step::Update(body) => ("PUT", settings.path(), body),
+        };
         match self.client()?.write_json::<Value>(method, &path, &body) {
             Ok(written) => {
                 self.observe(&written);
@@ -646,17 +658,28 @@ mod tests {
         // (fetched, observed for, expect: create / update(transitions, acquire kept) / standby)
         enum Want {
             Create,
-            Update { transitions: i64, keeps_acquire: bool },
+            Update {
+                transitions: i64,
+                keeps_acquire: bool,
+            },
             Standby,
         }
         let cases: Vec<(&str, Option<Value>, Duration, Want)> = vec![
             ("absent", None, secs(0), Want::Create),
-            ("other holder, fresh", Some(lease("other_2", 15, 3)), secs(14), Want::Standby),
+            (
+                "other holder, fresh",
+                Some(lease("other_2", 15, 3)),
+                secs(14),
+                Want::Standby,
+            ),
             (
                 "other holder, expired on our clock",
                 Some(lease("other_2", 15, 3)),
                 secs(15),
-                Want::Update { transitions: 4, keeps_acquire: false },
+                Want::Update {
+                    transitions: 4,
+                    keeps_acquire: false,
+                },
             ),
             (
                 "other holder's own duration counts",
@@ -668,13 +691,19 @@ mod tests {
                 "released (empty holder)",
                 Some(lease("", 1, 3)),
                 secs(0),
-                Want::Update { transitions: 4, keeps_acquire: false },
+                Want::Update {
+                    transitions: 4,
+                    keeps_acquire: false,
+                },
             ),
             (
                 "ours: renew",
                 Some(lease("me_1", 15, 3)),
                 secs(0),
-                Want::Update { transitions: 3, keeps_acquire: true },
+                Want::Update {
+                    transitions: 3,
+                    keeps_acquire: true,
+                },
             ),
         ];
         for (name, fetched, observed, want) in cases {
@@ -684,10 +713,15 @@ mod tests {
                     assert_eq!(v["spec"]["holderIdentity"], "me_1", "{name}");
                     assert_eq!(v["spec"]["leaseTransitions"], 0, "{name}");
                     assert_eq!(v["spec"]["leaseDurationSeconds"], 15, "{name}");
-                    assert_eq!(v["spec"]["renewTime"], "2026-01-01T10:05:03.500000Z", "{name}");
+                    assert_eq!(
+                        v["spec"]["renewTime"], "2026-01-01T10:05:03.500000Z",
+                        "{name}"
+                    );
                     assert_eq!(v["metadata"]["namespace"], "kijo", "{name}");
                 }
-                (Want::Standby, Step::Standby { holder }) => assert_eq!(holder, "other_2", "{name}"),
+                (Want::Standby, Step::Standby { holder }) => {
+                    assert_eq!(holder, "other_2", "{name}")
+                }
                 (
                     Want::Update {
                         transitions,
@@ -697,10 +731,20 @@ mod tests {
                 ) => {
                     assert_eq!(v["spec"]["holderIdentity"], "me_1", "{name}");
                     assert_eq!(v["spec"]["leaseTransitions"], transitions, "{name}");
-                    assert_eq!(v["metadata"]["resourceVersion"], "42", "{name}: optimistic concurrency");
-                    assert_eq!(v["spec"]["renewTime"], "2026-01-01T10:05:03.500000Z", "{name}");
+                    assert_eq!(
+                        v["metadata"]["resourceVersion"], "42",
+                        "{name}: optimistic concurrency"
+                    );
+                    assert_eq!(
+                        v["spec"]["renewTime"], "2026-01-01T10:05:03.500000Z",
+                        "{name}"
+                    );
                     let acquire = v["spec"]["acquireTime"].as_str().unwrap();
-                    assert_eq!(acquire == "2026-01-01T10:00:00.000000Z", keeps_acquire, "{name}");
+                    assert_eq!(
+                        acquire == "2026-01-01T10:00:00.000000Z",
+                        keeps_acquire,
+                        "{name}"
+                    );
                 }
                 (_, step) => panic!("{name}: unexpected {step:?}"),
             }
@@ -719,14 +763,25 @@ mod tests {
     #[test]
     fn resolution_of_auto_namespace_and_identity() {
         let cfg = LeaderConfig::default();
-        type Case<'a> = (&'a str, Election, bool, &'a [(&'a str, &'a str)], Option<&'a str>, Option<(&'a str, &'a str)>);
+        type Case<'a> = (
+            &'a str,
+            Election,
+            bool,
+            &'a [(&'a str, &'a str)],
+            Option<&'a str>,
+            Option<(&'a str, &'a str)>,
+        );
         let cases: &[Case<'_>] = &[
             ("local run", Election::Auto, false, &[], None, None),
             (
                 "in-cluster",
                 Election::Auto,
                 false,
-                &[("KUBERNETES_SERVICE_HOST", "10.0.0.1"), ("POD_NAME", "kijo-7f-abc"), ("POD_NAMESPACE", "other")],
+                &[
+                    ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+                    ("POD_NAME", "kijo-7f-abc"),
+                    ("POD_NAMESPACE", "other"),
+                ],
                 Some("kijo\n"),
                 Some(("kijo", "kijo-7f-abc_1")),
             ),
@@ -738,7 +793,14 @@ mod tests {
                 Some("kijo"),
                 None,
             ),
-            ("forced off", Election::Off, false, &[("KUBERNETES_SERVICE_HOST", "10.0.0.1")], Some("kijo"), None),
+            (
+                "forced off",
+                Election::Off,
+                false,
+                &[("KUBERNETES_SERVICE_HOST", "10.0.0.1")],
+                Some("kijo"),
+                None,
+            ),
             (
                 "forced on locally: POD_NAMESPACE, else default",
                 Election::On,
@@ -747,15 +809,33 @@ mod tests {
                 Some("ignored-outside-the-cluster"),
                 Some(("ops", "laptop_1")),
             ),
-            ("forced on, nothing known", Election::On, false, &[], None, Some(("default", "laptop_1"))),
+            (
+                "forced on, nothing known",
+                Election::On,
+                false,
+                &[],
+                None,
+                Some(("default", "laptop_1")),
+            ),
         ];
         for (name, election, kubeconfig, env, sa, want) in cases {
             let cfg = LeaderConfig {
                 election: *election,
                 ..cfg.clone()
             };
-            let env_fn = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
-            let got = Settings::resolve(&cfg, *kubeconfig, &env_fn, sa.map(str::to_owned), "laptop", 1);
+            let env_fn = |k: &str| {
+                env.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            };
+            let got = Settings::resolve(
+                &cfg,
+                *kubeconfig,
+                &env_fn,
+                sa.map(str::to_owned),
+                "laptop",
+                1,
+            );
             match (want, got) {
                 (None, None) => {}
                 (Some((ns, id)), Some(s)) => {
@@ -772,7 +852,8 @@ mod tests {
             lease_namespace: Some("pinned".into()),
             ..cfg
         };
-        let s = Settings::resolve(&explicit, false, &|_| None, Some("kijo".into()), "h", 7).unwrap();
+        let s =
+            Settings::resolve(&explicit, false, &|_| None, Some("kijo".into()), "h", 7).unwrap();
         assert_eq!(s.namespace, "pinned");
     }
 
@@ -782,7 +863,10 @@ mod tests {
         assert_eq!(Election::parse("true"), Ok(Election::On));
         assert_eq!(Election::parse("false"), Ok(Election::Off));
         assert!(Election::parse("sometimes").is_err());
-        assert_eq!(check_lease_name("kijo-agent.v1"), Ok("kijo-agent.v1".into()));
+        assert_eq!(
+            check_lease_name("kijo-agent.v1"),
+            Ok("kijo-agent.v1".into())
+        );
         for bad in ["", "Kijo", "-x", "x-", "a_b"] {
             assert!(check_lease_name(bad).is_err(), "{bad:?}");
         }

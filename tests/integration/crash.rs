@@ -16,7 +16,10 @@ fn env(sb: &Sandbox, db: &Db) -> Vec<(String, String)> {
     vec![
         ("KIJO_DATABASE_URL".into(), db.url()),
         ("KIJO_CLUSTER_NAME".into(), CLUSTER.into()),
-        ("KIJO_KUBECONFIG".into(), sb.kubeconfig.display().to_string()),
+        (
+            "KIJO_KUBECONFIG".into(),
+            sb.kubeconfig.display().to_string(),
+        ),
         ("KIJO_HEALTH_ADDR".into(), "127.0.0.1:0".into()),
     ]
 }
@@ -70,23 +73,40 @@ fn sigkill_mid_cycle(db: Db) {
     // Killed during the baseline, restarted: the baseline resumes and still tells nobody.
     once_killed_when(&sb, &db, "scanned_containers", 10);
     let partial = db.count("scanned_containers", CLUSTER);
-    assert!(partial < REPORTS, "{which}: killed mid-cycle ({partial} containers written)");
+    assert!(
+        partial < REPORTS,
+        "{which}: killed mid-cycle ({partial} containers written)"
+    );
     once(&sb, &db);
     once(&sb, &reference);
-    assert!(db.events(CLUSTER).is_empty(), "{which}: a resumed baseline records no events");
+    assert!(
+        db.events(CLUSTER).is_empty(),
+        "{which}: a resumed baseline records no events"
+    );
 
     // Killed while writing a rescan's changes (2 events per report), restarted.
     rescan_all(&sb, "shop", REPORTS);
     once_killed_when(&sb, &db, "lifecycle_events", 2);
     let partial = db.count("lifecycle_events", CLUSTER);
-    assert!(partial < 2 * REPORTS, "{which}: killed mid-cycle ({partial} events written)");
-    assert_eq!(partial % 2, 0, "{which}: each report's events commit together");
+    assert!(
+        partial < 2 * REPORTS,
+        "{which}: killed mid-cycle ({partial} events written)"
+    );
+    assert_eq!(
+        partial % 2,
+        0,
+        "{which}: each report's events commit together"
+    );
     once(&sb, &db);
     once(&sb, &reference);
 
     let got = db.events(CLUSTER);
     assert_eq!(got.len(), 2 * REPORTS, "{which}");
-    assert_eq!(ids(&got), ids(&reference.events(CLUSTER)), "{which}: events");
+    assert_eq!(
+        ids(&got),
+        ids(&reference.events(CLUSTER)),
+        "{which}: events"
+    );
     assert_eq!(
         normalized(&db),
         normalized(&reference),

@@ -131,7 +131,10 @@ fn two_agents_one_leader_and_a_fast_takeover() {
     );
     assert!(db.events(CLUSTER).is_empty(), "baseline records no events");
     let open_critical = metric(leader_addr, "kijo_findings_open{severity=\"CRITICAL\"}");
-    assert!(open_critical.is_some_and(|v| v > 0.0), "open-findings gauge: {open_critical:?}");
+    assert!(
+        open_critical.is_some_and(|v| v > 0.0),
+        "open-findings gauge: {open_critical:?}"
+    );
 
     // A change while the leader runs: recorded once.
     let mut r = get(&sb, "vulnerabilityreports", "shop", NGINX);
@@ -143,9 +146,14 @@ fn two_agents_one_leader_and_a_fast_takeover() {
         (db.events(CLUSTER).len() == 1).then_some(())
     });
     reference_once(&sb, &reference);
-    wait_for("the lifecycle events metric", Duration::from_secs(10), || {
-        (metric(leader_addr, "kijo_lifecycle_events_total{kind=\"new\"}") == Some(1.0)).then_some(())
-    });
+    wait_for(
+        "the lifecycle events metric",
+        Duration::from_secs(10),
+        || {
+            (metric(leader_addr, "kijo_lifecycle_events_total{kind=\"new\"}") == Some(1.0))
+                .then_some(())
+        },
+    );
 
     // SIGKILL the leader: no release, the standby must wait for the lease to expire.
     leader.signal("KILL");
@@ -187,7 +195,11 @@ fn two_agents_one_leader_and_a_fast_takeover() {
 
     let got = db.events(CLUSTER);
     let want = reference.events(CLUSTER);
-    assert_eq!(ids(&got), ids(&want), "two agents record what one agent records");
+    assert_eq!(
+        ids(&got),
+        ids(&want),
+        "two agents record what one agent records"
+    );
     assert_eq!(
         got.iter().map(EventRow::short).collect::<Vec<_>>(),
         [
@@ -304,14 +316,18 @@ fn racing_writers_record_each_change_once() {
     });
     let mut conflicts = 0;
     for i in 0..PAIRS {
-        let recorded: usize = outcomes
-            .iter()
-            .map(|o| *o[i].as_ref().unwrap_or(&0))
-            .sum();
-        assert_eq!(recorded, 50, "pair {i}: {:?}", (&outcomes[0][i], &outcomes[1][i]));
+        let recorded: usize = outcomes.iter().map(|o| *o[i].as_ref().unwrap_or(&0)).sum();
+        assert_eq!(
+            recorded,
+            50,
+            "pair {i}: {:?}",
+            (&outcomes[0][i], &outcomes[1][i])
+        );
         conflicts += outcomes.iter().filter(|o| o[i].is_err()).count();
     }
     let events = db.events("race");
     assert_eq!(events.len(), PAIRS * 50, "each change recorded once");
-    println!("{conflicts} of {PAIRS} races ended in a unique-constraint refusal, the rest as stale");
+    println!(
+        "{conflicts} of {PAIRS} races ended in a unique-constraint refusal, the rest as stale"
+    );
 }

@@ -59,8 +59,15 @@ fn scenario(db: Db) {
     // Baseline: everything recorded, nothing "new" for people.
     let summary = once(&sb, &db);
     assert_eq!(summary["baseline"], true, "{which}: {summary}");
-    assert!(db.open_of(CLUSTER, "web") > 0, "{which}: baseline recorded web");
-    assert_eq!(step(&sb, &db, &mut seen), Vec::<String>::new(), "{which}: baseline");
+    assert!(
+        db.open_of(CLUSTER, "web") > 0,
+        "{which}: baseline recorded web"
+    );
+    assert_eq!(
+        step(&sb, &db, &mut seen),
+        Vec::<String>::new(),
+        "{which}: baseline"
+    );
 
     // A CVE added to one report: exactly one new.
     let mut r = get(&sb, VR, "shop", NGINX);

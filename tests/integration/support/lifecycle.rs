@@ -262,7 +262,11 @@ pub fn synthetic_report(ns: &str, i: usize, vulns: usize) -> Value {
     let items: Vec<Value> = (0..vulns)
         .map(|j| {
             let sev = ["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"][(i + j) % 5];
-            vulnerability(&format!("CVE-2024-{:05}", j), &format!("pkg-{}", j % 40), sev)
+            vulnerability(
+                &format!("CVE-2024-{:05}", j),
+                &format!("pkg-{}", j % 40),
+                sev,
+            )
         })
         .collect();
     let owner = format!("app-{i}");
@@ -289,7 +293,8 @@ pub fn synthetic_report(ns: &str, i: usize, vulns: usize) -> Value {
 
 /// Creates `count` synthetic reports over the API (faster than kubectl for hundreds).
 pub fn populate(sb: &Sandbox, ns: &str, count: usize, vulns: usize) {
-    let path = format!("/apis/aquasecurity.github.io/v1alpha1/namespaces/{ns}/vulnerabilityreports");
+    let path =
+        format!("/apis/aquasecurity.github.io/v1alpha1/namespaces/{ns}/vulnerabilityreports");
     for i in 0..count {
         let body = synthetic_report(ns, i, vulns).to_string();
         let r = sb.http("POST", &path, Some(&body), &[]);
@@ -306,7 +311,11 @@ pub fn rescan_all(sb: &Sandbox, ns: &str, count: usize) {
         let mut r = sb.http("GET", &path, None, &[]).json();
         rescan(&mut r, Duration::from_secs(3600), |v| {
             v.remove(0);
-            v.push(vulnerability(&format!("CVE-2099-{i:05}"), "openssl", "HIGH"));
+            v.push(vulnerability(
+                &format!("CVE-2099-{i:05}"),
+                "openssl",
+                "HIGH",
+            ));
         });
         let put = sb.http("PUT", &path, Some(&r.to_string()), &[]);
         assert_eq!(put.status, 200, "rescan report {i}: {}", put.body);

@@ -34,15 +34,15 @@ fn once(sb: &Sandbox, db: &Db) {
     assert!(status.success(), "--once failed:\n{err}");
 }
 
-/// Starts `--once` and SIGKILLs it as soon as `table` holds at least `at_least` rows, i.e.
-/// while the cycle is still writing.
+/// Starts `--once` and SIGKILLs it as soon as `table` holds at least `at_least` rows and (on
+/// PostgreSQL) the agent is inside a transaction, i.e. while the cycle is still writing.
 fn once_killed_when(sb: &Sandbox, db: &Db, table: &str, at_least: usize) {
     let env = env(sb, db);
     let mut agent = Agent::start(&as_refs(&env), &["--once"]);
     wait_for(
         &format!("{at_least} rows in {table}"),
         Duration::from_secs(300),
-        || (db.count(table, CLUSTER) >= at_least).then_some(()),
+        || (db.count(table, CLUSTER) >= at_least && db.agent_in_transaction()).then_some(()),
     );
     agent.signal("KILL");
     agent.wait_exit(Duration::from_secs(10));

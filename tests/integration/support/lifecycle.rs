@@ -121,6 +121,26 @@ impl Db {
         self.rows(&pg, &sqlite, cluster)[0][0].parse().unwrap()
     }
 
+    /// PostgreSQL only: whether an agent's session is inside a transaction right now (a unit of
+    /// work being written). Always true for SQLite, where it cannot be seen from outside.
+    pub fn agent_in_transaction(&self) -> bool {
+        match self {
+            Db::Pg(db) => {
+                let mut admin = super::pg::admin();
+                admin
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1
+                           AND application_name = 'kijo-agent' AND xact_start IS NOT NULL",
+                        &[&db.name],
+                    )
+                    .unwrap()
+                    .get::<_, i64>(0)
+                    > 0
+            }
+            Db::Sqlite(..) => true,
+        }
+    }
+
     /// Every lifecycle event of a cluster, oldest first.
     pub fn events(&self, cluster: &str) -> Vec<EventRow> {
         let sql = "SELECT kind, workload_kind, workload, container, cve_id, event_id

@@ -3,6 +3,9 @@
 //!
 //! A cycle that fails changes no state: the store commits per unit of work, and the next cycle
 //! starts from what was committed.
+//!
+//! With leader election ([`crate::leader`]) the loop waits on standby until this agent holds the
+//! Lease, and checks it still does before a cycle's first write and before each unit of work.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,7 +63,7 @@ impl PollMetrics {
         );
         registry.register(
             "kijo_poll_cycles",
-            "Poll cycles by outcome (ok, failed).",
+            "Poll cycles by outcome (ok, failed, lost_lease).",
             m.cycles.clone(),
         );
         registry.register(
@@ -88,6 +91,12 @@ impl PollMetrics {
                 .get_or_create(&vec![("severity".to_owned(), severity.to_owned())])
                 .set(i64::try_from(open).unwrap_or(i64::MAX));
         }
+    }
+
+    fn count_outcome(&self, outcome: &str) {
+        self.cycles
+            .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())])
+            .inc();
     }
 
     fn record(&self, summary: Option<&CycleSummary>, took: Duration) {
@@ -274,7 +283,11 @@ impl Poller {
             let started = Instant::now();
             let result = self.cycle();
             let took = started.elapsed();
-            self.metrics.record(result.as_ref().ok(), took);
+            if matches!(result, Err(CycleError::NotLeader)) {
+                self.metrics.count_outcome("lost_lease");
+            } else {
+                self.metrics.record(result.as_ref().ok(), took);
+            }
             self.health.progress();
             let ok = match result {
                 Ok(s) => {

@@ -4,6 +4,8 @@
 //! time), `health` (probes and metrics) and `ready-database` (keeps the readiness answer fresh).
 //! They share an [`HealthState`] and one stop channel whose sender is dropped on shutdown, which
 //! every thread sees at once as a disconnect.
+//! With leader election a `leader` thread renews the Lease; it is stopped (and releases the
+//! Lease) only after the poll loop finished, so a successor never overlaps our last write.
 //!
 //! Crash-only: a panicking thread takes the whole process down (see [`install_panic_hook`]) and
 //! Kubernetes restarts it; there is never a half-alive agent whose probes still pass.

@@ -52,3 +52,8 @@ render-manifests:
 # Tools for the three recipes above (idempotent).
 install-deploy-tools:
     .ci/install-tools
+
+# First sync of `--synthetic 3000:150` into a fresh PostgreSQL database, then a no-change cycle; prints wall time, peak RSS, rows written
+bench-lifecycle *ARGS:
+    cargo build --release --bin kijo-agent --example sandbox --example bench_lifecycle
+    target/release/examples/bench_lifecycle {{ARGS}}

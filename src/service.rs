@@ -4,6 +4,8 @@
 //! time), `health` (probes and metrics) and `ready-database` (keeps the readiness answer fresh).
 //! They share an [`HealthState`] and one stop channel whose sender is dropped on shutdown, which
 //! every thread sees at once as a disconnect.
+//! With leader election a `leader` thread renews the Lease; it is stopped (and releases the
+//! Lease) only after the poll loop finished, so a successor never overlaps our last write.
 //!
 //! Crash-only: a panicking thread takes the whole process down (see [`install_panic_hook`]) and
 //! Kubernetes restarts it; there is never a half-alive agent whose probes still pass.
@@ -17,6 +19,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 use crate::config::{Config, Mode};
 use crate::health::{self, HealthServer, HealthState};
 use crate::kube::{self, KubeMetrics, KubeOptions};
+use crate::leader::{self, Elector, LeaderMetrics};
 use crate::metrics::Registry;
 use crate::poll::{PollMetrics, Poller};
 use crate::secret::mask_target_url;
@@ -93,6 +96,7 @@ pub fn run(config: &Config, signals: Signals) -> bool {
     let mut registry = Registry::default();
     let poll_metrics = PollMetrics::new(&mut registry);
     let kube_metrics = KubeMetrics::new(&mut registry);
+    let leader_metrics = LeaderMetrics::new(&mut registry);
     let health = HealthState::new(health::stall_bound_for(config.poll_interval));
     health.progress();
     // Dropping `stop_tx` tells every thread to stop.
@@ -136,13 +140,36 @@ pub fn run(config: &Config, signals: Signals) -> bool {
         "kijo-agent starting"
     );
     let (done_tx, done_rx) = crossbeam_channel::bounded::<bool>(1);
-    let poller = Poller::new(
+    // Leader election: its own thread renews the Lease; the poll loop waits for and checks it.
+    let mut elector = None;
+    match leader::Settings::from_process(&config.leader, config.kubeconfig.is_some()) {
+        None => leader_metrics.always_leading(),
+        Some(settings) => {
+            let kube = KubeOptions {
+                kubeconfig: config.kubeconfig.clone(),
+                context: config.kube_context.clone(),
+                metrics: Some(kube_metrics.clone()),
+                ..KubeOptions::default()
+            };
+            match Elector::start(settings, kube, leader_metrics) {
+                Ok(e) => elector = Some(e),
+                Err(err) => {
+                    log::error!("cannot start the leader election thread: {err}");
+                    return false;
+                }
+            }
+        }
+    }
+    let mut poller = Poller::new(
         config.clone(),
         target,
         Arc::clone(&health),
         poll_metrics,
         kube_metrics,
     );
+    if let Some(e) = &elector {
+        poller = poller.with_leader(e.state());
+    }
     let poll_stop = stop_rx.clone();
     let poll_thread = thread::Builder::new().name("poll".into()).spawn(move || {
         let ok = poller.run(poll_stop, once);
@@ -174,6 +201,10 @@ pub fn run(config: &Config, signals: Signals) -> bool {
         }
     };
     let _ = poll_thread.join();
+    // Only now, with the poll loop stopped, may a successor start: release the Lease.
+    if let Some(e) = elector {
+        e.stop();
+    }
     if let Some(server) = server {
         server.stop();
     }

@@ -147,11 +147,6 @@ impl DatabaseTarget {
             DatabaseTarget::Sqlite(path) => format!("sqlite:{}", path.display()),
         }
     }
-
-    /// The embedded default when `KIJO_DATABASE_URL` is unset.
-    pub fn embedded_default() -> DatabaseTarget {
-        DatabaseTarget::Sqlite(PathBuf::from("/var/lib/kijo/kijo.db"))
-    }
 }
 
 fn parse_postgres(url: &str) -> Result<PgTarget, String> {

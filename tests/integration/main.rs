@@ -2,7 +2,10 @@
 //! servers — the agent binary, PostgreSQL on loopback, the Kubernetes-API sandbox, webhook
 //! receivers.
 
+mod crash;
 mod kube;
+mod leader;
+mod lifecycle_e2e;
 mod notify;
 mod sandbox;
 mod shell;

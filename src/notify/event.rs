@@ -4,7 +4,6 @@
 //! selection, grouping and rendering can be tested with literals, and so the integrator only
 //! has to write one conversion from a lifecycle event (or an outbox row) into a [`Change`].
 
-
 use jiff::Timestamp;
 
 pub use crate::severity::Severity;

@@ -6,6 +6,7 @@
 //! thread that writes (the poll thread); the health thread gets its own cheap [`Pinger`].
 
 pub mod error;
+pub mod outbox;
 mod postgres;
 mod sqlite;
 mod tls;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 pub use error::StoreError;
+pub use outbox::{Assigned, DueMessage, MessageUpdate, OutboxStats};
 
 use crate::lifecycle::{AssetId, Event, Observation, StoredAsset};
 use crate::secret::mask_database_url;
@@ -40,6 +42,11 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         name: "cluster_state",
         sql: include_str!("../../sql/postgres/0002_cluster_state.sql"),
     },
+    Migration {
+        version: 3,
+        name: "notification_messages",
+        sql: include_str!("../../sql/postgres/0003_notification_messages.sql"),
+    },
 ];
 
 pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
@@ -52,6 +59,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "cluster_state",
         sql: include_str!("../../sql/sqlite/0002_cluster_state.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "notification_messages",
+        sql: include_str!("../../sql/sqlite/0003_notification_messages.sql"),
     },
 ];
 
@@ -519,6 +531,105 @@ impl Store {
         };
         counts.sort_by_key(|c| severity_rank(&c.severity));
         Ok(counts)
+    }
+}
+
+/// A message row with its events, as a backend reads it; [`Store::due_messages`] rebuilds the
+/// message from the events.
+pub(crate) struct StoredMessage {
+    pub message_id: String,
+    pub created_at: Timestamp,
+    pub attempts: u32,
+    pub events: Vec<Event>,
+}
+
+/// The notification outbox (see [`outbox`]). Used by the notify thread on its own connection.
+impl Store {
+    /// Groups every queued, not yet grouped outbox row of `cluster` into messages (or marks it
+    /// filtered), in one transaction. Rows are only ever grouped once.
+    pub fn assign_messages(
+        &mut self,
+        cluster: &str,
+        min_severity: crate::severity::Severity,
+        notify_workload_removed: bool,
+        now: Timestamp,
+    ) -> Result<Assigned, StoreError> {
+        let now = truncate_micros(now);
+        let planner = move |rows: Vec<(String, Event)>| {
+            outbox::plan(rows, min_severity, notify_workload_removed)
+        };
+        match &mut self.backend {
+            Backend::Postgres(s) => s.assign_messages(cluster, now, &planner),
+            Backend::Sqlite(s) => s.assign_messages(cluster, now, &planner),
+        }
+    }
+
+    /// Up to `limit` pending messages of one target whose next attempt is due, oldest first,
+    /// rebuilt with their stored id. A message that cannot be rebuilt is logged and skipped.
+    pub fn due_messages(
+        &mut self,
+        cluster: &str,
+        target: &str,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<DueMessage>, StoreError> {
+        let stored = match &mut self.backend {
+            Backend::Postgres(s) => s.due_messages(cluster, target, now, limit)?,
+            Backend::Sqlite(s) => s.due_messages(cluster, target, now, limit)?,
+        };
+        Ok(stored
+            .into_iter()
+            .filter_map(|m| {
+                Some(DueMessage {
+                    target: target.to_owned(),
+                    created_at: m.created_at,
+                    attempts: m.attempts,
+                    message: outbox::rebuild(&m.message_id, &m.events)?,
+                })
+            })
+            .collect())
+    }
+
+    /// Records the outcome of one attempt for a message and its outbox rows.
+    pub fn update_message(
+        &mut self,
+        target: &str,
+        message_id: &str,
+        update: &MessageUpdate,
+    ) -> Result<(), StoreError> {
+        let update = match update {
+            MessageUpdate::Delivered { at } => MessageUpdate::Delivered {
+                at: truncate_micros(*at),
+            },
+            MessageUpdate::Retry { at, error } => MessageUpdate::Retry {
+                at: truncate_micros(*at),
+                error: error.clone(),
+            },
+            MessageUpdate::Dead { at, reason } => MessageUpdate::Dead {
+                at: truncate_micros(*at),
+                reason: reason.clone(),
+            },
+        };
+        match &mut self.backend {
+            Backend::Postgres(s) => s.update_message(target, message_id, &update),
+            Backend::Sqlite(s) => s.update_message(target, message_id, &update),
+        }
+    }
+
+    /// Pending messages per target, for the outbox gauges.
+    pub fn outbox_stats(&mut self, cluster: &str) -> Result<Vec<OutboxStats>, StoreError> {
+        match &mut self.backend {
+            Backend::Postgres(s) => s.outbox_stats(cluster),
+            Backend::Sqlite(s) => s.outbox_stats(cluster),
+        }
+    }
+
+    /// When the earliest pending message is due, so the notify thread sleeps exactly that long.
+    pub fn next_due(&mut self, cluster: &str) -> Result<Option<Timestamp>, StoreError> {
+        match &mut self.backend {
+            Backend::Postgres(s) => s.next_due(cluster),
+            Backend::Sqlite(s) => s.next_due(cluster),
+        }
     }
 }
 

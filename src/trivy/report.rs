@@ -141,7 +141,6 @@ impl fmt::Display for Image {
 
 pub use crate::severity::Severity;
 
-
 /// Identity of a finding within one report kind. Each finding type names its own key, so the
 /// lifecycle code can diff any report kind as a set of keys.
 pub trait Keyed {

@@ -4,6 +4,7 @@
 
 mod kube;
 mod notify;
+mod outbox;
 mod sandbox;
 mod shell;
 mod support;

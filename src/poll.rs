@@ -180,6 +180,8 @@ pub struct Poller {
     kube_metrics: KubeMetrics,
     owners: OwnerResolver,
     stop: Option<Receiver<()>>,
+    /// Told after every cycle that events may have been committed (the notify thread).
+    committed: Option<crossbeam_channel::Sender<()>>,
 }
 
 impl Poller {
@@ -200,7 +202,14 @@ impl Poller {
             kube_metrics,
             owners: OwnerResolver::default(),
             stop: None,
+            committed: None,
         }
+    }
+
+    /// After every cycle (even a failed one: it may have committed some workloads) a message
+    /// is offered on `tx`; a full channel means a wake-up is already pending.
+    pub fn notify_on_commit(&mut self, tx: crossbeam_channel::Sender<()>) {
+        self.committed = Some(tx);
     }
 
     /// Runs cycles until `stop` disconnects (or once). Returns whether the last cycle succeeded.
@@ -212,6 +221,9 @@ impl Poller {
             let result = self.cycle();
             let took = started.elapsed();
             self.metrics.record(result.as_ref().ok(), took);
+            if let Some(tx) = &self.committed {
+                let _ = tx.try_send(());
+            }
             self.health.progress();
             let ok = match result {
                 Ok(s) => {

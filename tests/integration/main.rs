@@ -4,6 +4,7 @@
 
 mod kube;
 mod notify;
+mod notify_e2e;
 mod outbox;
 mod sandbox;
 mod shell;

@@ -28,3 +28,8 @@ sandbox *ARGS:
 bench-list *ARGS:
     cargo build --release --example sandbox --example bench_list
     target/release/examples/bench_list {{ARGS}}
+
+# Local demo: sandbox cluster, agent on the embedded store, Slack/webhook messages in the terminal
+demo:
+    cargo build --quiet --bin kijo-agent --example sandbox --example demo
+    target/debug/examples/demo

@@ -75,7 +75,10 @@ impl Setup {
     fn add_findings(&self, fixture: &str, scanned_at: &str, add: &[(&str, &str)]) {
         let path = Sandbox::fixtures_dir().join(fixture);
         let report: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let mut vulns = report["report"]["vulnerabilities"].as_array().unwrap().clone();
+        let mut vulns = report["report"]["vulnerabilities"]
+            .as_array()
+            .unwrap()
+            .clone();
         for (cve, severity) in add {
             vulns.push(json!({
                 "vulnerabilityID": cve,
@@ -167,7 +170,10 @@ fn delivered(receiver: &Receiver) -> Vec<Recorded> {
 fn per_key(requests: &[Recorded]) -> HashMap<String, usize> {
     let mut out = HashMap::new();
     for r in requests {
-        let key = r.header("idempotency-key").expect("Idempotency-Key").to_owned();
+        let key = r
+            .header("idempotency-key")
+            .expect("Idempotency-Key")
+            .to_owned();
         *out.entry(key).or_default() += 1;
     }
     out
@@ -266,7 +272,10 @@ fn retry_after_on_429_is_respected() {
         got[1].header("idempotency-key"),
         "a retry is the same message"
     );
-    assert_eq!(got[0].body, got[1].body, "a retry is byte-for-byte the same body");
+    assert_eq!(
+        got[0].body, got[1].body,
+        "a retry is byte-for-byte the same body"
+    );
 }
 
 #[test]
@@ -310,9 +319,11 @@ fn sigkill_between_commit_and_send_is_delivered_after_restart_once() {
     receiver.set_default(Reply::ok());
 
     let agent = setup.start();
-    wait_until("a delivery after the restart", Duration::from_secs(60), || {
-        !delivered(&receiver).is_empty()
-    });
+    wait_until(
+        "a delivery after the restart",
+        Duration::from_secs(60),
+        || !delivered(&receiver).is_empty(),
+    );
     let n = cycles(&agent).len();
     wait_cycles(&agent, n, 4);
     let ok = delivered(&receiver);
@@ -401,7 +412,11 @@ fn notify_test_and_dry_run_cover_every_target() {
     let saas_line = line("notification target saas");
     assert!(saas_line.starts_with("FAIL"), "{out}");
     assert!(saas_line.contains("KIJO_SAAS_API_KEY"), "{out}");
-    assert_eq!(receiver.requests().len(), 1, "--dry-run sends nothing to Slack");
+    assert_eq!(
+        receiver.requests().len(),
+        1,
+        "--dry-run sends nothing to Slack"
+    );
 
     // All targets accepting: exit 0.
     let ok_env = [

@@ -153,9 +153,20 @@ fn past_baseline(agent: &Agent, receiver: &Receiver) -> usize {
     assert!(
         receiver.requests().is_empty(),
         "the baseline sent {:?}",
-        receiver.requests()
+        summary(&receiver.requests())
     );
     n
+}
+
+/// (status answered, Idempotency-Key) per request, for short assertion messages.
+fn summary(requests: &[Recorded]) -> Vec<(Option<u16>, String)> {
+    requests
+        .iter()
+        .map(|r| {
+            let key = r.header("idempotency-key").unwrap_or("-");
+            (r.answered, key.chars().take(12).collect())
+        })
+        .collect()
 }
 
 fn delivered(receiver: &Receiver) -> Vec<Recorded> {
@@ -214,7 +225,12 @@ fn grouped_message_once_baseline_silent_and_below_threshold_recorded_not_sent() 
     assert_grouped_new_message(&got[0]);
     // More cycles and wake-ups: still exactly one message.
     wait_cycles(&agent, n, 4);
-    assert_eq!(receiver.requests().len(), 1, "{:?}", receiver.requests());
+    assert_eq!(
+        receiver.requests().len(),
+        1,
+        "{:?}",
+        summary(&receiver.requests())
+    );
 
     // The HIGH finding is in the history all the same.
     let (status, out, err) = run(&setup.env(), &["history"]);
@@ -240,12 +256,17 @@ fn receiver_down_for_several_retries_then_each_message_delivered_once() {
             .count()
             >= 3
     });
+    let metrics = crate::support::agent::get(agent.health_addr(), "/metrics").body;
+    assert!(
+        metrics.contains(r#"kijo_notify_outbox_pending{target="webhook"} 1"#),
+        "{metrics}"
+    );
     receiver.restart();
     receiver.wait_for_requests(1, Duration::from_secs(60));
     let n = cycles(&agent).len();
     wait_cycles(&agent, n, 4);
     let ok = delivered(&receiver);
-    assert_eq!(ok.len(), 1, "{:?}", receiver.requests());
+    assert_eq!(ok.len(), 1, "{:?}", summary(&receiver.requests()));
     assert!(per_key(&ok).values().all(|n| *n == 1));
     assert_grouped_new_message(&ok[0]);
 }
@@ -327,7 +348,7 @@ fn sigkill_between_commit_and_send_is_delivered_after_restart_once() {
     let n = cycles(&agent).len();
     wait_cycles(&agent, n, 4);
     let ok = delivered(&receiver);
-    assert_eq!(ok.len(), 1, "{:?}", receiver.requests());
+    assert_eq!(ok.len(), 1, "{:?}", summary(&receiver.requests()));
     assert_eq!(ok[0].header("idempotency-key"), Some(key.as_str()));
     assert_grouped_new_message(&ok[0]);
 }
@@ -345,7 +366,7 @@ fn once_delivers_what_its_cycle_produced_before_exiting() {
     assert!(status.success(), "{err}");
     assert!(err.contains("notifications delivered"), "{err}");
     let got = receiver.requests();
-    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got.len(), 1, "{:?}", summary(&got));
     assert_grouped_new_message(&got[0]);
 
     // A target that is down: the exit status stays the cycle's, the message stays queued.
@@ -365,7 +386,7 @@ fn once_delivers_what_its_cycle_produced_before_exiting() {
     let (status, _, err) = run(&setup.env(), &["--once"]);
     assert!(status.success(), "{err}");
     let got = receiver.requests();
-    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got.len(), 2, "{:?}", summary(&got));
     assert_eq!(got[1].json()["workloads"], json!(["postgres"]));
 }
 
@@ -441,4 +462,37 @@ fn sigterm_during_a_hung_send_exits_within_the_shutdown_budget() {
     let status = agent.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{}", agent.lines().join("\n"));
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn a_rejected_saas_key_makes_the_agent_unready_with_a_reason() {
+    let receiver = Receiver::start();
+    let saas = Receiver::start();
+    saas.set_default(Reply::status(401).body("invalid_key"));
+    let saas_url = saas.url("");
+    let setup = Setup::new(
+        &receiver,
+        false,
+        &[
+            ("KIJO_SAAS_ENDPOINT", saas_url.as_str()),
+            ("KIJO_SAAS_API_KEY", "TOPSECRET"),
+        ],
+    );
+    let agent = setup.start();
+    let addr = agent.health_addr();
+    wait_until(
+        "readiness names the rejected key",
+        Duration::from_secs(30),
+        || {
+            let r = crate::support::agent::get(addr, "/readyz");
+            r.status == 503 && r.body.contains("KIJO_SAAS_API_KEY")
+        },
+    );
+    assert_eq!(saas.requests()[0].path, "/v1/heartbeat");
+    let metrics = crate::support::agent::get(addr, "/metrics").body;
+    assert!(
+        metrics.contains(r#"kijo_notify_auth_rejected{target="saas"} 1"#),
+        "{metrics}"
+    );
+    assert!(agent.lines().iter().all(|l| !l.contains("TOPSECRET")));
 }

@@ -12,7 +12,7 @@
 //! transaction, and it wakes on a channel message from the poll loop ("events committed"), when
 //! the earliest retry is due, or every [`IDLE_WAKE`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,8 +32,8 @@ pub const IDLE_WAKE: Duration = Duration::from_secs(5);
 /// Whole-request timeout of one delivery attempt in the service. Short enough that a hung
 /// target cannot hold shutdown long; Slack and webhooks answer in well under a second.
 pub const SERVICE_REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
-/// Messages fetched per target and pass.
-const BATCH: u32 = 100;
+/// Most messages sent per target and pass before the other targets get their turn.
+const BATCH: usize = 100;
 /// How often the SaaS gets a heartbeat (version, cluster), which also re-checks the key.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
@@ -121,73 +121,97 @@ impl Dispatcher {
         }
         let targets = self.settings.targets.clone();
         'targets: for target in &targets {
-            if self
-                .blocked
-                .get(target.name())
-                .is_some_and(|until| Instant::now() < *until)
-            {
-                continue;
-            }
-            let due =
-                self.store()?
-                    .due_messages(&cluster, target.name(), Timestamp::now(), BATCH)?;
-            report.more |= due.len() == BATCH as usize;
-            for m in due {
+            // One message claimed at a time: a stop between two sends leaves nothing claimed.
+            let mut attempted = HashSet::new();
+            loop {
+                if self
+                    .blocked
+                    .get(target.name())
+                    .is_some_and(|until| Instant::now() < *until)
+                {
+                    continue 'targets;
+                }
                 if stop() {
                     report.interrupted = true;
                     break 'targets;
                 }
-                let outcome = self.deliverer.send(target, &m.message, m.attempts);
-                self.note_credentials(target, &outcome);
-                let now = Timestamp::now();
-                let disposition =
-                    self.deliverer
-                        .config()
-                        .policy
-                        .dispose(&outcome, m.created_at, now);
-                let event = m.message.kind.event_name();
-                let update = match disposition {
-                    Disposition::Delivered => {
-                        report.delivered += 1;
-                        MessageUpdate::Delivered { at: now }
-                    }
-                    Disposition::RetryAt(at) => {
-                        report.retrying += 1;
-                        MessageUpdate::Retry {
-                            at,
-                            error: outcome.to_string(),
-                        }
-                    }
-                    Disposition::DeadLetter { reason } => {
-                        report.dead_lettered += 1;
-                        log::error!(
-                            notify_target = target.name(),
-                            message_id = m.message.id.as_str(),
-                            event = event,
-                            attempts = m.attempts + 1,
-                            reason = reason.as_str();
-                            "notification dead-lettered; kept in the outbox for inspection"
-                        );
-                        if let Some(metrics) = &self.metrics {
-                            metrics.record_dead_letter(target.name(), event);
-                        }
-                        MessageUpdate::Dead { at: now, reason }
-                    }
-                };
-                self.store()?
-                    .update_message(target.name(), &m.message.id, &update)?;
-                if matches!(outcome, Outcome::AuthRejected { .. }) {
-                    // Every other message would be rejected the same way.
-                    self.blocked.insert(
-                        target.name(),
-                        Instant::now() + self.deliverer.config().policy.auth_retry,
-                    );
+                if attempted.len() >= BATCH {
+                    report.more = true;
                     continue 'targets;
                 }
+                let Some(m) = self
+                    .store()?
+                    .due_messages(&cluster, target.name(), Timestamp::now(), 1)?
+                    .pop()
+                else {
+                    continue 'targets;
+                };
+                if !attempted.insert(m.message.id.clone()) {
+                    // Due again within this pass (a zero backoff): leave it for the next pass.
+                    report.more = true;
+                    continue 'targets;
+                }
+                self.attempt(target, m, &mut report)?;
             }
         }
         self.update_gauges();
         Ok(report)
+    }
+
+    /// One attempt for one claimed message; the outcome is recorded before returning.
+    fn attempt(
+        &mut self,
+        target: &Target,
+        m: crate::store::DueMessage,
+        report: &mut PassReport,
+    ) -> Result<(), StoreError> {
+        let outcome = self.deliverer.send(target, &m.message, m.attempts);
+        self.note_credentials(target, &outcome);
+        let now = Timestamp::now();
+        let disposition = self
+            .deliverer
+            .config()
+            .policy
+            .dispose(&outcome, m.created_at, now);
+        let event = m.message.kind.event_name();
+        let update = match disposition {
+            Disposition::Delivered => {
+                report.delivered += 1;
+                MessageUpdate::Delivered { at: now }
+            }
+            Disposition::RetryAt(at) => {
+                report.retrying += 1;
+                MessageUpdate::Retry {
+                    at,
+                    error: outcome.to_string(),
+                }
+            }
+            Disposition::DeadLetter { reason } => {
+                report.dead_lettered += 1;
+                log::error!(
+                    notify_target = target.name(),
+                    message_id = m.message.id.as_str(),
+                    event = event,
+                    attempts = m.attempts + 1,
+                    reason = reason.as_str();
+                    "notification dead-lettered; kept in the outbox for inspection"
+                );
+                if let Some(metrics) = &self.metrics {
+                    metrics.record_dead_letter(target.name(), event);
+                }
+                MessageUpdate::Dead { at: now, reason }
+            }
+        };
+        self.store()?
+            .update_message(target.name(), &m.message.id, &update)?;
+        if matches!(outcome, Outcome::AuthRejected { .. }) {
+            // Every other message would be rejected the same way.
+            self.blocked.insert(
+                target.name(),
+                Instant::now() + self.deliverer.config().policy.auth_retry,
+            );
+        }
+        Ok(())
     }
 
     /// Readiness detail and log line for a rejected (or again accepted) SaaS key.

@@ -564,8 +564,11 @@ impl Store {
         }
     }
 
-    /// Up to `limit` pending messages of one target whose next attempt is due, oldest first,
-    /// rebuilt with their stored id. A message that cannot be rebuilt is logged and skipped.
+    /// Claims up to `limit` pending messages of one target whose next attempt is due, oldest
+    /// first, rebuilt with their stored id. Claiming moves their next attempt to
+    /// `now + CLAIM_LEASE`, so a second agent (or this one after a crash mid-send) does not send
+    /// them at the same time; the outcome written by [`Store::update_message`] replaces the
+    /// claim. A message that cannot be rebuilt is logged and skipped.
     pub fn due_messages(
         &mut self,
         cluster: &str,
@@ -573,9 +576,11 @@ impl Store {
         now: Timestamp,
         limit: u32,
     ) -> Result<Vec<DueMessage>, StoreError> {
+        let now = truncate_micros(now);
+        let claim_until = now.checked_add(outbox::CLAIM_LEASE).unwrap_or(now);
         let stored = match &mut self.backend {
-            Backend::Postgres(s) => s.due_messages(cluster, target, now, limit)?,
-            Backend::Sqlite(s) => s.due_messages(cluster, target, now, limit)?,
+            Backend::Postgres(s) => s.due_messages(cluster, target, now, limit, claim_until)?,
+            Backend::Sqlite(s) => s.due_messages(cluster, target, now, limit, claim_until)?,
         };
         Ok(stored
             .into_iter()

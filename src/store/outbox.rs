@@ -8,12 +8,18 @@
 //! the pure [`plan`], so both backends group identically.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use jiff::Timestamp;
 
 use crate::lifecycle::{Event, EventKind};
 use crate::notify::{self, Change, ChangeKind, Message};
 use crate::severity::Severity;
+
+/// How long a message handed out for an attempt is not handed out again: longer than one
+/// attempt can take (the request timeout), short enough that a message claimed by an agent that
+/// then crashed is retried soon after the restart.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(30);
 
 /// What [`plan`] decided for one batch of queued outbox rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -916,8 +916,10 @@ impl PgStore {
         target: &str,
         now: Timestamp,
         limit: u32,
+        claim_until: Timestamp,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let now = to_sys(now);
+        let claim_until = to_sys(claim_until);
         self.run(true, |c, s| {
             let q = |e| pg_err(e, "reading due notifications", s);
             let mut tx = c.transaction().map_err(q)?;
@@ -926,13 +928,20 @@ impl PgStore {
                     "SELECT message_id, created_at, attempts FROM notification_messages
                      WHERE cluster_name = $1 AND target = $2 AND state = 'pending'
                        AND next_attempt_at <= $3
-                     ORDER BY created_at, message_id LIMIT $4",
+                     ORDER BY created_at, message_id LIMIT $4
+                     FOR UPDATE SKIP LOCKED",
                     &[&cluster, &target, &now, &i64::from(limit)],
                 )
                 .map_err(q)?;
             let mut out = Vec::with_capacity(heads.len());
             for h in heads {
                 let id: String = h.get(0);
+                tx.execute(
+                    "UPDATE notification_messages SET next_attempt_at = $3
+                     WHERE message_id = $1 AND target = $2",
+                    &[&id, &target, &claim_until],
+                )
+                .map_err(q)?;
                 let events = tx
                     .query(
                         &format!(

@@ -887,10 +887,14 @@ impl SqliteStore {
         target: &str,
         now: Timestamp,
         limit: u32,
+        claim_until: Timestamp,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let path = self.path.clone();
         let q = |e| sql_err(&path, e, "reading due notifications");
-        let tx = self.conn.transaction().map_err(q)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(q)?;
         let heads: Vec<(String, String, u32)> = {
             let mut stmt = tx
                 .prepare(
@@ -907,6 +911,18 @@ impl SqliteStore {
             .collect::<rusqlite::Result<_>>()
             .map_err(q)?
         };
+        let mut claim = tx
+            .prepare(
+                "UPDATE notification_messages SET next_attempt_at = ?3
+                 WHERE message_id = ?1 AND target = ?2",
+            )
+            .map_err(q)?;
+        for (id, _, _) in &heads {
+            claim
+                .execute(params![id, target, ts(claim_until)])
+                .map_err(q)?;
+        }
+        drop(claim);
         let mut out = Vec::with_capacity(heads.len());
         let mut stmt = tx
             .prepare(&format!(
@@ -929,6 +945,8 @@ impl SqliteStore {
                 events,
             });
         }
+        drop(stmt);
+        tx.commit().map_err(q)?;
         Ok(out)
     }
 

@@ -496,3 +496,22 @@ fn a_rejected_saas_key_makes_the_agent_unready_with_a_reason() {
     );
     assert!(agent.lines().iter().all(|l| !l.contains("TOPSECRET")));
 }
+
+#[test]
+fn two_agents_on_one_database_deliver_each_message_once() {
+    let receiver = Receiver::start();
+    let setup = Setup::new(&receiver, true, &[]);
+    let first = setup.start();
+    past_baseline(&first, &receiver);
+    let second = setup.start();
+    wait_cycles(&second, 0, 2);
+
+    setup.introduce();
+    receiver.wait_for_requests(1, Duration::from_secs(60));
+    let (a, b) = (cycles(&first).len(), cycles(&second).len());
+    wait_cycles(&first, a, 4);
+    wait_cycles(&second, b, 4);
+    let ok = delivered(&receiver);
+    assert_eq!(ok.len(), 1, "{:?}", summary(&receiver.requests()));
+    assert_grouped_new_message(&ok[0]);
+}

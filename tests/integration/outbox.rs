@@ -114,6 +114,13 @@ fn exercise(target: &DatabaseTarget) {
     assert_eq!(m.workload_names(), ["api", "web"]);
     assert_eq!(due[0].attempts, 0);
     let id = m.id.clone();
+    assert!(
+        store
+            .due_messages("outbox", "slack", now, 10)
+            .unwrap()
+            .is_empty(),
+        "a claimed message is not handed out twice"
+    );
     let webhook = store.due_messages("outbox", "webhook", now, 10).unwrap();
     assert_eq!(
         webhook[0].message.id, id,
@@ -144,7 +151,20 @@ fn exercise(target: &DatabaseTarget) {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(store.next_due("outbox").unwrap(), Some(now));
+    // The webhook's message is claimed for CLAIM_LEASE (30 s) from `now`.
+    assert_eq!(
+        store.next_due("outbox").unwrap(),
+        Some("2026-11-27T12:00:30Z".parse().unwrap())
+    );
+    let unclaimed: Timestamp = "2026-11-27T12:00:31Z".parse().unwrap();
+    assert_eq!(
+        store
+            .due_messages("outbox", "webhook", unclaimed, 10)
+            .unwrap()
+            .len(),
+        1,
+        "a claim that was never resolved (a crash) expires"
+    );
     let due = store.due_messages("outbox", "slack", later, 10).unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].attempts, 1);

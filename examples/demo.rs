@@ -229,17 +229,30 @@ fn demo(cleanup: &Shared) -> Result<(), String> {
         .cloned()
         .unwrap_or_default();
 
-    step("Trivy rescans web/nginx and finds a new critical CVE → one \"new\" message.");
-    vulns.push(finding(
+    step(
+        "Two workloads in shop are rescanned with the same new critical CVE → one \"new\" message for both.",
+    );
+    let new_cve = finding(
         "CVE-2099-0001",
         "CRITICAL",
         "openssl",
         "3.0.11-1",
         "3.0.15-1",
-    ));
+    );
+    vulns.push(new_cve.clone());
+    let worker = "23-vulnerabilityreport-hashed.json";
+    let mut worker_vulns = fixture(worker)?["report"]["vulnerabilities"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    worker_vulns.push(new_cve);
     let n = received.load(Ordering::SeqCst);
     kubectl.patch_report(nginx, "2026-11-21T08:00:00Z", &vulns)?;
+    kubectl.patch_report(worker, "2026-11-21T08:00:00Z", &worker_vulns)?;
     wait_messages(n, 1)?;
+    // Should the two patches land in different cycles, the second message arrives now, not
+    // during the next step.
+    wait_cycles(2)?;
 
     step("The next scan no longer has CVE-2024-45491 → one \"fixed\" message.");
     let fixed: Value = take(&mut vulns, "CVE-2024-45491").ok_or("fixture changed")?;

@@ -34,6 +34,8 @@ pub const IDLE_WAKE: Duration = Duration::from_secs(5);
 pub const SERVICE_REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
 /// Most messages sent per target and pass before the other targets get their turn.
 const BATCH: usize = 100;
+/// Messages per SaaS request (`POST /v1/events` takes a batch).
+const SAAS_BATCH: u32 = 50;
 /// How often the SaaS gets a heartbeat (version, cluster), which also re-checks the key.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
@@ -139,40 +141,57 @@ impl Dispatcher {
                     report.more = true;
                     continue 'targets;
                 }
-                let Some(m) = self
-                    .store()?
-                    .due_messages(&cluster, target.name(), Timestamp::now(), 1)?
-                    .pop()
-                else {
-                    continue 'targets;
+                // The SaaS takes a batch per request, Slack and webhooks one message.
+                let limit = if matches!(target, Target::Saas { .. }) {
+                    SAAS_BATCH
+                } else {
+                    1
                 };
-                if !attempted.insert(m.message.id.clone()) {
-                    // Due again within this pass (a zero backoff): leave it for the next pass.
+                let due =
+                    self.store()?
+                        .due_messages(&cluster, target.name(), Timestamp::now(), limit)?;
+                if due.is_empty() {
+                    continue 'targets;
+                }
+                if due.iter().any(|m| !attempted.insert(m.message.id.clone())) {
+                    // Due again within this pass (a zero backoff): the next pass takes it.
                     report.more = true;
                     continue 'targets;
                 }
-                self.attempt(target, m, &mut report)?;
+                let messages: Vec<_> = due.iter().map(|m| m.message.clone()).collect();
+                let attempt = due.iter().map(|m| m.attempts).max().unwrap_or(0);
+                let outcome = self.deliverer.send_batch(target, &messages, attempt);
+                self.note_credentials(target, &outcome);
+                for m in due {
+                    self.record(target, m, &outcome, &mut report)?;
+                }
+                if matches!(outcome, Outcome::AuthRejected { .. }) {
+                    // Every other message would be rejected the same way.
+                    self.blocked.insert(
+                        target.name(),
+                        Instant::now() + self.deliverer.config().policy.auth_retry,
+                    );
+                }
             }
         }
         self.update_gauges();
         Ok(report)
     }
 
-    /// One attempt for one claimed message; the outcome is recorded before returning.
-    fn attempt(
+    /// Records the outcome of one attempt for one claimed message.
+    fn record(
         &mut self,
         target: &Target,
         m: crate::store::DueMessage,
+        outcome: &Outcome,
         report: &mut PassReport,
     ) -> Result<(), StoreError> {
-        let outcome = self.deliverer.send(target, &m.message, m.attempts);
-        self.note_credentials(target, &outcome);
         let now = Timestamp::now();
         let disposition = self
             .deliverer
             .config()
             .policy
-            .dispose(&outcome, m.created_at, now);
+            .dispose(outcome, m.created_at, now);
         let event = m.message.kind.event_name();
         let update = match disposition {
             Disposition::Delivered => {
@@ -203,15 +222,7 @@ impl Dispatcher {
             }
         };
         self.store()?
-            .update_message(target.name(), &m.message.id, &update)?;
-        if matches!(outcome, Outcome::AuthRejected { .. }) {
-            // Every other message would be rejected the same way.
-            self.blocked.insert(
-                target.name(),
-                Instant::now() + self.deliverer.config().policy.auth_retry,
-            );
-        }
-        Ok(())
+            .update_message(target.name(), &m.message.id, &update)
     }
 
     /// Readiness detail and log line for a rejected (or again accepted) SaaS key.

@@ -216,7 +216,17 @@ fn assert_grouped_new_message(r: &Recorded) {
 #[test]
 fn grouped_message_once_baseline_silent_and_below_threshold_recorded_not_sent() {
     let receiver = Receiver::start();
-    let setup = Setup::new(&receiver, false, &[]);
+    let saas = Receiver::start();
+    saas.set_default(Reply::status(202));
+    let saas_url = saas.url("/api");
+    let setup = Setup::new(
+        &receiver,
+        false,
+        &[
+            ("KIJO_SAAS_ENDPOINT", saas_url.as_str()),
+            ("KIJO_SAAS_API_KEY", "k"),
+        ],
+    );
     let agent = setup.start();
     let n = past_baseline(&agent, &receiver);
 
@@ -230,6 +240,23 @@ fn grouped_message_once_baseline_silent_and_below_threshold_recorded_not_sent() 
         1,
         "{:?}",
         summary(&receiver.requests())
+    );
+
+    // The SaaS got its heartbeat and the same message as a one-event batch.
+    let events: Vec<Recorded> = saas
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v1/events")
+        .collect();
+    assert_eq!(events.len(), 1, "{:?}", summary(&saas.requests()));
+    assert_eq!(events[0].header("authorization"), Some("Bearer k"));
+    let body = events[0].json();
+    assert_eq!(body["events"][0]["id"], got[0].json()["id"]);
+    assert_eq!(body["agent"]["cluster"], CLUSTER);
+    assert!(
+        saas.requests()
+            .iter()
+            .any(|r| r.path == "/api/v1/heartbeat")
     );
 
     // The HIGH finding is in the history all the same.

@@ -293,14 +293,8 @@ impl Dispatcher {
     /// The notify thread's loop, until `stop` disconnects.
     pub fn run(mut self, wake: Receiver<()>, stop: Receiver<()>) {
         let stopping = || matches!(stop.try_recv(), Err(TryRecvError::Disconnected));
-        if let Some(health) = &self.health
-            && self
-                .targets()
-                .iter()
-                .any(|t| matches!(t, Target::Saas { .. }))
-        {
-            health.require("saas");
-        }
+        // The "saas" readiness condition appears only once the SaaS has answered: an
+        // unreachable SaaS is retried like any target and does not make the agent unready.
         let mut next_heartbeat = Instant::now();
         loop {
             if Instant::now() >= next_heartbeat {

@@ -3,9 +3,12 @@
 default:
     @just --list
 
-# Everything CI runs: formatting, lints, all tests.
+# Everything CI runs: formatting, lints, all tests, deployment validation, the static binary in an empty root.
 test: lint
+    cargo build --example sandbox
     cargo test --all-targets
+    just validate-deploy
+    just static-binary-test --full
 
 # Formatting and clippy with warnings as errors, on every target.
 lint:
@@ -28,6 +31,32 @@ sandbox *ARGS:
 bench-list *ARGS:
     cargo build --release --example sandbox --example bench_list
     target/release/examples/bench_list {{ARGS}}
+
+# Static musl release binary as Dockerfile.scratch ships it, and its size (tools: .ci/install-tools).
+build-static:
+    cargo build --release --locked --target x86_64-unknown-linux-musl
+    @stat -c '%s' target/x86_64-unknown-linux-musl/release/kijo-agent | awk '{ printf "target/x86_64-unknown-linux-musl/release/kijo-agent: %d bytes (%.2f MiB)\n", $1, $1 / 1048576 }'
+
+# The static binary in an empty root as 65534:65534 (as root): `--full` adds the sandbox checks.
+static-binary-test *ARGS:
+    .ci/static-binary-test {{ARGS}}
+
+# Kustomize base and overlays, Helm chart: render, schemas, RBAC, hardening; hadolint.
+validate-deploy:
+    .ci/validate-deploy
+
+# Rewrite deploy/kubernetes/deployment.yaml after editing deploy/kubernetes/base/.
+render-manifests:
+    .ci/render-manifests
+
+# Tools for the three recipes above (idempotent).
+install-deploy-tools:
+    .ci/install-tools
+
+# First sync of `--synthetic 3000:150` into a fresh PostgreSQL database, then a no-change cycle; prints wall time, peak RSS, rows written
+bench-lifecycle *ARGS:
+    cargo build --release --bin kijo-agent --example sandbox --example bench_lifecycle
+    target/release/examples/bench_lifecycle {{ARGS}}
 
 # Local demo: sandbox cluster, agent on the embedded store, Slack/webhook messages in the terminal
 demo:

@@ -85,6 +85,14 @@ settings! {
         "log level: error, warn, info, debug, trace";
     HealthAddr: "health-addr", "KIJO_HEALTH_ADDR", ":8080", false,
         "address of the health and metrics server";
+    LeaderElection: "leader-election", "KIJO_LEADER_ELECTION", "auto", false,
+        "Lease leader election for replicas > 1: auto (on in-cluster, off with a kubeconfig), true, false";
+    LeaseName: "lease-name", "KIJO_LEASE_NAME", "kijo-agent", false,
+        "name of the coordination.k8s.io/v1 Lease used for leader election";
+    LeaseNamespace: "lease-namespace", "KIJO_LEASE_NAMESPACE", "the pod's namespace, else default", false,
+        "namespace of the Lease (in-cluster: the service account's namespace, else $POD_NAMESPACE)";
+    LeaseDuration: "lease-duration", "KIJO_LEASE_DURATION", "15s", false,
+        "how long a leader's Lease lasts without renewal; a standby takes over after it";
     Kubeconfig: "kubeconfig", "KIJO_KUBECONFIG", "in-cluster, else $KUBECONFIG or ~/.kube/config", false,
         "kubeconfig file to use instead of the in-cluster service account";
     KubeContext: "context", "KIJO_KUBE_CONTEXT", "current-context", false,
@@ -173,6 +181,9 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: log::LevelFilter,
     pub health_addr: SocketAddr,
+    /// Leader election as configured; [`crate::leader::Settings::resolve`] turns it into
+    /// what the process does.
+    pub leader: crate::leader::LeaderConfig,
     pub kubeconfig: Option<PathBuf>,
     pub kube_context: Option<String>,
 }
@@ -341,6 +352,16 @@ impl RawConfig {
         let log_format = v.parse(Key::LogFormat, parse_log_format);
         let log_level = v.parse(Key::LogLevel, parse_log_level);
         let health_addr = v.parse(Key::HealthAddr, parse_listen_addr);
+        let leader_election = v.parse(Key::LeaderElection, crate::leader::Election::parse);
+        let lease_name = v.parse(Key::LeaseName, crate::leader::check_lease_name);
+        let lease_namespace = match v.value(Key::LeaseNamespace) {
+            Some(ns) if !is_dns_label(&ns) => {
+                v.problem(Key::LeaseNamespace, "is not a namespace name");
+                None
+            }
+            other => other,
+        };
+        let lease_duration = v.parse(Key::LeaseDuration, crate::leader::parse_lease_duration);
         let kubeconfig = v.value(Key::Kubeconfig).map(PathBuf::from);
         let kube_context = v.value(Key::KubeContext);
 
@@ -368,6 +389,12 @@ impl RawConfig {
             log_format: log_format.expect("validated"),
             log_level: log_level.expect("validated"),
             health_addr: health_addr.expect("validated"),
+            leader: crate::leader::LeaderConfig {
+                election: leader_election.expect("validated"),
+                lease_name: lease_name.expect("validated"),
+                lease_namespace,
+                lease_duration: lease_duration.expect("validated"),
+            },
             kubeconfig,
             kube_context,
         })

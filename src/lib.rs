@@ -9,6 +9,7 @@
 pub mod config;
 pub mod health;
 pub mod kube;
+pub mod leader;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

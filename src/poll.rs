@@ -3,6 +3,9 @@
 //!
 //! A cycle that fails changes no state: the store commits per unit of work, and the next cycle
 //! starts from what was committed.
+//!
+//! With leader election ([`crate::leader`]) the loop waits on standby until this agent holds the
+//! Lease, and checks it still does before a cycle's first write and before each unit of work.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +18,7 @@ use crate::config::Config;
 use crate::health::HealthState;
 use crate::kube::workload::Existence;
 use crate::kube::{Client, KubeError, KubeMetrics, KubeOptions, ListEvent, OwnerResolver};
+use crate::leader::LeaderState;
 use crate::lifecycle::{self, AssetId, Event, EventKind, FindingKey, Observation};
 use crate::metrics::{Counter, Family, Gauge, Histogram, Registry};
 use crate::store::{DatabaseTarget, ReportVersion, Store, StoreError};
@@ -29,6 +33,7 @@ pub struct PollMetrics {
     last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     events: Family<Vec<(String, String)>, Counter>,
     malformed: Counter,
+    open: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl PollMetrics {
@@ -39,7 +44,13 @@ impl PollMetrics {
             last_success: Gauge::default(),
             events: Family::default(),
             malformed: Counter::default(),
+            open: Family::default(),
         };
+        registry.register(
+            "kijo_findings_open",
+            "Open findings in the store by severity, after the last successful cycle.",
+            m.open.clone(),
+        );
         registry.register(
             "kijo_lifecycle_events",
             "Lifecycle events recorded, by kind (new, fixed, reintroduced, severity_changed, workload_removed).",
@@ -52,7 +63,7 @@ impl PollMetrics {
         );
         registry.register(
             "kijo_poll_cycles",
-            "Poll cycles by outcome (ok, failed).",
+            "Poll cycles by outcome (ok, failed, lost_lease).",
             m.cycles.clone(),
         );
         registry.register(
@@ -66,6 +77,26 @@ impl PollMetrics {
             m.last_success.clone(),
         );
         m
+    }
+
+    /// Sets the open-findings gauge; severities with no open finding read 0.
+    fn set_open(&self, counts: &[crate::store::SeverityCount]) {
+        for severity in ["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"] {
+            let open = counts
+                .iter()
+                .filter(|c| c.severity == severity)
+                .map(|c| c.open)
+                .sum::<u64>();
+            self.open
+                .get_or_create(&vec![("severity".to_owned(), severity.to_owned())])
+                .set(i64::try_from(open).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn count_outcome(&self, outcome: &str) {
+        self.cycles
+            .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())])
+            .inc();
     }
 
     fn record(&self, summary: Option<&CycleSummary>, took: Duration) {
@@ -103,6 +134,9 @@ pub enum CycleError {
     Kube(KubeError),
     /// Shutdown began; the cycle stopped between two units of work.
     Interrupted,
+    /// Leader election is on and this agent no longer holds the Lease (or its renewal is
+    /// overdue by its own clock); the cycle stopped before its next write.
+    NotLeader,
 }
 
 impl std::fmt::Display for CycleError {
@@ -111,6 +145,7 @@ impl std::fmt::Display for CycleError {
             CycleError::Store(e) => write!(f, "store: {e}"),
             CycleError::Kube(e) => write!(f, "kubernetes: {e}"),
             CycleError::Interrupted => f.write_str("interrupted by shutdown"),
+            CycleError::NotLeader => f.write_str("this agent no longer holds the lease"),
         }
     }
 }
@@ -182,6 +217,8 @@ pub struct Poller {
     stop: Option<Receiver<()>>,
     /// Told after every cycle that events may have been committed (the notify thread).
     committed: Option<crossbeam_channel::Sender<()>>,
+    /// `None` without leader election: this agent always works.
+    leader: Option<Arc<LeaderState>>,
 }
 
 impl Poller {
@@ -203,6 +240,38 @@ impl Poller {
             owners: OwnerResolver::default(),
             stop: None,
             committed: None,
+            leader: None,
+        }
+    }
+
+    /// Makes every cycle, and every unit of work in it, wait for / check leadership.
+    pub fn with_leader(mut self, leader: Arc<LeaderState>) -> Poller {
+        self.leader = Some(leader);
+        self
+    }
+
+    /// Standby: waits until this agent leads (`true`) or shutdown begins (`false`), reporting
+    /// progress so liveness holds while another agent does the work.
+    fn await_leadership(&self, stop: &Receiver<()>) -> bool {
+        let Some(leader) = &self.leader else {
+            return true;
+        };
+        let mut announced = false;
+        loop {
+            self.health.progress();
+            if stopping(&Some(stop.clone())) {
+                return false;
+            }
+            if leader.wait_for_leadership(Duration::from_millis(200)) {
+                if announced {
+                    log::info!("leading now; starting a poll cycle");
+                }
+                return true;
+            }
+            if !announced {
+                log::info!("standing by: another agent holds the lease");
+                announced = true;
+            }
         }
     }
 
@@ -216,11 +285,18 @@ impl Poller {
     pub fn run(mut self, stop: Receiver<()>, once: bool) -> bool {
         self.stop = Some(stop.clone());
         loop {
+            if !self.await_leadership(&stop) {
+                return true;
+            }
             self.health.progress();
             let started = Instant::now();
             let result = self.cycle();
             let took = started.elapsed();
-            self.metrics.record(result.as_ref().ok(), took);
+            if matches!(result, Err(CycleError::NotLeader)) {
+                self.metrics.count_outcome("lost_lease");
+            } else {
+                self.metrics.record(result.as_ref().ok(), took);
+            }
             if let Some(tx) = &self.committed {
                 let _ = tx.try_send(());
             }
@@ -245,6 +321,17 @@ impl Poller {
                 Err(CycleError::Interrupted) => {
                     log::info!("poll cycle stopped for shutdown; finished work is committed");
                     return true;
+                }
+                Err(CycleError::NotLeader) => {
+                    log::warn!(
+                        cluster = self.config.cluster_name.as_str();
+                        "lost the lease during a poll cycle; stopped before the next write, finished work is committed"
+                    );
+                    // Not a failure of this agent; wait for leadership again at once.
+                    if once {
+                        return false;
+                    }
+                    continue;
                 }
                 Err(err) => {
                     self.forget_broken_connections(&err);
@@ -299,7 +386,8 @@ impl Poller {
         let mut summary = CycleSummary::default();
         let store = self.store.as_mut().expect("opened above");
         let client = self.kube.as_ref().expect("connected above");
-        summary.baseline = !store.baseline_complete(&cluster)?;
+        still_leading(&self.leader)?;
+        summary.baseline = store.baseline_pending(&cluster)?;
         let known = store.report_versions(&cluster)?;
 
         // 1. What exists: metadata only, one small listing per kind.
@@ -336,6 +424,7 @@ impl Poller {
             if stopping(&self.stop) {
                 return Err(CycleError::Interrupted);
             }
+            still_leading(&self.leader)?;
             let r = &listed[i];
             let owner = match &r.owner {
                 Ok(o) => o,
@@ -386,6 +475,7 @@ impl Poller {
             if stopping(&self.stop) {
                 return Err(CycleError::Interrupted);
             }
+            still_leading(&self.leader)?;
             if client.workload_existence(&kind, &namespace, &name)? == Existence::Gone {
                 let applied = store.remove_workload(
                     &cluster,
@@ -399,13 +489,28 @@ impl Poller {
                 count_events(&mut summary, &self.metrics, &applied.events);
             }
         }
+        still_leading(&self.leader)?;
         let live_uids: Vec<String> = listed.iter().map(|r| r.uid.clone()).collect();
         store.retain_report_versions(&cluster, &live_uids)?;
         if summary.baseline {
-            store.mark_baseline_complete(&cluster)?;
+            store.finish_baseline(&cluster, jiff::Timestamp::now())?;
         }
         self.owners.prune();
+        // The gauge is a read, not a write: a failure here does not undo the cycle.
+        match store.open_counts_by_severity(&cluster) {
+            Ok(counts) => self.metrics.set_open(&counts),
+            Err(e) => log::warn!(error:% = e; "cannot count open findings for the metrics"),
+        }
         Ok(summary)
+    }
+}
+
+/// `Err(NotLeader)` unless this agent may write now: checked before a cycle's first write and
+/// before each unit of work.
+fn still_leading(leader: &Option<Arc<LeaderState>>) -> Result<(), CycleError> {
+    match leader {
+        Some(l) if !l.is_leader() => Err(CycleError::NotLeader),
+        _ => Ok(()),
     }
 }
 

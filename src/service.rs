@@ -4,6 +4,8 @@
 //! time), `health` (probes and metrics) and `ready-database` (keeps the readiness answer fresh).
 //! They share an [`HealthState`] and one stop channel whose sender is dropped on shutdown, which
 //! every thread sees at once as a disconnect.
+//! With leader election a `leader` thread renews the Lease; it is stopped (and releases the
+//! Lease) only after the poll loop finished, so a successor never overlaps our last write.
 //!
 //! Crash-only: a panicking thread takes the whole process down (see [`install_panic_hook`]) and
 //! Kubernetes restarts it; there is never a half-alive agent whose probes still pass.
@@ -16,7 +18,8 @@ use crossbeam_channel::{Receiver, Sender, select};
 
 use crate::config::{Config, Mode};
 use crate::health::{self, HealthServer, HealthState};
-use crate::kube::KubeMetrics;
+use crate::kube::{self, KubeMetrics, KubeOptions};
+use crate::leader::{self, Elector, LeaderMetrics};
 use crate::metrics::Registry;
 use crate::notify::outbox::SERVICE_REQUEST_TIMEOUT;
 use crate::notify::{Deliverer, Dispatcher, NotifyMetrics, NotifySettings, Outcome, Target};
@@ -95,6 +98,7 @@ pub fn run(config: &Config, signals: Signals) -> bool {
     let poll_metrics = PollMetrics::new(&mut registry);
     let kube_metrics = KubeMetrics::new(&mut registry);
     let notify_metrics = NotifyMetrics::new(&mut registry);
+    let leader_metrics = LeaderMetrics::new(&mut registry);
     let health = HealthState::new(health::stall_bound_for(config.poll_interval));
     health.progress();
     // Dropping `stop_tx` tells every thread to stop.
@@ -138,6 +142,26 @@ pub fn run(config: &Config, signals: Signals) -> bool {
         "kijo-agent starting"
     );
     let (done_tx, done_rx) = crossbeam_channel::bounded::<bool>(1);
+    // Leader election: its own thread renews the Lease; the poll loop waits for and checks it.
+    let mut elector = None;
+    match leader::Settings::from_process(&config.leader, config.kubeconfig.is_some()) {
+        None => leader_metrics.always_leading(),
+        Some(settings) => {
+            let kube = KubeOptions {
+                kubeconfig: config.kubeconfig.clone(),
+                context: config.kube_context.clone(),
+                metrics: Some(kube_metrics.clone()),
+                ..KubeOptions::default()
+            };
+            match Elector::start(settings, kube, leader_metrics) {
+                Ok(e) => elector = Some(e),
+                Err(err) => {
+                    log::error!("cannot start the leader election thread: {err}");
+                    return false;
+                }
+            }
+        }
+    }
     let mut poller = Poller::new(
         config.clone(),
         target,
@@ -171,6 +195,9 @@ pub fn run(config: &Config, signals: Signals) -> bool {
                 return false;
             }
         }
+    }
+    if let Some(e) = &elector {
+        poller = poller.with_leader(e.state());
     }
     let poll_stop = stop_rx.clone();
     let poll_thread = thread::Builder::new().name("poll".into()).spawn(move || {
@@ -219,6 +246,10 @@ pub fn run(config: &Config, signals: Signals) -> bool {
                 "a notification was still being sent at shutdown; it stays queued and is sent again after the restart"
             ),
         }
+    }
+    // Only now, with the poll loop stopped, may a successor start: release the Lease.
+    if let Some(e) = elector {
+        e.stop();
     }
     if let Some(server) = server {
         server.stop();
@@ -285,12 +316,12 @@ impl Check {
 pub fn dry_run(config: &Config) -> bool {
     let checks = dry_run_checks(config);
     for check in &checks {
-        println!(
-            "{:<4} {:<28} {}",
-            if check.ok { "OK" } else { "FAIL" },
-            check.name,
-            check.detail
-        );
+        let status = if check.ok { "OK" } else { "FAIL" };
+        if check.detail.is_empty() || check.detail == "ok" {
+            println!("{status:<4} {}", check.name);
+        } else {
+            println!("{status:<4} {}: {}", check.name, check.detail);
+        }
     }
     let failed = checks.iter().filter(|c| !c.ok).count();
     if failed == 0 {
@@ -322,6 +353,24 @@ fn dry_run_checks(config: &Config) -> Vec<Check> {
             })
             .map_err(|e| format!("{described}: {e}")),
     ));
+    let opts = KubeOptions {
+        kubeconfig: config.kubeconfig.clone(),
+        context: config.kube_context.clone(),
+        ..KubeOptions::default()
+    };
+    match kube::Client::connect(&opts) {
+        Err(err) => checks.push(Check::new("kubernetes", Err(err.to_string()))),
+        Ok(client) => {
+            checks.push(Check::new("kubernetes", Ok(client.describe())));
+            for c in kube::dry_run_checks(&client, &config.namespaces) {
+                checks.push(Check {
+                    name: c.name,
+                    ok: c.ok,
+                    detail: c.detail,
+                });
+            }
+        }
+    }
     checks.extend(target_checks(config));
     checks
 }
@@ -424,42 +473,15 @@ pub fn history(config: &Config) -> bool {
             return false;
         }
     };
-    let result = (|| -> Result<(), store::StoreError> {
-        let counts = store.open_counts_by_severity(cluster)?;
+    let result = store.open_counts_by_severity(cluster).and_then(|counts| {
         let events = store.recent_events(cluster, HISTORY_EVENTS)?;
-        println!("cluster {cluster} — open findings by severity");
-        if counts.is_empty() {
-            println!("  (none)");
-        }
-        for c in &counts {
-            println!("  {:<9} {:>7}", c.severity, c.open);
-        }
-        println!();
-        println!("latest {} lifecycle events (newest first)", events.len());
-        for e in &events {
-            let ns = if e.asset.namespace.is_empty() {
-                "-"
-            } else {
-                e.asset.namespace.as_str()
-            };
-            println!(
-                "  {}  {:<16} {:<8} {}/{}/{} [{}]  {} {} {}",
-                e.occurred_at.strftime("%Y-%m-%d %H:%M:%S"),
-                e.kind.as_str(),
-                e.finding.severity,
-                ns,
-                e.asset.workload_kind,
-                e.asset.workload,
-                e.asset.container,
-                e.finding.key.vulnerability_id,
-                e.finding.key.package,
-                e.finding.installed_version,
-            );
-        }
-        Ok(())
-    })();
+        Ok(store::render_history(cluster, &counts, &events))
+    });
     match result {
-        Ok(()) => true,
+        Ok(text) => {
+            print!("{text}");
+            true
+        }
         Err(err) => {
             log::error!("cannot read the store: {err}");
             false

@@ -1,7 +1,7 @@
 //! Request routing and the API handlers: auth, faults, discovery, OpenAPI, CRUD, lists
 //! (JSON, metadata-only, Table), watch, and the `/_sandbox/` admin endpoints.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -18,11 +18,27 @@ use crate::store::{ApiError, ListQuery, Obj, PatchKind, Store};
 
 pub struct State {
     pub store: Store,
-    pub tokens: RwLock<HashSet<String>>,
+    pub tokens: RwLock<Tokens>,
     pub faults: Faults,
     pub stats: Mutex<BTreeMap<(String, String, String), u64>>,
     pub server_addr: String,
     pub shutdown: AtomicBool,
+    /// Gzip large answers to clients sending `Accept-Encoding: gzip`, as the API server does.
+    pub gzip: bool,
+}
+
+/// Accepted bearer tokens: full access, or access limited to some namespaces (as a RoleBinding
+/// per namespace grants), so namespace-scoped RBAC can be exercised.
+#[derive(Default)]
+pub struct Tokens {
+    pub full: HashSet<String>,
+    pub namespaced: HashMap<String, Vec<String>>,
+}
+
+enum Access {
+    Denied,
+    Full,
+    Namespaces(Vec<String>),
 }
 
 pub enum Outcome {
@@ -46,6 +62,7 @@ pub struct WatchSpec {
     timeout: Duration,
     repr: Repr,
     bookmarks: bool,
+    send_initial: bool,
 }
 
 /// The representation a client asked for in its Accept header.
@@ -204,12 +221,19 @@ fn bearer(req: &Request) -> Option<&str> {
 }
 
 impl State {
-    fn authorized(&self, req: &Request, client_cert: bool) -> bool {
+    fn access(&self, req: &Request, client_cert: bool) -> Access {
         if client_cert {
-            return true;
+            return Access::Full;
         }
         let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
-        bearer(req).is_some_and(|t| tokens.contains(t))
+        match bearer(req) {
+            Some(t) if tokens.full.contains(t) => Access::Full,
+            Some(t) => tokens
+                .namespaced
+                .get(t)
+                .map_or(Access::Denied, |ns| Access::Namespaces(ns.clone())),
+            None => Access::Denied,
+        }
     }
 
     fn count(&self, verb: &str, path: &str, repr: Repr) {
@@ -233,17 +257,38 @@ pub fn handle(state: &State, req: &Request, client_cert: bool) -> Outcome {
             _ => Response::new(200, "text/plain", vec![Segment::Static(b"ok")]),
         });
     }
-    if !state.authorized(req, client_cert) {
-        return Outcome::Respond(status_response(&ApiError::new(
-            401,
-            "Unauthorized",
-            "Unauthorized",
-        )));
+    let verb = verb_of(req, &target);
+    match state.access(req, client_cert) {
+        Access::Denied => {
+            return Outcome::Respond(status_response(&ApiError::new(
+                401,
+                "Unauthorized",
+                "Unauthorized",
+            )));
+        }
+        Access::Namespaces(allowed) => {
+            let (res, ns) = match &target {
+                Target::Collection { res, ns } => (Some(*res), ns.clone()),
+                Target::Object { res, ns, .. } => {
+                    (Some(*res), Some(ns.clone()).filter(|n| !n.is_empty()))
+                }
+                Target::Admin(_) => (None, None),
+                _ => (None, Some(String::new())),
+            };
+            let permitted = match (&ns, res) {
+                (Some(n), None) => n.is_empty(), // discovery and OpenAPI
+                (Some(n), Some(r)) => RESOURCES[r].namespaced && allowed.contains(n),
+                (None, _) => false,
+            };
+            if !permitted {
+                return Outcome::Respond(status_response(&forbidden(res, ns.as_deref(), verb)));
+            }
+        }
+        Access::Full => {}
     }
     if let Target::Admin(what) = &target {
         return Outcome::Respond(admin(state, req, what));
     }
-    let verb = verb_of(req, &target);
     let repr = repr_of(req);
     state.count(verb, &req.path, repr);
     let is_continue_list = verb == "list" && req.param("continue").is_some_and(|c| !c.is_empty());
@@ -270,6 +315,22 @@ pub fn handle(state: &State, req: &Request, client_cert: bool) -> Outcome {
                     "InternalError",
                     "Internal error occurred: injected by the sandbox",
                 )));
+            }
+            FaultKind::Status401 => {
+                return Outcome::Respond(status_response(&ApiError::new(
+                    401,
+                    "Unauthorized",
+                    "Unauthorized",
+                )));
+            }
+            FaultKind::Status503 => {
+                let mut e = ApiError::new(
+                    503,
+                    "ServiceUnavailable",
+                    "the server is currently unable to handle the request (injected by the sandbox)",
+                );
+                e.details = Some(json!({"retryAfterSeconds": f.retry_after_seconds}));
+                return Outcome::Respond(status_response(&e));
             }
             FaultKind::Status429 => {
                 let mut r = Response::new(
@@ -317,6 +378,33 @@ pub fn handle(state: &State, req: &Request, client_cert: bool) -> Outcome {
     }
 }
 
+fn forbidden(res: Option<usize>, ns: Option<&str>, verb: &str) -> ApiError {
+    let user = "system:serviceaccount:sandbox:namespace-limited";
+    let Some(r) = res.map(|i| &RESOURCES[i]) else {
+        return ApiError::new(
+            403,
+            "Forbidden",
+            format!("forbidden: User \"{user}\" cannot use the sandbox admin endpoints"),
+        );
+    };
+    let scope = match ns {
+        Some(n) if !n.is_empty() => format!("in the namespace \"{n}\""),
+        _ => "at the cluster scope".to_string(),
+    };
+    let mut e = ApiError::new(
+        403,
+        "Forbidden",
+        format!(
+            "{} is forbidden: User \"{user}\" cannot {verb} resource \"{}\" in API group \"{}\" {scope}",
+            r.qualified(),
+            r.plural,
+            r.group
+        ),
+    );
+    e.details = Some(json!({"group": r.group, "kind": r.plural}));
+    e
+}
+
 fn admin(state: &State, req: &Request, what: &str) -> Response {
     let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
     match (req.method.as_str(), what) {
@@ -342,13 +430,28 @@ fn admin(state: &State, req: &Request, what: &str) -> Response {
             let Some(list) = body.get("tokens").and_then(Value::as_array) else {
                 return status_response(&ApiError::bad_request("expected {\"tokens\": [\"...\"]}"));
             };
-            let set: HashSet<String> = list
+            let full: HashSet<String> = list
                 .iter()
                 .filter_map(Value::as_str)
                 .map(str::to_string)
                 .collect();
-            let n = set.len();
-            *state.tokens.write().unwrap_or_else(|e| e.into_inner()) = set;
+            let mut namespaced = HashMap::new();
+            if let Some(m) = body.get("namespaced").and_then(Value::as_object) {
+                for (tok, nss) in m {
+                    let nss = nss
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(Value::as_str)
+                                .map(str::to_string)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    namespaced.insert(tok.clone(), nss);
+                }
+            }
+            let n = full.len() + namespaced.len();
+            *state.tokens.write().unwrap_or_else(|e| e.into_inner()) = Tokens { full, namespaced };
             ok_json(200, &json!({"tokens": n}))
         }
         ("GET", "stats") => {
@@ -458,7 +561,8 @@ fn collection(
             let timeout = req
                 .param("timeoutSeconds")
                 .and_then(|s| s.parse::<u64>().ok())
-                .unwrap_or(1800);
+                .unwrap_or(1800)
+                .min(86_400); // keeps Instant + timeout from overflowing
             Ok(Outcome::Watch(WatchSpec {
                 res,
                 ns,
@@ -468,6 +572,7 @@ fn collection(
                 timeout: Duration::from_secs(timeout),
                 repr,
                 bookmarks: req.param("allowWatchBookmarks") == Some("true"),
+                send_initial: req.param("sendInitialEvents") == Some("true"),
             }))
         }
         "GET" => {
@@ -488,7 +593,45 @@ fn collection(
                     "specifying resource version is not allowed when using continue",
                 ));
             }
+            let rv_match = req.param("resourceVersionMatch").filter(|s| !s.is_empty());
+            if cont.is_some() && rv_match.is_some() {
+                return Err(ApiError::bad_request(
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+            let rv = req.param("resourceVersion").filter(|s| !s.is_empty());
+            match (rv_match, rv) {
+                (Some("Exact" | "NotOlderThan"), None) => {
+                    return Err(ApiError::bad_request(
+                        "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                    ));
+                }
+                (Some("Exact"), Some("0")) => {
+                    return Err(ApiError::bad_request(
+                        "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                    ));
+                }
+                (Some("Exact"), Some(v))
+                    if v.parse::<u64>()
+                        .is_ok_and(|v| v < state.store.compacted_rv()) =>
+                {
+                    return Err(ApiError::new(
+                        410,
+                        "Expired",
+                        "The resourceVersion for the provided list is too old.",
+                    ));
+                }
+                (Some(m), _) if m != "Exact" && m != "NotOlderThan" => {
+                    return Err(ApiError::bad_request(format!(
+                        "unsupported resourceVersionMatch {m:?}"
+                    )));
+                }
+                _ => {}
+            }
+            // As the watch cache does: resourceVersion=0 without a match rule ignores `limit`.
+            let any_rv = rv == Some("0") && rv_match.is_none();
             let limit = match req.param("limit").filter(|s| !s.is_empty()) {
+                _ if any_rv => 0,
                 None => 0,
                 Some(s) => s
                     .parse::<usize>()
@@ -534,7 +677,7 @@ fn collection(
             let page = state.store.list(res, &q)?;
             let mut gone = Vec::new();
             for o in &page.items {
-                if let Ok(d) = state.store.delete(res, &o.namespace, &o.name, None) {
+                if let Ok(d) = state.store.delete(res, &o.namespace, &o.name, None, false) {
                     gone.push(d);
                 }
             }
@@ -627,9 +770,12 @@ fn object(
         }
         "DELETE" => {
             let opts: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+            let orphan = opts.get("propagationPolicy").and_then(Value::as_str) == Some("Orphan")
+                || opts.get("orphanDependents").and_then(Value::as_bool) == Some(true)
+                || req.param("propagationPolicy") == Some("Orphan");
             let o = state
                 .store
-                .delete(res, ns, name, opts.get("preconditions"))?;
+                .delete(res, ns, name, opts.get("preconditions"), orphan)?;
             if r.group == "aquasecurity.github.io" {
                 let v = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success",
                     "details":{"name": name, "group": r.group, "kind": r.plural, "uid": o.uid}});
@@ -811,6 +957,15 @@ fn event_bytes(typ: &str, r: &Resource, o: &Obj, repr: Repr) -> Vec<u8> {
     out
 }
 
+/// Writes a live event as two flushed chunks: clients must decode events that span reads, as
+/// they do behind real API servers and proxies.
+fn write_split<W: Write>(w: &mut W, event: &[u8]) -> io::Result<()> {
+    let (a, b) = event.split_at(event.len() / 2);
+    http::write_chunk(w, &[a])?;
+    w.flush()?;
+    http::write_chunk(w, &[b])
+}
+
 /// Streams watch events until the timeout, a write error or shutdown.
 pub fn run_watch<W: Write>(state: &State, spec: WatchSpec, w: &mut W) -> io::Result<()> {
     let r = &RESOURCES[spec.res];
@@ -827,16 +982,31 @@ pub fn run_watch<W: Write>(state: &State, spec: WatchSpec, w: &mut W) -> io::Res
                 .is_none_or(|(n, eq)| (&o.name == n) == *eq)
             && spec.selector.matches(o.labels())
     };
+    let bookmark = |rv: u64, initial_end: bool| {
+        let annotations = if initial_end {
+            r#","annotations":{"k8s.io/initial-events-end":"true"}"#
+        } else {
+            ""
+        };
+        format!(
+            "{{\"type\":\"BOOKMARK\",\"object\":{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{{\"resourceVersion\":\"{rv}\"{annotations}}}}}}}\n",
+            r.kind,
+            r.api_version()
+        )
+    };
     let mut last = match spec.from_rv {
-        None | Some(0) => {
+        Some(rv) if rv > 0 && !spec.send_initial => rv,
+        _ => {
             let (items, rv) = state.store.snapshot(spec.res, spec.ns.as_deref());
             for o in items.iter().filter(|o| matches(o)) {
                 http::write_chunk(w, &[&event_bytes("ADDED", r, o, spec.repr)])?;
             }
+            if spec.send_initial {
+                http::write_chunk(w, &[bookmark(rv, true).as_bytes()])?;
+            }
             w.flush()?;
             rv
         }
-        Some(rv) => rv,
     };
     let deadline = Instant::now() + spec.timeout;
     let mut last_write = Instant::now();
@@ -861,7 +1031,7 @@ pub fn run_watch<W: Write>(state: &State, spec: WatchSpec, w: &mut W) -> io::Res
             }
             Ok((events, cur)) => {
                 for e in events.iter().filter(|e| matches(&e.obj)) {
-                    http::write_chunk(w, &[&event_bytes(e.typ.as_str(), r, &e.obj, spec.repr)])?;
+                    write_split(w, &event_bytes(e.typ.as_str(), r, &e.obj, spec.repr))?;
                     last_write = Instant::now();
                 }
                 if !events.is_empty() {
@@ -871,15 +1041,94 @@ pub fn run_watch<W: Write>(state: &State, spec: WatchSpec, w: &mut W) -> io::Res
             }
         }
         if spec.bookmarks && last_write.elapsed() > Duration::from_secs(30) {
-            let bm = format!(
-                r#"{{"type":"BOOKMARK","object":{{"kind":"{}","apiVersion":"{}","metadata":{{"resourceVersion":"{last}"}}}}}}"#,
-                r.kind,
-                r.api_version()
-            );
-            http::write_chunk(w, &[bm.as_bytes(), b"\n"])?;
+            http::write_chunk(w, &[bookmark(last, false).as_bytes()])?;
             w.flush()?;
             last_write = Instant::now();
         }
     }
     http::write_last_chunk(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        let now = jiff::Timestamp::now().as_second();
+        let at = |ago: i64| jiff::Timestamp::from_second(now - ago).unwrap();
+        let cases = [
+            (5, "5s"),
+            (119, "119s"),
+            (150, "2m30s"),
+            (600, "10m"),
+            (3 * 3600 + 60, "3h1m"),
+            (10 * 3600, "10h"),
+            (3 * 86400, "3d"),
+            (3 * 86400 + 7200, "3d2h"),
+            (30 * 86400, "30d"),
+            (-5, "0s"),
+        ];
+        for (ago, want) in cases {
+            assert_eq!(human_age(at(ago)), want, "{ago}s ago");
+        }
+    }
+
+    #[test]
+    fn paths_route_to_resources() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "/apis/aquasecurity.github.io/v1alpha1/vulnerabilityreports",
+                "collection vulnerabilityreports -",
+            ),
+            (
+                "/apis/aquasecurity.github.io/v1alpha1/namespaces/ns/vulnerabilityreports",
+                "collection vulnerabilityreports ns",
+            ),
+            (
+                "/apis/aquasecurity.github.io/v1alpha1/namespaces/ns/vulnerabilityreports/r",
+                "object vulnerabilityreports ns/r",
+            ),
+            (
+                "/apis/aquasecurity.github.io/v1alpha1/clustervulnerabilityreports/r",
+                "object clustervulnerabilityreports /r",
+            ),
+            (
+                "/apis/aquasecurity.github.io/v1alpha1/namespaces/ns/clustervulnerabilityreports",
+                "unknown",
+            ),
+            (
+                "/apis/aquasecurity.github.io/v1alpha1/clustercompliancereports/c/status",
+                "object clustercompliancereports /c",
+            ),
+            ("/api/v1/namespaces", "collection namespaces -"),
+            ("/api/v1/namespaces/shop", "object namespaces /shop"),
+            ("/api/v1/namespaces/shop/pods", "collection pods shop"),
+            (
+                "/apis/coordination.k8s.io/v1/namespaces/kijo/leases/l",
+                "object leases kijo/l",
+            ),
+            ("/apis/nope.io/v1/things", "unknown"),
+            ("/apis/apps/v1", "discovery"),
+            ("/version", "open"),
+            ("/_sandbox/stats", "admin"),
+        ];
+        for (path, want) in cases {
+            let got = match parse_target(path) {
+                Target::Collection { res, ns } => format!(
+                    "collection {} {}",
+                    RESOURCES[res].plural,
+                    ns.unwrap_or("-".into())
+                ),
+                Target::Object { res, ns, name } => {
+                    format!("object {} {ns}/{name}", RESOURCES[res].plural)
+                }
+                Target::Unknown => "unknown".into(),
+                Target::Discovery(_) | Target::OpenApi(_) => "discovery".into(),
+                Target::Open(_) => "open".into(),
+                Target::Admin(_) => "admin".into(),
+            };
+            assert_eq!(&got, want, "{path}");
+        }
+    }
 }

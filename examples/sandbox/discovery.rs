@@ -12,15 +12,25 @@ pub fn version() -> Value {
         "gitTreeState":"clean","buildDate":"2025-04-22T00:00:00Z","goVersion":"go1.23.8","compiler":"gc","platform":"linux/amd64"})
 }
 
+/// kubectl's `get all` expands the `all` category, which the built-in workload kinds join.
+fn categories(r: &Resource) -> &'static [&'static str] {
+    match r.kind {
+        "Pod" | "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "CronJob" => {
+            &["all"]
+        }
+        _ => &[],
+    }
+}
+
 fn api_resource(r: &Resource) -> Value {
     json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
-        "verbs": VERBS, "shortNames": r.short_names, "storageVersionHash": ""})
+        "verbs": VERBS, "shortNames": r.short_names, "categories": categories(r), "storageVersionHash": ""})
 }
 
 fn aggregated_resource(r: &Resource) -> Value {
     json!({"resource": r.plural, "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
         "scope": if r.namespaced { "Namespaced" } else { "Cluster" }, "singularResource": r.singular,
-        "shortNames": r.short_names, "verbs": VERBS})
+        "shortNames": r.short_names, "verbs": VERBS, "categories": categories(r)})
 }
 
 fn aggregated_group(group: &str) -> Value {

@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultKind {
+    Status401,
     Status500,
+    Status503,
     Status429,
     ExpireContinue,
     Slow,
@@ -18,7 +20,9 @@ pub enum FaultKind {
 impl FaultKind {
     fn parse(s: &str) -> Option<FaultKind> {
         Some(match s {
+            "401" => FaultKind::Status401,
             "500" => FaultKind::Status500,
+            "503" => FaultKind::Status503,
             "429" => FaultKind::Status429,
             "410-continue" | "410" => FaultKind::ExpireContinue,
             "slow" => FaultKind::Slow,
@@ -29,7 +33,9 @@ impl FaultKind {
     }
     fn name(self) -> &'static str {
         match self {
+            FaultKind::Status401 => "401",
             FaultKind::Status500 => "500",
+            FaultKind::Status503 => "503",
             FaultKind::Status429 => "429",
             FaultKind::ExpireContinue => "410-continue",
             FaultKind::Slow => "slow",
@@ -55,7 +61,7 @@ impl Fault {
         let mut parts = spec.split(':');
         let kind_s = parts.next().unwrap_or("");
         let kind = FaultKind::parse(kind_s)
-            .ok_or_else(|| format!("--fault {spec:?}: unknown kind {kind_s:?} (500, 429, 410-continue, slow, truncate, drop)"))?;
+            .ok_or_else(|| format!("--fault {spec:?}: unknown kind {kind_s:?} (500, 503, 429, 401, 410-continue, slow, truncate, drop)"))?;
         let mut f = Fault {
             kind,
             count: 1,
@@ -156,5 +162,63 @@ impl Faults {
             g.remove(i);
         }
         Some(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_specs_parse() {
+        let f = Fault::parse_cli("500:3").unwrap();
+        assert_eq!((f.kind, f.count), (FaultKind::Status500, 3));
+        let f = Fault::parse_cli("429:2:retry=7").unwrap();
+        assert_eq!(
+            (f.kind, f.count, f.retry_after_seconds),
+            (FaultKind::Status429, 2, 7)
+        );
+        let f = Fault::parse_cli("slow:delay=250").unwrap();
+        assert_eq!((f.kind, f.count, f.delay_ms), (FaultKind::Slow, 1, 250));
+        let f = Fault::parse_cli("truncate:1:path=/apis/x:y").unwrap();
+        assert_eq!(f.path_contains.as_deref(), Some("/apis/x:y"));
+        assert_eq!(
+            Fault::parse_cli("410-continue").unwrap().kind,
+            FaultKind::ExpireContinue
+        );
+        assert_eq!(
+            Fault::parse_cli("503:retry=4").unwrap().retry_after_seconds,
+            4
+        );
+        assert_eq!(Fault::parse_cli("401").unwrap().kind, FaultKind::Status401);
+        assert!(Fault::parse_cli("teapot:1").is_err());
+        assert!(Fault::parse_cli("500:many").is_err());
+    }
+
+    #[test]
+    fn faults_are_consumed_per_matching_request() {
+        let faults = Faults::default();
+        faults.add(Fault::parse_cli("500:2:path=reports").unwrap());
+        faults.add(Fault::parse_cli("410-continue:1").unwrap());
+        assert!(faults.take("/api/v1/pods", false).is_none());
+        assert_eq!(
+            faults.take("/apis/x/reports", false).map(|f| f.kind),
+            Some(FaultKind::Status500)
+        );
+        assert_eq!(
+            faults.take("/apis/x/reports", false).map(|f| f.kind),
+            Some(FaultKind::Status500)
+        );
+        assert!(
+            faults.take("/apis/x/reports", false).is_none(),
+            "410-continue needs a continue list"
+        );
+        assert_eq!(
+            faults
+                .take("/apis/x/reports?continue=a", true)
+                .map(|f| f.kind),
+            Some(FaultKind::ExpireContinue)
+        );
+        assert!(faults.pending().is_empty());
     }
 }

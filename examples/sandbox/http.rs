@@ -90,8 +90,9 @@ fn read_line_limited<R: BufRead>(r: &mut R, budget: &mut usize) -> io::Result<Op
     Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
 }
 
-/// Reads one request; `Ok(None)` on a clean end of the connection.
-pub fn read_request<R: BufRead>(r: &mut R) -> io::Result<Option<Request>> {
+/// Reads one request; `Ok(None)` on a clean end of the connection. Answers
+/// `Expect: 100-continue` (curl sends it for larger bodies) before reading the body.
+pub fn read_request<C: Read + Write>(r: &mut io::BufReader<C>) -> io::Result<Option<Request>> {
     let mut budget = MAX_HEAD;
     let mut line = match read_line_limited(r, &mut budget)? {
         None => return Ok(None),
@@ -148,7 +149,7 @@ pub fn read_request<R: BufRead>(r: &mut R) -> io::Result<Option<Request>> {
                 while read_line_limited(r, &mut b)?.is_some_and(|l| !l.is_empty()) {}
                 break;
             }
-            if req.body.len() + size > MAX_BODY {
+            if req.body.len().saturating_add(size) > MAX_BODY {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "request body too large",
@@ -257,6 +258,42 @@ impl Response {
                 break;
             }
         }
+        bw.flush()
+    }
+}
+
+/// Writes each buffer it gets as one HTTP chunk.
+struct ChunkWriter<'a, W: Write>(&'a mut W);
+
+impl<W: Write> Write for ChunkWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        write_chunk(self.0, &[buf])?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Response {
+    /// Writes the body gzip-compressed with chunked framing (its size is not known in advance).
+    pub fn write_gzip<W: Write>(&self, w: &mut W) -> io::Result<()> {
+        let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        for (k, v) in &self.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("Content-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let mut bw = io::BufWriter::with_capacity(64 << 10, w);
+        bw.write_all(head.as_bytes())?;
+        {
+            let chunks = io::BufWriter::with_capacity(64 << 10, ChunkWriter(&mut bw));
+            let mut gz = flate2::write::GzEncoder::new(chunks, flate2::Compression::fast());
+            for s in &self.body {
+                gz.write_all(s.bytes())?;
+            }
+            gz.finish()?.flush()?;
+        }
+        write_last_chunk(&mut bw)?;
         bw.flush()
     }
 }

@@ -123,3 +123,70 @@ pub fn apply(doc: &mut Value, ops: &Value) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn operations_apply_in_order() {
+        let cases = [
+            (
+                json!({"a": 1}),
+                json!([{"op": "add", "path": "/b", "value": 2}]),
+                Ok(json!({"a": 1, "b": 2})),
+            ),
+            (
+                json!({"a": [1, 3]}),
+                json!([{"op": "add", "path": "/a/1", "value": 2}]),
+                Ok(json!({"a": [1, 2, 3]})),
+            ),
+            (
+                json!({"a": [1]}),
+                json!([{"op": "add", "path": "/a/-", "value": 2}]),
+                Ok(json!({"a": [1, 2]})),
+            ),
+            (
+                json!({"a": 1, "b": 2}),
+                json!([{"op": "remove", "path": "/a"}]),
+                Ok(json!({"b": 2})),
+            ),
+            (
+                json!({"a": 1}),
+                json!([{"op": "replace", "path": "/a", "value": 5}]),
+                Ok(json!({"a": 5})),
+            ),
+            (
+                json!({"a": {"x": 1}}),
+                json!([{"op": "move", "from": "/a/x", "path": "/y"}]),
+                Ok(json!({"a": {}, "y": 1})),
+            ),
+            (
+                json!({"a": 1}),
+                json!([{"op": "copy", "from": "/a", "path": "/b"}]),
+                Ok(json!({"a": 1, "b": 1})),
+            ),
+            (
+                json!({"m": {"l/k": 1}}),
+                json!([{"op": "remove", "path": "/m/l~1k"}]),
+                Ok(json!({"m": {}})),
+            ),
+            (
+                json!({"a": 1}),
+                json!([{"op": "test", "path": "/a", "value": 2}]),
+                Err(()),
+            ),
+            (
+                json!({"a": 1}),
+                json!([{"op": "remove", "path": "/zz"}]),
+                Err(()),
+            ),
+            (json!({"a": 1}), json!({"op": "add"}), Err(())),
+        ];
+        for (mut doc, ops, want) in cases {
+            let got = apply(&mut doc, &ops).map(|()| doc.clone()).map_err(|_| ());
+            assert_eq!(got, want, "{ops}");
+        }
+    }
+}

@@ -2,7 +2,8 @@
 //! Not part of the release binary. See README "Kubernetes API sandbox" for the flags.
 //!
 //! `cargo run --example sandbox -- [--listen ADDR] [--plain-http] [--token TOKEN]
-//!   [--client-ca-dir DIR] [--kubeconfig PATH] [--load DIR]... [--synthetic W:V[:SEED]] [--fault SPEC]...`
+//!   [--client-ca-dir DIR] [--kubeconfig PATH] [--load DIR]... [--synthetic W:V[:SEED]] [--fault SPEC]...
+//!   [--namespaced-token TOKEN=NS[,NS...]]... [--gzip]`
 //!
 //! Prints exactly one line to stdout when ready: `sandbox ready: <URL>`. Logs go to stderr.
 
@@ -38,6 +39,8 @@ struct Args {
     load: Vec<PathBuf>,
     synthetic: Option<String>,
     faults: Vec<String>,
+    namespaced_tokens: Vec<(String, Vec<String>)>,
+    gzip: bool,
 }
 
 fn parse_args() -> Result<Args, lexopt::Error> {
@@ -51,6 +54,8 @@ fn parse_args() -> Result<Args, lexopt::Error> {
         load: Vec::new(),
         synthetic: None,
         faults: Vec::new(),
+        namespaced_tokens: Vec::new(),
+        gzip: false,
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
@@ -63,9 +68,20 @@ fn parse_args() -> Result<Args, lexopt::Error> {
             Long("load") => a.load.push(p.value()?.into()),
             Long("synthetic") => a.synthetic = Some(p.value()?.string()?),
             Long("fault") => a.faults.push(p.value()?.string()?),
+            Long("namespaced-token") => {
+                let v = p.value()?.string()?;
+                let (tok, nss) = v
+                    .split_once('=')
+                    .ok_or("--namespaced-token expects TOKEN=NS[,NS...]")?;
+                a.namespaced_tokens.push((
+                    tok.to_string(),
+                    nss.split(',').map(str::to_string).collect(),
+                ));
+            }
+            Long("gzip") => a.gzip = true,
             Long("help") | Short('h') => {
                 eprintln!(
-                    "usage: sandbox [--listen ADDR] [--plain-http] [--token TOKEN] [--client-ca-dir DIR] [--kubeconfig PATH] [--load DIR]... [--synthetic WORKLOADS:VULNS[:SEED]] [--fault KIND[:COUNT][:retry=S][:delay=MS][:path=SUBSTR]]..."
+                    "usage: sandbox [--listen ADDR] [--plain-http] [--token TOKEN] [--client-ca-dir DIR] [--kubeconfig PATH] [--load DIR]... [--synthetic WORKLOADS:VULNS[:SEED]] [--fault KIND[:COUNT][:retry=S][:delay=MS][:path=SUBSTR]]... [--namespaced-token TOKEN=NS[,NS...]]... [--gzip]"
                 );
                 std::process::exit(0);
             }
@@ -83,7 +99,13 @@ impl log::Log for StderrLogger {
     }
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
-            eprintln!("sandbox {} {}", r.level().as_str().to_lowercase(), r.args());
+            // Never panic on a closed stderr (a reader that went away must not stop shutdown).
+            let _ = writeln!(
+                std::io::stderr(),
+                "sandbox {} {}",
+                r.level().as_str().to_lowercase(),
+                r.args()
+            );
         }
     }
     fn flush(&self) {}
@@ -134,6 +156,15 @@ fn serve<C: Conn>(conn: C, state: &State) {
         let started = Instant::now();
         let outcome = api::handle(state, &req, client_cert);
         let result = match outcome {
+            Outcome::Respond(r)
+                if state.gzip
+                    && r.body_len() > 128 << 10
+                    && req
+                        .header("accept-encoding")
+                        .is_some_and(|v| v.contains("gzip")) =>
+            {
+                r.write_gzip(reader.get_mut())
+            }
             Outcome::Respond(r) => {
                 log::debug!(
                     "{} {} -> {} ({} bytes, {:?})",
@@ -228,7 +259,11 @@ fn run() -> Result<(), String> {
     }
     let state = Arc::new(State {
         store,
-        tokens: RwLock::new(HashSet::from([token])),
+        tokens: RwLock::new(api::Tokens {
+            full: HashSet::from([token]),
+            namespaced: args.namespaced_tokens.iter().cloned().collect(),
+        }),
+        gzip: args.gzip,
         faults,
         stats: Mutex::new(BTreeMap::new()),
         server_addr: format!("{host}:{}", addr.port()),

@@ -86,3 +86,51 @@ impl Selector {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn selectors_match_like_the_api_server() {
+        let labels =
+            json!({"app": "web", "tier": "front", "trivy-operator.container.name": "nginx"});
+        let labels = labels.as_object();
+        let cases: &[(&str, bool)] = &[
+            ("", true),
+            ("app=web", true),
+            ("app==web", true),
+            ("app=api", false),
+            ("app!=api", true),
+            ("missing!=x", true),
+            ("app in (api,web)", true),
+            ("app in (api)", false),
+            ("app notin (api)", true),
+            ("missing notin (api)", true),
+            ("tier", true),
+            ("missing", false),
+            ("!missing", true),
+            ("!app", false),
+            ("app=web,tier=front", true),
+            ("app=web,tier=back", false),
+            (
+                "app in (api, web),trivy-operator.container.name=nginx",
+                true,
+            ),
+        ];
+        for (sel, want) in cases {
+            let s = Selector::parse(sel).unwrap_or_else(|e| panic!("{sel}: {e}"));
+            assert_eq!(s.matches(labels), *want, "{sel}");
+        }
+        assert!(Selector::parse("").unwrap().matches(None));
+        assert!(!Selector::parse("app=web").unwrap().matches(None));
+    }
+
+    #[test]
+    fn malformed_selectors_are_errors() {
+        for sel in ["app in web", "a b", "app in (x"] {
+            assert!(Selector::parse(sel).is_err(), "{sel}");
+        }
+    }
+}

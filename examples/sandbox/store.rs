@@ -161,6 +161,10 @@ pub struct Event {
 
 type Key = (String, String);
 
+/// A placeholder string value and the pre-serialized JSON that replaces it in the stored bytes,
+/// so generated reports sharing an image's findings serialize them only once.
+pub type Splice<'a> = Option<(&'a str, &'a [u8])>;
+
 struct Inner {
     rv: u64,
     tables: Vec<BTreeMap<Key, Obj>>,
@@ -315,6 +319,11 @@ impl Store {
         g.events.clear();
     }
 
+    /// Lists at a resourceVersion below this answer 410 (history compacted away).
+    pub fn compacted_rv(&self) -> u64 {
+        self.lock().compacted_rv
+    }
+
     pub fn current_rv(&self) -> u64 {
         self.lock().rv
     }
@@ -328,7 +337,7 @@ impl Store {
     }
 
     pub fn create(&self, res: usize, ns: &str, obj: Value) -> Result<Obj, ApiError> {
-        let r = self.lock().create(res, ns, obj);
+        let r = self.lock().create(res, ns, obj, None);
         self.changed.notify_all();
         r
     }
@@ -360,7 +369,7 @@ impl Store {
         {
             return Err(ApiError::conflict(r, name));
         }
-        let r = g.commit(res, ns, obj, Some(&old));
+        let r = g.commit(res, ns, obj, Some(&old), None);
         drop(g);
         self.changed.notify_all();
         r
@@ -387,7 +396,7 @@ impl Store {
                     if obj_name(&obj).is_none() {
                         merge_patch(&mut obj, &json!({"metadata": {"name": name}}));
                     }
-                    let r = g.create(res, ns, obj).map(|o| (o, true));
+                    let r = g.create(res, ns, obj, None).map(|o| (o, true));
                     drop(g);
                     self.changed.notify_all();
                     r
@@ -405,7 +414,7 @@ impl Store {
                     return Err(ApiError::conflict(r, name));
                 }
                 merge_patch(&mut cur, patch);
-                let r = g.commit(res, ns, cur, Some(&old)).map(|o| (o, false));
+                let r = g.commit(res, ns, cur, Some(&old), None).map(|o| (o, false));
                 drop(g);
                 self.changed.notify_all();
                 r
@@ -420,6 +429,7 @@ impl Store {
         ns: &str,
         name: &str,
         preconditions: Option<&Value>,
+        orphan: bool,
     ) -> Result<Obj, ApiError> {
         let mut g = self.lock();
         let r = &RESOURCES[res];
@@ -451,27 +461,37 @@ impl Store {
                 }
             }
         }
-        // Garbage collection: follow ownerReferences until no new dependents appear.
-        let mut i = 0;
-        while i < uids.len() {
-            let owner = uids[i].clone();
+        // Garbage collection: index owner uid -> dependents once, then follow it breadth-first.
+        if !orphan {
+            let mut dependents: std::collections::HashMap<String, Vec<(usize, Key, String)>> =
+                std::collections::HashMap::new();
             for (ti, t) in g.tables.iter().enumerate() {
                 for (k, o) in t {
-                    let owned = o
-                        .meta
-                        .get("ownerReferences")
-                        .and_then(Value::as_array)
-                        .is_some_and(|refs| {
-                            refs.iter()
-                                .any(|r| r.get("uid").and_then(Value::as_str) == Some(&owner))
-                        });
-                    if owned && !uids.contains(&o.uid) {
-                        uids.push(o.uid.clone());
-                        doomed.push((ti, k.clone()));
+                    let refs = o.meta.get("ownerReferences").and_then(Value::as_array);
+                    for owner in refs
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|r| r.get("uid").and_then(Value::as_str))
+                    {
+                        dependents.entry(owner.to_string()).or_default().push((
+                            ti,
+                            k.clone(),
+                            o.uid.clone(),
+                        ));
                     }
                 }
             }
-            i += 1;
+            let mut seen: std::collections::HashSet<String> = uids.iter().cloned().collect();
+            let mut i = 0;
+            while i < uids.len() {
+                for (ti, k, uid) in dependents.get(&uids[i]).into_iter().flatten() {
+                    if seen.insert(uid.clone()) {
+                        uids.push(uid.clone());
+                        doomed.push((*ti, k.clone()));
+                    }
+                }
+                i += 1;
+            }
         }
         let mut first = None;
         for (ti, k) in doomed {
@@ -601,26 +621,54 @@ impl Store {
         Ok((evs, g.rv))
     }
 
+    /// Bulk insert of a new object whose bytes get `splice` applied (see [`Splice`]).
+    pub fn insert_spliced(
+        &self,
+        res: usize,
+        ns: &str,
+        obj: Value,
+        splice: Splice,
+    ) -> Result<Obj, ApiError> {
+        self.lock().create(res, ns, obj, splice)
+    }
+
     /// Bulk insert used by the loaders; records no watch events.
     pub fn insert_loaded(&self, res: usize, ns: &str, obj: Value) -> Result<Obj, ApiError> {
         let mut g = self.lock();
         let name = obj_name(&obj).unwrap_or_default();
         let old = g.tables[res].get(&(ns.to_string(), name)).cloned();
         match old {
-            Some(old) => g.commit(res, ns, obj, Some(&old)),
-            None => g.create(res, ns, obj),
+            Some(old) => g.commit(res, ns, obj, Some(&old), None),
+            None => g.create(res, ns, obj, None),
         }
     }
 }
 
+/// The object as deleted at `rv`: DELETED events carry the deletion's resourceVersion, so a
+/// client resuming a watch from it does not replay the event. The stored bytes are patched in
+/// place (serde_json writes object keys sorted, so `metadata` precedes any body field).
 fn with_rv(o: &Obj, rv: u64) -> Obj {
-    let mut v = o.parse();
-    v["metadata"]["resourceVersion"] = Value::String(rv.to_string());
     let mut meta = (*o.meta).clone();
     meta["resourceVersion"] = Value::String(rv.to_string());
+    let old = format!("\"resourceVersion\":\"{}\"", o.rv);
+    let new = format!("\"resourceVersion\":\"{rv}\"");
+    let bytes = match o.bytes.windows(old.len()).position(|w| w == old.as_bytes()) {
+        Some(at) => {
+            let mut b = Vec::with_capacity(o.bytes.len() + new.len());
+            b.extend_from_slice(&o.bytes[..at]);
+            b.extend_from_slice(new.as_bytes());
+            b.extend_from_slice(&o.bytes[at + old.len()..]);
+            b
+        }
+        None => {
+            let mut v = o.parse();
+            v["metadata"]["resourceVersion"] = Value::String(rv.to_string());
+            serde_json::to_vec(&v).unwrap_or_default()
+        }
+    };
     Obj {
         rv,
-        bytes: Arc::new(serde_json::to_vec(&v).unwrap_or_default()),
+        bytes: Arc::new(bytes),
         meta: Arc::new(meta),
         ..o.clone()
     }
@@ -655,7 +703,13 @@ impl Inner {
         }
     }
 
-    fn create(&mut self, res: usize, ns: &str, mut obj: Value) -> Result<Obj, ApiError> {
+    fn create(
+        &mut self,
+        res: usize,
+        ns: &str,
+        mut obj: Value,
+        splice: Splice,
+    ) -> Result<Obj, ApiError> {
         let r = &RESOURCES[res];
         if !obj.is_object() {
             return Err(ApiError::bad_request(
@@ -692,7 +746,7 @@ impl Inner {
         if self.tables[res].contains_key(&(ns.to_string(), name.clone())) {
             return Err(ApiError::already_exists(r, &name));
         }
-        self.commit(res, ns, obj, None)
+        self.commit(res, ns, obj, None, splice)
     }
 
     /// Stamps server-owned metadata, serializes once and stores.
@@ -702,6 +756,7 @@ impl Inner {
         ns: &str,
         mut obj: Value,
         old: Option<&Obj>,
+        splice: Splice,
     ) -> Result<Obj, ApiError> {
         let r = &RESOURCES[res];
         let name = obj_name(&obj).unwrap_or_default();
@@ -791,8 +846,21 @@ impl Inner {
             .filter(|c| !c.path.is_empty())
             .map(|c| lookup(&obj, c.path).cloned().unwrap_or(Value::Null))
             .collect();
-        let bytes = serde_json::to_vec(&obj)
+        let mut bytes = serde_json::to_vec(&obj)
             .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
+        if let Some((placeholder, raw)) = splice {
+            let needle = serde_json::to_vec(placeholder).unwrap_or_default();
+            if let Some(at) = bytes
+                .windows(needle.len())
+                .position(|w| w == needle.as_slice())
+            {
+                let mut out = Vec::with_capacity(bytes.len() + raw.len());
+                out.extend_from_slice(&bytes[..at]);
+                out.extend_from_slice(raw);
+                out.extend_from_slice(&bytes[at + needle.len()..]);
+                bytes = out;
+            }
+        }
         let stored = Obj {
             res,
             namespace: if r.namespaced {
@@ -817,5 +885,217 @@ impl Inner {
         self.tables[res].insert(key, stored.clone());
         self.record(typ, stored.clone());
         Ok(stored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::find;
+
+    fn vr(name: &str, labels: Value) -> Value {
+        json!({"apiVersion":"aquasecurity.github.io/v1alpha1","kind":"VulnerabilityReport",
+            "metadata":{"name": name, "labels": labels},"report":{"summary":{"criticalCount":1}}})
+    }
+
+    fn q(ns: Option<&str>, limit: usize, cont: Option<String>) -> ListQuery {
+        ListQuery {
+            namespace: ns.map(str::to_string),
+            selector: Selector::default(),
+            field_name: None,
+            field_namespace: None,
+            limit,
+            continue_token: cont,
+        }
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc_7386() {
+        let cases = [
+            (json!({"a": "b"}), json!({"a": "c"}), json!({"a": "c"})),
+            (
+                json!({"a": "b"}),
+                json!({"b": "c"}),
+                json!({"a": "b", "b": "c"}),
+            ),
+            (json!({"a": "b"}), json!({"a": null}), json!({})),
+            (json!({"a": [1, 2]}), json!({"a": [3]}), json!({"a": [3]})),
+            (
+                json!({"a": {"b": "c"}}),
+                json!({"a": {"b": "d", "c": null}}),
+                json!({"a": {"b": "d"}}),
+            ),
+            (json!("x"), json!({"a": 1}), json!({"a": 1})),
+        ];
+        for (mut target, patch, want) in cases {
+            merge_patch(&mut target, &patch);
+            assert_eq!(target, want, "{patch}");
+        }
+    }
+
+    #[test]
+    fn writes_stamp_metadata_like_the_api_server() {
+        let s = Store::new(1);
+        let res = find("aquasecurity.github.io", "v1alpha1", "vulnerabilityreports").unwrap();
+        let a = s.create(res, "ns", vr("a", json!({}))).unwrap();
+        let meta = a.parse()["metadata"].clone();
+        assert_eq!(meta["namespace"], "ns");
+        assert_eq!(meta["generation"], 1);
+        assert_eq!(meta["uid"].as_str().unwrap().len(), 36);
+        assert!(meta["creationTimestamp"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(
+            s.create(res, "ns", vr("a", json!({})))
+                .err()
+                .unwrap()
+                .reason,
+            "AlreadyExists"
+        );
+        // A label change keeps the generation, a report change bumps it; rv always moves.
+        let (b, _) = s
+            .patch(
+                res,
+                "ns",
+                "a",
+                &json!({"metadata":{"labels":{"x":"y"}}}),
+                PatchKind::Merge,
+            )
+            .unwrap();
+        assert_eq!(b.parse()["metadata"]["generation"], 1);
+        assert!(b.rv > a.rv);
+        let (c, _) = s
+            .patch(
+                res,
+                "ns",
+                "a",
+                &json!({"report":{"summary":{"criticalCount":2}}}),
+                PatchKind::Merge,
+            )
+            .unwrap();
+        assert_eq!(c.parse()["metadata"]["generation"], 2);
+        assert_eq!(c.uid, a.uid);
+        // A stale resourceVersion on replace is a conflict.
+        let mut stale = a.parse();
+        stale["report"] = json!({});
+        assert_eq!(s.replace(res, "ns", "a", stale).err().unwrap().code, 409);
+        // Apply creates when absent.
+        let (d, created) = s
+            .patch(res, "ns", "new", &vr("new", json!({})), PatchKind::Apply)
+            .unwrap();
+        assert!(created && d.name == "new");
+        assert_eq!(
+            s.patch(res, "ns", "none", &json!({}), PatchKind::Merge)
+                .err()
+                .unwrap()
+                .code,
+            404
+        );
+    }
+
+    #[test]
+    fn pages_cover_everything_once_and_tokens_expire_on_compaction() {
+        let s = Store::new(2);
+        let res = find("aquasecurity.github.io", "v1alpha1", "vulnerabilityreports").unwrap();
+        for ns in ["a", "b", "c"] {
+            for i in 0..5 {
+                s.create(res, ns, vr(&format!("r{i}"), json!({}))).unwrap();
+            }
+        }
+        for (ns, limit, want) in [
+            (None, 4, 15),
+            (Some("b"), 2, 5),
+            (None, 0, 15),
+            (Some("zz"), 3, 0),
+        ] {
+            let mut seen = Vec::new();
+            let mut cont = None;
+            loop {
+                let page = s.list(res, &q(ns, limit, cont)).unwrap();
+                assert!(limit == 0 || page.items.len() <= limit);
+                seen.extend(
+                    page.items
+                        .iter()
+                        .map(|o| (o.namespace.clone(), o.name.clone())),
+                );
+                cont = page.continue_token;
+                if cont.is_none() {
+                    break;
+                }
+            }
+            let n = seen.len();
+            seen.dedup();
+            assert_eq!((n, seen.len()), (want, want), "{ns:?} limit {limit}");
+        }
+        let page = s.list(res, &q(None, 2, None)).unwrap();
+        s.compact();
+        let err = s.list(res, &q(None, 2, page.continue_token)).err().unwrap();
+        assert_eq!((err.code, err.reason), (410, "Expired"));
+        assert_eq!(
+            s.list(res, &q(None, 2, Some("garbage".into())))
+                .err()
+                .unwrap()
+                .code,
+            400
+        );
+    }
+
+    #[test]
+    fn deletion_collects_dependents_recursively_unless_orphaned() {
+        let s = Store::new(3);
+        let deploy = find("apps", "v1", "deployments").unwrap();
+        let rs = find("apps", "v1", "replicasets").unwrap();
+        let res = find("aquasecurity.github.io", "v1alpha1", "vulnerabilityreports").unwrap();
+        let owned = |name: &str, kind: &str, uid: &str| {
+            json!({"metadata":{"name": name,
+            "ownerReferences":[{"apiVersion":"apps/v1","kind": kind,"name":"x","uid": uid}]}})
+        };
+        let d = s
+            .create(deploy, "ns", json!({"metadata":{"name":"web"}}))
+            .unwrap();
+        let r = s
+            .create(rs, "ns", owned("web-1", "Deployment", &d.uid))
+            .unwrap();
+        s.create(
+            res,
+            "ns",
+            owned("replicaset-web-1-app", "ReplicaSet", &r.uid),
+        )
+        .unwrap();
+        s.create(res, "ns", vr("unrelated", json!({}))).unwrap();
+        s.delete(deploy, "ns", "web", None, true).unwrap();
+        assert!(s.get(rs, "ns", "web-1").is_ok(), "orphaned");
+        s.delete(rs, "ns", "web-1", Some(&json!({"uid": "other"})), false)
+            .err()
+            .map(|e| assert_eq!(e.code, 409))
+            .unwrap();
+        s.delete(rs, "ns", "web-1", None, false).unwrap();
+        assert!(s.get(res, "ns", "replicaset-web-1-app").is_err());
+        assert!(s.get(res, "ns", "unrelated").is_ok());
+    }
+
+    #[test]
+    fn watch_history_serves_events_after_a_resource_version() {
+        let s = Store::new(4);
+        let res = find("coordination.k8s.io", "v1", "leases").unwrap();
+        s.start_recording();
+        let start = s.current_rv();
+        s.create(res, "ns", json!({"metadata":{"name":"l"}}))
+            .unwrap();
+        s.delete(res, "ns", "l", None, false).unwrap();
+        let (events, _) = s
+            .events_after(res, start, Duration::from_millis(1))
+            .unwrap();
+        let types: Vec<_> = events.iter().map(|e| e.typ).collect();
+        assert_eq!(types, [EventType::Added, EventType::Deleted]);
+        assert!(events[1].rv > events[0].rv);
+        assert_eq!(
+            events[1].obj.parse()["metadata"]["resourceVersion"],
+            events[1].rv.to_string()
+        );
+        s.compact();
+        assert!(
+            s.events_after(res, start, Duration::from_millis(1))
+                .is_err(),
+            "compacted history answers 410"
+        );
     }
 }

@@ -27,9 +27,16 @@ CREATE TABLE vulnerability_history (
     reintroduced_count INTEGER     NOT NULL DEFAULT 0,
     CONSTRAINT vulnerability_history_finding UNIQUE
         (cluster_name, namespace, workload_kind, workload, container, cve_id, package, package_path)
-);
+) WITH (fillfactor = 80); -- room for in-page (HOT) updates: every rescan moves last_seen
 CREATE INDEX vulnerability_history_open ON vulnerability_history (cluster_name, severity)
     WHERE state = 'open';
+
+-- Per cluster: when its first complete cycle (the baseline) finished. Until then every finding is
+-- recorded without a "new" event, even if the first cycle was interrupted and is being repeated.
+CREATE TABLE clusters (
+    cluster_name          TEXT        PRIMARY KEY,
+    baseline_completed_at TIMESTAMPTZ NOT NULL
+);
 
 -- One row per workload container ever scanned: the newest scan applied (older or equal scans are
 -- ignored) and whether the workload is gone. Its existence for a cluster ends the baseline.

@@ -28,6 +28,11 @@ CREATE TABLE vulnerability_history (
 CREATE INDEX vulnerability_history_open ON vulnerability_history (cluster_name, severity)
     WHERE state = 'open';
 
+CREATE TABLE clusters (
+    cluster_name          TEXT PRIMARY KEY,
+    baseline_completed_at TEXT NOT NULL
+);
+
 CREATE TABLE scanned_containers (
     cluster_name   TEXT NOT NULL,
     namespace      TEXT NOT NULL,

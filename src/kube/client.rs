@@ -109,7 +109,8 @@ fn build_agent(
 
 impl Client {
     /// Resolves the configuration and builds the client. Validates certificates, keys and
-    /// token files now; runs an exec plugin now only when it supplies the client certificate.
+    /// token files, and runs an exec plugin once, now: a broken configuration is a start-up
+    /// error, not a failed first cycle.
     pub fn connect(opts: &KubeOptions) -> Result<Client, KubeError> {
         let cfg = ClusterConfig::resolve(opts)?;
         Client::from_config(cfg, opts)

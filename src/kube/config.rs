@@ -50,8 +50,9 @@ pub enum AuthConfig {
     Exec(ExecConfig),
 }
 
-/// A `user.exec` stanza (client.authentication.k8s.io).
-#[derive(Clone, Debug, PartialEq)]
+/// A `user.exec` stanza (client.authentication.k8s.io). `Debug` shows only the command:
+/// arguments and environment may carry credentials.
+#[derive(Clone, PartialEq)]
 pub struct ExecConfig {
     pub command: String,
     pub args: Vec<String>,
@@ -60,6 +61,15 @@ pub struct ExecConfig {
     pub install_hint: String,
     /// `spec.cluster` for `KUBERNETES_EXEC_INFO` when `provideClusterInfo` is set.
     pub cluster_info: Option<serde_json::Value>,
+}
+
+impl std::fmt::Debug for ExecConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecConfig")
+            .field("command", &self.command)
+            .field("api_version", &self.api_version)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A resolved, validated configuration.
@@ -929,6 +939,37 @@ contexts:
         assert_eq!(got, vec![a.clone(), b.clone()]);
         let empty = kubeconfig_search_path(None, Some(dir.as_os_str()));
         assert!(empty.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_kubeconfig_directory() {
+        let dir = std::env::temp_dir().join(format!("kijo-kcfg-rel-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(CA_B64)
+            .unwrap();
+        std::fs::write(dir.join("certs/ca.crt"), pem).unwrap();
+        std::fs::write(dir.join("certs/token"), " tok \n").unwrap();
+        let kc = dir.join("config");
+        std::fs::write(
+            &kc,
+            "current-context: a\nclusters:\n- {name: c, cluster: {server: 'https://k', certificate-authority: certs/ca.crt}}\nusers:\n- {name: u, user: {tokenFile: certs/token}}\ncontexts:\n- {name: a, context: {cluster: c, user: u}}\n",
+        )
+        .unwrap();
+        let cfg = from_kubeconfig_files(std::slice::from_ref(&kc), None).unwrap();
+        assert!(cfg.ca_pem.is_some());
+        match &cfg.auth {
+            AuthConfig::TokenFile { path, .. } => {
+                assert_eq!(path, &dir.join("certs/token"));
+                assert_eq!(read_token_file(path).unwrap().expose(), "tok");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A missing CA file is named in the error.
+        std::fs::remove_file(dir.join("certs/ca.crt")).unwrap();
+        let err = from_kubeconfig_files(std::slice::from_ref(&kc), None).unwrap_err();
+        assert!(err.to_string().contains("certs/ca.crt"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -36,6 +36,8 @@ pub struct ListStats {
     pub pages: u32,
     pub items: u64,
     pub restarts: u32,
+    /// How many of the restarts were signalled to the caller with [`ListEvent::Restart`].
+    pub restarts_signalled: u32,
     /// `metadata.resourceVersion` of the last page.
     pub resource_version: String,
 }
@@ -145,8 +147,12 @@ impl Client {
         path: &str,
         accept: &str,
         extra_query: &str,
+        held: u64,
         on_event: &mut dyn FnMut(ListEvent<Box<RawValue>>),
     ) -> Result<ListStats, KubeError> {
+        // Items the caller still holds from earlier scopes of the same listing: a restart
+        // voids them too.
+        let mut held = held;
         let policy = self.retry_policy().clone();
         let mut stats = ListStats::default();
         let mut continue_token: Option<String> = None;
@@ -165,6 +171,7 @@ impl Client {
             let restart = |stats: &mut ListStats,
                            continue_token: &mut Option<String>,
                            delivered: &mut u64,
+                           held: &mut u64,
                            on_event: &mut dyn FnMut(ListEvent<Box<RawValue>>)|
              -> Result<(), KubeError> {
                 stats.restarts += 1;
@@ -177,10 +184,12 @@ impl Client {
                         restarts: stats.restarts - 1,
                     });
                 }
-                if *delivered > 0 {
+                if *delivered > 0 || *held > 0 {
                     on_event(ListEvent::Restart);
+                    stats.restarts_signalled += 1;
                 }
                 *delivered = 0;
+                *held = 0;
                 *continue_token = None;
                 stats.items = 0;
                 Ok(())
@@ -193,6 +202,7 @@ impl Client {
                         &mut stats,
                         &mut continue_token,
                         &mut delivered_since_start,
+                        &mut held,
                         on_event,
                     )?;
                     self.pause(policy.backoff(0))?;
@@ -242,6 +252,7 @@ impl Client {
                             &mut stats,
                             &mut continue_token,
                             &mut delivered_since_start,
+                            &mut held,
                             on_event,
                         )?;
                     }
@@ -266,8 +277,8 @@ impl Client {
             #[serde(default)]
             metadata: ObjectMeta,
         }
-        self.for_each_scope(kind, namespaces, |client, path| {
-            client.list_raw(&path, ACCEPT_METADATA_LIST, "", &mut |ev| match ev {
+        self.for_each_scope(kind, namespaces, |client, path, held| {
+            client.list_raw(&path, ACCEPT_METADATA_LIST, "", held, &mut |ev| match ev {
                 ListEvent::Restart => on_event(ListEvent::Restart),
                 ListEvent::Item(raw) => match serde_json::from_str::<Partial>(raw.get()) {
                     Ok(p) => on_event(ListEvent::Item(p.metadata)),
@@ -289,8 +300,8 @@ impl Client {
         namespaces: &[String],
         on_event: &mut dyn FnMut(ListEvent<Result<Report, Malformed>>),
     ) -> Result<ListStats, KubeError> {
-        self.for_each_scope(kind, namespaces, |client, path| {
-            client.list_raw(&path, ACCEPT_JSON, "", &mut |ev| match ev {
+        self.for_each_scope(kind, namespaces, |client, path, held| {
+            client.list_raw(&path, ACCEPT_JSON, "", held, &mut |ev| match ev {
                 ListEvent::Restart => on_event(ListEvent::Restart),
                 ListEvent::Item(raw) => {
                     let parsed = parse_report(kind, raw.get());
@@ -408,26 +419,47 @@ impl Client {
         })
     }
 
+    /// Runs one listing per scope (all namespaces, or each given namespace). A restart
+    /// signalled inside one namespace voids what the caller holds from the others too, so
+    /// those are listed again.
     fn for_each_scope(
         &self,
         kind: ReportKind,
         namespaces: &[String],
-        mut list_one: impl FnMut(&Client, String) -> Result<ListStats, KubeError>,
+        mut list_one: impl FnMut(&Client, String, u64) -> Result<ListStats, KubeError>,
     ) -> Result<ListStats, KubeError> {
         if namespaces.is_empty() {
-            return list_one(self, collection_path(kind, None));
+            return list_one(self, collection_path(kind, None), 0);
         }
         let mut total = ListStats::default();
         if kind.cluster_scoped() {
             return Ok(total);
         }
-        for ns in namespaces {
-            let s = list_one(self, collection_path(kind, Some(ns)))?;
+        let mut done = vec![false; namespaces.len()];
+        let mut held = 0u64;
+        let mut relists = 0u32;
+        while let Some(i) = done.iter().position(|d| !d) {
+            let path = collection_path(kind, Some(&namespaces[i]));
+            let s = list_one(self, path.clone(), held)?;
+            if s.restarts_signalled > 0 {
+                relists += 1;
+                if relists > self.retry_policy().max_list_restarts {
+                    return Err(KubeError::TooManyRestarts {
+                        path,
+                        restarts: relists - 1,
+                    });
+                }
+                done.iter_mut().for_each(|d| *d = false);
+                held = 0;
+            }
+            done[i] = true;
+            held += s.items;
             total.pages += s.pages;
-            total.items += s.items;
             total.restarts += s.restarts;
+            total.restarts_signalled += s.restarts_signalled;
             total.resource_version = s.resource_version;
         }
+        total.items = held;
         Ok(total)
     }
 

@@ -2,6 +2,7 @@
 //! kubeconfig with exec plugins), a client with refreshing credentials and a retry policy,
 //! streamed paginated listings of Trivy reports, owner lookups and `--dry-run` checks.
 
+pub mod changes;
 pub mod client;
 pub mod config;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod workload;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use changes::{VersionDiff, Versions, diff_versions};
 pub use client::Client;
 pub use config::{AuthConfig, ClusterConfig, Origin};
 pub use error::KubeError;
@@ -145,6 +147,41 @@ pub const READ_PERMISSIONS: &[Permission] = &[
     Permission {
         api_group: "apps",
         resource: "replicasets",
+        verbs: &["get"],
+    },
+    Permission {
+        api_group: "apps",
+        resource: "deployments",
+        verbs: &["get"],
+    },
+    Permission {
+        api_group: "apps",
+        resource: "statefulsets",
+        verbs: &["get"],
+    },
+    Permission {
+        api_group: "apps",
+        resource: "daemonsets",
+        verbs: &["get"],
+    },
+    Permission {
+        api_group: "batch",
+        resource: "jobs",
+        verbs: &["get"],
+    },
+    Permission {
+        api_group: "batch",
+        resource: "cronjobs",
+        verbs: &["get"],
+    },
+    Permission {
+        api_group: "",
+        resource: "pods",
+        verbs: &["get"],
+    },
+    Permission {
+        api_group: "",
+        resource: "replicationcontrollers",
         verbs: &["get"],
     },
 ];

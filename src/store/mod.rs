@@ -6,6 +6,8 @@
 //! thread that writes (the poll thread); the health thread gets its own cheap [`Pinger`].
 
 pub mod error;
+mod history;
+mod metrics;
 pub mod outbox;
 mod postgres;
 mod sqlite;
@@ -19,6 +21,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 pub use error::StoreError;
+pub use history::render_history;
+pub use metrics::StoreMetrics;
 pub use outbox::{Assigned, DueMessage, MessageUpdate, OutboxStats};
 
 use crate::lifecycle::{AssetId, Event, Observation, StoredAsset};
@@ -39,13 +43,8 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 2,
-        name: "cluster_state",
-        sql: include_str!("../../sql/postgres/0002_cluster_state.sql"),
-    },
-    Migration {
-        version: 3,
         name: "notification_messages",
-        sql: include_str!("../../sql/postgres/0003_notification_messages.sql"),
+        sql: include_str!("../../sql/postgres/0002_notification_messages.sql"),
     },
 ];
 
@@ -57,13 +56,8 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 2,
-        name: "cluster_state",
-        sql: include_str!("../../sql/sqlite/0002_cluster_state.sql"),
-    },
-    Migration {
-        version: 3,
         name: "notification_messages",
-        sql: include_str!("../../sql/sqlite/0003_notification_messages.sql"),
+        sql: include_str!("../../sql/sqlite/0002_notification_messages.sql"),
     },
 ];
 
@@ -146,6 +140,11 @@ impl DatabaseTarget {
             if rest.is_empty() {
                 return Err("sqlite URL has no file path; use sqlite:/var/lib/kijo/kijo.db".into());
             }
+            if rest.contains('?') {
+                return Err(format!(
+                    "sqlite:{rest} has parameters; the sqlite URL takes a file path only"
+                ));
+            }
             return Ok(DatabaseTarget::Sqlite(PathBuf::from(rest)));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -163,11 +162,6 @@ impl DatabaseTarget {
             DatabaseTarget::Postgres(pg) => pg.masked.clone(),
             DatabaseTarget::Sqlite(path) => format!("sqlite:{}", path.display()),
         }
-    }
-
-    /// The embedded default when `KIJO_DATABASE_URL` is unset.
-    pub fn embedded_default() -> DatabaseTarget {
-        DatabaseTarget::Sqlite(PathBuf::from("/var/lib/kijo/kijo.db"))
     }
 }
 
@@ -347,6 +341,15 @@ pub struct SeverityCount {
     pub open: u64,
 }
 
+/// A workload, or one container of it, that is gone.
+#[derive(Clone, Copy)]
+pub(crate) struct Removal<'a> {
+    pub namespace: &'a str,
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub container: Option<&'a str>,
+}
+
 enum Backend {
     Postgres(Box<postgres::PgStore>),
     Sqlite(sqlite::SqliteStore),
@@ -355,6 +358,7 @@ enum Backend {
 /// The lifecycle store of the writing thread.
 pub struct Store {
     backend: Backend,
+    metrics: Option<StoreMetrics>,
 }
 
 impl Store {
@@ -367,7 +371,22 @@ impl Store {
             }
             DatabaseTarget::Sqlite(path) => Backend::Sqlite(sqlite::SqliteStore::open(path)?),
         };
-        Ok(Store { backend })
+        Ok(Store {
+            backend,
+            metrics: None,
+        })
+    }
+
+    /// Counts this store's writes and errors in the given metrics from now on.
+    pub fn with_metrics(mut self, metrics: StoreMetrics) -> Store {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn observe<T>(&self, started: std::time::Instant, result: &Result<T, StoreError>) {
+        if let Some(m) = &self.metrics {
+            m.observe(started.elapsed(), result.as_ref().err());
+        }
     }
 
     pub fn ping(&mut self) -> Result<(), StoreError> {
@@ -384,11 +403,32 @@ impl Store {
         }
     }
 
-    /// True when this cluster has never recorded a scan: its first cycle is a baseline.
+    /// True when this cluster has never recorded a scan. Prefer [`Store::baseline_pending`] for
+    /// the baseline decision: it stays true when the first cycle was interrupted halfway.
     pub fn is_empty_for_cluster(&mut self, cluster: &str) -> Result<bool, StoreError> {
         match &mut self.backend {
             Backend::Postgres(s) => s.is_empty_for_cluster(cluster),
             Backend::Sqlite(s) => s.is_empty_for_cluster(cluster),
+        }
+    }
+
+    /// True until [`Store::finish_baseline`] was called for this cluster: apply scans with
+    /// `baseline = true` meanwhile. A first cycle that crashed halfway is thus repeated as a
+    /// baseline instead of announcing the rest of the cluster as new.
+    pub fn baseline_pending(&mut self, cluster: &str) -> Result<bool, StoreError> {
+        match &mut self.backend {
+            Backend::Postgres(s) => s.baseline_pending(cluster),
+            Backend::Sqlite(s) => s.baseline_pending(cluster),
+        }
+    }
+
+    /// Marks the cluster's baseline complete; call it after the first cycle that applied every
+    /// report without error. Calling it again changes nothing.
+    pub fn finish_baseline(&mut self, cluster: &str, at: Timestamp) -> Result<(), StoreError> {
+        let at = truncate_micros(at);
+        match &mut self.backend {
+            Backend::Postgres(s) => s.finish_baseline(cluster, at),
+            Backend::Sqlite(s) => s.finish_baseline(cluster, at),
         }
     }
 
@@ -401,22 +441,6 @@ impl Store {
         match &mut self.backend {
             Backend::Postgres(s) => s.report_versions(cluster),
             Backend::Sqlite(s) => s.report_versions(cluster),
-        }
-    }
-
-    /// Whether the cluster's first complete cycle (the baseline) has finished.
-    pub fn baseline_complete(&mut self, cluster: &str) -> Result<bool, StoreError> {
-        match &mut self.backend {
-            Backend::Postgres(s) => s.baseline_complete(cluster),
-            Backend::Sqlite(s) => s.baseline_complete(cluster),
-        }
-    }
-
-    /// Records that a complete cycle finished; from now on new findings are events for people.
-    pub fn mark_baseline_complete(&mut self, cluster: &str) -> Result<(), StoreError> {
-        match &mut self.backend {
-            Backend::Postgres(s) => s.mark_baseline_complete(cluster),
-            Backend::Sqlite(s) => s.mark_baseline_complete(cluster),
         }
     }
 
@@ -433,7 +457,8 @@ impl Store {
     }
 
     /// Forgets report versions of reports that no longer exist (TTL re-creation gives every
-    /// report a new uid each day). `live_uids` is every report uid currently listed.
+    /// report a new uid each day). `live_uids` is every report uid currently listed; call it only
+    /// after a complete, successful list, or an empty list forgets every version.
     pub fn retain_report_versions(
         &mut self,
         cluster: &str,
@@ -473,10 +498,13 @@ impl Store {
         // Both databases keep microseconds; comparing a finer scan time with its stored
         // rounding would make the same scan look newer on the second apply.
         observation.scanned_at = truncate_micros(observation.scanned_at);
-        match &mut self.backend {
+        let started = std::time::Instant::now();
+        let result = match &mut self.backend {
             Backend::Postgres(s) => s.apply(&observation, report, baseline, targets),
             Backend::Sqlite(s) => s.apply(&observation, report, baseline, targets),
-        }
+        };
+        self.observe(started, &result);
+        result
     }
 
     /// Closes every open finding of a workload that no longer exists (`workload_removed`), for
@@ -490,13 +518,56 @@ impl Store {
         at: Timestamp,
         targets: &[String],
     ) -> Result<Applied, StoreError> {
+        let removal = Removal {
+            namespace,
+            kind: workload_kind,
+            name: workload,
+            container: None,
+        };
+        self.remove(cluster, removal, at, targets)
+    }
+
+    /// Closes the open findings of one container that disappeared from a workload that still
+    /// exists (its old report lingers until Trivy's TTL and is never re-created), with the same
+    /// `workload_removed` event as a removed workload.
+    pub fn remove_container(
+        &mut self,
+        cluster: &str,
+        asset: &AssetId,
+        at: Timestamp,
+        targets: &[String],
+    ) -> Result<Applied, StoreError> {
+        let removal = Removal {
+            namespace: &asset.namespace,
+            kind: &asset.workload_kind,
+            name: &asset.workload,
+            container: Some(&asset.container),
+        };
+        self.remove(cluster, removal, at, targets)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn remove(
+        &mut self,
+        cluster: &str,
+        removal: Removal<'_>,
+        at: Timestamp,
+        targets: &[String],
+    ) -> Result<Applied, StoreError> {
+        let started = std::time::Instant::now();
+        let result = match &mut self.backend {
+            Backend::Postgres(s) => s.remove_workload(cluster, &removal, at, targets),
+            Backend::Sqlite(s) => s.remove_workload(cluster, &removal, at, targets),
+        };
+        self.observe(started, &result);
+        result
+    }
+
+    /// Every workload container with a recorded scan and not removed.
+    pub fn known_assets(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError> {
         match &mut self.backend {
-            Backend::Postgres(s) => {
-                s.remove_workload(cluster, namespace, workload_kind, workload, at, targets)
-            }
-            Backend::Sqlite(s) => {
-                s.remove_workload(cluster, namespace, workload_kind, workload, at, targets)
-            }
+            Backend::Postgres(s) => s.known_assets(cluster),
+            Backend::Sqlite(s) => s.known_assets(cluster),
         }
     }
 
@@ -732,6 +803,7 @@ mod tests {
             ("sqlite:///tmp/x.db", Ok("sqlite:/tmp/x.db")),
             ("sqlite://rel.db", Ok("sqlite:rel.db")),
             ("sqlite:", Err("no file path")),
+            ("sqlite:/x.db?mode=ro", Err("file path only")),
             (
                 "postgres://kijo:hunter2@db:5432/kijo",
                 Ok("postgres://kijo:***@db:5432/kijo"),

@@ -9,13 +9,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use ::postgres::error::SqlState;
-use ::postgres::{Client, GenericClient, NoTls};
+use ::postgres::{Client, GenericClient, NoTls, Statement};
 use jiff::Timestamp;
 
 use super::error::redact;
 use super::outbox::{Assigned, MessageUpdate, OutboxStats, Plan};
 use super::{
-    Applied, KnownReport, POSTGRES_MIGRATIONS, PgTarget, ReportVersion, SchemaStatus,
+    Applied, KnownReport, POSTGRES_MIGRATIONS, PgTarget, Removal, ReportVersion, SchemaStatus,
     SeverityCount, StoreError, StoredMessage, tls, truncate_micros,
 };
 use crate::lifecycle::{
@@ -36,7 +36,16 @@ pub(crate) fn connect(target: &PgTarget) -> Result<Client, StoreError> {
         None => target.config.connect(NoTls),
         Some(tls) => target.config.connect(tls),
     };
-    result.map_err(|e| connect_error(error_text(&e)))
+    result.map_err(|e| {
+        let mut detail = error_text(&e);
+        if detail.contains("invalid peer certificate") {
+            detail.push_str(
+                "; the server certificate is not trusted for this host: name its CA with \
+                 sslrootcert=/path/ca.pem, or use sslmode=verify-ca if only the host name differs",
+            );
+        }
+        connect_error(detail)
+    })
 }
 
 /// The driver's message including its cause chain (`db error: ERROR: …`).
@@ -165,9 +174,79 @@ pub(crate) fn check_only(target: &PgTarget) -> Result<SchemaStatus, StoreError> 
         .map_err(|e| pg_err(e, "reading the schema version", &target.secrets))
 }
 
+/// Statements prepared once per connection: a scan's transaction is then one round trip per
+/// statement instead of two.
+pub(crate) struct Statements {
+    lock_asset: Statement,
+    last_scan: Statement,
+    load_findings: Statement,
+    upsert_rows: Statement,
+    insert_events: Statement,
+    insert_outbox: Statement,
+    upsert_container: Statement,
+    upsert_report: Statement,
+    report_version: Statement,
+}
+
+impl Statements {
+    fn prepare(c: &mut Client) -> Result<Statements, ::postgres::Error> {
+        Ok(Statements {
+            lock_asset: c.prepare("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")?,
+            last_scan: c.prepare("SELECT last_scan_at FROM scanned_containers WHERE cluster_name = $1 AND namespace = $2
+           AND workload_kind = $3 AND workload = $4 AND container = $5")?,
+            load_findings: c.prepare("SELECT cve_id, package, package_path, severity, installed_version, fixed_version, title,
+                link, image, state, first_seen, last_seen, fixed_at, reintroduced_count
+         FROM vulnerability_history
+         WHERE cluster_name = $1 AND namespace = $2 AND workload_kind = $3 AND workload = $4
+           AND container = $5")?,
+            upsert_rows: c.prepare("INSERT INTO vulnerability_history AS h (cluster_name, namespace, workload_kind, workload,
+                 container, cve_id, package, package_path, severity, installed_version,
+                 fixed_version, title, link, image, state, first_seen, last_seen, fixed_at,
+                 reintroduced_count)
+             SELECT $1, $2, $3, $4, $5, u.* FROM UNNEST($6::text[], $7::text[], $8::text[],
+                 $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+                 $15::text[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[],
+                 $19::int4[]) AS u
+             ON CONFLICT ON CONSTRAINT vulnerability_history_finding DO UPDATE SET
+                 severity = EXCLUDED.severity, installed_version = EXCLUDED.installed_version,
+                 fixed_version = EXCLUDED.fixed_version, title = EXCLUDED.title,
+                 link = EXCLUDED.link, image = EXCLUDED.image, state = EXCLUDED.state,
+                 first_seen = EXCLUDED.first_seen, last_seen = EXCLUDED.last_seen,
+                 fixed_at = EXCLUDED.fixed_at, reintroduced_count = EXCLUDED.reintroduced_count")?,
+            insert_events: c.prepare("INSERT INTO lifecycle_events (event_id, kind, cluster_name, namespace, workload_kind,
+             workload, container, image, cve_id, package, package_path, installed_version,
+             fixed_version, severity, previous_severity, title, link, reintroduced_count,
+             occurred_at)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+             $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[],
+             $18::int4[], $19::timestamptz[])")?,
+            insert_outbox: c.prepare("INSERT INTO notification_outbox (event_id, target)
+             SELECT e, t FROM UNNEST($1::text[]) AS e CROSS JOIN UNNEST($2::text[]) AS t")?,
+            upsert_container: c.prepare("INSERT INTO scanned_containers
+                         (cluster_name, namespace, workload_kind, workload, container, image, last_scan_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (cluster_name, namespace, workload_kind, workload, container)
+                     DO UPDATE SET image = EXCLUDED.image, last_scan_at = EXCLUDED.last_scan_at,
+                                   removed_at = NULL")?,
+            upsert_report: c.prepare("INSERT INTO report_versions (cluster_name, report_uid, resource_version,
+                         update_timestamp, namespace, workload_kind, workload, container)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (cluster_name, report_uid) DO UPDATE SET
+                         resource_version = EXCLUDED.resource_version,
+                         update_timestamp = EXCLUDED.update_timestamp,
+                         namespace = EXCLUDED.namespace, workload_kind = EXCLUDED.workload_kind,
+                         workload = EXCLUDED.workload, container = EXCLUDED.container,
+                         recorded_at = now()")?,
+            report_version: c.prepare("SELECT resource_version FROM report_versions WHERE cluster_name = $1 AND report_uid = $2")?,
+        })
+    }
+}
+
 pub(crate) struct PgStore {
     target: PgTarget,
-    client: Option<Client>,
+    /// The connection and its prepared statements; `None` after a connection loss.
+    client: Option<(Client, Statements)>,
     retry_at: Option<Instant>,
     delay: Duration,
 }
@@ -176,16 +255,18 @@ impl PgStore {
     pub(crate) fn open(target: &PgTarget) -> Result<PgStore, StoreError> {
         let mut client = connect(target)?;
         migrate(&mut client, &target.secrets)?;
+        let st = Statements::prepare(&mut client)
+            .map_err(|e| pg_err(e, "preparing statements", &target.secrets))?;
         Ok(PgStore {
             target: target.clone(),
-            client: Some(client),
+            client: Some((client, st)),
             retry_at: None,
             delay: Duration::from_secs(1),
         })
     }
 
     fn ensure_connected(&mut self) -> Result<(), StoreError> {
-        if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
+        if self.client.as_ref().is_some_and(|(c, _)| !c.is_closed()) {
             return Ok(());
         }
         self.client = None;
@@ -198,7 +279,12 @@ impl PgStore {
                 retry_in: at - now,
             });
         }
-        match connect(&self.target) {
+        let connected = connect(&self.target).and_then(|mut c| {
+            let st = Statements::prepare(&mut c)
+                .map_err(|e| pg_err(e, "preparing statements", &self.target.secrets))?;
+            Ok((c, st))
+        });
+        match connected {
             Ok(c) => {
                 log::info!(database = self.target.masked.as_str(); "database connection reopened");
                 self.client = Some(c);
@@ -220,13 +306,13 @@ impl PgStore {
     fn run<T>(
         &mut self,
         retry_once: bool,
-        mut f: impl FnMut(&mut Client, &[String]) -> Result<T, StoreError>,
+        mut f: impl FnMut(&mut Client, &Statements, &[String]) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut attempt = 0;
         loop {
             self.ensure_connected()?;
-            let client = self.client.as_mut().expect("connected above");
-            match f(client, &self.target.secrets) {
+            let (client, st) = self.client.as_mut().expect("connected above");
+            match f(client, st, &self.target.secrets) {
                 Err(e) if e.is_connection_loss() || client.is_closed() => {
                     self.client = None;
                     log::warn!(error:% = e; "database connection lost");
@@ -241,7 +327,7 @@ impl PgStore {
     }
 
     pub(crate) fn ping(&mut self) -> Result<(), StoreError> {
-        self.run(false, |c, s| {
+        self.run(false, |c, _, s| {
             c.simple_query("SELECT 1")
                 .map(|_| ())
                 .map_err(|e| pg_err(e, "pinging", s))
@@ -249,13 +335,13 @@ impl PgStore {
     }
 
     pub(crate) fn schema_status(&mut self) -> Result<SchemaStatus, StoreError> {
-        self.run(true, |c, s| {
+        self.run(true, |c, _, s| {
             schema_status_of(c).map_err(|e| pg_err(e, "reading the schema version", s))
         })
     }
 
     pub(crate) fn is_empty_for_cluster(&mut self, cluster: &str) -> Result<bool, StoreError> {
-        self.run(true, |c, s| {
+        self.run(true, |c, _, s| {
             c.query_one(
                 "SELECT NOT EXISTS (SELECT 1 FROM scanned_containers WHERE cluster_name = $1)",
                 &[&cluster],
@@ -265,11 +351,38 @@ impl PgStore {
         })
     }
 
+    pub(crate) fn baseline_pending(&mut self, cluster: &str) -> Result<bool, StoreError> {
+        self.run(true, |c, _, s| {
+            c.query_one(
+                "SELECT NOT EXISTS (SELECT 1 FROM clusters WHERE cluster_name = $1)",
+                &[&cluster],
+            )
+            .map(|r| r.get(0))
+            .map_err(|e| pg_err(e, "checking for a baseline", s))
+        })
+    }
+
+    pub(crate) fn finish_baseline(
+        &mut self,
+        cluster: &str,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.run(true, |c, _, s| {
+            c.execute(
+                "INSERT INTO clusters (cluster_name, baseline_completed_at) VALUES ($1, $2)
+                 ON CONFLICT (cluster_name) DO NOTHING",
+                &[&cluster, &to_sys(at)],
+            )
+            .map(|_| ())
+            .map_err(|e| pg_err(e, "finishing the baseline", s))
+        })
+    }
+
     pub(crate) fn report_versions(
         &mut self,
         cluster: &str,
     ) -> Result<HashMap<String, KnownReport>, StoreError> {
-        self.run(true, |c, s| {
+        self.run(true, |c, _, s| {
             c.query(
                 "SELECT report_uid, resource_version, namespace, workload_kind, workload, container
                  FROM report_versions WHERE cluster_name = $1",
@@ -297,41 +410,15 @@ impl PgStore {
         })
     }
 
-    pub(crate) fn baseline_complete(&mut self, cluster: &str) -> Result<bool, StoreError> {
-        self.run(true, |c, s| {
-            c.query_one(
-                "SELECT EXISTS (SELECT 1 FROM cluster_state WHERE cluster_name = $1)",
-                &[&cluster],
-            )
-            .map(|r| r.get(0))
-            .map_err(|e| pg_err(e, "checking for a baseline", s))
-        })
-    }
-
-    pub(crate) fn mark_baseline_complete(&mut self, cluster: &str) -> Result<(), StoreError> {
-        self.run(true, |c, s| {
-            c.execute(
-                "INSERT INTO cluster_state (cluster_name, baseline_completed_at) VALUES ($1, now())
-                 ON CONFLICT (cluster_name) DO NOTHING",
-                &[&cluster],
-            )
-            .map(|_| ())
-            .map_err(|e| pg_err(e, "recording the baseline", s))
-        })
-    }
-
     pub(crate) fn report_version(
         &mut self,
         cluster: &str,
         uid: &str,
     ) -> Result<Option<String>, StoreError> {
-        self.run(true, |c, s| {
-            c.query_opt(
-                "SELECT resource_version FROM report_versions WHERE cluster_name = $1 AND report_uid = $2",
-                &[&cluster, &uid],
-            )
-            .map(|r| r.map(|r| r.get(0)))
-            .map_err(|e| pg_err(e, "reading a report version", s))
+        self.run(true, |c, st, s| {
+            c.query_opt(&st.report_version, &[&cluster, &uid])
+                .map(|r| r.map(|r| r.get(0)))
+                .map_err(|e| pg_err(e, "reading a report version", s))
         })
     }
 
@@ -340,7 +427,7 @@ impl PgStore {
         cluster: &str,
         live: &[String],
     ) -> Result<usize, StoreError> {
-        self.run(true, |c, s| {
+        self.run(true, |c, _, s| {
             c.execute(
                 "DELETE FROM report_versions WHERE cluster_name = $1 AND NOT (report_uid = ANY($2))",
                 &[&cluster, &live],
@@ -355,13 +442,13 @@ impl PgStore {
         cluster: &str,
         asset: &AssetId,
     ) -> Result<StoredAsset, StoreError> {
-        self.run(true, |c, s| {
+        self.run(true, |c, st, s| {
             let mut tx = c
                 .transaction()
                 .map_err(|e| pg_err(e, "loading findings", s))?;
-            let last = last_scan(&mut tx, cluster, asset, false)
+            let last = last_scan(&mut tx, st, cluster, asset)
                 .map_err(|e| pg_err(e, "loading findings", s))?;
-            load_findings(&mut tx, cluster, asset, last)
+            load_findings(&mut tx, st, cluster, asset, last)
                 .map_err(|e| pg_err(e, "loading findings", s))
         })
     }
@@ -373,27 +460,26 @@ impl PgStore {
         baseline: bool,
         targets: &[String],
     ) -> Result<Applied, StoreError> {
-        self.run(true, |c, s| {
+        self.run(true, |c, st, s| {
             let q = |e| pg_err(e, "applying a scan", s);
             let mut tx = c.transaction().map_err(q)?;
             let cluster = obs.cluster.as_str();
             let asset = &obs.asset;
-            let last = last_scan(&mut tx, cluster, asset, true).map_err(q)?;
+            // Serialises writers of the same container, also one never seen before (no row yet
+            // to lock): a stale leader racing the new one waits, then sees its commit.
+            tx.execute(&st.lock_asset, &[&asset_lock_key(cluster, asset)])
+                .map_err(q)?;
+            let last = last_scan(&mut tx, st, cluster, asset).map_err(q)?;
             let applied = if last.is_some_and(|l| obs.scanned_at <= l) {
                 Applied {
                     stale: true,
                     ..Applied::default()
                 }
             } else {
-                let stored = load_findings(&mut tx, cluster, asset, last).map_err(q)?;
+                let stored = load_findings(&mut tx, st, cluster, asset, last).map_err(q)?;
                 let changes = lifecycle::diff(&stored, obs, baseline);
                 tx.execute(
-                    "INSERT INTO scanned_containers
-                         (cluster_name, namespace, workload_kind, workload, container, image, last_scan_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
-                     ON CONFLICT (cluster_name, namespace, workload_kind, workload, container)
-                     DO UPDATE SET image = EXCLUDED.image, last_scan_at = EXCLUDED.last_scan_at,
-                                   removed_at = NULL",
+                    &st.upsert_container,
                     &[
                         &cluster,
                         &asset.namespace,
@@ -405,7 +491,7 @@ impl PgStore {
                     ],
                 )
                 .map_err(q)?;
-                write_changes(&mut tx, cluster, asset, &changes, targets).map_err(q)?;
+                write_changes(&mut tx, st, cluster, asset, &changes, targets).map_err(q)?;
                 Applied {
                     stale: false,
                     rows_written: changes.rows.len(),
@@ -414,15 +500,7 @@ impl PgStore {
             };
             if let Some(r) = report {
                 tx.execute(
-                    "INSERT INTO report_versions (cluster_name, report_uid, resource_version,
-                         update_timestamp, namespace, workload_kind, workload, container)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                     ON CONFLICT (cluster_name, report_uid) DO UPDATE SET
-                         resource_version = EXCLUDED.resource_version,
-                         update_timestamp = EXCLUDED.update_timestamp,
-                         namespace = EXCLUDED.namespace, workload_kind = EXCLUDED.workload_kind,
-                         workload = EXCLUDED.workload, container = EXCLUDED.container,
-                         recorded_at = now()",
+                    &st.upsert_report,
                     &[
                         &cluster,
                         &r.uid,
@@ -444,14 +522,18 @@ impl PgStore {
     pub(crate) fn remove_workload(
         &mut self,
         cluster: &str,
-        namespace: &str,
-        kind: &str,
-        name: &str,
+        removal: &Removal<'_>,
         at: Timestamp,
         targets: &[String],
     ) -> Result<Applied, StoreError> {
+        let Removal {
+            namespace,
+            kind,
+            name,
+            container,
+        } = *removal;
         let at = truncate_micros(at);
-        self.run(true, |c, s| {
+        self.run(true, |c, st, s| {
             let q = |e| pg_err(e, "removing a workload", s);
             let mut tx = c.transaction().map_err(q)?;
             let containers: Vec<(String, SystemTime)> = tx
@@ -459,8 +541,9 @@ impl PgStore {
                     "SELECT container, last_scan_at FROM scanned_containers
                      WHERE cluster_name = $1 AND namespace = $2 AND workload_kind = $3
                        AND workload = $4 AND removed_at IS NULL
-                     ORDER BY container FOR UPDATE",
-                    &[&cluster, &namespace, &kind, &name],
+                       AND ($5::text IS NULL OR container = $5)
+                     ORDER BY container",
+                    &[&cluster, &namespace, &kind, &name, &container],
                 )
                 .map_err(q)?
                 .iter()
@@ -474,24 +557,31 @@ impl PgStore {
                     workload: name.to_owned(),
                     container,
                 };
-                let stored =
-                    load_findings(&mut tx, cluster, &asset, Some(from_sys(last))).map_err(q)?;
+                // Same lock as `apply`, taken in container order; re-read after waiting for it.
+                tx.execute(&st.lock_asset, &[&asset_lock_key(cluster, &asset)])
+                    .map_err(q)?;
+                let last = last_scan(&mut tx, st, cluster, &asset)
+                    .map_err(q)?
+                    .or(Some(from_sys(last)));
+                let stored = load_findings(&mut tx, st, cluster, &asset, last).map_err(q)?;
                 let changes = lifecycle::workload_removed(cluster, &asset, &stored, at);
-                write_changes(&mut tx, cluster, &asset, &changes, targets).map_err(q)?;
+                write_changes(&mut tx, st, cluster, &asset, &changes, targets).map_err(q)?;
                 applied.rows_written += changes.rows.len();
                 applied.events.extend(changes.events);
             }
             tx.execute(
                 "UPDATE scanned_containers SET removed_at = $5
                  WHERE cluster_name = $1 AND namespace = $2 AND workload_kind = $3
-                   AND workload = $4 AND removed_at IS NULL",
-                &[&cluster, &namespace, &kind, &name, &to_sys(at)],
+                   AND workload = $4 AND removed_at IS NULL
+                   AND ($6::text IS NULL OR container = $6)",
+                &[&cluster, &namespace, &kind, &name, &to_sys(at), &container],
             )
             .map_err(q)?;
             tx.execute(
                 "DELETE FROM report_versions WHERE cluster_name = $1 AND namespace = $2
-                   AND workload_kind = $3 AND workload = $4",
-                &[&cluster, &namespace, &kind, &name],
+                   AND workload_kind = $3 AND workload = $4
+                   AND ($5::text IS NULL OR container = $5)",
+                &[&cluster, &namespace, &kind, &name, &container],
             )
             .map_err(q)?;
             tx.commit().map_err(q)?;
@@ -499,11 +589,32 @@ impl PgStore {
         })
     }
 
+    pub(crate) fn known_assets(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError> {
+        self.run(true, |c, _, s| {
+            c.query(
+                "SELECT namespace, workload_kind, workload, container FROM scanned_containers
+                 WHERE cluster_name = $1 AND removed_at IS NULL ORDER BY 1, 2, 3, 4",
+                &[&cluster],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| AssetId {
+                        namespace: r.get(0),
+                        workload_kind: r.get(1),
+                        workload: r.get(2),
+                        container: r.get(3),
+                    })
+                    .collect()
+            })
+            .map_err(|e| pg_err(e, "listing containers", s))
+        })
+    }
+
     pub(crate) fn known_workloads(
         &mut self,
         cluster: &str,
     ) -> Result<Vec<(String, String, String)>, StoreError> {
-        self.run(true, |c, s| {
+        self.run(true, |c, _, s| {
             c.query(
                 "SELECT DISTINCT namespace, workload_kind, workload FROM scanned_containers
                  WHERE cluster_name = $1 AND removed_at IS NULL ORDER BY 1, 2, 3",
@@ -523,7 +634,7 @@ impl PgStore {
         cluster: &str,
         limit: u32,
     ) -> Result<Vec<Event>, StoreError> {
-        self.run(true, |c, s| {
+        self.run(true, |c, _, s| {
             let rows = c
                 .query(
                     "SELECT event_id, kind, cluster_name, namespace, workload_kind, workload,
@@ -574,7 +685,7 @@ impl PgStore {
         &mut self,
         cluster: &str,
     ) -> Result<Vec<SeverityCount>, StoreError> {
-        self.run(true, |c, s| {
+        self.run(true, |c, _, s| {
             c.query(
                 "SELECT severity, count(*) FROM vulnerability_history
                  WHERE cluster_name = $1 AND state = 'open' GROUP BY severity",
@@ -593,22 +704,28 @@ impl PgStore {
     }
 }
 
+fn asset_lock_key(cluster: &str, asset: &AssetId) -> String {
+    // \x1f (unit separator) cannot occur in Kubernetes names; PostgreSQL text cannot hold \0.
+    [
+        cluster,
+        &asset.namespace,
+        &asset.workload_kind,
+        &asset.workload,
+        &asset.container,
+    ]
+    .join("\x1f")
+}
+
 fn last_scan(
     c: &mut impl GenericClient,
+    st: &Statements,
     cluster: &str,
     asset: &AssetId,
-    lock: bool,
 ) -> Result<Option<Timestamp>, ::postgres::Error> {
-    // FOR UPDATE serialises two writers of the same container (a stale leader and the new one).
-    let sql = if lock {
-        "SELECT last_scan_at FROM scanned_containers WHERE cluster_name = $1 AND namespace = $2
-           AND workload_kind = $3 AND workload = $4 AND container = $5 FOR UPDATE"
-    } else {
-        "SELECT last_scan_at FROM scanned_containers WHERE cluster_name = $1 AND namespace = $2
-           AND workload_kind = $3 AND workload = $4 AND container = $5"
-    };
+    // Callers that write hold the container's advisory lock (see `asset_lock_key`), so this
+    // read sees the last committed writer's state.
     Ok(c.query_opt(
-        sql,
+        &st.last_scan,
         &[
             &cluster,
             &asset.namespace,
@@ -622,16 +739,13 @@ fn last_scan(
 
 fn load_findings(
     c: &mut impl GenericClient,
+    st: &Statements,
     cluster: &str,
     asset: &AssetId,
     last_scan_at: Option<Timestamp>,
 ) -> Result<StoredAsset, ::postgres::Error> {
     let rows = c.query(
-        "SELECT cve_id, package, package_path, severity, installed_version, fixed_version, title,
-                link, image, state, first_seen, last_seen, fixed_at, reintroduced_count
-         FROM vulnerability_history
-         WHERE cluster_name = $1 AND namespace = $2 AND workload_kind = $3 AND workload = $4
-           AND container = $5",
+        &st.load_findings,
         &[
             &cluster,
             &asset.namespace,
@@ -675,6 +789,7 @@ fn load_findings(
 /// Writes rows, events and outbox entries with one statement each, whatever the report's size.
 fn write_changes(
     c: &mut impl GenericClient,
+    st: &Statements,
     cluster: &str,
     asset: &AssetId,
     changes: &Changes,
@@ -702,20 +817,7 @@ fn write_changes(
             .map(|r| i32::try_from(r.reintroduced_count).unwrap_or(i32::MAX))
             .collect();
         c.execute(
-            "INSERT INTO vulnerability_history AS h (cluster_name, namespace, workload_kind, workload,
-                 container, cve_id, package, package_path, severity, installed_version,
-                 fixed_version, title, link, image, state, first_seen, last_seen, fixed_at,
-                 reintroduced_count)
-             SELECT $1, $2, $3, $4, $5, u.* FROM UNNEST($6::text[], $7::text[], $8::text[],
-                 $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
-                 $15::text[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[],
-                 $19::int4[]) AS u
-             ON CONFLICT ON CONSTRAINT vulnerability_history_finding DO UPDATE SET
-                 severity = EXCLUDED.severity, installed_version = EXCLUDED.installed_version,
-                 fixed_version = EXCLUDED.fixed_version, title = EXCLUDED.title,
-                 link = EXCLUDED.link, image = EXCLUDED.image, state = EXCLUDED.state,
-                 first_seen = EXCLUDED.first_seen, last_seen = EXCLUDED.last_seen,
-                 fixed_at = EXCLUDED.fixed_at, reintroduced_count = EXCLUDED.reintroduced_count",
+            &st.upsert_rows,
             &[
                 &cluster,
                 &asset.namespace,
@@ -767,14 +869,7 @@ fn write_changes(
         .collect();
     let occurred: Vec<SystemTime> = ev.iter().map(|e| to_sys(e.occurred_at)).collect();
     c.execute(
-        "INSERT INTO lifecycle_events (event_id, kind, cluster_name, namespace, workload_kind,
-             workload, container, image, cve_id, package, package_path, installed_version,
-             fixed_version, severity, previous_severity, title, link, reintroduced_count,
-             occurred_at)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-             $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[],
-             $18::int4[], $19::timestamptz[])",
+        &st.insert_events,
         &[
             &event_ids,
             &kinds,
@@ -798,11 +893,7 @@ fn write_changes(
         ],
     )?;
     if !targets.is_empty() {
-        c.execute(
-            "INSERT INTO notification_outbox (event_id, target)
-             SELECT e, t FROM UNNEST($1::text[]) AS e CROSS JOIN UNNEST($2::text[]) AS t",
-            &[&event_ids, &targets],
-        )?;
+        c.execute(&st.insert_outbox, &[&event_ids, &targets])?;
     }
     Ok(())
 }
@@ -853,7 +944,7 @@ impl PgStore {
         planner: &dyn Fn(Vec<(String, Event)>) -> Plan,
     ) -> Result<Assigned, StoreError> {
         let now = to_sys(now);
-        self.run(true, |c, s| {
+        self.run(true, |c, _, s| {
             let q = |e| pg_err(e, "grouping queued notifications", s);
             let mut tx = c.transaction().map_err(q)?;
             let rows = tx
@@ -920,7 +1011,7 @@ impl PgStore {
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let now = to_sys(now);
         let claim_until = to_sys(claim_until);
-        self.run(true, |c, s| {
+        self.run(true, |c, _, s| {
             let q = |e| pg_err(e, "reading due notifications", s);
             let mut tx = c.transaction().map_err(q)?;
             let heads = tx
@@ -980,7 +1071,7 @@ impl PgStore {
             }
             MessageUpdate::Dead { at, reason } => ("dead", to_sys(*at), Some(reason.clone()), None),
         };
-        self.run(true, |c, s| {
+        self.run(true, |c, _, s| {
             let q = |e| pg_err(e, "recording a delivery attempt", s);
             let mut tx = c.transaction().map_err(q)?;
             for table in ["notification_messages", "notification_outbox"] {
@@ -1000,7 +1091,7 @@ impl PgStore {
     }
 
     pub(crate) fn outbox_stats(&mut self, cluster: &str) -> Result<Vec<OutboxStats>, StoreError> {
-        self.run(true, |c, s| {
+        self.run(true, |c, _, s| {
             c.query(
                 "SELECT target, count(*), min(created_at) FROM notification_messages
                  WHERE cluster_name = $1 AND state = 'pending' GROUP BY target ORDER BY target",
@@ -1020,7 +1111,7 @@ impl PgStore {
     }
 
     pub(crate) fn next_due(&mut self, cluster: &str) -> Result<Option<Timestamp>, StoreError> {
-        self.run(true, |c, s| {
+        self.run(true, |c, _, s| {
             c.query_one(
                 "SELECT min(next_attempt_at) FROM notification_messages
                  WHERE cluster_name = $1 AND state = 'pending'",

@@ -16,7 +16,7 @@ use rusqlite::{
 
 use super::outbox::{Assigned, MessageUpdate, OutboxStats, Plan};
 use super::{
-    Applied, KnownReport, ReportVersion, SQLITE_MIGRATIONS, SchemaStatus, SeverityCount,
+    Applied, KnownReport, Removal, ReportVersion, SQLITE_MIGRATIONS, SchemaStatus, SeverityCount,
     StoreError, StoredMessage, sqlite_parent_exists, truncate_micros,
 };
 use crate::lifecycle::{
@@ -234,11 +234,36 @@ impl SqliteStore {
             .map_err(self.err("checking for a baseline"))
     }
 
+    pub(crate) fn baseline_pending(&mut self, cluster: &str) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT NOT EXISTS (SELECT 1 FROM clusters WHERE cluster_name = ?1)",
+                [cluster],
+                |r| r.get(0),
+            )
+            .map_err(self.err("checking for a baseline"))
+    }
+
+    pub(crate) fn finish_baseline(
+        &mut self,
+        cluster: &str,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO clusters (cluster_name, baseline_completed_at) VALUES (?1, ?2)
+                 ON CONFLICT (cluster_name) DO NOTHING",
+                [cluster, &ts(at)],
+            )
+            .map(|_| ())
+            .map_err(self.err("finishing the baseline"))
+    }
+
     pub(crate) fn report_versions(
         &mut self,
         cluster: &str,
     ) -> Result<HashMap<String, KnownReport>, StoreError> {
-        let read = |conn: &rusqlite::Connection| -> rusqlite::Result<HashMap<String, KnownReport>> {
+        let read = |conn: &Connection| -> rusqlite::Result<HashMap<String, KnownReport>> {
             let mut stmt = conn.prepare(
                 "SELECT report_uid, resource_version, namespace, workload_kind, workload, container
                  FROM report_versions WHERE cluster_name = ?1",
@@ -260,27 +285,6 @@ impl SqliteStore {
             rows.collect()
         };
         read(&self.conn).map_err(self.err("reading report versions"))
-    }
-
-    pub(crate) fn baseline_complete(&mut self, cluster: &str) -> Result<bool, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM cluster_state WHERE cluster_name = ?1)",
-                [cluster],
-                |r| r.get(0),
-            )
-            .map_err(self.err("checking for a baseline"))
-    }
-
-    pub(crate) fn mark_baseline_complete(&mut self, cluster: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO cluster_state (cluster_name, baseline_completed_at) VALUES (?1, ?2)
-                 ON CONFLICT (cluster_name) DO NOTHING",
-                [cluster, &ts(Timestamp::now())],
-            )
-            .map(|_| ())
-            .map_err(self.err("recording the baseline"))
     }
 
     pub(crate) fn report_version(
@@ -423,12 +427,16 @@ impl SqliteStore {
     pub(crate) fn remove_workload(
         &mut self,
         cluster: &str,
-        namespace: &str,
-        kind: &str,
-        name: &str,
+        removal: &Removal<'_>,
         at: Timestamp,
         targets: &[String],
     ) -> Result<Applied, StoreError> {
+        let Removal {
+            namespace,
+            kind,
+            name,
+            container,
+        } = *removal;
         let at = truncate_micros(at);
         let path = self.path.clone();
         let q = |e| sql_err(&path, e, "removing a workload");
@@ -441,10 +449,11 @@ impl SqliteStore {
                 .prepare(
                     "SELECT container, last_scan_at FROM scanned_containers
                      WHERE cluster_name = ?1 AND namespace = ?2 AND workload_kind = ?3
-                       AND workload = ?4 AND removed_at IS NULL ORDER BY container",
+                       AND workload = ?4 AND removed_at IS NULL
+                       AND (?5 IS NULL OR container = ?5) ORDER BY container",
                 )
                 .map_err(q)?;
-            stmt.query_map([cluster, namespace, kind, name], |r| {
+            stmt.query_map(params![cluster, namespace, kind, name, container], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .map_err(q)?
@@ -468,18 +477,40 @@ impl SqliteStore {
         tx.execute(
             "UPDATE scanned_containers SET removed_at = ?5
              WHERE cluster_name = ?1 AND namespace = ?2 AND workload_kind = ?3
-               AND workload = ?4 AND removed_at IS NULL",
-            params![cluster, namespace, kind, name, ts(at)],
+               AND workload = ?4 AND removed_at IS NULL AND (?6 IS NULL OR container = ?6)",
+            params![cluster, namespace, kind, name, ts(at), container],
         )
         .map_err(q)?;
         tx.execute(
             "DELETE FROM report_versions WHERE cluster_name = ?1 AND namespace = ?2
-               AND workload_kind = ?3 AND workload = ?4",
-            [cluster, namespace, kind, name],
+               AND workload_kind = ?3 AND workload = ?4 AND (?5 IS NULL OR container = ?5)",
+            params![cluster, namespace, kind, name, container],
         )
         .map_err(q)?;
         tx.commit().map_err(q)?;
         Ok(applied)
+    }
+
+    pub(crate) fn known_assets(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError> {
+        let q = self.err("listing containers");
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT namespace, workload_kind, workload, container FROM scanned_containers
+                 WHERE cluster_name = ?1 AND removed_at IS NULL ORDER BY 1, 2, 3, 4",
+            )
+            .map_err(&q)?;
+        stmt.query_map([cluster], |r| {
+            Ok(AssetId {
+                namespace: r.get(0)?,
+                workload_kind: r.get(1)?,
+                workload: r.get(2)?,
+                container: r.get(3)?,
+            })
+        })
+        .map_err(&q)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(&q)
     }
 
     pub(crate) fn known_workloads(

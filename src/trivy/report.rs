@@ -102,6 +102,8 @@ pub const LABEL_CONTAINER: &str = "trivy-operator.container.name";
 pub const LABEL_SPEC_HASH: &str = "resource-spec-hash";
 /// Holds the owner name when it is not a valid label value (the label then carries a hash).
 pub const ANNOTATION_OWNER_NAME: &str = "trivy-operator.resource.name";
+/// `0s` means "historical": the operator deletes the report soon (old ReplicaSet revision).
+pub const ANNOTATION_REPORT_TTL: &str = "trivy-operator.aquasecurity.github.io/report-ttl";
 
 /// The workload a report was produced for, as the operator recorded it (the direct owner, e.g.
 /// a ReplicaSet; see [`crate::trivy::workload_of`] for the Deployment above it).
@@ -223,6 +225,9 @@ pub struct Report<F = Finding> {
     pub image: Image,
     /// `resource-spec-hash`: changes when the owner's pod template changes.
     pub spec_hash: String,
+    /// All annotations, e.g. `trivy-operator.aquasecurity.github.io/report-ttl` (`0s` marks
+    /// a report of an old revision that the operator is about to delete).
+    pub annotations: BTreeMap<String, String>,
     pub findings: Vec<F>,
 }
 
@@ -463,6 +468,7 @@ fn from_raw(hint: ReportKind, raw: RawReport) -> Result<Report, Malformed> {
         creation_timestamp,
         owner,
         owner_references: meta.owner_references,
+        annotations: meta.annotations,
         container,
         image,
         findings,
@@ -685,6 +691,31 @@ mod tests {
         let unlabelled = json.replace(r#","trivy-operator.container.name":"k8s-cluster""#, "");
         let r = parse_report(ReportKind::ClusterVulnerabilityReport, &unlabelled).unwrap();
         assert_eq!(r.container, "");
+    }
+
+    /// Extra check against the upstream-derived samples, when this machine has them.
+    #[test]
+    fn shared_upstream_samples_parse() {
+        let dir = std::path::Path::new("/work/shared/fixtures/trivy");
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut n = 0;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("vulnerabilityreport-") || !name.ends_with(".json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            let r = parse_report(ReportKind::VulnerabilityReport, &text)
+                .unwrap_or_else(|m| panic!("{name}: {m}"));
+            assert!(
+                !r.owner.name.is_empty() && !r.container.is_empty(),
+                "{name}"
+            );
+            n += 1;
+        }
+        assert!(n > 0, "no samples in {}", dir.display());
     }
 
     #[test]

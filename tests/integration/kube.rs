@@ -406,6 +406,15 @@ fn an_expired_continue_token_restarts_the_listing() {
     assert_eq!(restarts, 1, "the caller is told to drop partial results");
     assert_eq!(names(&reports), all);
     assert_eq!(reports.len(), all.len(), "no duplicates after the restart");
+
+    // Per-namespace listing: a restart in the second namespace voids the first one too,
+    // so it is listed again.
+    let nss = ["shop".to_string(), "data".to_string()];
+    sb.fault(r#"{"kind":"410-continue","count":1,"path_contains":"namespaces/data"}"#);
+    let (reports, _, restarts) = collect_reports(&client, &nss).unwrap();
+    assert_eq!(restarts, 1);
+    assert_eq!(names(&reports), all);
+    assert_eq!(reports.len(), all.len());
 }
 
 #[test]
@@ -755,5 +764,184 @@ fn shutdown_interrupts_a_slow_request() {
         start.elapsed() < Duration::from_secs(10),
         "{:?}",
         start.elapsed()
+    );
+}
+
+/// A minimal HTTP CONNECT proxy on loopback; counts the tunnels it opened.
+fn connect_proxy() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tunnels = Arc::new(AtomicUsize::new(0));
+    let counter = tunnels.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(client) = conn else { return };
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(client.try_clone().unwrap());
+                let mut first = String::new();
+                reader.read_line(&mut first).unwrap();
+                loop {
+                    let mut l = String::new();
+                    if reader.read_line(&mut l).unwrap() == 0 || l == "\r\n" {
+                        break;
+                    }
+                }
+                let target = first.split_whitespace().nth(1).unwrap_or("").to_string();
+                assert!(first.starts_with("CONNECT "), "{first}");
+                assert!(target.starts_with("127.0.0.1:"), "loopback only: {target}");
+                let upstream = TcpStream::connect(&target).unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut client_w = client.try_clone().unwrap();
+                client_w
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .unwrap();
+                let mut up_r = upstream.try_clone().unwrap();
+                let mut up_w = upstream;
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut up_r, &mut client_w);
+                    let _ = client_w.shutdown(std::net::Shutdown::Both);
+                });
+                // Bytes the reader already buffered belong to the tunnel.
+                let buffered = reader.buffer().to_vec();
+                let _ = up_w.write_all(&buffered);
+                let mut client_r = reader.into_inner();
+                let _ = std::io::copy(&mut client_r, &mut up_w);
+                let _ = up_w.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    (format!("http://{addr}"), tunnels)
+}
+
+#[test]
+fn proxy_url_tunnels_through_the_proxy() {
+    let sb = Sandbox::start(&["--load", &fixtures()]);
+    let (proxy, tunnels) = connect_proxy();
+    let kc = write_kubeconfig(
+        &sb,
+        "proxied",
+        &format!("    proxy-url: {proxy}\n"),
+        &format!("    token: {}\n", sb.token),
+    );
+    let client = Client::connect(&opts(&kc)).unwrap();
+    assert_eq!(
+        collect_reports(&client, &[]).unwrap().0.len(),
+        kubectl_count(&sb)
+    );
+    assert!(tunnels.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+}
+
+#[test]
+fn lease_create_get_replace_and_conflict() {
+    let sb = Sandbox::start(&["--load", &fixtures()]);
+    let client = Client::connect(&opts(&sb.kubeconfig)).unwrap();
+    let coll = "/apis/coordination.k8s.io/v1/namespaces/shop/leases";
+    let one = format!("{coll}/kijo-agent-leader");
+    assert!(
+        client
+            .get_json::<serde_json::Value>(&one)
+            .unwrap()
+            .is_none()
+    );
+    let lease = serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "kijo-agent-leader", "namespace": "shop"},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}
+    });
+    let created: serde_json::Value = client.write_json("POST", coll, &lease).unwrap();
+    let rv = created["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let again = client
+        .write_json::<serde_json::Value>("POST", coll, &lease)
+        .unwrap_err();
+    assert_eq!(again.status(), Some(409), "{again}");
+    let mut update = created.clone();
+    update["spec"]["holderIdentity"] = "b".into();
+    let replaced: serde_json::Value = client.write_json("PUT", &one, &update).unwrap();
+    assert_eq!(replaced["spec"]["holderIdentity"], "b");
+    // A stale resourceVersion loses: optimistic concurrency for leader election.
+    update["metadata"]["resourceVersion"] = rv.into();
+    let stale = client
+        .write_json::<serde_json::Value>("PUT", &one, &update)
+        .unwrap_err();
+    assert_eq!(stale.status(), Some(409), "{stale}");
+    let got: serde_json::Value = client.get_json(&one).unwrap().unwrap();
+    assert_eq!(got["spec"]["holderIdentity"], "b");
+}
+
+#[test]
+fn metadata_listing_finds_exactly_the_changed_reports() {
+    let sb = Sandbox::start(&["--load", &fixtures()]);
+    populate(&sb, 6);
+    let client = Client::connect(&opts(&sb.kubeconfig)).unwrap();
+    let list = |client: &Client| {
+        let mut metas = Vec::new();
+        client
+            .list_metadata(VR, &[], &mut |ev| match ev {
+                ListEvent::Item(m) => metas.push(m),
+                ListEvent::Restart => metas.clear(),
+            })
+            .unwrap();
+        metas
+    };
+    let first = kijo_agent::kube::diff_versions(&Default::default(), &list(&client));
+    assert_eq!(first.changed.len(), kubectl_count(&sb));
+    // One report modified (kubectl merge patch), one deleted, one created.
+    sb.kubectl_ok(&[
+        "patch",
+        "vulnerabilityreport",
+        "replicaset-gen-0-app",
+        "-n",
+        "shop",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"labels":{"touched":"yes"}}}"#,
+    ]);
+    sb.kubectl_ok(&[
+        "delete",
+        "vulnerabilityreport",
+        "replicaset-gen-1-app",
+        "-n",
+        "data",
+    ]);
+    populate_one(&sb, 99);
+    sb.reset_stats();
+    let second = kijo_agent::kube::diff_versions(&first.current, &list(&client));
+    let changed: BTreeSet<&str> = second.changed.iter().map(|(_, n, _)| n.as_str()).collect();
+    assert_eq!(
+        changed,
+        BTreeSet::from(["replicaset-gen-0-app", "replicaset-gen-99-app"])
+    );
+    assert_eq!(second.deleted.len(), 1);
+    assert_eq!(second.unchanged, first.changed.len() - 2);
+    // Only the small metadata listing was needed to find out.
+    let stats = sb.stats();
+    for r in stats["requests"].as_array().unwrap() {
+        if r["path"]
+            .as_str()
+            .unwrap_or("")
+            .contains("vulnerabilityreports")
+        {
+            assert_eq!(r["as"], "PartialObjectMetadataList", "{r}");
+        }
+    }
+}
+
+fn populate_one(sb: &Sandbox, i: usize) {
+    let body = format!(
+        r#"{{"apiVersion":"aquasecurity.github.io/v1alpha1","kind":"VulnerabilityReport","metadata":{{"name":"replicaset-gen-{i}-app","namespace":"shop","labels":{{"trivy-operator.resource.kind":"ReplicaSet","trivy-operator.resource.name":"gen-{i}","trivy-operator.resource.namespace":"shop","trivy-operator.container.name":"app"}}}},"report":{{"vulnerabilities":[]}}}}"#
+    );
+    create(
+        sb,
+        "/apis/aquasecurity.github.io/v1alpha1/namespaces/shop/vulnerabilityreports",
+        &body,
     );
 }

@@ -2,10 +2,14 @@
 //! servers — the agent binary, PostgreSQL on loopback, the Kubernetes-API sandbox, webhook
 //! receivers.
 
+mod crash;
 mod kube;
+mod leader;
+mod lifecycle_e2e;
 mod notify;
 mod notify_e2e;
 mod outbox;
 mod sandbox;
 mod shell;
+mod store;
 mod support;

@@ -33,7 +33,7 @@ impl Setup {
         let pg = pg.then(|| TestDb::create("notify_e2e"));
         let db = match &pg {
             Some(db) => db.url_with_password("x"),
-            None => format!("sqlite:{}", dir.0.join("kijo.db").display()),
+            None => format!("sqlite:{}", dir.path().join("kijo.db").display()),
         };
         let mut env: Vec<(String, String)> = [
             ("KIJO_DATABASE_URL", db.as_str()),

@@ -243,7 +243,7 @@ fn exercise(target: &DatabaseTarget) {
 fn sqlite_outbox_groups_once_and_keeps_messages_stable() {
     let dir = TempDir::new("outbox-store");
     let target =
-        DatabaseTarget::parse(&format!("sqlite:{}", dir.0.join("k.db").display())).unwrap();
+        DatabaseTarget::parse(&format!("sqlite:{}", dir.path().join("k.db").display())).unwrap();
     exercise(&target);
 }
 

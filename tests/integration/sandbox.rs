@@ -493,6 +493,14 @@ fn injected_faults_answer_as_specified() {
             .starts_with("text/plain")
     );
 
+    sb.fault(r#"{"kind":"503","count":1,"retry_after_seconds":4}"#);
+    let r = sb.http("GET", VR, None, &[]);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("4"));
+    assert_eq!(r.json()["reason"], "ServiceUnavailable");
+    sb.fault(r#"{"kind":"401"}"#);
+    assert_eq!(sb.http("GET", VR, None, &[]).status, 401);
+
     sb.fault(r#"{"kind":"slow","count":1,"delay_ms":700}"#);
     let t = Instant::now();
     assert_eq!(sb.http("GET", VR, None, &[]).status, 200);
@@ -645,4 +653,609 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[test]
+fn synthetic_cluster_is_trivy_shaped_and_reproducible() {
+    let sb = Sandbox::start(&["--synthetic", "40:12:7"]);
+    let deploys = sb
+        .http("GET", "/apis/apps/v1/deployments", None, &[])
+        .json();
+    let sts = sb
+        .http("GET", "/apis/apps/v1/statefulsets", None, &[])
+        .json();
+    assert_eq!(
+        deploys["items"].as_array().unwrap().len() + sts["items"].as_array().unwrap().len(),
+        40
+    );
+    let rs = sb
+        .http("GET", "/apis/apps/v1/replicasets", None, &[])
+        .json();
+    let rs = rs["items"].as_array().unwrap();
+    let current: Vec<&Value> = rs.iter().filter(|r| r["spec"]["replicas"] == 1).collect();
+    assert_eq!(
+        current.len(),
+        deploys["items"].as_array().unwrap().len(),
+        "one current ReplicaSet per Deployment"
+    );
+    let old: Vec<&Value> = rs.iter().filter(|r| r["spec"]["replicas"] == 0).collect();
+    assert_eq!(old.len(), 2, "workloads 3 and 23 were rolled out");
+    for o in &old {
+        let deploy = &o["metadata"]["ownerReferences"][0]["name"];
+        let newer = current
+            .iter()
+            .find(|c| &c["metadata"]["ownerReferences"][0]["name"] == deploy)
+            .expect("the current ReplicaSet");
+        assert_eq!(
+            newer["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+            "2"
+        );
+        assert_eq!(
+            o["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+            "1"
+        );
+    }
+    let reports = sb.http("GET", VR, None, &[]).json();
+    let items = reports["items"].as_array().unwrap();
+    assert!(
+        items.len() >= 40,
+        "one report per container: {}",
+        items.len()
+    );
+    let mut oversize = 0;
+    for r in items {
+        let labels = &r["metadata"]["labels"];
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "trivy-operator");
+        let kind = labels["trivy-operator.resource.kind"].as_str().unwrap();
+        assert!(kind == "ReplicaSet" || kind == "StatefulSet");
+        let owner = &r["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], kind);
+        let name = r["metadata"]["name"].as_str().unwrap();
+        assert!(
+            name.len() <= 63 && name.starts_with(&kind.to_lowercase()),
+            "{name}"
+        );
+        match labels["trivy-operator.resource.name"].as_str() {
+            Some(n) => assert_eq!(n, owner["name"]),
+            None => {
+                assert!(labels["trivy-operator.resource.name-hash"].is_string());
+                assert_eq!(
+                    r["metadata"]["annotations"]["trivy-operator.resource.name"],
+                    owner["name"]
+                );
+            }
+        }
+        let vulns = r["report"]["vulnerabilities"].as_array().unwrap();
+        if labels["sandbox.kijo.dev/oversize"] == "true" {
+            oversize += 1;
+            assert!(
+                serde_json::to_vec(r).unwrap().len() > 5 << 20,
+                "an oversize report is several MiB"
+            );
+        } else if labels["trivy-operator.container.name"] == "app" {
+            assert_eq!(vulns.len(), 12);
+        }
+        let s = &r["report"]["summary"];
+        let total: u64 = [
+            "criticalCount",
+            "highCount",
+            "mediumCount",
+            "lowCount",
+            "unknownCount",
+        ]
+        .iter()
+        .map(|k| s[k].as_u64().unwrap())
+        .sum();
+        assert_eq!(
+            total as usize,
+            vulns.len(),
+            "summary matches findings in {name}"
+        );
+    }
+    assert_eq!(oversize, 1);
+    assert!(
+        items
+            .iter()
+            .any(|r| r["metadata"]["labels"]["trivy-operator.resource.name-hash"].is_string()),
+        "a hashed owner name"
+    );
+
+    // Same seed, same cluster.
+    let again = Sandbox::start(&["--synthetic", "40:12:7"]);
+    let a: Vec<Value> = items.iter().map(|r| r["metadata"]["uid"].clone()).collect();
+    let b: Vec<Value> = again.http("GET", VR, None, &[]).json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["metadata"]["uid"].clone())
+        .collect();
+    assert_eq!(a, b);
+
+    // A generated Deployment takes its reports with it.
+    let d = deploys["items"][0]["metadata"].clone();
+    let before = sb.http("GET", VR, None, &[]).json()["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    let del = sb.http(
+        "DELETE",
+        &format!(
+            "/apis/apps/v1/namespaces/{}/deployments/{}",
+            d["namespace"].as_str().unwrap(),
+            d["name"].as_str().unwrap()
+        ),
+        None,
+        &[],
+    );
+    assert_eq!(del.status, 200);
+    let after = sb.http("GET", VR, None, &[]).json()["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(after < before, "{after} < {before}");
+}
+
+#[test]
+fn sigterm_stops_the_sandbox_cleanly() {
+    let sb = fixtures();
+    assert_eq!(sb.http("GET", "/version", None, &[]).status, 200);
+    let status = sb.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn namespace_limited_tokens_get_403_outside_their_namespaces() {
+    let sb = Sandbox::start(&[
+        "--load",
+        &Sandbox::fixtures_dir().display().to_string(),
+        "--namespaced-token",
+        "limited=shop",
+    ]);
+    let as_limited = |path: &str| {
+        sb.try_http_with_token("GET", path, None, &[], Some("limited"))
+            .unwrap()
+    };
+    let all = as_limited(VR);
+    assert_eq!(all.status, 403);
+    assert_eq!(all.json()["reason"], "Forbidden");
+    assert!(
+        all.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("at the cluster scope")
+    );
+    let shop =
+        as_limited("/apis/aquasecurity.github.io/v1alpha1/namespaces/shop/vulnerabilityreports");
+    assert_eq!(shop.status, 200);
+    assert_eq!(names(&shop.json()).len(), 3);
+    assert_eq!(
+        as_limited("/apis/aquasecurity.github.io/v1alpha1/namespaces/data/vulnerabilityreports")
+            .status,
+        403
+    );
+    assert_eq!(as_limited("/apis").status, 200, "discovery stays open");
+    assert_eq!(as_limited("/_sandbox/stats").status, 403);
+
+    // The same through the admin endpoint.
+    let mut sb = sb;
+    let full = sb.token.clone();
+    let body =
+        serde_json::json!({"tokens": [full], "namespaced": {"data-only": ["data"]}}).to_string();
+    assert_eq!(
+        sb.http("POST", "/_sandbox/tokens", Some(&body), &[]).status,
+        200
+    );
+    let r = sb
+        .try_http_with_token(
+            "GET",
+            "/apis/aquasecurity.github.io/v1alpha1/namespaces/data/vulnerabilityreports",
+            None,
+            &[],
+            Some("data-only"),
+        )
+        .unwrap();
+    assert_eq!(names(&r.json()), ["statefulset-postgres-postgres"]);
+    assert_eq!(
+        sb.try_http_with_token("GET", VR, None, &[], Some("limited"))
+            .unwrap()
+            .status,
+        401,
+        "replaced"
+    );
+    sb.token = full;
+}
+
+#[test]
+fn orphan_propagation_keeps_dependents() {
+    let sb = fixtures();
+    let r = sb.http(
+        "DELETE",
+        "/apis/apps/v1/namespaces/shop/deployments/web",
+        Some(r#"{"propagationPolicy":"Orphan"}"#),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        sb.http(
+            "GET",
+            "/apis/apps/v1/namespaces/shop/replicasets/web-7c9d8f6b5d",
+            None,
+            &[]
+        )
+        .status,
+        200
+    );
+    // Background (the default) collects recursively: ReplicaSet -> pod and reports.
+    let r = sb.http(
+        "DELETE",
+        "/apis/apps/v1/namespaces/shop/replicasets/web-7c9d8f6b5d",
+        Some(r#"{"propagationPolicy":"Background"}"#),
+        &[],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        sb.http(
+            "GET",
+            "/api/v1/namespaces/shop/pods/web-7c9d8f6b5d-x2k9p",
+            None,
+            &[]
+        )
+        .status,
+        404
+    );
+    let left = names(&sb.http("GET", VR, None, &[]).json());
+    assert_eq!(
+        left,
+        ["replicaset-6c9b7d5f8", "statefulset-postgres-postgres"]
+    );
+}
+
+#[test]
+fn gzip_answers_large_lists_when_asked() {
+    let sb = Sandbox::start(&["--synthetic", "12:200:5", "--gzip"]);
+    let ca = sb.ca_file();
+    let script = r#"
+import gzip, json, ssl, sys, urllib.request
+url, token, ca = sys.argv[1], sys.argv[2], sys.argv[3]
+req = urllib.request.Request(url + "/apis/aquasecurity.github.io/v1alpha1/vulnerabilityreports",
+                             headers={"Authorization": "Bearer " + token, "Accept-Encoding": "gzip"})
+resp = urllib.request.urlopen(req, context=ssl.create_default_context(cafile=ca))
+raw = resp.read()
+body = json.loads(gzip.decompress(raw))
+print(resp.headers.get("Content-Encoding"), len(raw), len(json.dumps(body)), len(body["items"]))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &sb.url, &sb.token, &ca.display().to_string()])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(f[0], "gzip");
+    let (raw, plain): (usize, usize) = (f[1].parse().unwrap(), f[2].parse().unwrap());
+    assert!(raw * 3 < plain, "compressed {raw} vs {plain}");
+    assert!(f[3].parse::<usize>().unwrap() >= 12);
+}
+
+#[test]
+fn streaming_list_watch_ends_initial_events_with_a_bookmark() {
+    let sb = fixtures();
+    let path = "/apis/aquasecurity.github.io/v1alpha1/namespaces/shop/vulnerabilityreports?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1";
+    let r = sb.http("GET", path, None, &[]);
+    let events: Vec<Value> = r
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 4, "{}", r.body);
+    assert!(events[..3].iter().all(|e| e["type"] == "ADDED"));
+    assert_eq!(events[3]["type"], "BOOKMARK");
+    assert_eq!(
+        events[3]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+}
+
+/// The official Python client (`pip install kubernetes`), with the written kubeconfig as-is.
+/// Runs with `$KIJO_TEST_PYTHON` or `python3`, which must have the package (.ci/run installs it).
+#[test]
+fn official_python_client_uses_the_kubeconfig() {
+    let python = std::env::var("KIJO_TEST_PYTHON").ok();
+    let exe = python.clone().unwrap_or_else(|| "python3".into());
+    let has = std::process::Command::new(&exe)
+        .args(["-c", "import kubernetes"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        has,
+        "{exe} lacks the `kubernetes` package: `python3 -m pip install kubernetes` (.ci/run installs it), \
+         or set KIJO_TEST_PYTHON to a Python that has it"
+    );
+    let sb = fixtures();
+    let script = r#"
+import sys
+from kubernetes import client, config
+config.load_kube_config(sys.argv[1])
+api = client.CustomObjectsApi()
+r = api.list_cluster_custom_object("aquasecurity.github.io", "v1alpha1", "vulnerabilityreports", limit=2)
+names = [i["metadata"]["name"] for i in r["items"]]
+while r["metadata"].get("continue"):
+    r = api.list_cluster_custom_object("aquasecurity.github.io", "v1alpha1", "vulnerabilityreports", limit=2, _continue=r["metadata"]["continue"])
+    names += [i["metadata"]["name"] for i in r["items"]]
+deploys = [d.metadata.name for d in client.AppsV1Api().list_deployment_for_all_namespaces().items]
+print(len(names), " ".join(sorted(deploys)))
+"#;
+    let out = std::process::Command::new(&exe)
+        .args(["-c", script, &sb.kubeconfig.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "4 inventory-synchronisation-service-with-an-unusually-long-name web"
+    );
+}
+
+#[test]
+fn bad_requests_answer_status_objects() {
+    let sb = fixtures();
+    let coll = "/apis/aquasecurity.github.io/v1alpha1/namespaces/shop/vulnerabilityreports";
+    // method, path, body, headers, expected code, expected reason
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        &'a [(&'a str, &'a str)],
+        u16,
+        &'a str,
+    );
+    let cases: &[Case] = &[
+        ("POST", coll, Some("{not json"), &[], 400, "BadRequest"),
+        ("POST", coll, Some("[1,2]"), &[], 400, "BadRequest"),
+        (
+            "POST",
+            coll,
+            Some(r#"{"metadata":{}}"#),
+            &[],
+            422,
+            "Invalid",
+        ),
+        (
+            "POST",
+            coll,
+            Some(r#"{"kind":"Pod","metadata":{"name":"x"}}"#),
+            &[],
+            400,
+            "BadRequest",
+        ),
+        (
+            "POST",
+            coll,
+            Some(r#"{"metadata":{"name":"x","namespace":"data"}}"#),
+            &[],
+            400,
+            "BadRequest",
+        ),
+        (
+            "POST",
+            VR,
+            Some(r#"{"metadata":{"name":"x"}}"#),
+            &[],
+            405,
+            "MethodNotAllowed",
+        ),
+        (
+            "PATCH",
+            &format!("{coll}/replicaset-6c9b7d5f8"),
+            Some("{}"),
+            &[("Content-Type", "text/plain")],
+            415,
+            "UnsupportedMediaType",
+        ),
+        ("GET", &format!("{coll}/nope"), None, &[], 404, "NotFound"),
+        (
+            "DELETE",
+            &format!("{coll}/nope"),
+            None,
+            &[],
+            404,
+            "NotFound",
+        ),
+        (
+            "GET",
+            "/apis/nope.example.com/v1/widgets",
+            None,
+            &[],
+            404,
+            "NotFound",
+        ),
+        (
+            "GET",
+            &format!("{VR}?limit=abc"),
+            None,
+            &[],
+            400,
+            "BadRequest",
+        ),
+        (
+            "GET",
+            &format!("{VR}?fieldSelector=spec.x%3Dy"),
+            None,
+            &[],
+            400,
+            "BadRequest",
+        ),
+        (
+            "GET",
+            VR,
+            None,
+            &[(
+                "Accept",
+                "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+            )],
+            406,
+            "NotAcceptable",
+        ),
+    ];
+    for (method, path, body, headers, code, reason) in cases {
+        let r = sb.http(method, path, *body, headers);
+        assert_eq!(r.status, *code, "{method} {path}: {}", r.body);
+        let s = r.json();
+        assert_eq!(
+            (s["kind"].as_str(), s["reason"].as_str(), s["code"].as_u64()),
+            (Some("Status"), Some(*reason), Some(u64::from(*code))),
+            "{method} {path}"
+        );
+    }
+}
+
+#[test]
+fn plain_http_and_ipv6_loopback_serve_too() {
+    let sb = Sandbox::start(&[
+        "--plain-http",
+        "--load",
+        &Sandbox::fixtures_dir().display().to_string(),
+    ]);
+    assert!(sb.url.starts_with("http://127.0.0.1:"), "{}", sb.url);
+    assert_eq!(names(&sb.http("GET", VR, None, &[]).json()).len(), 4);
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let v6 = Sandbox::start(&[
+            "--listen",
+            "[::1]:0",
+            "--load",
+            &Sandbox::fixtures_dir().display().to_string(),
+        ]);
+        assert!(v6.url.starts_with("https://[::1]:"), "{}", v6.url);
+        assert_eq!(
+            names(&v6.http("GET", VR, None, &[]).json()).len(),
+            4,
+            "the certificate covers ::1"
+        );
+    }
+}
+
+#[test]
+fn list_resource_version_rules_follow_the_api_server() {
+    let sb = fixtures();
+    // resourceVersion=0 is served "from the cache": limit is ignored.
+    let any = sb
+        .http("GET", &format!("{VR}?limit=1&resourceVersion=0"), None, &[])
+        .json();
+    assert_eq!(names(&any).len(), 4);
+    assert!(any["metadata"].get("continue").is_none());
+    let page = sb.http("GET", &format!("{VR}?limit=1"), None, &[]).json();
+    let rv = page["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cont = urlencode(page["metadata"]["continue"].as_str().unwrap());
+    let cases = [
+        (
+            format!("{VR}?limit=1&continue={cont}&resourceVersion={rv}"),
+            400,
+        ),
+        (
+            format!("{VR}?limit=1&continue={cont}&resourceVersionMatch=NotOlderThan"),
+            400,
+        ),
+        (format!("{VR}?resourceVersionMatch=Exact"), 400),
+        (
+            format!("{VR}?resourceVersionMatch=Exact&resourceVersion=0"),
+            400,
+        ),
+        (
+            format!("{VR}?resourceVersionMatch=Exact&resourceVersion={rv}"),
+            200,
+        ),
+        (
+            format!("{VR}?resourceVersionMatch=NotOlderThan&resourceVersion={rv}&limit=2"),
+            200,
+        ),
+    ];
+    for (path, code) in &cases {
+        assert_eq!(sb.http("GET", path, None, &[]).status, *code, "{path}");
+    }
+    sb.compact();
+    let old = sb.http(
+        "GET",
+        &format!("{VR}?resourceVersionMatch=Exact&resourceVersion={rv}"),
+        None,
+        &[],
+    );
+    assert_eq!(old.status, 410);
+    assert_eq!(old.json()["reason"], "Expired");
+}
+
+#[test]
+fn kubectl_server_side_apply_discovery_and_get_all() {
+    let sb = fixtures();
+    let file = sb.dir.path().join("report.json");
+    std::fs::write(&file, NEW_REPORT).unwrap();
+    let f = file.display().to_string();
+    // Client-side apply first, then server-side apply over it (kubectl then sends a second
+    // apply-patch with only the last-applied annotation, which must not wipe the report).
+    sb.kubectl_ok(&["apply", "-f", &f]);
+    let out = sb.kubectl_ok(&["apply", "--server-side", "-f", &f]);
+    assert!(out.contains("serverside-applied"), "{out}");
+    let got: Value = serde_json::from_str(&sb.kubectl_ok(&[
+        "get",
+        "vuln",
+        "-n",
+        "shop",
+        "replicaset-api-6b8f7c9d4-app",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        got["report"]["vulnerabilities"].as_array().map(Vec::len),
+        Some(1)
+    );
+    sb.kubectl_ok(&[
+        "label",
+        "vuln",
+        "-n",
+        "shop",
+        "replicaset-api-6b8f7c9d4-app",
+        "reviewed=yes",
+    ]);
+    assert!(
+        sb.kubectl_ok(&[
+            "get",
+            "vulns",
+            "-n",
+            "shop",
+            "-l",
+            "reviewed=yes",
+            "-o",
+            "name"
+        ])
+        .contains("replicaset-api-6b8f7c9d4-app")
+    );
+
+    let resources = sb.kubectl_ok(&["api-resources"]);
+    for line in [
+        "vulnerabilityreports",
+        "clustervulnerabilityreports",
+        "leases",
+        "deployments",
+    ] {
+        assert!(resources.contains(line), "{line} missing:\n{resources}");
+    }
+    let all = sb.kubectl_ok(&["get", "all", "-n", "shop", "-o", "name"]);
+    for name in [
+        "pod/web-7c9d8f6b5d-x2k9p",
+        "deployment.apps/web",
+        "replicaset.apps/web-7c9d8f6b5d",
+    ] {
+        assert!(all.contains(name), "{name} missing:\n{all}");
+    }
 }

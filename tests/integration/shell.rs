@@ -99,25 +99,46 @@ fn a_password_never_reaches_a_log_line_or_an_error() {
 
 #[test]
 fn dry_run_passes_on_a_reachable_database_as_the_original_readme_writes_it() {
+    let sandbox = Sandbox::start(&["--load", &Sandbox::fixtures_dir().display().to_string()]);
+    let kubeconfig = sandbox.kubeconfig.display().to_string();
     let db = TestDb::create("dryrun");
     let url = db.url_with_password("pw");
-    let (status, out, err) = run(
-        &[("KIJO_CLUSTER_NAME", "t")],
+    let env = [
+        ("KIJO_CLUSTER_NAME", "t"),
+        ("KIJO_KUBECONFIG", kubeconfig.as_str()),
+    ];
+    let (status, out, err) = run(&env, &[&format!("--database-url={url}"), "--dry-run"]);
+    assert!(status.success(), "stdout {out}\nstderr {err}");
+    for check in ["database", "kubernetes", "list vulnerabilityreports"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("OK") && l.contains(check)),
+            "no OK line for {check}:\n{out}"
+        );
+    }
+    assert!(out.contains("checks passed"), "{out}");
+    assert!(!out.contains("pw@"), "password shown: {out}");
+
+    // Without permission to list reports the same command fails and says which check.
+    let (status, out, _) = run(
+        &[
+            ("KIJO_CLUSTER_NAME", "t"),
+            ("KIJO_KUBECONFIG", "/nonexistent/kubeconfig"),
+        ],
         &[&format!("--database-url={url}"), "--dry-run"],
     );
-    assert!(status.success(), "stdout {out}\nstderr {err}");
+    assert_eq!(status.code(), Some(1));
     assert!(
         out.lines()
-            .any(|l| l.starts_with("OK") && l.contains("database")),
+            .any(|l| l.starts_with("FAIL") && l.contains("kubernetes")),
         "{out}"
     );
-    assert!(out.contains("checks passed"), "{out}");
 }
 
 #[test]
 fn probes_metrics_and_http_hardening() {
     let dir = TempDir::new("probes");
-    let db = format!("sqlite:{}", dir.0.join("kijo.db").display());
+    let db = format!("sqlite:{}", dir.path().join("kijo.db").display());
     let agent = Agent::start(
         &[
             ("KIJO_DATABASE_URL", db.as_str()),
@@ -284,7 +305,7 @@ fn once_runs_one_cycle_and_exits_0_or_1() {
     let sandbox = Sandbox::start(&["--load", &Sandbox::fixtures_dir().display().to_string()]);
     let kubeconfig = sandbox.kubeconfig.display().to_string();
     let dir = TempDir::new("once");
-    let db = format!("sqlite:{}", dir.0.join("kijo.db").display());
+    let db = format!("sqlite:{}", dir.path().join("kijo.db").display());
     let env = [
         ("KIJO_DATABASE_URL", db.as_str()),
         ("KIJO_CLUSTER_NAME", "once"),
@@ -300,7 +321,7 @@ fn once_runs_one_cycle_and_exits_0_or_1() {
     assert_eq!(v["baseline"], true, "{summary}");
     assert!(v["reports_changed"].as_u64().unwrap() >= 4, "{summary}");
     assert!(
-        dir.0.join("kijo.db").exists(),
+        dir.path().join("kijo.db").exists(),
         "the embedded store was created"
     );
 

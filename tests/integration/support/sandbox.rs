@@ -17,9 +17,9 @@
 //! ```
 //!
 //! The sandbox binary is the example next to the test binary (`target/<profile>/examples/sandbox`).
-//! The harness runs `cargo build --example sandbox` once per test process (a no-op when fresh) so
-//! `cargo test --test integration` never uses a stale or missing binary. The child is killed
-//! when the `Sandbox` drops.
+//! `cargo test` builds it; when it is missing or older than `examples/sandbox/*.rs` (e.g. after
+//! `cargo test --test integration`), the harness runs `cargo build --example sandbox` once.
+//! The child is killed when the `Sandbox` drops.
 
 #![allow(dead_code)]
 
@@ -110,9 +110,26 @@ impl Sandbox {
                 // target/<profile>/deps/integration-HASH -> target/<profile>/examples/sandbox
                 let profile_dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
                 let bin = profile_dir.join("examples").join("sandbox");
-                // Build (or refresh) the example: `cargo test --test integration` alone does not.
+                // Build the example only when missing or older than its sources: `cargo test`
+                // builds it, `cargo test --test integration` alone does not.
+                let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sandbox");
+                let newest_src = std::fs::read_dir(&src)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.ok()?.metadata().ok()?.modified().ok())
+                    .max();
+                let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+                if built.is_some() && built >= newest_src {
+                    return bin;
+                }
                 let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
                 build.args(["build", "--quiet", "--example", "sandbox"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+                // Cargo's per-test variables would change fingerprints and force rebuilds.
+                for (k, _) in std::env::vars() {
+                    if (k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR") || k == "RUST_RECURSION_COUNT" {
+                        build.env_remove(k);
+                    }
+                }
                 if profile_dir.file_name().is_some_and(|n| n == "release") {
                     build.arg("--release");
                 }
@@ -132,17 +149,24 @@ impl Sandbox {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cluster")
     }
 
-    /// Starts the sandbox with `args` (plus `--kubeconfig` and, unless given, `--token`) and
-    /// waits for its ready line.
+    /// Starts the sandbox with `args` (plus, unless given, `--kubeconfig <dir>/kubeconfig` and a
+    /// random `--token`) and waits for its ready line; panics with the sandbox's stderr if it
+    /// does not get ready within 120 s.
     pub fn start(args: &[&str]) -> Sandbox {
         let dir = TempDir::new("kijo-sandbox");
-        let kubeconfig = dir.path().join("kubeconfig");
+        let kubeconfig = match args.iter().position(|a| *a == "--kubeconfig") {
+            Some(i) => PathBuf::from(args.get(i + 1).expect("--kubeconfig needs a value")),
+            None => dir.path().join("kubeconfig"),
+        };
         let token = match args.iter().position(|a| *a == "--token") {
             Some(i) => args.get(i + 1).expect("--token needs a value").to_string(),
             None => random_token(),
         };
         let mut cmd = Command::new(Self::binary());
-        cmd.args(args).arg("--kubeconfig").arg(&kubeconfig);
+        cmd.args(args);
+        if !args.contains(&"--kubeconfig") {
+            cmd.arg("--kubeconfig").arg(&kubeconfig);
+        }
         if !args.contains(&"--token") {
             cmd.args(["--token", &token]);
         }
@@ -379,5 +403,25 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Sandbox {
+    /// Sends SIGTERM and waits for the exit (for "exits cleanly" checks).
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sandbox ignored SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }

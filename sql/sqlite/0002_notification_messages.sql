@@ -1,4 +1,4 @@
--- Same as sql/postgres/0003_notification_messages.sql. SQLite cannot change a CHECK constraint,
+-- Same as sql/postgres/0002_notification_messages.sql. SQLite cannot change a CHECK constraint,
 -- so notification_outbox is rebuilt (nothing references it).
 CREATE TABLE notification_messages (
     message_id      TEXT    NOT NULL,

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Lints deploy/helm/kijo-agent with Helm's own library (PyPI helm-python-sdk, which
+embeds Helm v4's Go code: no helm binary, no cluster) and renders it offline for the
+value sets users will use. Writes OUTDIR/chart-<case>.yaml and prints one line per
+case, "FILE [--namespaced] [--no-network-policy]", for .ci/validate-deploy to check.
+
+Usage: render-chart.py OUTDIR
+"""
+import pathlib
+import sys
+
+import helm_python as helm
+
+CHART = pathlib.Path(__file__).resolve().parent.parent / "deploy" / "helm" / "kijo-agent"
+PG = "postgresql://user:pass@host:5432/dbname"
+# (case, values, flags for the checks)
+CASES = [
+    ("readme-set", {"databaseUrl": PG}, []),
+    ("readme-values", {
+        "databaseUrl": "postgresql://user:pass@postgres:5432/kijo",
+        "clusterName": "production-eu",
+        "notifications": {"slack": {"webhookUrl": "https://hooks.slack.com/services/T/B/X"}},
+        "severity": "HIGH",
+        "resources": {"limits": {"memory": "256Mi", "cpu": "200m"},
+                      "requests": {"memory": "128Mi", "cpu": "100m"}},
+    }, []),
+    ("existing-secret", {"existingSecret": "kijo-agent-secrets", "serviceMonitor": {"enabled": True}}, []),
+    ("embedded", {}, []),
+    ("embedded-emptydir", {"persistence": {"enabled": False}, "networkPolicy": {"enabled": False}},
+     ["--no-network-policy"]),
+    ("namespaced", {"databaseUrl": PG, "namespaces": ["team-a", "team-b"],
+                    "notifications": {"webhook": {"url": "https://hooks.example.com/x", "secret": "s"}},
+                    "saas": {"endpoint": "https://api.kijo.io", "apiKey": "k"}}, ["--namespaced"]),
+]
+# Values the schema must refuse (a typo here would otherwise deploy silently).
+REJECTED = [
+    ("severity typo", {"severity": "SEVERE"}),
+    ("unknown top-level key", {"databaseURL": PG}),
+    ("bad namespace name", {"namespaces": ["Team_A"]}),
+]
+
+
+def main(outdir):
+    out = pathlib.Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = False
+    report = helm.lint(str(CHART), strict=True, namespace="kijo-system")
+    # severity 1 is INFO ("icon is recommended"); 2 warning, 3 error fail the lint.
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + [{"error": e} for e in report["errors"]]
+    if problems:
+        failed = True
+        for p in problems:
+            print(f"FAIL helm lint: {p.get('path', '')} {p['error']}", file=sys.stderr)
+    else:
+        print(f"ok   helm lint --strict {CHART.name}", file=sys.stderr)
+    chart = helm.Chart.load(str(CHART))
+    for case, values, flags in CASES:
+        manifests = chart.render(values, name="kijo-agent", namespace="kijo-system", is_install=True)
+        docs = [m.strip() for _, m in sorted(manifests.items()) if m.strip() and not _.endswith("NOTES.txt")]
+        path = out / f"chart-{case}.yaml"
+        path.write_text("".join(f"---\n{d}\n" for d in docs))
+        print(" ".join([str(path)] + flags))
+    for what, values in REJECTED:
+        try:
+            chart.render(values, name="kijo-agent", namespace="kijo-system")
+        except helm.HelmValuesError:
+            print(f"ok   values schema rejects {what}", file=sys.stderr)
+        else:
+            failed = True
+            print(f"FAIL values schema accepts {what}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

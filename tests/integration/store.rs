@@ -1,0 +1,1197 @@
+//! The store against real databases: every scenario runs on PostgreSQL (127.0.0.1:5432, a fresh
+//! database per test, dropped afterwards) and on SQLite (a fresh temporary file).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use kijo_agent::lifecycle::{AssetId, EventKind, Finding, FindingKey, Observation};
+use kijo_agent::store::{DatabaseTarget, Pinger, ReportVersion, Store, StoreError, check_only};
+
+const ADMIN_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Postgres,
+    Sqlite,
+}
+
+/// A fresh, uniquely named database that disappears with the value.
+struct TestDb {
+    kind: Kind,
+    name: String,
+    path: Option<PathBuf>,
+    target: DatabaseTarget,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn admin() -> postgres::Client {
+    postgres::Client::connect(ADMIN_URL, postgres::NoTls).expect("postgres at 127.0.0.1:5432")
+}
+
+impl TestDb {
+    fn new(kind: Kind, label: &str) -> TestDb {
+        let name = format!(
+            "kijo_store_{label}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        match kind {
+            Kind::Postgres => {
+                admin()
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .unwrap();
+                let target = DatabaseTarget::parse(&format!(
+                    "postgres://postgres@127.0.0.1:5432/{name}?sslmode=disable"
+                ))
+                .unwrap();
+                TestDb {
+                    kind,
+                    name,
+                    path: None,
+                    target,
+                }
+            }
+            Kind::Sqlite => {
+                let path = std::env::temp_dir().join(format!("{name}.db"));
+                let target = DatabaseTarget::parse(&format!("sqlite:{}", path.display())).unwrap();
+                TestDb {
+                    kind,
+                    name,
+                    path: Some(path),
+                    target,
+                }
+            }
+        }
+    }
+
+    fn open(&self) -> Store {
+        Store::open(&self.target).unwrap()
+    }
+
+    /// Runs SQL outside the store (for assertions and fault injection); every value as text.
+    fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        match self.kind {
+            Kind::Postgres => {
+                let mut c = postgres::Client::connect(
+                    &format!(
+                        "host=127.0.0.1 port=5432 user=postgres dbname={}",
+                        self.name
+                    ),
+                    postgres::NoTls,
+                )
+                .unwrap();
+                c.simple_query(sql)
+                    .unwrap()
+                    .into_iter()
+                    .filter_map(|m| match m {
+                        postgres::SimpleQueryMessage::Row(r) => {
+                            Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            }
+            Kind::Sqlite => {
+                let c = rusqlite::Connection::open(self.path.as_ref().unwrap()).unwrap();
+                c.busy_timeout(Duration::from_secs(10)).unwrap();
+                let mut out = Vec::new();
+                let mut stmt = c.prepare(sql).unwrap();
+                let n = stmt.column_count();
+                let mut rows = stmt.query([]).unwrap();
+                while let Some(r) = rows.next().unwrap() {
+                    out.push(
+                        (0..n)
+                            .map(|i| match r.get::<_, rusqlite::types::Value>(i).unwrap() {
+                                rusqlite::types::Value::Null => None,
+                                rusqlite::types::Value::Integer(v) => Some(v.to_string()),
+                                rusqlite::types::Value::Real(v) => Some(v.to_string()),
+                                rusqlite::types::Value::Text(v) => Some(v),
+                                rusqlite::types::Value::Blob(_) => Some("<blob>".into()),
+                            })
+                            .collect(),
+                    );
+                }
+                out
+            }
+        }
+    }
+
+    fn count(&self, sql: &str) -> i64 {
+        self.query(sql)[0][0].as_deref().unwrap().parse().unwrap()
+    }
+
+    fn exec(&self, sql: &str) {
+        self.try_exec(sql).unwrap();
+    }
+
+    fn try_exec(&self, sql: &str) -> Result<(), String> {
+        match self.kind {
+            Kind::Postgres => {
+                let mut c = postgres::Client::connect(
+                    &format!(
+                        "host=127.0.0.1 port=5432 user=postgres dbname={}",
+                        self.name
+                    ),
+                    postgres::NoTls,
+                )
+                .unwrap();
+                c.batch_execute(sql).map_err(|e| {
+                    e.as_db_error()
+                        .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+                })
+            }
+            Kind::Sqlite => {
+                let c = rusqlite::Connection::open(self.path.as_ref().unwrap()).unwrap();
+                c.busy_timeout(Duration::from_secs(10)).unwrap();
+                c.execute_batch(sql).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match self.kind {
+            Kind::Postgres => {
+                let _ = admin().batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ));
+            }
+            Kind::Sqlite => {
+                if let Some(p) = &self.path {
+                    for suffix in ["", "-wal", "-shm"] {
+                        let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Generates one `#[test]` per backend for a scenario `fn(Kind)`.
+macro_rules! both {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[test]
+            fn postgres() {
+                super::$scenario(super::Kind::Postgres);
+            }
+            #[test]
+            fn sqlite() {
+                super::$scenario(super::Kind::Sqlite);
+            }
+        }
+    };
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn asset(ns: &str, kind: &str, name: &str, container: &str) -> AssetId {
+    AssetId {
+        namespace: ns.into(),
+        workload_kind: kind.into(),
+        workload: name.into(),
+        container: container.into(),
+    }
+}
+
+fn web() -> AssetId {
+    asset("shop", "Deployment", "web", "app")
+}
+
+/// "CVE-1:HIGH" → a finding in package openssl.
+fn finding(spec: &str) -> Finding {
+    let (id, sev) = spec.split_once(':').unwrap();
+    Finding {
+        key: FindingKey {
+            vulnerability_id: id.into(),
+            package: "openssl".into(),
+            package_path: String::new(),
+        },
+        severity: sev.into(),
+        installed_version: "3.0.1".into(),
+        fixed_version: "3.0.2".into(),
+        title: format!("{id} in openssl"),
+        link: format!("https://avd.aquasec.com/nvd/{}", id.to_lowercase()),
+    }
+}
+
+fn obs(cluster: &str, asset: &AssetId, at: &str, specs: &[&str]) -> Observation {
+    Observation {
+        cluster: cluster.into(),
+        asset: asset.clone(),
+        image: "registry.example/shop/web:1.2@sha256:abc".into(),
+        scanned_at: ts(at),
+        findings: specs.iter().map(|s| finding(s)).collect(),
+    }
+}
+
+fn targets() -> Vec<String> {
+    vec!["slack".into(), "webhook".into()]
+}
+
+/// Events oldest first as "kind workload/container cve".
+fn event_lines(store: &mut Store, cluster: &str) -> Vec<String> {
+    let mut events = store.recent_events(cluster, 1000).unwrap();
+    events.reverse();
+    events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}/{}/{} {}",
+                e.kind,
+                e.asset.namespace,
+                e.asset.workload,
+                e.asset.container,
+                e.finding.key.vulnerability_id
+            )
+        })
+        .collect()
+}
+
+fn migrations_are_idempotent_and_concurrent(kind: Kind) {
+    let db = TestDb::new(kind, "migrate");
+    let before = check_only(&db.target).unwrap();
+    assert!(before.applied.is_empty(), "{before:?}");
+    assert_eq!(before.pending(), before.embedded);
+
+    let barrier = Arc::new(Barrier::new(2));
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let target = db.target.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                Store::open(&target).map(|_| ())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap().expect("both agents start");
+    }
+    let embedded = before.embedded.len() as i64;
+    assert_eq!(db.count("SELECT count(*) FROM schema_migrations"), embedded);
+    let mut again = db.open();
+    assert_eq!(db.count("SELECT count(*) FROM schema_migrations"), embedded);
+    assert!(again.schema_status().unwrap().is_current());
+    assert!(check_only(&db.target).unwrap().is_current());
+    again.ping().unwrap();
+    Pinger::new(&db.target)
+        .ping(Duration::from_secs(5))
+        .unwrap();
+}
+both!(migrations_are_idempotent_and_concurrent);
+
+fn full_lifecycle_with_exact_events(kind: Kind) {
+    let db = TestDb::new(kind, "lifecycle");
+    let mut s = db.open();
+    let t = targets();
+    let cluster_scoped = asset("", "ClusterSbomReport", "kbom", "k8s-cluster");
+
+    // baseline: everything recorded open, no event
+    assert!(s.is_empty_for_cluster("prod").unwrap());
+    let a = s
+        .apply(
+            &obs(
+                "prod",
+                &web(),
+                "2026-01-01T00:00:00Z",
+                &["CVE-1:HIGH", "CVE-2:LOW"],
+            ),
+            None,
+            true,
+            &t,
+        )
+        .unwrap();
+    assert!(a.events.is_empty() && !a.stale);
+    assert_eq!(a.rows_written, 2);
+    s.apply(
+        &obs(
+            "prod",
+            &cluster_scoped,
+            "2026-01-01T00:00:00Z",
+            &["CVE-9:CRITICAL"],
+        ),
+        None,
+        true,
+        &t,
+    )
+    .unwrap();
+    assert!(!s.is_empty_for_cluster("prod").unwrap());
+    assert!(event_lines(&mut s, "prod").is_empty());
+    assert_eq!(db.count("SELECT count(*) FROM notification_outbox"), 0);
+
+    // new
+    let a = s
+        .apply(
+            &obs(
+                "prod",
+                &web(),
+                "2026-01-02T00:00:00Z",
+                &["CVE-1:HIGH", "CVE-2:LOW", "CVE-3:HIGH"],
+            ),
+            None,
+            false,
+            &t,
+        )
+        .unwrap();
+    assert_eq!(a.events.len(), 1);
+    // a workload deployed after the baseline is new
+    s.apply(
+        &obs(
+            "prod",
+            &asset("shop", "StatefulSet", "db", "pg"),
+            "2026-01-02T00:00:00Z",
+            &["CVE-1:HIGH"],
+        ),
+        None,
+        false,
+        &t,
+    )
+    .unwrap();
+    // fixed
+    s.apply(
+        &obs(
+            "prod",
+            &web(),
+            "2026-01-03T00:00:00Z",
+            &["CVE-1:HIGH", "CVE-3:HIGH"],
+        ),
+        None,
+        false,
+        &t,
+    )
+    .unwrap();
+    // reintroduced
+    s.apply(
+        &obs(
+            "prod",
+            &web(),
+            "2026-01-04T00:00:00Z",
+            &["CVE-1:HIGH", "CVE-2:LOW", "CVE-3:HIGH"],
+        ),
+        None,
+        false,
+        &t,
+    )
+    .unwrap();
+    // severity change on an open finding
+    s.apply(
+        &obs(
+            "prod",
+            &web(),
+            "2026-01-05T00:00:00Z",
+            &["CVE-1:CRITICAL", "CVE-2:LOW", "CVE-3:HIGH"],
+        ),
+        None,
+        false,
+        &t,
+    )
+    .unwrap();
+    // cluster-scoped report: fixed
+    s.apply(
+        &obs("prod", &cluster_scoped, "2026-01-05T00:00:00Z", &[]),
+        None,
+        false,
+        &t,
+    )
+    .unwrap();
+    // workload removed: its open findings close, other workloads untouched
+    let removed = s
+        .remove_workload(
+            "prod",
+            "shop",
+            "Deployment",
+            "web",
+            ts("2026-01-06T00:00:00Z"),
+            &t,
+        )
+        .unwrap();
+    assert_eq!(removed.events.len(), 3);
+
+    assert_eq!(
+        event_lines(&mut s, "prod"),
+        [
+            "new shop/web/app CVE-3",
+            "new shop/db/pg CVE-1",
+            "fixed shop/web/app CVE-2",
+            "reintroduced shop/web/app CVE-2",
+            "severity_changed shop/web/app CVE-1",
+            "fixed /kbom/k8s-cluster CVE-9",
+            "workload_removed shop/web/app CVE-1",
+            "workload_removed shop/web/app CVE-2",
+            "workload_removed shop/web/app CVE-3",
+        ]
+    );
+    let events = s.recent_events("prod", 100).unwrap();
+    let sev = events
+        .iter()
+        .find(|e| e.kind == EventKind::SeverityChanged)
+        .unwrap();
+    assert_eq!(sev.previous_severity.as_deref(), Some("HIGH"));
+    assert_eq!(sev.finding.severity, "CRITICAL");
+    assert_eq!(sev.occurred_at, ts("2026-01-05T00:00:00Z"));
+    assert_eq!(sev.image, "registry.example/shop/web:1.2@sha256:abc");
+    assert_eq!(sev.finding.link, "https://avd.aquasec.com/nvd/cve-1");
+    let re = events
+        .iter()
+        .find(|e| e.kind == EventKind::Reintroduced)
+        .unwrap();
+    assert_eq!(re.reintroduced_count, 1);
+
+    // one outbox row per event and target, all pending
+    assert_eq!(
+        db.count("SELECT count(*) FROM notification_outbox WHERE state = 'pending'"),
+        9 * 2
+    );
+
+    // rows: states, timestamps and counters as documented
+    let rows = db.query(
+        "SELECT workload, cve_id, state, severity, first_seen, last_seen, fixed_at, reintroduced_count
+         FROM vulnerability_history WHERE cluster_name = 'prod' AND workload = 'web' ORDER BY cve_id",
+    );
+    let col = |r: &Vec<Option<String>>, i: usize| r[i].clone().unwrap_or_default();
+    let states: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{} {} {} {}", col(r, 1), col(r, 2), col(r, 3), col(r, 7)))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "CVE-1 workload_removed CRITICAL 0",
+            "CVE-2 workload_removed LOW 1",
+            "CVE-3 workload_removed HIGH 0",
+        ]
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r[6].as_deref().is_some_and(|f| f.starts_with("2026-01-06")))
+    );
+    assert!(
+        rows[0][4].as_deref().unwrap().starts_with("2026-01-01"),
+        "first_seen kept: {rows:?}"
+    );
+    assert!(
+        rows[0][5].as_deref().unwrap().starts_with("2026-01-05"),
+        "last_seen moved: {rows:?}"
+    );
+
+    let counts = s.open_counts_by_severity("prod").unwrap();
+    assert_eq!(counts.len(), 1);
+    assert_eq!((counts[0].severity.as_str(), counts[0].open), ("HIGH", 1));
+    assert_eq!(
+        s.known_workloads("prod").unwrap(),
+        [
+            ("shop".to_owned(), "StatefulSet".to_owned(), "db".to_owned()),
+            (
+                String::new(),
+                "ClusterSbomReport".to_owned(),
+                "kbom".to_owned()
+            )
+        ]
+        .into_iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+    );
+    // removing again changes nothing
+    let again = s
+        .remove_workload(
+            "prod",
+            "shop",
+            "Deployment",
+            "web",
+            ts("2026-01-07T00:00:00Z"),
+            &t,
+        )
+        .unwrap();
+    assert!(again.events.is_empty());
+    // events are append-only
+    let refused = db.try_exec("DELETE FROM lifecycle_events").unwrap_err();
+    assert!(refused.contains("append-only"), "{refused}");
+    assert_eq!(db.count("SELECT count(*) FROM lifecycle_events"), 9);
+}
+both!(full_lifecycle_with_exact_events);
+
+fn same_observation_twice_is_idempotent(kind: Kind) {
+    let db = TestDb::new(kind, "idem");
+    let mut s = db.open();
+    let t = targets();
+    s.apply(
+        &obs("prod", &web(), "2026-01-01T00:00:00Z", &["CVE-1:HIGH"]),
+        None,
+        true,
+        &t,
+    )
+    .unwrap();
+    let o = obs(
+        "prod",
+        &web(),
+        "2026-01-02T00:00:00.123456789Z",
+        &["CVE-2:HIGH"],
+    );
+    let first = s.apply(&o, None, false, &t).unwrap();
+    assert_eq!(first.events.len(), 2, "new CVE-2 and fixed CVE-1");
+    let second = s.apply(&o, None, false, &t).unwrap();
+    assert!(second.stale && second.events.is_empty() && second.rows_written == 0);
+    // an older scan arriving late does not regress
+    let older = s
+        .apply(
+            &obs("prod", &web(), "2026-01-01T12:00:00Z", &["CVE-1:HIGH"]),
+            None,
+            false,
+            &t,
+        )
+        .unwrap();
+    assert!(older.stale);
+    assert_eq!(db.count("SELECT count(*) FROM lifecycle_events"), 2);
+    assert_eq!(
+        db.count("SELECT count(*) FROM vulnerability_history WHERE state = 'open'"),
+        1
+    );
+    // a second store (a second agent) repeating the scan adds nothing either
+    let mut other = db.open();
+    assert!(other.apply(&o, None, false, &t).unwrap().stale);
+    assert_eq!(db.count("SELECT count(*) FROM lifecycle_events"), 2);
+}
+both!(same_observation_twice_is_idempotent);
+
+fn failed_transaction_leaves_nothing_and_retry_succeeds(kind: Kind) {
+    let db = TestDb::new(kind, "rollback");
+    let mut s = db.open();
+    let t = targets();
+    s.apply(
+        &obs("prod", &web(), "2026-01-01T00:00:00Z", &["CVE-1:HIGH"]),
+        None,
+        true,
+        &t,
+    )
+    .unwrap();
+    let snapshot = |db: &TestDb| {
+        (
+            db.query("SELECT cve_id, state, last_seen FROM vulnerability_history ORDER BY cve_id"),
+            db.query("SELECT last_scan_at FROM scanned_containers"),
+            db.count("SELECT count(*) FROM lifecycle_events"),
+            db.count("SELECT count(*) FROM notification_outbox"),
+            db.count("SELECT count(*) FROM report_versions"),
+        )
+    };
+    let before = snapshot(&db);
+    // fail the event insert, after the finding rows were already written in the transaction
+    match kind {
+        Kind::Postgres => db.exec(
+            "CREATE FUNCTION inject() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN IF NEW.cve_id = 'CVE-FAIL' THEN RAISE EXCEPTION 'injected failure'; END IF;
+             RETURN NEW; END $$;
+             CREATE TRIGGER inject BEFORE INSERT ON lifecycle_events
+             FOR EACH ROW EXECUTE FUNCTION inject();",
+        ),
+        Kind::Sqlite => db.exec(
+            "CREATE TRIGGER inject BEFORE INSERT ON lifecycle_events WHEN NEW.cve_id = 'CVE-FAIL'
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+        ),
+    }
+    let o = obs(
+        "prod",
+        &web(),
+        "2026-01-02T00:00:00Z",
+        &["CVE-2:HIGH", "CVE-FAIL:LOW"],
+    );
+    let rv = ReportVersion {
+        uid: "uid-1".into(),
+        resource_version: "42".into(),
+    };
+    let err = s.apply(&o, Some(&rv), false, &t).unwrap_err();
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    assert!(matches!(err, StoreError::Query { .. }), "{err:?}");
+    assert_eq!(
+        snapshot(&db),
+        before,
+        "a failed apply left something behind"
+    );
+
+    db.exec(match kind {
+        Kind::Postgres => "DROP TRIGGER inject ON lifecycle_events",
+        Kind::Sqlite => "DROP TRIGGER inject",
+    });
+    let ok = s.apply(&o, Some(&rv), false, &t).unwrap();
+    assert_eq!(ok.events.len(), 3, "new CVE-2, new CVE-FAIL, fixed CVE-1");
+    assert_eq!(
+        s.report_version("prod", "uid-1").unwrap().as_deref(),
+        Some("42")
+    );
+    assert_eq!(db.count("SELECT count(*) FROM notification_outbox"), 6);
+}
+both!(failed_transaction_leaves_nothing_and_retry_succeeds);
+
+fn clusters_do_not_touch_each_other(kind: Kind) {
+    let db = TestDb::new(kind, "clusters");
+    let mut a = db.open();
+    let mut b = db.open();
+    let t = targets();
+    a.apply(
+        &obs("eu", &web(), "2026-01-01T00:00:00Z", &["CVE-1:HIGH"]),
+        None,
+        true,
+        &t,
+    )
+    .unwrap();
+    assert!(
+        b.is_empty_for_cluster("us").unwrap(),
+        "another cluster's rows end no baseline"
+    );
+    b.apply(
+        &obs("us", &web(), "2026-01-01T00:00:00Z", &["CVE-1:HIGH"]),
+        None,
+        true,
+        &t,
+    )
+    .unwrap();
+    b.apply(
+        &obs("us", &web(), "2026-01-02T00:00:00Z", &[]),
+        None,
+        false,
+        &t,
+    )
+    .unwrap();
+    a.remove_workload(
+        "eu",
+        "shop",
+        "Deployment",
+        "web",
+        ts("2026-01-03T00:00:00Z"),
+        &t,
+    )
+    .unwrap();
+    assert_eq!(
+        event_lines(&mut a, "eu"),
+        ["workload_removed shop/web/app CVE-1"]
+    );
+    assert_eq!(event_lines(&mut b, "us"), ["fixed shop/web/app CVE-1"]);
+    assert_eq!(
+        db.query("SELECT cluster_name, state FROM vulnerability_history ORDER BY cluster_name"),
+        [
+            vec![Some("eu".to_owned()), Some("workload_removed".to_owned())],
+            vec![Some("us".to_owned()), Some("fixed".to_owned())],
+        ]
+    );
+    assert!(
+        b.known_workloads("us").unwrap().len() == 1 && a.known_workloads("eu").unwrap().is_empty()
+    );
+}
+both!(clusters_do_not_touch_each_other);
+
+fn readme_query_on_vulnerability_history(kind: Kind) {
+    let db = TestDb::new(kind, "readme");
+    let mut s = db.open();
+    s.apply(
+        &obs(
+            "production-eu",
+            &web(),
+            "2026-01-01T00:00:00Z",
+            &["CVE-2024-45337:CRITICAL", "CVE-2024-3817:HIGH"],
+        ),
+        None,
+        true,
+        &[],
+    )
+    .unwrap();
+    s.apply(
+        &obs(
+            "production-eu",
+            &web(),
+            "2026-01-02T00:00:00Z",
+            &["CVE-2024-45337:CRITICAL"],
+        ),
+        None,
+        false,
+        &[],
+    )
+    .unwrap();
+    // the documented columns, with their documented meanings
+    let open = db.query(
+        "SELECT id, cluster_name, namespace, workload, cve_id, severity, first_seen, last_seen, fixed_at
+         FROM vulnerability_history
+         WHERE cluster_name = 'production-eu' AND fixed_at IS NULL
+         ORDER BY severity, cve_id",
+    );
+    assert_eq!(open.len(), 1);
+    let r = &open[0];
+    assert_eq!(
+        r[1..6]
+            .iter()
+            .map(|c| c.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["production-eu", "shop", "web", "CVE-2024-45337", "CRITICAL"]
+    );
+    assert!(r[6].as_deref().unwrap().starts_with("2026-01-01"));
+    assert!(r[7].as_deref().unwrap().starts_with("2026-01-02"));
+    let fixed =
+        db.query("SELECT cve_id, fixed_at FROM vulnerability_history WHERE fixed_at IS NOT NULL");
+    assert_eq!(fixed[0][0].as_deref(), Some("CVE-2024-3817"));
+    assert!(fixed[0][1].as_deref().unwrap().starts_with("2026-01-02"));
+}
+both!(readme_query_on_vulnerability_history);
+
+fn report_versions_skip_unchanged_reports(kind: Kind) {
+    let db = TestDb::new(kind, "versions");
+    let mut s = db.open();
+    let rv = |uid: &str, v: &str| ReportVersion {
+        uid: uid.into(),
+        resource_version: v.into(),
+    };
+    assert_eq!(s.report_version("prod", "uid-a").unwrap(), None);
+    s.apply(
+        &obs("prod", &web(), "2026-01-01T00:00:00Z", &["CVE-1:HIGH"]),
+        Some(&rv("uid-a", "10")),
+        true,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        s.report_version("prod", "uid-a").unwrap().as_deref(),
+        Some("10")
+    );
+    assert_eq!(s.report_version("other", "uid-a").unwrap(), None);
+    // a changed resourceVersion with the same scan (say, a label update): version moves, no rows
+    let a = s
+        .apply(
+            &obs("prod", &web(), "2026-01-01T00:00:00Z", &["CVE-1:HIGH"]),
+            Some(&rv("uid-a", "11")),
+            false,
+            &[],
+        )
+        .unwrap();
+    assert!(a.stale && a.rows_written == 0);
+    assert_eq!(
+        s.report_version("prod", "uid-a").unwrap().as_deref(),
+        Some("11")
+    );
+    // a rollout: the new ReplicaSet's report for the same Deployment container
+    s.apply(
+        &obs("prod", &web(), "2026-01-02T00:00:00Z", &[]),
+        Some(&rv("uid-b", "20")),
+        false,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        s.retain_report_versions("prod", &["uid-b".to_owned()])
+            .unwrap(),
+        1
+    );
+    assert_eq!(s.report_version("prod", "uid-a").unwrap(), None);
+    assert_eq!(event_lines(&mut s, "prod"), ["fixed shop/web/app CVE-1"]);
+    s.remove_workload(
+        "prod",
+        "shop",
+        "Deployment",
+        "web",
+        ts("2026-01-03T00:00:00Z"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(s.report_version("prod", "uid-b").unwrap(), None);
+}
+both!(report_versions_skip_unchanged_reports);
+
+#[test]
+fn sqlite_in_a_missing_directory_names_the_path() {
+    let target = DatabaseTarget::parse("sqlite:/nonexistent-kijo-dir/kijo.db").unwrap();
+    let err = Store::open(&target).err().unwrap();
+    assert!(err.is_connection_loss());
+    assert!(
+        err.to_string().contains("/nonexistent-kijo-dir/kijo.db"),
+        "{err}"
+    );
+    assert!(check_only(&target).is_err());
+}
+
+#[test]
+fn no_password_in_any_error() {
+    let pw = "Hunter2-s3cret";
+    let urls = [
+        // nothing listens on port 1
+        format!("postgres://postgres:{pw}@127.0.0.1:1/test?connect_timeout=2"),
+        format!(
+            "postgres://postgres:{pw}@127.0.0.1:5432/kijo_store_does_not_exist?sslmode=disable"
+        ),
+        format!("postgres://postgres:{pw}@127.0.0.1:5432/test?sslmode=require"),
+        format!(
+            "postgres://postgres:{pw}@127.0.0.1:5432/test?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem"
+        ),
+        format!("postgres://nosuchuser:{pw}@127.0.0.1:5432/test?sslmode=disable&password={pw}"),
+    ];
+    for url in urls {
+        let target = DatabaseTarget::parse(&url).unwrap();
+        assert!(!target.describe().contains(pw));
+        let errors = [
+            Store::open(&target).err().map(|e| e.to_string()),
+            check_only(&target).err().map(|e| e.to_string()),
+            Pinger::new(&target)
+                .ping(Duration::from_secs(2))
+                .err()
+                .map(|e| e.to_string()),
+        ];
+        for e in errors {
+            let e = e.unwrap_or_else(|| panic!("{} unexpectedly worked", target.describe()));
+            assert!(!e.contains(pw), "password leaked: {e}");
+            assert!(!e.contains("s3cret"), "password leaked: {e}");
+        }
+    }
+    let bad = DatabaseTarget::parse(&format!("postgres://u:{pw}@h/d?sslmode=nope")).unwrap_err();
+    assert!(!bad.contains(pw) && bad.contains("sslmode"), "{bad}");
+}
+
+#[test]
+fn tls_modes_against_the_local_server() {
+    let ssl: String = admin().query_one("SHOW ssl", &[]).unwrap().get(0);
+    let cert: String = admin().query_one("SHOW ssl_cert_file", &[]).unwrap().get(0);
+    let url = |host: &str, params: &str| format!("postgres://postgres@{host}:5432/test?{params}");
+    let try_ping = |u: String| {
+        let t = DatabaseTarget::parse(&u).unwrap();
+        check_only(&t).map(|_| ()).map_err(|e| e.to_string())
+    };
+    // prefer (the default) works whether or not the server offers TLS
+    try_ping(url("127.0.0.1", "")).unwrap();
+    try_ping(url("127.0.0.1", "sslmode=disable")).unwrap();
+    if ssl != "on" || std::fs::read(&cert).is_err() {
+        eprintln!("server has no readable TLS certificate; verification modes not exercised");
+        return;
+    }
+    // require verifies: a self-signed server certificate is not trusted
+    let err = try_ping(url("127.0.0.1", "sslmode=require")).unwrap_err();
+    assert!(
+        err.contains("certificate") || err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    // with the server's certificate as root: verify-ca ignores the host name, verify-full not
+    let pinned =
+        |host: &str, mode: &str| try_ping(url(host, &format!("sslmode={mode}&sslrootcert={cert}")));
+    pinned("127.0.0.1", "verify-ca").unwrap();
+    let err = pinned("127.0.0.1", "verify-full").unwrap_err();
+    assert!(
+        err.contains("not valid for name") || err.contains("NotValidForName"),
+        "{err}"
+    );
+    let cn_host = "localhost";
+    pinned(cn_host, "verify-full").unwrap();
+    pinned(cn_host, "require").unwrap();
+}
+
+#[test]
+fn postgres_connection_loss_is_survived() {
+    let db = TestDb::new(Kind::Postgres, "reconnect");
+    let mut s = db.open();
+    let t = targets();
+    s.apply(
+        &obs("prod", &web(), "2026-01-01T00:00:00Z", &["CVE-1:HIGH"]),
+        None,
+        true,
+        &t,
+    )
+    .unwrap();
+    let kill_all = || {
+        admin()
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&db.name],
+            )
+            .unwrap()
+            .len()
+    };
+    // between calls: ping reports the loss once, then reconnects
+    assert!(kill_all() >= 1);
+    let err = s.ping().unwrap_err();
+    assert!(err.is_connection_loss(), "{err:?}");
+    s.ping().unwrap();
+    // between calls: apply retries once on a fresh connection
+    assert!(kill_all() >= 1);
+    let a = s
+        .apply(
+            &obs(
+                "prod",
+                &web(),
+                "2026-01-02T00:00:00Z",
+                &["CVE-1:HIGH", "CVE-2:LOW"],
+            ),
+            None,
+            false,
+            &t,
+        )
+        .unwrap();
+    assert_eq!(a.events.len(), 1);
+
+    // during apply: the backend is killed while the transaction is inside the event insert
+    db.exec(
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.cve_id = 'CVE-SLOW' THEN PERFORM pg_sleep(1); END IF; RETURN NEW; END $$;
+         CREATE TRIGGER slow BEFORE INSERT ON lifecycle_events FOR EACH ROW EXECUTE FUNCTION slow();",
+    );
+    let name = db.name.clone();
+    let killer = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut c = admin();
+        while Instant::now() < deadline {
+            let rows = c
+                .query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE datname = $1 AND wait_event = 'PgSleep'",
+                    &[&name],
+                )
+                .unwrap();
+            if !rows.is_empty() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    });
+    let a = s
+        .apply(
+            &obs(
+                "prod",
+                &web(),
+                "2026-01-03T00:00:00Z",
+                &["CVE-1:HIGH", "CVE-2:LOW", "CVE-SLOW:HIGH"],
+            ),
+            None,
+            false,
+            &t,
+        )
+        .unwrap();
+    assert!(
+        killer.join().unwrap(),
+        "the backend was never caught sleeping"
+    );
+    assert_eq!(a.events.len(), 1);
+    assert_eq!(
+        event_lines(&mut s, "prod"),
+        ["new shop/web/app CVE-2", "new shop/web/app CVE-SLOW"],
+        "exactly one copy of each event after the retry"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM notification_outbox"), 4);
+
+    // a Pinger notices the loss and recovers on its own
+    let mut p = Pinger::new(&db.target);
+    p.ping(Duration::from_secs(5)).unwrap();
+    kill_all();
+    let _ = p.ping(Duration::from_secs(5));
+    p.ping(Duration::from_secs(5)).unwrap();
+}
+
+fn stale_leader_duplicate_write_fails(kind: Kind) {
+    let db = TestDb::new(kind, "stale");
+    let mut s = db.open();
+    let t = targets();
+    s.apply(
+        &obs("prod", &web(), "2026-01-01T00:00:00Z", &["CVE-1:HIGH"]),
+        None,
+        true,
+        &t,
+    )
+    .unwrap();
+    // Another agent already recorded this change (same derived event id) …
+    let o = obs(
+        "prod",
+        &web(),
+        "2026-01-02T00:00:00Z",
+        &["CVE-1:HIGH", "CVE-2:LOW"],
+    );
+    let id = kijo_agent::lifecycle::event_id(
+        "prod",
+        &web(),
+        &o.findings[1].key,
+        EventKind::New,
+        o.scanned_at,
+    );
+    db.exec(&format!(
+        "INSERT INTO lifecycle_events (event_id, kind, cluster_name, namespace, workload_kind,
+             workload, container, image, cve_id, package, package_path, installed_version,
+             fixed_version, severity, title, link, reintroduced_count, occurred_at)
+         VALUES ('{id}', 'new', 'prod', 'shop', 'Deployment', 'web', 'app', 'img', 'CVE-2',
+             'openssl', '', '3.0.1', '3.0.2', 'LOW', 't', 'l', 0, '2026-01-02T00:00:00.000000Z')"
+    ));
+    let rows_before =
+        db.query("SELECT cve_id, state, last_seen FROM vulnerability_history ORDER BY cve_id");
+    // … so this writer's transaction fails on the unique constraint and changes nothing.
+    let err = s.apply(&o, None, false, &t).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(!err.is_connection_loss());
+    assert_eq!(
+        db.query("SELECT cve_id, state, last_seen FROM vulnerability_history ORDER BY cve_id"),
+        rows_before
+    );
+    assert_eq!(db.count("SELECT count(*) FROM lifecycle_events"), 1);
+    assert_eq!(db.count("SELECT count(*) FROM notification_outbox"), 0);
+}
+both!(stale_leader_duplicate_write_fails);
+
+fn concurrent_writers_record_each_change_once(kind: Kind) {
+    let db = TestDb::new(kind, "race");
+    db.open();
+    let barrier = Arc::new(Barrier::new(2));
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let target = db.target.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut s = Store::open(&target).unwrap();
+                barrier.wait();
+                let o = obs(
+                    "prod",
+                    &web(),
+                    "2026-01-02T00:00:00Z",
+                    &["CVE-1:HIGH", "CVE-2:LOW"],
+                );
+                s.apply(&o, None, false, &targets())
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let winners = results
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|a| !a.stale))
+        .count();
+    assert_eq!(winners, 1, "{results:?}");
+    for r in &results {
+        match r {
+            Ok(_) => {}
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert_eq!(db.count("SELECT count(*) FROM lifecycle_events"), 2);
+    assert_eq!(db.count("SELECT count(*) FROM notification_outbox"), 4);
+    assert_eq!(db.count("SELECT count(*) FROM vulnerability_history"), 2);
+}
+both!(concurrent_writers_record_each_change_once);
+
+fn refuses_a_newer_schema(kind: Kind) {
+    let db = TestDb::new(kind, "newer");
+    db.open();
+    db.exec("INSERT INTO schema_migrations (version, name) VALUES (9999, 'from_the_future')");
+    let err = Store::open(&db.target).err().unwrap();
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { applied: 9999, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("upgrade the agent"), "{err}");
+    let status = check_only(&db.target).unwrap();
+    assert!(!status.is_current() && status.pending().is_empty());
+}
+both!(refuses_a_newer_schema);
+
+#[test]
+fn sqlite_pinger_follows_the_file() {
+    let db = TestDb::new(Kind::Sqlite, "pinger");
+    let mut p = Pinger::new(&db.target);
+    // before the agent created the database, readiness is false and nothing is created
+    assert!(p.ping(Duration::from_secs(1)).is_err());
+    assert!(!db.path.as_ref().unwrap().exists());
+    db.open();
+    p.ping(Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn store_types_move_between_threads() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Store>();
+    assert_send::<Pinger>();
+    assert_send::<DatabaseTarget>();
+    assert_send::<StoreError>();
+}
+
+fn interrupted_baseline_stays_a_baseline(kind: Kind) {
+    let db = TestDb::new(kind, "baseline");
+    let mut s = db.open();
+    assert!(s.baseline_pending("prod").unwrap());
+    // the first cycle applies one workload, then the agent dies
+    s.apply(
+        &obs("prod", &web(), "2026-01-01T00:00:00Z", &["CVE-1:HIGH"]),
+        None,
+        true,
+        &[],
+    )
+    .unwrap();
+    drop(s);
+    let mut s = db.open();
+    assert!(!s.is_empty_for_cluster("prod").unwrap());
+    assert!(
+        s.baseline_pending("prod").unwrap(),
+        "an interrupted first cycle is repeated as a baseline"
+    );
+    let db_asset = asset("shop", "StatefulSet", "db", "pg");
+    s.apply(
+        &obs("prod", &db_asset, "2026-01-01T00:00:00Z", &["CVE-2:HIGH"]),
+        None,
+        true,
+        &[],
+    )
+    .unwrap();
+    s.finish_baseline("prod", ts("2026-01-01T00:05:00Z"))
+        .unwrap();
+    s.finish_baseline("prod", ts("2026-01-01T00:10:00Z"))
+        .unwrap();
+    assert!(!s.baseline_pending("prod").unwrap());
+    assert!(
+        s.baseline_pending("other").unwrap(),
+        "each cluster has its own baseline"
+    );
+    assert!(event_lines(&mut s, "prod").is_empty());
+    assert_eq!(
+        db.query("SELECT baseline_completed_at FROM clusters")[0][0]
+            .as_deref()
+            .map(|t| t.starts_with("2026-01-01")),
+        Some(true)
+    );
+}
+both!(interrupted_baseline_stays_a_baseline);
+
+fn removed_container_closes_only_its_findings(kind: Kind) {
+    let db = TestDb::new(kind, "container");
+    let mut s = db.open();
+    let sidecar = asset("shop", "Deployment", "web", "sidecar");
+    s.apply(
+        &obs("prod", &web(), "2026-01-01T00:00:00Z", &["CVE-1:HIGH"]),
+        None,
+        true,
+        &[],
+    )
+    .unwrap();
+    s.apply(
+        &obs("prod", &sidecar, "2026-01-01T00:00:00Z", &["CVE-2:LOW"]),
+        None,
+        true,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(s.known_assets("prod").unwrap(), [web(), sidecar.clone()]);
+    let a = s
+        .remove_container("prod", &sidecar, ts("2026-01-02T00:00:00Z"), &targets())
+        .unwrap();
+    assert_eq!(a.events.len(), 1);
+    assert_eq!(
+        event_lines(&mut s, "prod"),
+        ["workload_removed shop/web/sidecar CVE-2"]
+    );
+    assert_eq!(s.known_assets("prod").unwrap(), [web()]);
+    assert_eq!(
+        s.known_workloads("prod").unwrap().len(),
+        1,
+        "the workload itself remains"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM vulnerability_history WHERE state = 'open'"),
+        1
+    );
+}
+both!(removed_container_closes_only_its_findings);

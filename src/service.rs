@@ -169,12 +169,15 @@ pub fn run(config: &Config, signals: Signals) -> bool {
         poll_metrics,
         kube_metrics,
     );
-    let dispatcher = Dispatcher::new(
+    let mut dispatcher = Dispatcher::new(
         config,
         SERVICE_REQUEST_TIMEOUT,
         Some(notify_metrics),
         Some(Arc::clone(&health)),
     );
+    if let Some(e) = &elector {
+        dispatcher = dispatcher.with_leader(e.state());
+    }
     // The notify thread (service mode with targets only; `--once` delivers after its cycle).
     let mut notifier = None;
     let mut once_dispatcher = None;

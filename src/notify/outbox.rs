@@ -24,6 +24,7 @@ use super::metrics::NotifyMetrics;
 use super::settings::NotifySettings;
 use crate::config::Config;
 use crate::health::HealthState;
+use crate::leader::LeaderState;
 use crate::store::{DatabaseTarget, MessageUpdate, Store, StoreError};
 
 /// Longest sleep between two passes when nothing is due: a message queued by another replica
@@ -62,6 +63,8 @@ pub struct Dispatcher {
     deliverer: Deliverer,
     metrics: Option<NotifyMetrics>,
     health: Option<Arc<HealthState>>,
+    /// With leader election only the leader delivers; `None`: always.
+    leader: Option<Arc<LeaderState>>,
     /// Targets that rejected our credentials: not tried again before this instant (the key is
     /// configuration, so a fix means a restart anyway).
     blocked: HashMap<&'static str, Instant>,
@@ -85,8 +88,20 @@ impl Dispatcher {
             store: None,
             metrics,
             health,
+            leader: None,
             blocked: HashMap::new(),
         }
+    }
+
+    /// Delivers only while this agent holds the Lease, like the poll loop. Message claims make
+    /// delivery safe without it; with it a standby does nothing at all.
+    pub fn with_leader(mut self, leader: Arc<LeaderState>) -> Dispatcher {
+        self.leader = Some(leader);
+        self
+    }
+
+    fn leading(&self) -> bool {
+        self.leader.as_ref().is_none_or(|l| l.is_leader())
     }
 
     pub fn targets(&self) -> &[Target] {
@@ -300,6 +315,12 @@ impl Dispatcher {
             if Instant::now() >= next_heartbeat {
                 self.heartbeat();
                 next_heartbeat = Instant::now() + HEARTBEAT_INTERVAL;
+            }
+            if !self.leading() {
+                match stop.recv_timeout(Duration::from_millis(500)) {
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    _ => return,
+                }
             }
             let wait = match self.pass(&stopping) {
                 Ok(r) if r.interrupted => return,

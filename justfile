@@ -57,3 +57,8 @@ install-deploy-tools:
 bench-lifecycle *ARGS:
     cargo build --release --bin kijo-agent --example sandbox --example bench_lifecycle
     target/release/examples/bench_lifecycle {{ARGS}}
+
+# Local demo: sandbox cluster, agent on the embedded store, Slack/webhook messages in the terminal
+demo:
+    cargo build --quiet --bin kijo-agent --example sandbox --example demo
+    target/debug/examples/demo

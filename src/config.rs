@@ -63,6 +63,18 @@ settings! {
         "key for the HMAC-SHA256 signature of webhook bodies";
     NotifySeverity: "notify-severity", "KIJO_NOTIFY_SEVERITY", "CRITICAL", false,
         "minimum severity that notifies (CRITICAL, HIGH, MEDIUM, LOW, UNKNOWN)";
+    NotifyWorkloadRemoved: "notify-workload-removed", "KIJO_NOTIFY_WORKLOAD_REMOVED", "false", false,
+        "also notify when a workload with findings disappears (true or false)";
+    NotifyMaxAge: "notify-max-age", "KIJO_NOTIFY_MAX_AGE", "24h", false,
+        "dead-letter a message still undelivered this long after it was created (at least 1m)";
+    NotifyAllowHttp: "notify-allow-http", "KIJO_NOTIFY_ALLOW_HTTP", "false", false,
+        "accept plain http:// target URLs to non-loopback hosts (true or false)";
+    NotifyRetryBase: "notify-retry-base", "KIJO_NOTIFY_RETRY_BASE", "5s", false,
+        "first retry backoff ceiling, doubled per attempt up to 10m (tests and the demo use 1s)";
+    NotifyOnceWait: "notify-once-wait", "KIJO_NOTIFY_ONCE_WAIT", "30s", false,
+        "with --once: how long to keep delivering the cycle's messages before exiting";
+    DetailsUrl: "details-url", "KIJO_DETAILS_URL", "-", false,
+        "\"View details\" link template; {cluster} and {namespace} are replaced";
     SaasEndpoint: "saas-endpoint", "KIJO_SAAS_ENDPOINT", "-", false,
         "Kijo SaaS API endpoint";
     SaasApiKey: "saas-api-key", "KIJO_SAAS_API_KEY", "-", true,
@@ -109,6 +121,8 @@ pub enum Mode {
     DryRun,
     /// Print recent lifecycle events and open findings from the store.
     History,
+    /// Send a test message to every configured notification target.
+    NotifyTest,
     Help,
     Version,
 }
@@ -155,6 +169,13 @@ pub struct Config {
     pub notify_webhook: Option<Secret<String>>,
     pub notify_webhook_secret: Option<Secret<String>>,
     pub notify_severity: Severity,
+    pub notify_workload_removed: bool,
+    pub notify_max_age: Duration,
+    pub notify_allow_http: bool,
+    pub notify_retry_base: Duration,
+    pub notify_once_wait: Duration,
+    /// `KIJO_DETAILS_URL` template.
+    pub details_url: Option<String>,
     pub saas_endpoint: Option<String>,
     pub saas_api_key: Option<Secret<String>>,
     pub log_format: LogFormat,
@@ -235,6 +256,9 @@ impl RawConfig {
                 Arg::Value(value) if value == "history" && self.mode == Mode::Run => {
                     self.mode = Mode::History
                 }
+                Arg::Value(value) if value == "notify-test" && self.mode == Mode::Run => {
+                    self.mode = Mode::NotifyTest
+                }
                 Arg::Value(value) => self.problems.push(Problem {
                     culprit: value.to_string_lossy().into_owned(),
                     message: "unexpected argument; see --help".into(),
@@ -274,13 +298,39 @@ impl RawConfig {
         let poll_interval = v.parse(Key::PollInterval, parse_interval);
         let namespaces = v.parse(Key::Namespaces, parse_namespaces);
         let cluster_name = v.cluster_name();
-        let notify_slack = v.url(Key::NotifySlack);
-        let notify_webhook = v.url(Key::NotifyWebhook);
+        let notify_allow_http = v.parse(Key::NotifyAllowHttp, parse_bool);
+        let allow_http = notify_allow_http.unwrap_or(false);
+        let notify_slack = v.url(Key::NotifySlack, allow_http);
+        let notify_webhook = v.url(Key::NotifyWebhook, allow_http);
         let notify_webhook_secret = v.value(Key::NotifyWebhookSecret).map(Secret::new);
         let notify_severity = v.parse(Key::NotifySeverity, |s| {
             s.parse::<Severity>().map_err(|e| e.to_string())
         });
-        let saas_endpoint = v.url(Key::SaasEndpoint).map(|u| u.expose().clone());
+        let notify_workload_removed = v.parse(Key::NotifyWorkloadRemoved, parse_bool);
+        let notify_max_age = v.parse(Key::NotifyMaxAge, |s| {
+            let d = parse_interval(s)?;
+            if d < Duration::from_secs(60) {
+                return Err("must be at least 1m".into());
+            }
+            Ok(d)
+        });
+        let notify_retry_base = v.parse(Key::NotifyRetryBase, |s| {
+            let d = parse_interval(s)?;
+            if d > Duration::from_secs(600) {
+                return Err("must be at most 10m".into());
+            }
+            Ok(d)
+        });
+        let notify_once_wait = v.parse(Key::NotifyOnceWait, |s| {
+            if s.trim() == "0" || s.trim() == "0s" {
+                return Ok(Duration::ZERO);
+            }
+            parse_interval(s)
+        });
+        let details_url = v.details_url();
+        let saas_endpoint = v
+            .url(Key::SaasEndpoint, allow_http)
+            .map(|u| u.expose().clone());
         let saas_api_key = v.value(Key::SaasApiKey).map(Secret::new);
         match (&saas_endpoint, &saas_api_key) {
             (Some(_), None) => v.problem_without_value(
@@ -328,6 +378,12 @@ impl RawConfig {
             notify_webhook,
             notify_webhook_secret,
             notify_severity: notify_severity.expect("validated"),
+            notify_workload_removed: notify_workload_removed.expect("validated"),
+            notify_max_age: notify_max_age.expect("validated"),
+            notify_allow_http: notify_allow_http.expect("validated"),
+            notify_retry_base: notify_retry_base.expect("validated"),
+            notify_once_wait: notify_once_wait.expect("validated"),
+            details_url,
             saas_endpoint,
             saas_api_key,
             log_format: log_format.expect("validated"),
@@ -449,15 +505,33 @@ impl Validator<'_> {
         Some(name)
     }
 
-    fn url(&mut self, key: Key) -> Option<Secret<String>> {
+    /// A target URL: absolute, with a host, `https://` unless loopback or `allow_http`. The
+    /// message shows only scheme and host.
+    fn url(&mut self, key: Key, allow_http: bool) -> Option<Secret<String>> {
         let url = self.value(key)?;
-        match check_http_url(&url) {
+        let checked = check_http_url(&url)
+            .and_then(|()| crate::notify::validate_target_url(&url, allow_http));
+        match checked {
             Ok(()) => Some(Secret::new(url)),
             Err(message) => {
                 self.problem(key, message);
                 None
             }
         }
+    }
+
+    fn details_url(&mut self) -> Option<String> {
+        let template = self.value(Key::DetailsUrl)?;
+        let sample = crate::notify::slack::details_url(&template, "cluster", "namespace");
+        let http = sample.starts_with("https://") || sample.starts_with("http://");
+        if !http || crate::notify::validate_target_url(&sample, true).is_err() {
+            self.problem(
+                Key::DetailsUrl,
+                "not an http(s) URL template (e.g. https://kijo.example.com/clusters/{cluster})",
+            );
+            return None;
+        }
+        Some(template)
     }
 }
 
@@ -480,6 +554,14 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
         return Err("must be at least 1s".into());
     }
     Ok(d)
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
 }
 
 fn parse_namespaces(s: &str) -> Result<Vec<String>, String> {
@@ -571,9 +653,10 @@ pub fn help_text() -> String {
     let mut out = format!(
         "kijo-agent {}\n\
          Tracks Trivy Operator findings in a Kubernetes cluster and notifies once per real change.\n\n\
-         USAGE:\n    kijo-agent [OPTIONS]\n    kijo-agent history [OPTIONS]\n\n\
+         USAGE:\n    kijo-agent [OPTIONS]\n    kijo-agent history [OPTIONS]\n    kijo-agent notify-test [OPTIONS]\n\n\
          MODES:\n\
          \x20   history       print recent lifecycle events and open findings by severity from the store\n\
+         \x20   notify-test   send a test message to every configured target; one OK/FAIL line each\n\
          \x20   --once        run one poll cycle and exit (0 on success)\n\
          \x20   --dry-run     check configuration, database, Kubernetes access and targets; change nothing\n\
          \x20   -h, --help    print this help\n\

@@ -47,6 +47,7 @@ fn main() -> ExitCode {
     let ok = match config.mode {
         Mode::DryRun => service::dry_run(&config),
         Mode::History => service::history(&config),
+        Mode::NotifyTest => service::notify_test(&config),
         Mode::Once | Mode::Run => service::run(&config, signals),
         Mode::Help | Mode::Version => unreachable!("handled above"),
     };

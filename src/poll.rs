@@ -215,6 +215,8 @@ pub struct Poller {
     kube_metrics: KubeMetrics,
     owners: OwnerResolver,
     stop: Option<Receiver<()>>,
+    /// Told after every cycle that events may have been committed (the notify thread).
+    committed: Option<crossbeam_channel::Sender<()>>,
     /// `None` without leader election: this agent always works.
     leader: Option<Arc<LeaderState>>,
 }
@@ -237,6 +239,7 @@ impl Poller {
             kube_metrics,
             owners: OwnerResolver::default(),
             stop: None,
+            committed: None,
             leader: None,
         }
     }
@@ -272,6 +275,12 @@ impl Poller {
         }
     }
 
+    /// After every cycle (even a failed one: it may have committed some workloads) a message
+    /// is offered on `tx`; a full channel means a wake-up is already pending.
+    pub fn notify_on_commit(&mut self, tx: crossbeam_channel::Sender<()>) {
+        self.committed = Some(tx);
+    }
+
     /// Runs cycles until `stop` disconnects (or once). Returns whether the last cycle succeeded.
     pub fn run(mut self, stop: Receiver<()>, once: bool) -> bool {
         self.stop = Some(stop.clone());
@@ -287,6 +296,9 @@ impl Poller {
                 self.metrics.count_outcome("lost_lease");
             } else {
                 self.metrics.record(result.as_ref().ok(), took);
+            }
+            if let Some(tx) = &self.committed {
+                let _ = tx.try_send(());
             }
             self.health.progress();
             let ok = match result {

@@ -21,8 +21,9 @@ use crate::health::{self, HealthServer, HealthState};
 use crate::kube::{self, KubeMetrics, KubeOptions};
 use crate::leader::{self, Elector, LeaderMetrics};
 use crate::metrics::Registry;
+use crate::notify::outbox::SERVICE_REQUEST_TIMEOUT;
+use crate::notify::{Deliverer, Dispatcher, NotifyMetrics, NotifySettings, Outcome, Target};
 use crate::poll::{PollMetrics, Poller};
-use crate::secret::mask_target_url;
 use crate::store::{self, Pinger};
 
 /// Time allowed between a signal and exit, inside Kubernetes' default 30 s grace period and the
@@ -96,6 +97,7 @@ pub fn run(config: &Config, signals: Signals) -> bool {
     let mut registry = Registry::default();
     let poll_metrics = PollMetrics::new(&mut registry);
     let kube_metrics = KubeMetrics::new(&mut registry);
+    let notify_metrics = NotifyMetrics::new(&mut registry);
     let leader_metrics = LeaderMetrics::new(&mut registry);
     let health = HealthState::new(health::stall_bound_for(config.poll_interval));
     health.progress();
@@ -167,6 +169,36 @@ pub fn run(config: &Config, signals: Signals) -> bool {
         poll_metrics,
         kube_metrics,
     );
+    let mut dispatcher = Dispatcher::new(
+        config,
+        SERVICE_REQUEST_TIMEOUT,
+        Some(notify_metrics),
+        Some(Arc::clone(&health)),
+    );
+    if let Some(e) = &elector {
+        dispatcher = dispatcher.with_leader(e.state());
+    }
+    // The notify thread (service mode with targets only; `--once` delivers after its cycle).
+    let mut notifier = None;
+    let mut once_dispatcher = None;
+    if once {
+        once_dispatcher = Some(dispatcher).filter(|d| !d.targets().is_empty());
+    } else if !dispatcher.targets().is_empty() {
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
+        poller.notify_on_commit(wake_tx);
+        let notify_stop = stop_rx.clone();
+        let (notify_done_tx, notify_done_rx) = crossbeam_channel::bounded::<()>(1);
+        match thread::Builder::new().name("notify".into()).spawn(move || {
+            dispatcher.run(wake_rx, notify_stop);
+            let _ = notify_done_tx.send(());
+        }) {
+            Ok(handle) => notifier = Some((handle, notify_done_rx)),
+            Err(err) => {
+                log::error!("cannot start the notify thread: {err}");
+                return false;
+            }
+        }
+    }
     if let Some(e) = &elector {
         poller = poller.with_leader(e.state());
     }
@@ -183,6 +215,7 @@ pub fn run(config: &Config, signals: Signals) -> bool {
         }
     };
 
+    let started = Instant::now();
     let ok = select! {
         recv(signals.receiver()) -> signal => {
             log::info!(signal = signal.unwrap_or_default(); "signal received, shutting down");
@@ -195,12 +228,28 @@ pub fn run(config: &Config, signals: Signals) -> bool {
                 health.worker_died("poll", "the poll loop stopped");
                 log::error!("the poll loop stopped; exiting so that Kubernetes restarts the agent");
             }
+            if let Some(mut d) = once_dispatcher.take() {
+                deliver_once(&mut d, config.notify_once_wait, signals.receiver());
+            }
             health.begin_shutdown();
             drop(stop_tx);
             ok && once
         }
     };
     let _ = poll_thread.join();
+    if let Some((handle, notify_done)) = notifier {
+        // A send in flight is bounded by SERVICE_REQUEST_TIMEOUT; if it outlasts the budget the
+        // message stays queued and is sent again (same id) after the restart.
+        let left = SHUTDOWN_BUDGET.saturating_sub(started.elapsed().min(SHUTDOWN_BUDGET));
+        match notify_done.recv_timeout(left.max(Duration::from_secs(1))) {
+            Ok(()) => {
+                let _ = handle.join();
+            }
+            Err(_) => log::warn!(
+                "a notification was still being sent at shutdown; it stays queued and is sent again after the restart"
+            ),
+        }
+    }
     // Only now, with the poll loop stopped, may a successor start: release the Lease.
     if let Some(e) = elector {
         e.stop();
@@ -325,24 +374,93 @@ fn dry_run_checks(config: &Config) -> Vec<Check> {
             }
         }
     }
-    for (name, url) in [
-        ("notification target slack", &config.notify_slack),
-        ("notification target webhook", &config.notify_webhook),
-    ] {
-        if let Some(url) = url {
-            checks.push(Check::new(
-                name,
-                Ok(format!("{} (syntax only)", mask_target_url(url.expose()))),
-            ));
+    checks.extend(target_checks(config));
+    checks
+}
+
+/// One line per configured target: the URL's syntax (https, or http to loopback or with
+/// `KIJO_NOTIFY_ALLOW_HTTP`), and for the SaaS a heartbeat, which proves the key without
+/// creating an event. Nothing is sent to Slack or the webhook.
+fn target_checks(config: &Config) -> Vec<Check> {
+    let settings = NotifySettings::from_config(config);
+    let mut dc = settings.deliverer_config(&config.cluster_name);
+    dc.timeout = Duration::from_secs(10);
+    let deliverer = Deliverer::new(dc, None);
+    let mut checks = Vec::new();
+    for target in &settings.targets {
+        let masked = target.masked_url();
+        let syntax = match target {
+            Target::Slack { url } | Target::Webhook { url, .. } => url.expose(),
+            Target::Saas { endpoint, .. } => endpoint.expose(),
+        };
+        let name = format!("notification target {}", target.name());
+        if let Err(e) = crate::notify::validate_target_url(syntax, settings.allow_insecure_http) {
+            checks.push(Check::new(name, Err(e)));
+            continue;
         }
-    }
-    if let Some(endpoint) = &config.saas_endpoint {
-        checks.push(Check::new(
-            "kijo saas",
-            Ok(format!("{endpoint} (syntax only)")),
-        ));
+        let outcome = match target {
+            Target::Saas { .. } => match deliverer.heartbeat(target, 0) {
+                Outcome::Delivered => Ok(format!("{masked} heartbeat accepted, API key valid")),
+                Outcome::AuthRejected { status, .. } => Err(format!(
+                    "{masked} rejected KIJO_SAAS_API_KEY (HTTP {status}): check the key"
+                )),
+                other => Err(format!("{masked} heartbeat {other}")),
+            },
+            _ => Ok(format!(
+                "{masked} (URL syntax only; `kijo-agent notify-test` sends a test message)"
+            )),
+        };
+        checks.push(Check::new(name, outcome));
     }
     checks
+}
+
+/// `--once`: delivers what the cycle queued, for at most `wait`; logs what is left. The exit
+/// status stays the cycle's: undelivered messages are safe in the outbox for the next run.
+fn deliver_once(dispatcher: &mut Dispatcher, wait: Duration, signals: &Receiver<i32>) {
+    let started = Instant::now();
+    let stop = || !signals.is_empty();
+    let pending = dispatcher.drain(started + wait, &stop);
+    if pending == 0 {
+        log::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64;
+            "notifications delivered"
+        );
+    } else {
+        log::warn!(
+            undelivered = pending,
+            wait_seconds = wait.as_secs();
+            "notifications still queued at exit; the next run delivers them (KIJO_NOTIFY_ONCE_WAIT)"
+        );
+    }
+}
+
+/// `kijo-agent notify-test`: one test message to every configured target, one line each.
+/// Returns true only if every target accepted it.
+pub fn notify_test(config: &Config) -> bool {
+    let settings = NotifySettings::from_config(config);
+    if settings.targets.is_empty() {
+        println!(
+            "FAIL no notification target configured (KIJO_NOTIFY_SLACK, KIJO_NOTIFY_WEBHOOK, KIJO_SAAS_ENDPOINT)"
+        );
+        return false;
+    }
+    let mut dc = settings.deliverer_config(&config.cluster_name);
+    dc.timeout = Duration::from_secs(15);
+    let deliverer = Deliverer::new(dc, None);
+    let mut all = true;
+    for (name, url, outcome) in crate::notify::send_test_message(&deliverer, &settings.targets) {
+        let ok = outcome == Outcome::Delivered;
+        all &= ok;
+        println!(
+            "{:<4} {:<8} {:<40} {}",
+            if ok { "OK" } else { "FAIL" },
+            name,
+            url,
+            outcome
+        );
+    }
+    all
 }
 
 /// `kijo-agent history`: what the store knows about this cluster, for a person at a terminal.

@@ -5,12 +5,13 @@
 //! messages with stable ids; [`slack`], [`webhook`] and [`saas`] render them; the retry policy
 //! in [`deliver`] is a set of pure functions. Thin shell: [`deliver::Deliverer`] makes one HTTP
 //! attempt and returns a typed [`deliver::Outcome`]. The outbox that makes delivery durable is
-//! owned by the store; it calls into this module.
+//! kept by the store; [`outbox::Dispatcher`] (the notify thread) delivers it.
 
 pub mod deliver;
 pub mod event;
 pub mod group;
 pub mod metrics;
+pub mod outbox;
 pub mod saas;
 pub mod settings;
 pub mod signature;
@@ -24,4 +25,5 @@ pub use deliver::{
 pub use event::{Change, ChangeKind, Severity};
 pub use group::{Message, group, select};
 pub use metrics::NotifyMetrics;
+pub use outbox::Dispatcher;
 pub use settings::NotifySettings;

@@ -8,6 +8,7 @@
 pub mod error;
 mod history;
 mod metrics;
+pub mod outbox;
 mod postgres;
 mod sqlite;
 mod tls;
@@ -22,6 +23,7 @@ use jiff::Timestamp;
 pub use error::StoreError;
 pub use history::render_history;
 pub use metrics::StoreMetrics;
+pub use outbox::{Assigned, DueMessage, MessageUpdate, OutboxStats};
 
 use crate::lifecycle::{AssetId, Event, Observation, StoredAsset};
 use crate::secret::mask_database_url;
@@ -33,17 +35,31 @@ pub(crate) struct Migration {
     pub sql: &'static str,
 }
 
-pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../sql/postgres/0001_init.sql"),
-}];
+pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../sql/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "notification_messages",
+        sql: include_str!("../../sql/postgres/0002_notification_messages.sql"),
+    },
+];
 
-pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../sql/sqlite/0001_init.sql"),
-}];
+pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../sql/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "notification_messages",
+        sql: include_str!("../../sql/sqlite/0002_notification_messages.sql"),
+    },
+];
 
 /// How the agent talks TLS to PostgreSQL. The names are libpq's, the meanings differ where noted
 /// in the README: `require` verifies like `verify-full`, because an unverified "encrypted"
@@ -586,6 +602,110 @@ impl Store {
         };
         counts.sort_by_key(|c| severity_rank(&c.severity));
         Ok(counts)
+    }
+}
+
+/// A message row with its events, as a backend reads it; [`Store::due_messages`] rebuilds the
+/// message from the events.
+pub(crate) struct StoredMessage {
+    pub message_id: String,
+    pub created_at: Timestamp,
+    pub attempts: u32,
+    pub events: Vec<Event>,
+}
+
+/// The notification outbox (see [`outbox`]). Used by the notify thread on its own connection.
+impl Store {
+    /// Groups every queued, not yet grouped outbox row of `cluster` into messages (or marks it
+    /// filtered), in one transaction. Rows are only ever grouped once.
+    pub fn assign_messages(
+        &mut self,
+        cluster: &str,
+        min_severity: crate::severity::Severity,
+        notify_workload_removed: bool,
+        now: Timestamp,
+    ) -> Result<Assigned, StoreError> {
+        let now = truncate_micros(now);
+        let planner = move |rows: Vec<(String, Event)>| {
+            outbox::plan(rows, min_severity, notify_workload_removed)
+        };
+        match &mut self.backend {
+            Backend::Postgres(s) => s.assign_messages(cluster, now, &planner),
+            Backend::Sqlite(s) => s.assign_messages(cluster, now, &planner),
+        }
+    }
+
+    /// Claims up to `limit` pending messages of one target whose next attempt is due, oldest
+    /// first, rebuilt with their stored id. Claiming moves their next attempt to
+    /// `now + CLAIM_LEASE`, so a second agent (or this one after a crash mid-send) does not send
+    /// them at the same time; the outcome written by [`Store::update_message`] replaces the
+    /// claim. A message that cannot be rebuilt is logged and skipped.
+    pub fn due_messages(
+        &mut self,
+        cluster: &str,
+        target: &str,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<DueMessage>, StoreError> {
+        let now = truncate_micros(now);
+        let claim_until = now.checked_add(outbox::CLAIM_LEASE).unwrap_or(now);
+        let stored = match &mut self.backend {
+            Backend::Postgres(s) => s.due_messages(cluster, target, now, limit, claim_until)?,
+            Backend::Sqlite(s) => s.due_messages(cluster, target, now, limit, claim_until)?,
+        };
+        Ok(stored
+            .into_iter()
+            .filter_map(|m| {
+                Some(DueMessage {
+                    target: target.to_owned(),
+                    created_at: m.created_at,
+                    attempts: m.attempts,
+                    message: outbox::rebuild(&m.message_id, &m.events)?,
+                })
+            })
+            .collect())
+    }
+
+    /// Records the outcome of one attempt for a message and its outbox rows.
+    pub fn update_message(
+        &mut self,
+        target: &str,
+        message_id: &str,
+        update: &MessageUpdate,
+    ) -> Result<(), StoreError> {
+        let update = match update {
+            MessageUpdate::Delivered { at } => MessageUpdate::Delivered {
+                at: truncate_micros(*at),
+            },
+            MessageUpdate::Retry { at, error } => MessageUpdate::Retry {
+                at: truncate_micros(*at),
+                error: error.clone(),
+            },
+            MessageUpdate::Dead { at, reason } => MessageUpdate::Dead {
+                at: truncate_micros(*at),
+                reason: reason.clone(),
+            },
+        };
+        match &mut self.backend {
+            Backend::Postgres(s) => s.update_message(target, message_id, &update),
+            Backend::Sqlite(s) => s.update_message(target, message_id, &update),
+        }
+    }
+
+    /// Pending messages per target, for the outbox gauges.
+    pub fn outbox_stats(&mut self, cluster: &str) -> Result<Vec<OutboxStats>, StoreError> {
+        match &mut self.backend {
+            Backend::Postgres(s) => s.outbox_stats(cluster),
+            Backend::Sqlite(s) => s.outbox_stats(cluster),
+        }
+    }
+
+    /// When the earliest pending message is due, so the notify thread sleeps exactly that long.
+    pub fn next_due(&mut self, cluster: &str) -> Result<Option<Timestamp>, StoreError> {
+        match &mut self.backend {
+            Backend::Postgres(s) => s.next_due(cluster),
+            Backend::Sqlite(s) => s.next_due(cluster),
+        }
     }
 }
 

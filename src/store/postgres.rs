@@ -13,9 +13,10 @@ use ::postgres::{Client, GenericClient, NoTls, Statement};
 use jiff::Timestamp;
 
 use super::error::redact;
+use super::outbox::{Assigned, MessageUpdate, OutboxStats, Plan};
 use super::{
     Applied, KnownReport, POSTGRES_MIGRATIONS, PgTarget, Removal, ReportVersion, SchemaStatus,
-    SeverityCount, StoreError, tls, truncate_micros,
+    SeverityCount, StoreError, StoredMessage, tls, truncate_micros,
 };
 use crate::lifecycle::{
     self, AssetId, Changes, Event, EventKind, Finding, FindingKey, FindingState, Observation,
@@ -895,4 +896,229 @@ fn write_changes(
         c.execute(&st.insert_outbox, &[&event_ids, &targets])?;
     }
     Ok(())
+}
+
+/// The columns [`event_of_row`] reads, in order.
+const EVENT_COLUMNS: &str = "le.event_id, le.kind, le.cluster_name, le.namespace, le.workload_kind,
+    le.workload, le.container, le.image, le.cve_id, le.package, le.package_path,
+    le.installed_version, le.fixed_version, le.severity, le.previous_severity, le.title, le.link,
+    le.reintroduced_count, le.occurred_at";
+
+/// A `lifecycle_events` row (selected with [`EVENT_COLUMNS`]); `None` for an unknown kind.
+fn event_of_row(r: &::postgres::Row) -> Option<Event> {
+    let kind: String = r.get(1);
+    Some(Event {
+        event_id: r.get(0),
+        kind: EventKind::parse(&kind)?,
+        cluster: r.get(2),
+        asset: AssetId {
+            namespace: r.get(3),
+            workload_kind: r.get(4),
+            workload: r.get(5),
+            container: r.get(6),
+        },
+        image: r.get(7),
+        finding: Finding {
+            key: FindingKey {
+                vulnerability_id: r.get(8),
+                package: r.get(9),
+                package_path: r.get(10),
+            },
+            installed_version: r.get(11),
+            fixed_version: r.get(12),
+            severity: r.get(13),
+            title: r.get(15),
+            link: r.get(16),
+        },
+        previous_severity: r.get(14),
+        reintroduced_count: r.get::<_, i32>(17).max(0) as u32,
+        occurred_at: from_sys(r.get(18)),
+    })
+}
+
+impl PgStore {
+    pub(crate) fn assign_messages(
+        &mut self,
+        cluster: &str,
+        now: Timestamp,
+        planner: &dyn Fn(Vec<(String, Event)>) -> Plan,
+    ) -> Result<Assigned, StoreError> {
+        let now = to_sys(now);
+        self.run(true, |c, _, s| {
+            let q = |e| pg_err(e, "grouping queued notifications", s);
+            let mut tx = c.transaction().map_err(q)?;
+            let rows = tx
+                .query(
+                    &format!(
+                        "SELECT {EVENT_COLUMNS}, o.target FROM notification_outbox o
+                         JOIN lifecycle_events le ON le.event_id = o.event_id
+                         WHERE le.cluster_name = $1 AND o.state = 'pending'
+                           AND o.message_id IS NULL
+                         ORDER BY le.seq, o.target
+                         FOR UPDATE OF o"
+                    ),
+                    &[&cluster],
+                )
+                .map_err(q)?;
+            let rows: Vec<(String, Event)> = rows
+                .iter()
+                .filter_map(|r| Some((r.get::<_, String>(19), event_of_row(r)?)))
+                .collect();
+            if rows.is_empty() {
+                return Ok(Assigned::default());
+            }
+            let plan = planner(rows);
+            for (target, id, events) in &plan.messages {
+                tx.execute(
+                    "INSERT INTO notification_messages
+                         (message_id, target, cluster_name, created_at, next_attempt_at)
+                     VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING",
+                    &[id, target, &cluster, &now],
+                )
+                .map_err(q)?;
+                tx.execute(
+                    "UPDATE notification_outbox SET message_id = $1
+                     WHERE target = $2 AND event_id = ANY($3)",
+                    &[id, target, events],
+                )
+                .map_err(q)?;
+            }
+            let (targets, ids): (Vec<String>, Vec<String>) = plan.filtered.iter().cloned().unzip();
+            if !ids.is_empty() {
+                tx.execute(
+                    "UPDATE notification_outbox o SET state = 'filtered'
+                     FROM UNNEST($1::text[], $2::text[]) AS f(t, e)
+                     WHERE o.target = f.t AND o.event_id = f.e",
+                    &[&targets, &ids],
+                )
+                .map_err(q)?;
+            }
+            tx.commit().map_err(q)?;
+            Ok(Assigned {
+                messages: plan.messages.len(),
+                filtered: plan.filtered.len(),
+            })
+        })
+    }
+
+    pub(crate) fn due_messages(
+        &mut self,
+        cluster: &str,
+        target: &str,
+        now: Timestamp,
+        limit: u32,
+        claim_until: Timestamp,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let now = to_sys(now);
+        let claim_until = to_sys(claim_until);
+        self.run(true, |c, _, s| {
+            let q = |e| pg_err(e, "reading due notifications", s);
+            let mut tx = c.transaction().map_err(q)?;
+            let heads = tx
+                .query(
+                    "SELECT message_id, created_at, attempts FROM notification_messages
+                     WHERE cluster_name = $1 AND target = $2 AND state = 'pending'
+                       AND next_attempt_at <= $3
+                     ORDER BY created_at, message_id LIMIT $4
+                     FOR UPDATE SKIP LOCKED",
+                    &[&cluster, &target, &now, &i64::from(limit)],
+                )
+                .map_err(q)?;
+            let mut out = Vec::with_capacity(heads.len());
+            for h in heads {
+                let id: String = h.get(0);
+                tx.execute(
+                    "UPDATE notification_messages SET next_attempt_at = $3
+                     WHERE message_id = $1 AND target = $2",
+                    &[&id, &target, &claim_until],
+                )
+                .map_err(q)?;
+                let events = tx
+                    .query(
+                        &format!(
+                            "SELECT {EVENT_COLUMNS} FROM notification_outbox o
+                             JOIN lifecycle_events le ON le.event_id = o.event_id
+                             WHERE o.message_id = $1 AND o.target = $2 ORDER BY le.seq"
+                        ),
+                        &[&id, &target],
+                    )
+                    .map_err(q)?
+                    .iter()
+                    .filter_map(event_of_row)
+                    .collect();
+                out.push(StoredMessage {
+                    message_id: id,
+                    created_at: from_sys(h.get(1)),
+                    attempts: h.get::<_, i32>(2).max(0) as u32,
+                    events,
+                });
+            }
+            tx.commit().map_err(q)?;
+            Ok(out)
+        })
+    }
+
+    pub(crate) fn update_message(
+        &mut self,
+        target: &str,
+        message_id: &str,
+        update: &MessageUpdate,
+    ) -> Result<(), StoreError> {
+        let (state, next, error, delivered) = match update {
+            MessageUpdate::Delivered { at } => ("delivered", to_sys(*at), None, Some(to_sys(*at))),
+            MessageUpdate::Retry { at, error } => {
+                ("pending", to_sys(*at), Some(error.clone()), None)
+            }
+            MessageUpdate::Dead { at, reason } => ("dead", to_sys(*at), Some(reason.clone()), None),
+        };
+        self.run(true, |c, _, s| {
+            let q = |e| pg_err(e, "recording a delivery attempt", s);
+            let mut tx = c.transaction().map_err(q)?;
+            for table in ["notification_messages", "notification_outbox"] {
+                tx.execute(
+                    &format!(
+                        "UPDATE {table} SET state = $3, attempts = attempts + 1,
+                             next_attempt_at = $4, last_error = coalesce($5, last_error),
+                             delivered_at = $6
+                         WHERE message_id = $1 AND target = $2 AND state = 'pending'"
+                    ),
+                    &[&message_id, &target, &state, &next, &error, &delivered],
+                )
+                .map_err(q)?;
+            }
+            tx.commit().map_err(q)
+        })
+    }
+
+    pub(crate) fn outbox_stats(&mut self, cluster: &str) -> Result<Vec<OutboxStats>, StoreError> {
+        self.run(true, |c, _, s| {
+            c.query(
+                "SELECT target, count(*), min(created_at) FROM notification_messages
+                 WHERE cluster_name = $1 AND state = 'pending' GROUP BY target ORDER BY target",
+                &[&cluster],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| OutboxStats {
+                        target: r.get(0),
+                        pending: r.get::<_, i64>(1).max(0) as u64,
+                        oldest_created_at: r.get::<_, Option<SystemTime>>(2).map(from_sys),
+                    })
+                    .collect()
+            })
+            .map_err(|e| pg_err(e, "counting queued notifications", s))
+        })
+    }
+
+    pub(crate) fn next_due(&mut self, cluster: &str) -> Result<Option<Timestamp>, StoreError> {
+        self.run(true, |c, _, s| {
+            c.query_one(
+                "SELECT min(next_attempt_at) FROM notification_messages
+                 WHERE cluster_name = $1 AND state = 'pending'",
+                &[&cluster],
+            )
+            .map(|r| r.get::<_, Option<SystemTime>>(0).map(from_sys))
+            .map_err(|e| pg_err(e, "reading the next delivery time", s))
+        })
+    }
 }

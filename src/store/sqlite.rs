@@ -14,9 +14,10 @@ use rusqlite::{
     Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 
+use super::outbox::{Assigned, MessageUpdate, OutboxStats, Plan};
 use super::{
     Applied, KnownReport, Removal, ReportVersion, SQLITE_MIGRATIONS, SchemaStatus, SeverityCount,
-    StoreError, sqlite_parent_exists, truncate_micros,
+    StoreError, StoredMessage, sqlite_parent_exists, truncate_micros,
 };
 use crate::lifecycle::{
     self, AssetId, Changes, Event, EventKind, Finding, FindingKey, FindingState, Observation,
@@ -788,4 +789,263 @@ fn write_changes(
         }
     }
     Ok(())
+}
+
+/// The columns [`event_of_row`] reads, in order.
+const EVENT_COLUMNS: &str = "le.event_id, le.kind, le.cluster_name, le.namespace, le.workload_kind,
+    le.workload, le.container, le.image, le.cve_id, le.package, le.package_path,
+    le.installed_version, le.fixed_version, le.severity, le.previous_severity, le.title, le.link,
+    le.reintroduced_count, le.occurred_at";
+
+/// A `lifecycle_events` row (selected with [`EVENT_COLUMNS`]); `None` for an unknown kind.
+fn event_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Event>> {
+    let kind: String = r.get(1)?;
+    let Some(kind) = EventKind::parse(&kind) else {
+        return Ok(None);
+    };
+    let occurred: String = r.get(18)?;
+    Ok(Some(Event {
+        event_id: r.get(0)?,
+        kind,
+        cluster: r.get(2)?,
+        asset: AssetId {
+            namespace: r.get(3)?,
+            workload_kind: r.get(4)?,
+            workload: r.get(5)?,
+            container: r.get(6)?,
+        },
+        image: r.get(7)?,
+        finding: Finding {
+            key: FindingKey {
+                vulnerability_id: r.get(8)?,
+                package: r.get(9)?,
+                package_path: r.get(10)?,
+            },
+            installed_version: r.get(11)?,
+            fixed_version: r.get(12)?,
+            severity: r.get(13)?,
+            title: r.get(15)?,
+            link: r.get(16)?,
+        },
+        previous_severity: r.get(14)?,
+        reintroduced_count: r.get(17)?,
+        occurred_at: parse_ts(&occurred),
+    }))
+}
+
+impl SqliteStore {
+    pub(crate) fn assign_messages(
+        &mut self,
+        cluster: &str,
+        now: Timestamp,
+        planner: &dyn Fn(Vec<(String, Event)>) -> Plan,
+    ) -> Result<Assigned, StoreError> {
+        let path = self.path.clone();
+        let q = |e| sql_err(&path, e, "grouping queued notifications");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(q)?;
+        let rows: Vec<(String, Event)> = {
+            let mut stmt = tx
+                .prepare(&format!(
+                    "SELECT {EVENT_COLUMNS}, o.target FROM notification_outbox o
+                     JOIN lifecycle_events le ON le.event_id = o.event_id
+                     WHERE le.cluster_name = ?1 AND o.state = 'pending' AND o.message_id IS NULL
+                     ORDER BY le.seq, o.target"
+                ))
+                .map_err(q)?;
+            let mapped = stmt
+                .query_map([cluster], |r| {
+                    Ok((r.get::<_, String>(19)?, event_of_row(r)?))
+                })
+                .map_err(q)?;
+            let mut out = Vec::new();
+            for row in mapped {
+                if let (target, Some(event)) = row.map_err(q)? {
+                    out.push((target, event));
+                }
+            }
+            out
+        };
+        if rows.is_empty() {
+            return Ok(Assigned::default());
+        }
+        let plan = planner(rows);
+        let now = ts(now);
+        {
+            let mut message = tx
+                .prepare(
+                    "INSERT INTO notification_messages
+                         (message_id, target, cluster_name, created_at, next_attempt_at)
+                     VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT DO NOTHING",
+                )
+                .map_err(q)?;
+            let mut member = tx
+                .prepare(
+                    "UPDATE notification_outbox SET message_id = ?1
+                     WHERE event_id = ?2 AND target = ?3",
+                )
+                .map_err(q)?;
+            for (target, id, events) in &plan.messages {
+                message
+                    .execute(params![id, target, cluster, now])
+                    .map_err(q)?;
+                for e in events {
+                    member.execute(params![id, e, target]).map_err(q)?;
+                }
+            }
+            let mut filtered = tx
+                .prepare(
+                    "UPDATE notification_outbox SET state = 'filtered'
+                     WHERE event_id = ?1 AND target = ?2",
+                )
+                .map_err(q)?;
+            for (target, e) in &plan.filtered {
+                filtered.execute(params![e, target]).map_err(q)?;
+            }
+        }
+        tx.commit().map_err(q)?;
+        Ok(Assigned {
+            messages: plan.messages.len(),
+            filtered: plan.filtered.len(),
+        })
+    }
+
+    pub(crate) fn due_messages(
+        &mut self,
+        cluster: &str,
+        target: &str,
+        now: Timestamp,
+        limit: u32,
+        claim_until: Timestamp,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let path = self.path.clone();
+        let q = |e| sql_err(&path, e, "reading due notifications");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(q)?;
+        let heads: Vec<(String, String, u32)> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT message_id, created_at, attempts FROM notification_messages
+                     WHERE cluster_name = ?1 AND target = ?2 AND state = 'pending'
+                       AND next_attempt_at <= ?3
+                     ORDER BY created_at, message_id LIMIT ?4",
+                )
+                .map_err(q)?;
+            stmt.query_map(params![cluster, target, ts(now), limit], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(q)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(q)?
+        };
+        let mut claim = tx
+            .prepare(
+                "UPDATE notification_messages SET next_attempt_at = ?3
+                 WHERE message_id = ?1 AND target = ?2",
+            )
+            .map_err(q)?;
+        for (id, _, _) in &heads {
+            claim
+                .execute(params![id, target, ts(claim_until)])
+                .map_err(q)?;
+        }
+        drop(claim);
+        let mut out = Vec::with_capacity(heads.len());
+        let mut stmt = tx
+            .prepare(&format!(
+                "SELECT {EVENT_COLUMNS} FROM notification_outbox o
+                 JOIN lifecycle_events le ON le.event_id = o.event_id
+                 WHERE o.message_id = ?1 AND o.target = ?2 ORDER BY le.seq"
+            ))
+            .map_err(q)?;
+        for (id, created, attempts) in heads {
+            let events: Vec<Event> = stmt
+                .query_map(params![id, target], event_of_row)
+                .map_err(q)?
+                .filter_map(|r| r.transpose())
+                .collect::<rusqlite::Result<_>>()
+                .map_err(q)?;
+            out.push(StoredMessage {
+                message_id: id,
+                created_at: parse_ts(&created),
+                attempts,
+                events,
+            });
+        }
+        drop(stmt);
+        tx.commit().map_err(q)?;
+        Ok(out)
+    }
+
+    pub(crate) fn update_message(
+        &mut self,
+        target: &str,
+        message_id: &str,
+        update: &MessageUpdate,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let q = |e| sql_err(&path, e, "recording a delivery attempt");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(q)?;
+        let (state, next, error, delivered) = match update {
+            MessageUpdate::Delivered { at } => ("delivered", ts(*at), None, Some(ts(*at))),
+            MessageUpdate::Retry { at, error } => ("pending", ts(*at), Some(error.as_str()), None),
+            MessageUpdate::Dead { at, reason } => ("dead", ts(*at), Some(reason.as_str()), None),
+        };
+        tx.execute(
+            "UPDATE notification_messages SET state = ?3, attempts = attempts + 1,
+                 next_attempt_at = ?4, last_error = coalesce(?5, last_error), delivered_at = ?6
+             WHERE message_id = ?1 AND target = ?2 AND state = 'pending'",
+            params![message_id, target, state, next, error, delivered],
+        )
+        .map_err(q)?;
+        tx.execute(
+            "UPDATE notification_outbox SET state = ?3, attempts = attempts + 1,
+                 next_attempt_at = ?4, last_error = coalesce(?5, last_error), delivered_at = ?6
+             WHERE message_id = ?1 AND target = ?2 AND state = 'pending'",
+            params![message_id, target, state, next, error, delivered],
+        )
+        .map_err(q)?;
+        tx.commit().map_err(q)
+    }
+
+    pub(crate) fn outbox_stats(&mut self, cluster: &str) -> Result<Vec<OutboxStats>, StoreError> {
+        let q = self.err("counting queued notifications");
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT target, count(*), min(created_at) FROM notification_messages
+                 WHERE cluster_name = ?1 AND state = 'pending' GROUP BY target ORDER BY target",
+            )
+            .map_err(&q)?;
+        stmt.query_map([cluster], |r| {
+            let oldest: Option<String> = r.get(2)?;
+            Ok(OutboxStats {
+                target: r.get(0)?,
+                pending: r.get::<_, i64>(1)?.max(0) as u64,
+                oldest_created_at: oldest.as_deref().map(parse_ts),
+            })
+        })
+        .map_err(&q)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(&q)
+    }
+
+    pub(crate) fn next_due(&mut self, cluster: &str) -> Result<Option<Timestamp>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT min(next_attempt_at) FROM notification_messages
+                 WHERE cluster_name = ?1 AND state = 'pending'",
+                [cluster],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .map(|o| o.as_deref().map(parse_ts))
+            .map_err(self.err("reading the next delivery time"))
+    }
 }

@@ -7,6 +7,8 @@ mod kube;
 mod leader;
 mod lifecycle_e2e;
 mod notify;
+mod notify_e2e;
+mod outbox;
 mod sandbox;
 mod shell;
 mod store;

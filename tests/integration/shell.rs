@@ -155,6 +155,13 @@ fn probes_metrics_and_http_hardening() {
         get(addr, "/health/ready").status == 200
     });
 
+    // The cycle counter appears when the first cycle ends, which under a loaded test run can
+    // be after readiness.
+    wait_until("a finished poll cycle", Duration::from_secs(20), || {
+        get(addr, "/metrics")
+            .body
+            .contains("kijo_poll_cycles_total")
+    });
     let metrics = get(addr, "/metrics");
     assert_eq!(metrics.status, 200);
     assert!(

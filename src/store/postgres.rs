@@ -637,47 +637,14 @@ impl PgStore {
         self.run(true, |c, _, s| {
             let rows = c
                 .query(
-                    "SELECT event_id, kind, cluster_name, namespace, workload_kind, workload,
-                            container, image, cve_id, package, package_path, installed_version,
-                            fixed_version, severity, previous_severity, title, link,
-                            reintroduced_count, occurred_at
-                     FROM lifecycle_events WHERE cluster_name = $1 ORDER BY seq DESC LIMIT $2",
+                    &format!(
+                        "SELECT {EVENT_COLUMNS} FROM lifecycle_events le
+                         WHERE le.cluster_name = $1 ORDER BY le.seq DESC LIMIT $2"
+                    ),
                     &[&cluster, &i64::from(limit)],
                 )
                 .map_err(|e| pg_err(e, "reading events", s))?;
-            Ok(rows
-                .iter()
-                .filter_map(|r| {
-                    let kind: String = r.get(1);
-                    Some(Event {
-                        event_id: r.get(0),
-                        kind: EventKind::parse(&kind)?,
-                        cluster: r.get(2),
-                        asset: AssetId {
-                            namespace: r.get(3),
-                            workload_kind: r.get(4),
-                            workload: r.get(5),
-                            container: r.get(6),
-                        },
-                        image: r.get(7),
-                        finding: Finding {
-                            key: FindingKey {
-                                vulnerability_id: r.get(8),
-                                package: r.get(9),
-                                package_path: r.get(10),
-                            },
-                            installed_version: r.get(11),
-                            fixed_version: r.get(12),
-                            severity: r.get(13),
-                            title: r.get(15),
-                            link: r.get(16),
-                        },
-                        previous_severity: r.get(14),
-                        reintroduced_count: r.get::<_, i32>(17).max(0) as u32,
-                        occurred_at: from_sys(r.get(18)),
-                    })
-                })
-                .collect())
+            Ok(rows.iter().filter_map(event_of_row).collect())
         })
     }
 

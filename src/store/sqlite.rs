@@ -539,55 +539,18 @@ impl SqliteStore {
         let q = self.err("reading events");
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT event_id, kind, cluster_name, namespace, workload_kind, workload,
-                        container, image, cve_id, package, package_path, installed_version,
-                        fixed_version, severity, previous_severity, title, link,
-                        reintroduced_count, occurred_at
-                 FROM lifecycle_events WHERE cluster_name = ?1 ORDER BY seq DESC LIMIT ?2",
-            )
+            .prepare(&format!(
+                "SELECT {EVENT_COLUMNS} FROM lifecycle_events le
+                 WHERE le.cluster_name = ?1 ORDER BY le.seq DESC LIMIT ?2"
+            ))
             .map_err(&q)?;
         let rows = stmt
-            .query_map(params![cluster, limit], |r| {
-                let kind: String = r.get(1)?;
-                let occurred: String = r.get(18)?;
-                Ok(
-                    EventKind::parse(&kind).map(|kind| -> rusqlite::Result<Event> {
-                        Ok(Event {
-                            event_id: r.get(0)?,
-                            kind,
-                            cluster: r.get(2)?,
-                            asset: AssetId {
-                                namespace: r.get(3)?,
-                                workload_kind: r.get(4)?,
-                                workload: r.get(5)?,
-                                container: r.get(6)?,
-                            },
-                            image: r.get(7)?,
-                            finding: Finding {
-                                key: FindingKey {
-                                    vulnerability_id: r.get(8)?,
-                                    package: r.get(9)?,
-                                    package_path: r.get(10)?,
-                                },
-                                installed_version: r.get(11)?,
-                                fixed_version: r.get(12)?,
-                                severity: r.get(13)?,
-                                title: r.get(15)?,
-                                link: r.get(16)?,
-                            },
-                            previous_severity: r.get(14)?,
-                            reintroduced_count: r.get(17)?,
-                            occurred_at: parse_ts(&occurred),
-                        })
-                    }),
-                )
-            })
+            .query_map(params![cluster, limit], event_of_row)
             .map_err(&q)?;
         let mut out = Vec::new();
         for row in rows {
             if let Some(ev) = row.map_err(&q)? {
-                out.push(ev.map_err(&q)?);
+                out.push(ev);
             }
         }
         Ok(out)

@@ -2,7 +2,6 @@
 //! kubeconfig with exec plugins), a client with refreshing credentials and a retry policy,
 //! streamed paginated listings of Trivy reports, owner lookups and `--dry-run` checks.
 
-pub mod changes;
 pub mod client;
 pub mod config;
 pub mod error;
@@ -15,7 +14,6 @@ pub mod workload;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use changes::{VersionDiff, Versions, diff_versions};
 pub use client::Client;
 pub use config::{AuthConfig, ClusterConfig, Origin};
 pub use error::KubeError;

@@ -876,24 +876,57 @@ fn lease_create_get_replace_and_conflict() {
     assert_eq!(got["spec"]["holderIdentity"], "b");
 }
 
+/// An unchanged cluster costs the agent one small metadata listing per kind and cycle; a
+/// changed report is the only one read in full.
 #[test]
-fn metadata_listing_finds_exactly_the_changed_reports() {
+fn an_unchanged_cluster_costs_one_metadata_listing_per_cycle() {
     let sb = Sandbox::start(&["--load", &fixtures()]);
     populate(&sb, 6);
-    let client = Client::connect(&opts(&sb.kubeconfig)).unwrap();
-    let list = |client: &Client| {
-        let mut metas = Vec::new();
-        client
-            .list_metadata(VR, &[], &mut |ev| match ev {
-                ListEvent::Item(m) => metas.push(m),
-                ListEvent::Restart => metas.clear(),
-            })
-            .unwrap();
-        metas
+    let dir = crate::support::sandbox::TempDir::new("kijo-cheap");
+    let db = format!("sqlite:{}", dir.path().join("kijo.db").display());
+    let kubeconfig = sb.kubeconfig.display().to_string();
+    let env = [
+        ("KIJO_DATABASE_URL", db.as_str()),
+        ("KIJO_CLUSTER_NAME", "cheap"),
+        ("KIJO_KUBECONFIG", kubeconfig.as_str()),
+    ];
+    let once = || {
+        let (status, _, err) = crate::support::agent::run(&env, &["--once"]);
+        assert!(status.success(), "{err}");
     };
-    let first = kijo_agent::kube::diff_versions(&Default::default(), &list(&client));
-    assert_eq!(first.changed.len(), kubectl_count(&sb));
-    // One report modified (kubectl merge patch), one deleted, one created.
+    // Report requests by representation: (verb, path, as) -> count.
+    let report_requests = || -> Vec<(String, String, String, u64)> {
+        sb.stats()["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["path"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("vulnerabilityreports")
+            })
+            .map(|r| {
+                (
+                    r["verb"].as_str().unwrap_or("").to_owned(),
+                    r["path"].as_str().unwrap_or("").to_owned(),
+                    r["as"].as_str().unwrap_or("").to_owned(),
+                    r["count"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+
+    once(); // the baseline reads every report
+    sb.reset_stats();
+    once();
+    let unchanged = report_requests();
+    assert!(!unchanged.is_empty());
+    for (verb, path, repr, _) in &unchanged {
+        assert_eq!(verb, "list", "{path}");
+        assert_eq!(repr, "PartialObjectMetadataList", "{path} read in full");
+    }
+
     sb.kubectl_ok(&[
         "patch",
         "vulnerabilityreport",
@@ -905,43 +938,17 @@ fn metadata_listing_finds_exactly_the_changed_reports() {
         "-p",
         r#"{"metadata":{"labels":{"touched":"yes"}}}"#,
     ]);
-    sb.kubectl_ok(&[
-        "delete",
-        "vulnerabilityreport",
-        "replicaset-gen-1-app",
-        "-n",
-        "data",
-    ]);
-    populate_one(&sb, 99);
     sb.reset_stats();
-    let second = kijo_agent::kube::diff_versions(&first.current, &list(&client));
-    let changed: BTreeSet<&str> = second.changed.iter().map(|(_, n, _)| n.as_str()).collect();
-    assert_eq!(
-        changed,
-        BTreeSet::from(["replicaset-gen-0-app", "replicaset-gen-99-app"])
-    );
-    assert_eq!(second.deleted.len(), 1);
-    assert_eq!(second.unchanged, first.changed.len() - 2);
-    // Only the small metadata listing was needed to find out.
-    let stats = sb.stats();
-    for r in stats["requests"].as_array().unwrap() {
-        if r["path"]
-            .as_str()
-            .unwrap_or("")
-            .contains("vulnerabilityreports")
-        {
-            assert_eq!(r["as"], "PartialObjectMetadataList", "{r}");
-        }
-    }
-}
-
-fn populate_one(sb: &Sandbox, i: usize) {
-    let body = format!(
-        r#"{{"apiVersion":"aquasecurity.github.io/v1alpha1","kind":"VulnerabilityReport","metadata":{{"name":"replicaset-gen-{i}-app","namespace":"shop","labels":{{"trivy-operator.resource.kind":"ReplicaSet","trivy-operator.resource.name":"gen-{i}","trivy-operator.resource.namespace":"shop","trivy-operator.container.name":"app"}}}},"report":{{"vulnerabilities":[]}}}}"#
-    );
-    create(
-        sb,
-        "/apis/aquasecurity.github.io/v1alpha1/namespaces/shop/vulnerabilityreports",
-        &body,
+    once();
+    let full: Vec<_> = report_requests()
+        .into_iter()
+        .filter(|(_, _, repr, _)| repr != "PartialObjectMetadataList")
+        .collect();
+    assert_eq!(full.len(), 1, "{full:?}");
+    let (verb, path, _, count) = &full[0];
+    assert_eq!((verb.as_str(), *count), ("get", 1), "{full:?}");
+    assert!(
+        path.ends_with("/namespaces/shop/vulnerabilityreports/replicaset-gen-0-app"),
+        "{path}"
     );
 }

@@ -23,7 +23,7 @@ use crate::lifecycle::{self, AssetId, Event, EventKind, FindingKey, Observation}
 use crate::metrics::{Counter, Family, Gauge, Histogram, Registry};
 use crate::store::{DatabaseTarget, ReportVersion, Store, StoreError};
 use crate::trivy::report::{LABEL_CONTAINER, owner_of};
-use crate::trivy::{ObjectMeta, Owner, Report, ReportKind, Revision, Workload};
+use crate::trivy::{ObjectMeta, Owner, OwnerLookup, Report, ReportKind, Revision, Workload};
 
 /// The poll loop's own metrics.
 #[derive(Clone)]
@@ -435,6 +435,13 @@ impl Poller {
                     continue;
                 }
             };
+            if self.owners.lookup(client, owner)? == OwnerLookup::Missing {
+                // The ReplicaSet is gone and its report goes with it (garbage collection):
+                // recording it under the ReplicaSet's own name would announce old findings as
+                // new ones of a workload nobody knows.
+                summary.reports_superseded += 1;
+                continue;
+            }
             let (workload, revision) = self.owners.resolve(client, owner)?;
             live.insert((
                 workload.namespace.clone(),

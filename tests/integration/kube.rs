@@ -881,7 +881,6 @@ fn lease_create_get_replace_and_conflict() {
 #[test]
 fn an_unchanged_cluster_costs_one_metadata_listing_per_cycle() {
     let sb = Sandbox::start(&["--load", &fixtures()]);
-    populate(&sb, 6);
     let dir = crate::support::sandbox::TempDir::new("kijo-cheap");
     let db = format!("sqlite:{}", dir.path().join("kijo.db").display());
     let kubeconfig = sb.kubeconfig.display().to_string();
@@ -930,7 +929,7 @@ fn an_unchanged_cluster_costs_one_metadata_listing_per_cycle() {
     sb.kubectl_ok(&[
         "patch",
         "vulnerabilityreport",
-        "replicaset-gen-0-app",
+        "replicaset-web-7c9d8f6b5d-nginx",
         "-n",
         "shop",
         "--type",
@@ -948,7 +947,36 @@ fn an_unchanged_cluster_costs_one_metadata_listing_per_cycle() {
     let (verb, path, _, count) = &full[0];
     assert_eq!((verb.as_str(), *count), ("get", 1), "{full:?}");
     assert!(
-        path.ends_with("/namespaces/shop/vulnerabilityreports/replicaset-gen-0-app"),
+        path.ends_with("/namespaces/shop/vulnerabilityreports/replicaset-web-7c9d8f6b5d-nginx"),
         "{path}"
     );
+}
+
+/// A report whose ReplicaSet is already gone (garbage collection pending) is not recorded under
+/// the ReplicaSet's own name: a vanished ReplicaSet announces nothing new.
+#[test]
+fn a_report_of_a_vanished_replicaset_announces_nothing() {
+    let sb = Sandbox::start(&["--load", &fixtures()]);
+    let dir = crate::support::sandbox::TempDir::new("kijo-ghost");
+    let db = format!("sqlite:{}", dir.path().join("kijo.db").display());
+    let kubeconfig = sb.kubeconfig.display().to_string();
+    let env = [
+        ("KIJO_DATABASE_URL", db.as_str()),
+        ("KIJO_CLUSTER_NAME", "ghost"),
+        ("KIJO_KUBECONFIG", kubeconfig.as_str()),
+    ];
+    let run = |args: &[&str]| {
+        let (status, out, err) = crate::support::agent::run(&env, args);
+        assert!(status.success(), "{err}");
+        out
+    };
+    run(&["--once"]); // baseline
+    populate(&sb, 2); // reports of ReplicaSets gen-0 and gen-1, which do not exist
+    run(&["--once"]);
+    let history = run(&["history"]);
+    assert!(
+        history.contains("no lifecycle events recorded yet"),
+        "{history}"
+    );
+    assert!(!history.contains("gen-0"), "{history}");
 }

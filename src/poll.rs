@@ -160,9 +160,17 @@ impl From<StoreError> for CycleError {
 
 impl From<KubeError> for CycleError {
     fn from(e: KubeError) -> Self {
-        CycleError::Kube(e)
+        match e {
+            // Only shutdown shuts the client down: the request was interrupted on purpose.
+            KubeError::Shutdown => CycleError::Interrupted,
+            e => CycleError::Kube(e),
+        }
     }
 }
+
+/// The poll loop's Kubernetes client once connected, so shutdown can interrupt a request in
+/// flight (or a Retry-After wait) instead of waiting for it.
+pub type KubeHandle = Arc<std::sync::Mutex<Option<Client>>>;
 
 /// The kinds whose findings the lifecycle tracks.
 const TRACKED_KINDS: [ReportKind; 2] = [
@@ -212,6 +220,7 @@ pub struct Poller {
     metrics: PollMetrics,
     store: Option<Store>,
     kube: Option<Client>,
+    kube_handle: KubeHandle,
     kube_metrics: KubeMetrics,
     owners: OwnerResolver,
     stop: Option<Receiver<()>>,
@@ -236,6 +245,7 @@ impl Poller {
             metrics,
             store: None,
             kube: None,
+            kube_handle: KubeHandle::default(),
             kube_metrics,
             owners: OwnerResolver::default(),
             stop: None,
@@ -277,6 +287,11 @@ impl Poller {
 
     /// After every cycle (even a failed one: it may have committed some workloads) a message
     /// is offered on `tx`; a full channel means a wake-up is already pending.
+    /// A handle on the client the loop will connect, for [`KubeHandle`]'s purpose.
+    pub fn kube_handle(&self) -> KubeHandle {
+        Arc::clone(&self.kube_handle)
+    }
+
     pub fn notify_on_commit(&mut self, tx: crossbeam_channel::Sender<()>) {
         self.committed = Some(tx);
     }
@@ -379,6 +394,7 @@ impl Poller {
             };
             let client = Client::connect(&opts)?;
             log::info!(api = client.describe().as_str(); "connected to the Kubernetes API");
+            *self.kube_handle.lock().unwrap_or_else(|e| e.into_inner()) = Some(client.clone());
             self.kube = Some(client);
         }
         let cluster = self.config.cluster_name.clone();

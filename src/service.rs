@@ -202,6 +202,7 @@ pub fn run(config: &Config, signals: Signals) -> bool {
     if let Some(e) = &elector {
         poller = poller.with_leader(e.state());
     }
+    let kube_handle = poller.kube_handle();
     let poll_stop = stop_rx.clone();
     let poll_thread = thread::Builder::new().name("poll".into()).spawn(move || {
         let ok = poller.run(poll_stop, once);
@@ -219,6 +220,9 @@ pub fn run(config: &Config, signals: Signals) -> bool {
     let ok = select! {
         recv(signals.receiver()) -> signal => {
             log::info!(signal = signal.unwrap_or_default(); "signal received, shutting down");
+            if let Some(client) = kube_handle.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                client.shutdown();
+            }
             shutdown(&health, stop_tx, &done_rx)
         }
         recv(done_rx) -> outcome => {

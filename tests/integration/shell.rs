@@ -331,3 +331,45 @@ fn once_runs_one_cycle_and_exits_0_or_1() {
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("poll cycle failed"), "{err}");
 }
+
+#[test]
+fn sigterm_interrupts_a_retry_after_wait_and_exits_0_quickly() {
+    let sandbox = Sandbox::start(&["--load", &Sandbox::fixtures_dir().display().to_string()]);
+    // Every list answers 429 with a long Retry-After: the agent sits in its wait.
+    sandbox.fault(r#"{"kind":"429","count":1000,"retry_after_seconds":30}"#);
+    let kubeconfig = sandbox.kubeconfig.display().to_string();
+    let dir = TempDir::new("retry-wait");
+    let db = format!("sqlite:{}", dir.path().join("kijo.db").display());
+    let mut agent = Agent::start(
+        &[
+            ("KIJO_DATABASE_URL", db.as_str()),
+            ("KIJO_HEALTH_ADDR", "127.0.0.1:0"),
+            ("KIJO_CLUSTER_NAME", "retry-wait"),
+            ("KIJO_KUBECONFIG", kubeconfig.as_str()),
+        ],
+        &[],
+    );
+    agent.health_addr();
+    wait_until(
+        "the agent got its first 429",
+        Duration::from_secs(20),
+        || sandbox.count("list", "vulnerabilityreports") >= 1,
+    );
+    let sent = Instant::now();
+    agent.signal("TERM");
+    let status = agent.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "exit status {status:?}\n{}",
+        agent.lines().join("\n")
+    );
+    assert!(sent.elapsed() < Duration::from_secs(10));
+    assert!(
+        !agent
+            .lines()
+            .iter()
+            .any(|l| l.contains("poll cycle failed")),
+        "an interrupted cycle is not a failure:\n{}",
+        agent.lines().join("\n")
+    );
+}

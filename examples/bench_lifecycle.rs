@@ -10,35 +10,15 @@
 //! written are PostgreSQL's own counters (`pg_stat_user_tables`, inserted + updated + deleted),
 //! read after the agent's session ended and flushed them.
 
+#[path = "bench_support/mod.rs"]
+mod bench_support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kijo_agent::kube::{Client, KubeOptions, ListEvent};
-use kijo_agent::trivy::ReportKind;
-
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-fn client(kubeconfig: &Path) -> Client {
-    Client::connect(&KubeOptions {
-        kubeconfig: Some(kubeconfig.to_path_buf()),
-        ..KubeOptions::default()
-    })
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn count_reports(kubeconfig: &Path) -> u64 {
-    let mut n = 0;
-    client(kubeconfig)
-        .list_metadata(ReportKind::VulnerabilityReport, &[], &mut |ev| {
-            if let ListEvent::Item(_) = ev {
-                n += 1;
-            }
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-    n
-}
 
 struct RunStats {
     wall: Duration,
@@ -111,6 +91,8 @@ fn settled_rows(db: &str) -> i64 {
     }
     last
 }
+
+use bench_support::count_reports;
 
 fn main() {
     let mut args = std::env::args().skip(1);

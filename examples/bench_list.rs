@@ -9,6 +9,9 @@
 //! this binary with `--agent-only` and reads its own `VmHWM`; kubectl runs under
 //! `/usr/bin/time -f %M`.
 
+#[path = "bench_support/mod.rs"]
+mod bench_support;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -62,25 +65,7 @@ fn agent_only(kubeconfig: &Path, page_size: u32) {
     );
 }
 
-fn client(kubeconfig: &Path) -> Client {
-    Client::connect(&KubeOptions {
-        kubeconfig: Some(kubeconfig.to_path_buf()),
-        ..KubeOptions::default()
-    })
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn count_reports(kubeconfig: &Path) -> u64 {
-    let mut n = 0;
-    client(kubeconfig)
-        .list_metadata(ReportKind::VulnerabilityReport, &[], &mut |ev| {
-            if let ListEvent::Item(_) = ev {
-                n += 1;
-            }
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-    n
-}
+use bench_support::count_reports;
 
 fn main() {
     let mut args = std::env::args().skip(1);

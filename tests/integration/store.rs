@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use kijo_agent::lifecycle::{AssetId, EventKind, Finding, FindingKey, Observation};
 use kijo_agent::store::{DatabaseTarget, Pinger, ReportVersion, Store, StoreError, check_only};
 
-const ADMIN_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+use crate::support::pg::{self, admin};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
@@ -22,15 +22,13 @@ enum Kind {
 struct TestDb {
     kind: Kind,
     name: String,
+    /// Creates the PostgreSQL database and drops it with the value.
+    _pg: Option<pg::TestDb>,
     path: Option<PathBuf>,
     target: DatabaseTarget,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-fn admin() -> postgres::Client {
-    postgres::Client::connect(ADMIN_URL, postgres::NoTls).expect("postgres at 127.0.0.1:5432")
-}
 
 impl TestDb {
     fn new(kind: Kind, label: &str) -> TestDb {
@@ -41,16 +39,16 @@ impl TestDb {
         );
         match kind {
             Kind::Postgres => {
-                admin()
-                    .batch_execute(&format!("CREATE DATABASE {name}"))
-                    .unwrap();
+                let db = pg::TestDb::create(&format!("store_{label}"));
                 let target = DatabaseTarget::parse(&format!(
-                    "postgres://postgres@127.0.0.1:5432/{name}?sslmode=disable"
+                    "postgres://postgres@127.0.0.1:5432/{}?sslmode=disable",
+                    db.name
                 ))
                 .unwrap();
                 TestDb {
                     kind,
-                    name,
+                    name: db.name.clone(),
+                    _pg: Some(db),
                     path: None,
                     target,
                 }
@@ -61,6 +59,7 @@ impl TestDb {
                 TestDb {
                     kind,
                     name,
+                    _pg: None,
                     path: Some(path),
                     target,
                 }
@@ -155,13 +154,9 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        // The PostgreSQL database goes with `_pg`.
         match self.kind {
-            Kind::Postgres => {
-                let _ = admin().batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    self.name
-                ));
-            }
+            Kind::Postgres => {}
             Kind::Sqlite => {
                 if let Some(p) = &self.path {
                     for suffix in ["", "-wal", "-shm"] {

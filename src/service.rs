@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
 
+use crate::check::Check;
 use crate::config::{Config, Mode};
 use crate::health::{self, HealthServer, HealthState};
 use crate::kube::{self, KubeMetrics, KubeOptions};
@@ -296,28 +297,6 @@ fn shutdown(health: &HealthState, stop_tx: Sender<()>, done_rx: &Receiver<bool>)
     }
 }
 
-/// One line of the `--dry-run` checklist.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Check {
-    pub name: String,
-    pub ok: bool,
-    pub detail: String,
-}
-
-impl Check {
-    fn new(name: impl Into<String>, outcome: Result<String, String>) -> Check {
-        let (ok, detail) = match outcome {
-            Ok(d) => (true, d),
-            Err(d) => (false, d),
-        };
-        Check {
-            name: name.into(),
-            ok,
-            detail,
-        }
-    }
-}
-
 /// Checks everything that can be checked without side effects and prints a checklist on
 /// stdout. Returns whether every check passed.
 pub fn dry_run(config: &Config) -> bool {
@@ -369,13 +348,7 @@ fn dry_run_checks(config: &Config) -> Vec<Check> {
         Err(err) => checks.push(Check::new("kubernetes", Err(err.to_string()))),
         Ok(client) => {
             checks.push(Check::new("kubernetes", Ok(client.describe())));
-            for c in kube::dry_run_checks(&client, &config.namespaces) {
-                checks.push(Check {
-                    name: c.name,
-                    ok: c.ok,
-                    detail: c.detail,
-                });
-            }
+            checks.extend(kube::dry_run_checks(&client, &config.namespaces));
         }
     }
     checks.extend(target_checks(config));

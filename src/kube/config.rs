@@ -1,6 +1,6 @@
 //! Where the API server is and how to authenticate: in-cluster service account or kubeconfig.
 //!
-//! The resolution follows client-go (k8s-api.md §1, §2) so that a kubeconfig which works with
+//! The resolution follows client-go (`clientcmd` loading rules and `rest.InClusterConfig`) so that a kubeconfig which works with
 //! kubectl works here: several `KUBECONFIG` files merged with "first file wins, entries whole
 //! by name", relative paths resolved against the file that named them, `*-data` fields base64.
 //! Everything that can be checked is checked here, before the first request, so a broken
@@ -16,7 +16,8 @@ use super::KubeOptions;
 use super::error::KubeError;
 use crate::secret::Secret;
 
-/// The service-account mount every pod gets (k8s-api.md §1.2).
+/// The service-account mount every pod gets (Kubernetes docs: "Accessing the Kubernetes API
+/// from a Pod").
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// Where a configuration came from, for `describe` and logs.
@@ -403,6 +404,8 @@ pub fn from_kubeconfig_files(
     resolve_merged(merged, context, files)
 }
 
+/// Resolves one context of the merged files, in client-go's order: the context, its cluster
+/// (server, trust, proxy), then its user (client certificate, then token, token file or exec).
 fn resolve_merged(
     m: Merged,
     context: Option<&str>,
@@ -413,6 +416,54 @@ fn resolve_merged(
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(":");
+    let (ctx_name, ctx) = select_context(&m, context, &files_display)?;
+    let cluster_name = ctx.cluster.clone().unwrap_or_default();
+    let (cluster_dir, cluster) = m.clusters.get(&cluster_name).ok_or_else(|| {
+        config_err(format!(
+            "context {ctx_name:?} names cluster {cluster_name:?}, which is not defined in kubeconfig {files_display}"
+        ))
+    })?;
+    let endpoint = Endpoint::resolve(&cluster_name, cluster_dir, cluster)?;
+    let user_name = ctx.user.clone().unwrap_or_default();
+    let (user_dir, user) = match m.users.get(&user_name) {
+        Some((d, u)) => (d.clone(), u.clone()),
+        None if user_name.is_empty() => (PathBuf::from("."), RawUser::default()),
+        None => {
+            return Err(config_err(format!(
+                "context {ctx_name:?} names user {user_name:?}, which is not defined in kubeconfig {files_display}"
+            )));
+        }
+    };
+    let uwhat = |field: &str| format!("kubeconfig user {user_name:?} {field}");
+    check_user_method(&user, &uwhat)?;
+    let client_cert = client_cert(&user, &user_dir, &uwhat)?;
+    let auth = user_auth(&user, &user_dir, &uwhat, cluster, &endpoint.server)?;
+    Ok(ClusterConfig {
+        server: endpoint.server,
+        origin: Origin::Kubeconfig {
+            context: ctx_name.clone(),
+            files: files.to_vec(),
+        },
+        ca_pem: endpoint.ca_pem,
+        insecure_skip_tls_verify: endpoint.insecure,
+        tls_server_name: cluster.tls_server_name.clone().filter(|s| !s.is_empty()),
+        proxy_url: endpoint.proxy_url,
+        client_cert,
+        auth,
+        namespace: ctx
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".to_owned()),
+    })
+}
+
+/// The context asked for, else `current-context`.
+fn select_context<'m>(
+    m: &'m Merged,
+    context: Option<&str>,
+    files_display: &str,
+) -> Result<(String, &'m RawContext), KubeError> {
     let ctx_name = match context.filter(|c| !c.is_empty()) {
         Some(c) => c.to_owned(),
         None => m.current_context.clone().ok_or_else(|| {
@@ -426,69 +477,79 @@ fn resolve_merged(
             "context {ctx_name:?} is not defined in kubeconfig {files_display}"
         ))
     })?;
-    let cluster_name = ctx.cluster.clone().unwrap_or_default();
-    let (cluster_dir, cluster) = m.clusters.get(&cluster_name).ok_or_else(|| {
-        config_err(format!(
-            "context {ctx_name:?} names cluster {cluster_name:?}, which is not defined in kubeconfig {files_display}"
-        ))
-    })?;
-    let server = cluster
-        .server
-        .clone()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| config_err(format!("cluster {cluster_name:?} has no server")))?;
-    let server = server.trim_end_matches('/').to_owned();
-    let what = |field: &str| format!("kubeconfig cluster {cluster_name:?} {field}");
-    let ca_pem = match (
-        &cluster.certificate_authority_data,
-        &cluster.certificate_authority,
-    ) {
-        (Some(data), _) if !data.is_empty() => {
-            Some(decode_b64(data, &what("certificate-authority-data"))?)
-        }
-        (_, Some(file)) if !file.is_empty() => {
-            let p = resolve_path(cluster_dir, file);
-            Some(std::fs::read(&p).map_err(|e| {
-                config_err(format!(
-                    "{} {}: {e}",
-                    what("certificate-authority"),
-                    p.display()
-                ))
-            })?)
-        }
-        _ => None,
-    };
-    if let Some(pem) = &ca_pem {
-        check_ca_pem(pem, &what("certificate-authority"))?;
-    }
-    let insecure = cluster.insecure_skip_tls_verify.unwrap_or(false);
-    if insecure && ca_pem.is_some() {
-        return Err(config_err(format!(
-            "{}: specifying a certificate authority together with insecure-skip-tls-verify is not allowed",
-            what("")
-        )));
-    }
-    let proxy_url = cluster.proxy_url.clone().filter(|s| !s.is_empty());
-    if let Some(p) = &proxy_url
-        && !(p.starts_with("http://") || p.starts_with("https://"))
-    {
-        return Err(config_err(format!(
-            "{}: only http:// and https:// proxies are supported (socks5 is not built in)",
-            what("proxy-url")
-        )));
-    }
+    Ok((ctx_name, ctx))
+}
 
-    let user_name = ctx.user.clone().unwrap_or_default();
-    let (user_dir, user) = match m.users.get(&user_name) {
-        Some((d, u)) => (d.clone(), u.clone()),
-        None if user_name.is_empty() => (PathBuf::from("."), RawUser::default()),
-        None => {
+/// A cluster stanza checked: where the server is, what to trust, which proxy.
+struct Endpoint {
+    server: String,
+    ca_pem: Option<Vec<u8>>,
+    insecure: bool,
+    proxy_url: Option<String>,
+}
+
+impl Endpoint {
+    fn resolve(
+        cluster_name: &str,
+        dir: &Path,
+        cluster: &RawCluster,
+    ) -> Result<Endpoint, KubeError> {
+        let server = cluster
+            .server
+            .clone()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| config_err(format!("cluster {cluster_name:?} has no server")))?;
+        let server = server.trim_end_matches('/').to_owned();
+        let what = |field: &str| format!("kubeconfig cluster {cluster_name:?} {field}");
+        let ca_pem = match (
+            &cluster.certificate_authority_data,
+            &cluster.certificate_authority,
+        ) {
+            (Some(data), _) if !data.is_empty() => {
+                Some(decode_b64(data, &what("certificate-authority-data"))?)
+            }
+            (_, Some(file)) if !file.is_empty() => {
+                let p = resolve_path(dir, file);
+                Some(std::fs::read(&p).map_err(|e| {
+                    config_err(format!(
+                        "{} {}: {e}",
+                        what("certificate-authority"),
+                        p.display()
+                    ))
+                })?)
+            }
+            _ => None,
+        };
+        if let Some(pem) = &ca_pem {
+            check_ca_pem(pem, &what("certificate-authority"))?;
+        }
+        let insecure = cluster.insecure_skip_tls_verify.unwrap_or(false);
+        if insecure && ca_pem.is_some() {
             return Err(config_err(format!(
-                "context {ctx_name:?} names user {user_name:?}, which is not defined in kubeconfig {files_display}"
+                "{}: specifying a certificate authority together with insecure-skip-tls-verify is not allowed",
+                what("")
             )));
         }
-    };
-    let uwhat = |field: &str| format!("kubeconfig user {user_name:?} {field}");
+        let proxy_url = cluster.proxy_url.clone().filter(|s| !s.is_empty());
+        if let Some(p) = &proxy_url
+            && !(p.starts_with("http://") || p.starts_with("https://"))
+        {
+            return Err(config_err(format!(
+                "{}: only http:// and https:// proxies are supported (socks5 is not built in)",
+                what("proxy-url")
+            )));
+        }
+        Ok(Endpoint {
+            server,
+            ca_pem,
+            insecure,
+            proxy_url,
+        })
+    }
+}
+
+/// Authentication methods kubectl itself no longer supports are refused with what to use.
+fn check_user_method(user: &RawUser, uwhat: &dyn Fn(&str) -> String) -> Result<(), KubeError> {
     if user.username.is_some() || user.password.is_some() {
         return Err(config_err(format!(
             "{}: basic authentication (username/password) is not supported; use a token, client certificate or exec plugin",
@@ -501,42 +562,56 @@ fn resolve_merged(
             uwhat("")
         )));
     }
+    Ok(())
+}
 
+/// The user's client certificate and key: both or neither, and usable together.
+fn client_cert(
+    user: &RawUser,
+    user_dir: &Path,
+    uwhat: &dyn Fn(&str) -> String,
+) -> Result<Option<ClientCertPem>, KubeError> {
     let cert = read_data_or_file(
         &user.client_certificate_data,
         &user.client_certificate,
-        &user_dir,
+        user_dir,
         &uwhat("client-certificate"),
     )?;
     let key = read_data_or_file(
         &user.client_key_data,
         &user.client_key,
-        &user_dir,
+        user_dir,
         &uwhat("client-key"),
     )?;
-    let client_cert = match (cert, key) {
+    match (cert, key) {
         (Some(cert), Some(key)) => {
             validate_client_cert(&cert, &key, &uwhat("client-certificate/client-key"))?;
-            Some(ClientCertPem {
+            Ok(Some(ClientCertPem {
                 cert,
                 key: Secret::new(key),
-            })
+            }))
         }
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(config_err(format!(
-                "{} is set but client-key is missing",
-                uwhat("client-certificate")
-            )));
-        }
-        (None, Some(_)) => {
-            return Err(config_err(format!(
-                "{} is set but client-certificate is missing",
-                uwhat("client-key")
-            )));
-        }
-    };
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(config_err(format!(
+            "{} is set but client-key is missing",
+            uwhat("client-certificate")
+        ))),
+        (None, Some(_)) => Err(config_err(format!(
+            "{} is set but client-certificate is missing",
+            uwhat("client-key")
+        ))),
+    }
+}
 
+/// The request credential: token file (with the static token as fallback), else static
+/// token, else exec plugin, else none. A token file without fallback must be readable now.
+fn user_auth(
+    user: &RawUser,
+    user_dir: &Path,
+    uwhat: &dyn Fn(&str) -> String,
+    cluster: &RawCluster,
+    server: &str,
+) -> Result<AuthConfig, KubeError> {
     let token = user
         .token
         .clone()
@@ -544,7 +619,7 @@ fn resolve_merged(
         .map(Secret::new);
     let auth = if let Some(tf) = user.token_file.clone().filter(|t| !t.is_empty()) {
         AuthConfig::TokenFile {
-            path: resolve_path(&user_dir, &tf),
+            path: resolve_path(user_dir, &tf),
             fallback: token,
         }
     } else if let Some(t) = token {
@@ -553,10 +628,10 @@ fn resolve_merged(
     } else if let Some(exec) = &user.exec {
         AuthConfig::Exec(exec_config(
             exec,
-            &user_dir,
+            user_dir,
             &uwhat("exec"),
             cluster,
-            &server,
+            server,
         )?)
     } else {
         AuthConfig::None
@@ -566,25 +641,7 @@ fn resolve_merged(
     {
         read_token_file(path).map_err(|e| config_err(format!("{}: {e}", uwhat("tokenFile"))))?;
     }
-
-    Ok(ClusterConfig {
-        server,
-        origin: Origin::Kubeconfig {
-            context: ctx_name.clone(),
-            files: files.to_vec(),
-        },
-        ca_pem,
-        insecure_skip_tls_verify: insecure,
-        tls_server_name: cluster.tls_server_name.clone().filter(|s| !s.is_empty()),
-        proxy_url,
-        client_cert,
-        auth,
-        namespace: ctx
-            .namespace
-            .clone()
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| "default".to_owned()),
-    })
+    Ok(auth)
 }
 
 fn exec_config(

@@ -2,7 +2,7 @@
 //!
 //! The agent is a daemon: the plugin never gets a terminal (`interactive: false`, stdin
 //! closed), and `KUBERNETES_EXEC_INFO` is always set because `aws eks get-token` picks its
-//! output version from it (k8s-api.md §2.4).
+//! output version from it (Kubernetes docs: "client-go credential plugins").
 
 use std::io::Read;
 use std::process::{Command, Stdio};

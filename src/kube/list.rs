@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 
 use super::client::{Client, Request, encode_query};
 use super::error::{KubeError, path_only};
+use super::options::RetryPolicy;
 use crate::trivy::{Malformed, ObjectMeta, Report, ReportKind, parse_report};
 
 pub const ACCEPT_JSON: &str = "application/json";
@@ -139,9 +140,143 @@ fn decode_list<R: Read>(
     Ok(meta)
 }
 
+/// One listing in progress: where it is (continue token), what the caller has been handed
+/// (to know whether a restart must be signalled) and how often pages failed.
+struct Pager<'a> {
+    client: &'a Client,
+    path: &'a str,
+    accept: &'a str,
+    extra_query: &'a str,
+    policy: RetryPolicy,
+    stats: ListStats,
+    continue_token: Option<String>,
+    /// Items handed to the caller since the listing (re)started.
+    delivered: u64,
+    /// Items the caller still holds from earlier scopes of the same listing: a restart voids
+    /// them too.
+    held: u64,
+    /// Consecutive pages that could not be read.
+    page_failures: u32,
+}
+
+/// What one page left to do.
+enum Next {
+    More,
+    Done,
+}
+
+impl Pager<'_> {
+    fn url(&self) -> String {
+        let mut url = format!("{}?limit={}", self.path, self.client.page_size());
+        if !self.extra_query.is_empty() {
+            url.push('&');
+            url.push_str(self.extra_query);
+        }
+        if let Some(t) = &self.continue_token {
+            url.push_str("&continue=");
+            url.push_str(&encode_query(t));
+        }
+        url
+    }
+
+    /// Starts over from the first page, telling the caller to drop what it has if it has
+    /// anything; gives up after `max_list_restarts`.
+    fn restart(
+        &mut self,
+        on_event: &mut dyn FnMut(ListEvent<Box<RawValue>>),
+    ) -> Result<(), KubeError> {
+        self.stats.restarts += 1;
+        if let Some(m) = self.client.metrics() {
+            m.list_restarts.inc();
+        }
+        if self.stats.restarts > self.policy.max_list_restarts {
+            return Err(KubeError::TooManyRestarts {
+                path: path_only(self.path),
+                restarts: self.stats.restarts - 1,
+            });
+        }
+        if self.delivered > 0 || self.held > 0 {
+            on_event(ListEvent::Restart);
+            self.stats.restarts_signalled += 1;
+        }
+        self.delivered = 0;
+        self.held = 0;
+        self.continue_token = None;
+        self.stats.items = 0;
+        Ok(())
+    }
+
+    /// Requests and streams one page. An expired continue token (410) restarts the listing;
+    /// a page that breaks mid-body is retried, restarting the listing if the caller saw part
+    /// of it.
+    fn page(
+        &mut self,
+        on_event: &mut dyn FnMut(ListEvent<Box<RawValue>>),
+    ) -> Result<Next, KubeError> {
+        let resp = match self.client.execute(&Request::get(&self.url(), self.accept)) {
+            Ok(r) => r,
+            Err(KubeError::Api { status: 410, .. }) if self.continue_token.is_some() => {
+                log::warn!(path = self.path; "continue token expired (410); restarting the listing");
+                self.restart(on_event)?;
+                self.client.pause(self.policy.backoff(0))?;
+                return Ok(Next::More);
+            }
+            Err(e) => return Err(e),
+        };
+        let reader = resp
+            .into_body()
+            .into_with_config()
+            .limit(self.client.max_page_bytes())
+            .reader();
+        let mut delivered_in_page = 0u64;
+        let decoded = decode_list(reader, &mut |item| {
+            delivered_in_page += 1;
+            on_event(ListEvent::Item(item));
+        });
+        self.delivered += delivered_in_page;
+        self.stats.items += delivered_in_page;
+        match decoded {
+            Ok(meta) => {
+                self.stats.pages += 1;
+                self.page_failures = 0;
+                self.stats.resource_version = meta.resource_version.unwrap_or_default();
+                self.continue_token = meta.continue_token.filter(|t| !t.is_empty());
+                Ok(if self.continue_token.is_some() {
+                    Next::More
+                } else {
+                    Next::Done
+                })
+            }
+            Err(e) => {
+                if self.client.is_shut_down() {
+                    return Err(KubeError::Shutdown);
+                }
+                self.page_failures += 1;
+                let failure = KubeError::Body {
+                    path: path_only(self.path),
+                    message: e.to_string(),
+                };
+                if self.page_failures >= self.policy.max_attempts {
+                    return Err(failure);
+                }
+                self.client.count_retry();
+                log::warn!(path = self.path, error = failure.to_string().as_str(), items_in_page = delivered_in_page; "list page could not be read; retrying");
+                if delivered_in_page > 0 {
+                    // The caller has seen part of this page: start over.
+                    self.restart(on_event)?;
+                }
+                self.client
+                    .pause(self.policy.backoff(self.page_failures - 1))?;
+                Ok(Next::More)
+            }
+        }
+    }
+}
+
 impl Client {
     /// Lists a collection page by page, handing each raw item to `on_item`. Handles 410 on
-    /// continue and broken pages by restarting (see the module docs).
+    /// continue and broken pages by restarting (see the module docs). `held` is how many
+    /// items the caller holds from earlier scopes of the same listing.
     pub(crate) fn list_raw(
         &self,
         path: &str,
@@ -150,116 +285,20 @@ impl Client {
         held: u64,
         on_event: &mut dyn FnMut(ListEvent<Box<RawValue>>),
     ) -> Result<ListStats, KubeError> {
-        // Items the caller still holds from earlier scopes of the same listing: a restart
-        // voids them too.
-        let mut held = held;
-        let policy = self.retry_policy().clone();
-        let mut stats = ListStats::default();
-        let mut continue_token: Option<String> = None;
-        let mut delivered_since_start = 0u64;
-        let mut page_failures = 0u32;
-        loop {
-            let mut url = format!("{path}?limit={}", self.page_size());
-            if !extra_query.is_empty() {
-                url.push('&');
-                url.push_str(extra_query);
-            }
-            if let Some(t) = &continue_token {
-                url.push_str("&continue=");
-                url.push_str(&encode_query(t));
-            }
-            let restart = |stats: &mut ListStats,
-                           continue_token: &mut Option<String>,
-                           delivered: &mut u64,
-                           held: &mut u64,
-                           on_event: &mut dyn FnMut(ListEvent<Box<RawValue>>)|
-             -> Result<(), KubeError> {
-                stats.restarts += 1;
-                if let Some(m) = self.metrics() {
-                    m.list_restarts.inc();
-                }
-                if stats.restarts > policy.max_list_restarts {
-                    return Err(KubeError::TooManyRestarts {
-                        path: path_only(path),
-                        restarts: stats.restarts - 1,
-                    });
-                }
-                if *delivered > 0 || *held > 0 {
-                    on_event(ListEvent::Restart);
-                    stats.restarts_signalled += 1;
-                }
-                *delivered = 0;
-                *held = 0;
-                *continue_token = None;
-                stats.items = 0;
-                Ok(())
-            };
-            let resp = match self.execute(&Request::get(&url, accept)) {
-                Ok(r) => r,
-                Err(KubeError::Api { status: 410, .. }) if continue_token.is_some() => {
-                    log::warn!(path = path; "continue token expired (410); restarting the listing");
-                    restart(
-                        &mut stats,
-                        &mut continue_token,
-                        &mut delivered_since_start,
-                        &mut held,
-                        on_event,
-                    )?;
-                    self.pause(policy.backoff(0))?;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let reader = resp
-                .into_body()
-                .into_with_config()
-                .limit(self.max_page_bytes())
-                .reader();
-            let mut delivered_in_page = 0u64;
-            let decoded = decode_list(reader, &mut |item| {
-                delivered_in_page += 1;
-                on_event(ListEvent::Item(item));
-            });
-            delivered_since_start += delivered_in_page;
-            stats.items += delivered_in_page;
-            match decoded {
-                Ok(meta) => {
-                    stats.pages += 1;
-                    page_failures = 0;
-                    stats.resource_version = meta.resource_version.unwrap_or_default();
-                    match meta.continue_token.filter(|t| !t.is_empty()) {
-                        Some(t) => continue_token = Some(t),
-                        None => return Ok(stats),
-                    }
-                }
-                Err(e) => {
-                    if self.is_shut_down() {
-                        return Err(KubeError::Shutdown);
-                    }
-                    page_failures += 1;
-                    let failure = KubeError::Body {
-                        path: path_only(path),
-                        message: e.to_string(),
-                    };
-                    if page_failures >= policy.max_attempts {
-                        return Err(failure);
-                    }
-                    self.count_retry();
-                    log::warn!(path = path, error = failure.to_string().as_str(), items_in_page = delivered_in_page; "list page could not be read; retrying");
-                    if delivered_in_page > 0 {
-                        // The caller has seen part of this page: start over.
-                        restart(
-                            &mut stats,
-                            &mut continue_token,
-                            &mut delivered_since_start,
-                            &mut held,
-                            on_event,
-                        )?;
-                    }
-                    self.pause(policy.backoff(page_failures - 1))?;
-                }
-            }
-        }
+        let mut pager = Pager {
+            client: self,
+            path,
+            accept,
+            extra_query,
+            policy: self.retry_policy().clone(),
+            stats: ListStats::default(),
+            continue_token: None,
+            delivered: 0,
+            held,
+            page_failures: 0,
+        };
+        while let Next::More = pager.page(on_event)? {}
+        Ok(pager.stats)
     }
 
     /// Metadata-only listing (`as=PartialObjectMetadataList`) of a report kind, for change

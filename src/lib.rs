@@ -20,4 +20,5 @@ pub mod secret;
 pub mod service;
 pub mod severity;
 pub mod store;
+pub(crate) mod tls_verifier;
 pub mod trivy;

@@ -39,10 +39,17 @@ fn main() -> ExitCode {
             for problem in &problems {
                 log::error!(setting = problem.culprit.as_str(); "invalid configuration: {problem}");
             }
-            log::error!(problems = problems.len(); "kijo-agent did not start: fix the settings above (see --help)");
-            return ExitCode::from(2);
+            return did_not_start(problems.len());
         }
     };
+    // The cluster configuration is checked as `--dry-run` checks it: one that can never work
+    // is a configuration problem, not a pod that looks healthy and fails every cycle.
+    if matches!(config.mode, Mode::Once | Mode::Run)
+        && let Err(problem) = service::check_kubernetes(&config)
+    {
+        log::error!(setting = "kubernetes"; "invalid configuration: {problem}");
+        return did_not_start(1);
+    }
     service::install_panic_hook();
     let ok = match config.mode {
         Mode::DryRun => service::dry_run(&config),
@@ -56,4 +63,11 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Exit status 2 after the problems were logged.
+fn did_not_start(problems: usize) -> ExitCode {
+    log::error!(problems = problems; "kijo-agent did not start: fix the settings above (see --help)");
+    log::logger().flush();
+    ExitCode::from(2)
 }

@@ -1,7 +1,8 @@
 //! The running agent: threads, signals, shutdown and the `--dry-run` checklist.
 //!
 //! Threads: `signals` (turns SIGTERM/SIGINT into a channel message), `poll` (one cycle at a
-//! time), `health` (probes and metrics) and `ready-database` (keeps the readiness answer fresh).
+//! time), `health` (probes and metrics), `ready-database` and `ready-kubernetes` (keep the
+//! readiness answer fresh) and, with targets, `notify`.
 //! They share an [`HealthState`] and one stop channel whose sender is dropped on shutdown, which
 //! every thread sees at once as a disconnect.
 //! With leader election a `leader` thread renews the Lease; it is stopped (and releases the
@@ -19,7 +20,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 use crate::check::Check;
 use crate::config::{Config, Mode};
 use crate::health::{self, HealthServer, HealthState};
-use crate::kube::{self, KubeMetrics, KubeOptions};
+use crate::kube::{self, KubeError, KubeMetrics, KubeOptions};
 use crate::leader::{self, Elector, LeaderMetrics};
 use crate::metrics::Registry;
 use crate::notify::outbox::SERVICE_REQUEST_TIMEOUT;
@@ -34,6 +35,9 @@ const SHUTDOWN_BUDGET: Duration = Duration::from_secs(9);
 const READINESS_INTERVAL: Duration = Duration::from_secs(2);
 /// How long one readiness ping may take before the store counts as unavailable.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the readiness checker asks the API whether it still accepts the credential: a
+/// token that stops working shows within this long, at one small request per interval.
+const KUBE_READINESS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// SIGTERM and SIGINT as channel messages.
 pub struct Signals {
@@ -91,119 +95,268 @@ pub fn install_panic_hook() {
     }));
 }
 
-/// Runs the service (or one cycle with `--once`) until it finishes or a signal arrives. Returns
-/// whether everything succeeded.
-pub fn run(config: &Config, signals: Signals) -> bool {
-    let target = config.database.clone();
-    let mut registry = Registry::default();
-    let poll_metrics = PollMetrics::new(&mut registry);
-    let kube_metrics = KubeMetrics::new(&mut registry);
-    let notify_metrics = NotifyMetrics::new(&mut registry);
-    let leader_metrics = LeaderMetrics::new(&mut registry);
-    let health = HealthState::new(health::stall_bound_for(config.poll_interval));
-    health.progress();
-    // Dropping `stop_tx` tells every thread to stop.
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-    let once = config.mode == Mode::Once;
+/// The metrics of every subsystem, registered once.
+struct Metrics {
+    poll: PollMetrics,
+    kube: KubeMetrics,
+    notify: NotifyMetrics,
+    leader: LeaderMetrics,
+}
 
-    let mut server = None;
-    let mut checker = None;
-    if !once {
-        match HealthServer::start(config.health_addr, Arc::clone(&health), Arc::new(registry)) {
-            Ok(s) => {
-                log::info!(addr = s.local_addr().to_string().as_str(); "health server listening");
-                server = Some(s);
-            }
+impl Metrics {
+    fn register(registry: &mut Registry) -> Metrics {
+        Metrics {
+            poll: PollMetrics::new(registry),
+            kube: KubeMetrics::new(registry),
+            notify: NotifyMetrics::new(registry),
+            leader: LeaderMetrics::new(registry),
+        }
+    }
+}
+
+/// The Kubernetes client settings every part of the agent uses.
+fn kube_options(config: &Config, metrics: Option<KubeMetrics>) -> KubeOptions {
+    KubeOptions {
+        kubeconfig: config.kubeconfig.clone(),
+        context: config.kube_context.clone(),
+        metrics,
+        ..KubeOptions::default()
+    }
+}
+
+/// The start-up check of the cluster configuration, the same `--dry-run` makes: a kubeconfig
+/// that is missing, not YAML, or names a CA, certificate or token file that cannot be used can
+/// never work, and is reported as a configuration error before anything starts. Problems
+/// that may pass (an exec plugin that fails now, an API server that is down) are logged and
+/// left to the poll loop, which retries them.
+pub fn check_kubernetes(config: &Config) -> Result<(), String> {
+    match kube::Client::connect(&kube_options(config, None)) {
+        Ok(_) => Ok(()),
+        Err(e @ KubeError::Config(_)) => Err(e.to_string()),
+        Err(e) => {
+            log::warn!(error:% = e; "kubernetes credentials are not available yet; the poll loop retries");
+            Ok(())
+        }
+    }
+}
+
+/// The probe threads of service mode: the HTTP server and the readiness checkers.
+struct Probes {
+    server: HealthServer,
+    checkers: Vec<thread::JoinHandle<()>>,
+}
+
+impl Probes {
+    fn start(
+        config: &Config,
+        health: &Arc<HealthState>,
+        registry: Registry,
+        stop: &Receiver<()>,
+    ) -> Option<Probes> {
+        let server = match HealthServer::start(
+            config.health_addr,
+            Arc::clone(health),
+            Arc::new(registry),
+        ) {
+            Ok(s) => s,
             Err(err) => {
                 log::error!(
                     addr = config.health_addr.to_string().as_str();
                     "cannot listen for health probes: {err}; set KIJO_HEALTH_ADDR to a free address"
                 );
-                return false;
+                return None;
             }
-        }
-        let mut pinger = Pinger::new(&target);
-        checker = health::spawn_readiness_checker(
-            Arc::clone(&health),
+        };
+        log::info!(addr = server.local_addr().to_string().as_str(); "health server listening");
+        let mut pinger = Pinger::new(&config.database);
+        let database = health::spawn_readiness_checker(
+            Arc::clone(health),
             "database",
             READINESS_INTERVAL,
-            stop_rx.clone(),
+            stop.clone(),
             move || pinger.ping(PING_TIMEOUT).map_err(|e| e.to_string()),
-        )
-        .map_err(|err| log::error!("cannot start the readiness checker: {err}"))
-        .ok();
+        );
+        let mut credential = CredentialCheck::new(kube_options(config, None));
+        let kubernetes = health::spawn_readiness_checker(
+            Arc::clone(health),
+            "kubernetes",
+            KUBE_READINESS_INTERVAL,
+            stop.clone(),
+            move || credential.check(),
+        );
+        let checkers = [database, kubernetes]
+            .into_iter()
+            .filter_map(|c| {
+                c.map_err(|err| log::error!("cannot start a readiness checker: {err}"))
+                    .ok()
+            })
+            .collect();
+        Some(Probes { server, checkers })
     }
 
+    fn stop(self) {
+        self.server.stop();
+        for checker in self.checkers {
+            let _ = checker.join();
+        }
+    }
+}
+
+/// Readiness of the cluster credential: not ready while the API rejects it (401 even after the
+/// client re-read the token or re-ran the exec plugin) or it cannot be obtained. An API server
+/// that cannot be reached does not make the agent unready: the poll loop rides that out.
+struct CredentialCheck {
+    opts: KubeOptions,
+    client: Option<kube::Client>,
+}
+
+impl CredentialCheck {
+    fn new(opts: KubeOptions) -> CredentialCheck {
+        CredentialCheck { opts, client: None }
+    }
+
+    fn check(&mut self) -> Result<(), String> {
+        if self.client.is_none() {
+            match kube::Client::connect(&self.opts) {
+                Ok(c) => self.client = Some(c),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let client = self.client.as_ref().expect("connected above");
+        match client.check_credential() {
+            Err(e) if e.is_unauthorized() => Err(e.to_string()),
+            Err(KubeError::Credentials(m)) => Err(format!("kubernetes credentials: {m}")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Leader election, when configured: its own thread renews the Lease; the poll loop waits for
+/// and checks it. `Err` when the thread cannot start.
+fn start_elector(config: &Config, metrics: &Metrics) -> Result<Option<Elector>, ()> {
+    match leader::Settings::from_process(&config.leader, config.kubeconfig.is_some()) {
+        None => {
+            metrics.leader.always_leading();
+            Ok(None)
+        }
+        Some(settings) => {
+            let kube = kube_options(config, Some(metrics.kube.clone()));
+            Elector::start(settings, kube, metrics.leader.clone())
+                .map(Some)
+                .map_err(|err| log::error!("cannot start the leader election thread: {err}"))
+        }
+    }
+}
+
+/// How messages get delivered: by the `notify` thread in service mode, or after the cycle
+/// with `--once`.
+enum Delivery {
+    None,
+    Once(Dispatcher),
+    Thread {
+        handle: thread::JoinHandle<()>,
+        done: Receiver<()>,
+    },
+}
+
+impl Delivery {
+    /// Starts the notify thread (service mode with targets), waking it after each commit.
+    fn start(
+        dispatcher: Dispatcher,
+        once: bool,
+        poller: &mut Poller,
+        stop: &Receiver<()>,
+    ) -> Result<Delivery, ()> {
+        if dispatcher.targets().is_empty() {
+            return Ok(Delivery::None);
+        }
+        if once {
+            return Ok(Delivery::Once(dispatcher));
+        }
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
+        poller.notify_on_commit(wake_tx);
+        let notify_stop = stop.clone();
+        let (done_tx, done) = crossbeam_channel::bounded::<()>(1);
+        thread::Builder::new()
+            .name("notify".into())
+            .spawn(move || {
+                dispatcher.run(wake_rx, notify_stop);
+                let _ = done_tx.send(());
+            })
+            .map(|handle| Delivery::Thread { handle, done })
+            .map_err(|err| log::error!("cannot start the notify thread: {err}"))
+    }
+
+    /// Waits for the notify thread within what is left of the shutdown budget. A send in
+    /// flight is bounded by SERVICE_REQUEST_TIMEOUT; if it outlasts the budget the message
+    /// stays queued and is sent again (same id) after the restart.
+    fn finish(self, started: Instant) {
+        let Delivery::Thread { handle, done } = self else {
+            return;
+        };
+        let left = SHUTDOWN_BUDGET.saturating_sub(started.elapsed().min(SHUTDOWN_BUDGET));
+        match done.recv_timeout(left.max(Duration::from_secs(1))) {
+            Ok(()) => {
+                let _ = handle.join();
+            }
+            Err(_) => log::warn!(
+                "a notification was still being sent at shutdown; it stays queued and is sent again after the restart"
+            ),
+        }
+    }
+}
+
+/// Runs the service (or one cycle with `--once`) until it finishes or a signal arrives. Returns
+/// whether everything succeeded.
+pub fn run(config: &Config, signals: Signals) -> bool {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let health = HealthState::new(health::stall_bound_for(config.poll_interval));
+    health.progress();
+    // Dropping `stop_tx` tells every thread to stop.
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let once = config.mode == Mode::Once;
+    let probes = if once {
+        None
+    } else {
+        match Probes::start(config, &health, registry, &stop_rx) {
+            Some(p) => Some(p),
+            None => return false,
+        }
+    };
     log::info!(
         version = env!("CARGO_PKG_VERSION"),
         cluster = config.cluster_name.as_str(),
-        database = target.describe().as_str(),
+        database = config.database.describe().as_str(),
         poll_interval_seconds = config.poll_interval.as_secs(),
         once = once;
         "kijo-agent starting"
     );
-    let (done_tx, done_rx) = crossbeam_channel::bounded::<bool>(1);
-    // Leader election: its own thread renews the Lease; the poll loop waits for and checks it.
-    let mut elector = None;
-    match leader::Settings::from_process(&config.leader, config.kubeconfig.is_some()) {
-        None => leader_metrics.always_leading(),
-        Some(settings) => {
-            let kube = KubeOptions {
-                kubeconfig: config.kubeconfig.clone(),
-                context: config.kube_context.clone(),
-                metrics: Some(kube_metrics.clone()),
-                ..KubeOptions::default()
-            };
-            match Elector::start(settings, kube, leader_metrics) {
-                Ok(e) => elector = Some(e),
-                Err(err) => {
-                    log::error!("cannot start the leader election thread: {err}");
-                    return false;
-                }
-            }
-        }
-    }
+    let Ok(elector) = start_elector(config, &metrics) else {
+        return false;
+    };
     let mut poller = Poller::new(
         config.clone(),
-        target,
+        config.database.clone(),
         Arc::clone(&health),
-        poll_metrics,
-        kube_metrics,
+        metrics.poll,
+        metrics.kube,
     );
     let mut dispatcher = Dispatcher::new(
         config,
         SERVICE_REQUEST_TIMEOUT,
-        Some(notify_metrics),
+        Some(metrics.notify),
         Some(Arc::clone(&health)),
     );
     if let Some(e) = &elector {
         dispatcher = dispatcher.with_leader(e.state());
-    }
-    // The notify thread (service mode with targets only; `--once` delivers after its cycle).
-    let mut notifier = None;
-    let mut once_dispatcher = None;
-    if once {
-        once_dispatcher = Some(dispatcher).filter(|d| !d.targets().is_empty());
-    } else if !dispatcher.targets().is_empty() {
-        let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
-        poller.notify_on_commit(wake_tx);
-        let notify_stop = stop_rx.clone();
-        let (notify_done_tx, notify_done_rx) = crossbeam_channel::bounded::<()>(1);
-        match thread::Builder::new().name("notify".into()).spawn(move || {
-            dispatcher.run(wake_rx, notify_stop);
-            let _ = notify_done_tx.send(());
-        }) {
-            Ok(handle) => notifier = Some((handle, notify_done_rx)),
-            Err(err) => {
-                log::error!("cannot start the notify thread: {err}");
-                return false;
-            }
-        }
-    }
-    if let Some(e) = &elector {
         poller = poller.with_leader(e.state());
     }
+    let Ok(mut delivery) = Delivery::start(dispatcher, once, &mut poller, &stop_rx) else {
+        return false;
+    };
     let kube_handle = poller.kube_handle();
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<bool>(1);
     let poll_stop = stop_rx.clone();
     let poll_thread = thread::Builder::new().name("poll".into()).spawn(move || {
         let ok = poller.run(poll_stop, once);
@@ -233,8 +386,8 @@ pub fn run(config: &Config, signals: Signals) -> bool {
                 health.worker_died("poll", "the poll loop stopped");
                 log::error!("the poll loop stopped; exiting so that Kubernetes restarts the agent");
             }
-            if let Some(mut d) = once_dispatcher.take() {
-                deliver_once(&mut d, config.notify_once_wait, signals.receiver());
+            if let Delivery::Once(d) = &mut delivery {
+                deliver_once(d, config.notify_once_wait, signals.receiver());
             }
             health.begin_shutdown();
             drop(stop_tx);
@@ -242,28 +395,13 @@ pub fn run(config: &Config, signals: Signals) -> bool {
         }
     };
     let _ = poll_thread.join();
-    if let Some((handle, notify_done)) = notifier {
-        // A send in flight is bounded by SERVICE_REQUEST_TIMEOUT; if it outlasts the budget the
-        // message stays queued and is sent again (same id) after the restart.
-        let left = SHUTDOWN_BUDGET.saturating_sub(started.elapsed().min(SHUTDOWN_BUDGET));
-        match notify_done.recv_timeout(left.max(Duration::from_secs(1))) {
-            Ok(()) => {
-                let _ = handle.join();
-            }
-            Err(_) => log::warn!(
-                "a notification was still being sent at shutdown; it stays queued and is sent again after the restart"
-            ),
-        }
-    }
+    delivery.finish(started);
     // Only now, with the poll loop stopped, may a successor start: release the Lease.
     if let Some(e) = elector {
         e.stop();
     }
-    if let Some(server) = server {
-        server.stop();
-    }
-    if let Some(checker) = checker {
-        let _ = checker.join();
+    if let Some(probes) = probes {
+        probes.stop();
     }
     log::info!(clean = ok; "kijo-agent stopped");
     log::logger().flush();
@@ -339,12 +477,7 @@ fn dry_run_checks(config: &Config) -> Vec<Check> {
             })
             .map_err(|e| format!("{described}: {e}")),
     ));
-    let opts = KubeOptions {
-        kubeconfig: config.kubeconfig.clone(),
-        context: config.kube_context.clone(),
-        ..KubeOptions::default()
-    };
-    match kube::Client::connect(&opts) {
+    match kube::Client::connect(&kube_options(config, None)) {
         Err(err) => checks.push(Check::new("kubernetes", Err(err.to_string()))),
         Ok(client) => {
             checks.push(Check::new("kubernetes", Ok(client.describe())));
@@ -371,7 +504,9 @@ fn target_checks(config: &Config) -> Vec<Check> {
             Target::Saas { endpoint, .. } => endpoint.expose(),
         };
         let name = format!("notification target {}", target.name());
-        if let Err(e) = crate::notify::validate_target_url(syntax, settings.allow_insecure_http) {
+        if let Err(e) =
+            crate::config::target_url::validate_target_url(syntax, settings.allow_insecure_http)
+        {
             checks.push(Check::new(name, Err(e)));
             continue;
         }

@@ -395,6 +395,18 @@ impl Client {
         }
     }
 
+    /// One small authenticated request (`GET /version`), for the readiness check of the
+    /// credential: `Err` with a 401 when the API rejects it even after a refresh.
+    pub fn check_credential(&self) -> Result<(), KubeError> {
+        let resp = self.execute(&Request::get("/version", "application/json"))?;
+        let _ = resp
+            .into_body()
+            .with_config()
+            .limit(64 * 1024)
+            .read_to_vec();
+        Ok(())
+    }
+
     /// Sends a request with authentication and the retry policy. Returns the response for
     /// any 2xx status; every other outcome is a [`KubeError`] naming the path and status.
     pub(crate) fn execute(

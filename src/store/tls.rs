@@ -6,29 +6,28 @@
 
 use std::sync::Arc;
 
+use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::ServerCertVerifier;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{PgSslMode, PgTarget, StoreError};
+use crate::tls_verifier::RelaxedVerifier;
 
 /// `None` for `sslmode=disable`.
 pub(crate) fn connector(target: &PgTarget) -> Result<Option<MakeRustlsConnect>, StoreError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier: Arc<dyn ServerCertVerifier> = match target.ssl_mode {
         PgSslMode::Disable => return Ok(None),
-        PgSslMode::Prefer => Arc::new(Relaxed {
-            chain: None,
-            provider: provider.clone(),
-        }),
-        PgSslMode::VerifyCa => Arc::new(Relaxed {
-            chain: Some(webpki(target, &provider)?),
-            provider: provider.clone(),
-        }),
+        // libpq's default: encryption against passive listeners only.
+        PgSslMode::Prefer => Arc::new(RelaxedVerifier::any_certificate(provider.clone())),
+        PgSslMode::VerifyCa => Arc::new(RelaxedVerifier::chain_only(
+            webpki(target, &provider)?,
+            provider.clone(),
+        )),
         PgSslMode::Require | PgSslMode::VerifyFull => webpki(target, &provider)?,
     };
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -71,67 +70,4 @@ fn webpki(
     WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| StoreError::Tls(e.to_string()))
-}
-
-/// `prefer` (no certificate check, libpq's default: encryption against passive listeners only)
-/// and `verify-ca` (chain checked, host name not). Handshake signatures are always verified.
-#[derive(Debug)]
-struct Relaxed {
-    chain: Option<Arc<WebPkiServerVerifier>>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Relaxed {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(chain) = &self.chain else {
-            return Ok(ServerCertVerified::assertion());
-        };
-        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }

@@ -13,6 +13,15 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod duration;
+mod election;
+pub mod target_url;
+
+pub use election::{Election, LeaderConfig};
+
+use duration::{Bounds, parse_duration};
+use election::{check_lease_name, parse_lease_duration};
+
 use crate::logging::LogFormat;
 use crate::secret::{Secret, mask_database_url, mask_target_url};
 use crate::severity::Severity;
@@ -142,6 +151,14 @@ pub struct RawConfig {
     problems: Vec<Problem>,
 }
 
+/// The value is not shown: it may be a secret, and it cannot be printed faithfully anyway.
+fn not_utf8(culprit: String) -> Problem {
+    Problem {
+        culprit,
+        message: "is not valid UTF-8; set it to a UTF-8 value (or unset it for the default)".into(),
+    }
+}
+
 /// One thing wrong with the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -183,7 +200,7 @@ pub struct Config {
     pub health_addr: SocketAddr,
     /// Leader election as configured; [`crate::leader::Settings::resolve`] turns it into
     /// what the process does.
-    pub leader: crate::leader::LeaderConfig,
+    pub leader: LeaderConfig,
     pub kubeconfig: Option<PathBuf>,
     pub kube_context: Option<String>,
 }
@@ -191,10 +208,7 @@ pub struct Config {
 impl RawConfig {
     /// Reads the process environment and arguments.
     pub fn from_process() -> RawConfig {
-        let env: Vec<(String, String)> = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect();
-        RawConfig::from_parts(env, std::env::args_os().skip(1))
+        RawConfig::from_os_parts(std::env::vars_os(), std::env::args_os().skip(1))
     }
 
     /// Builds a raw configuration from explicit variables and arguments (tests use this).
@@ -203,10 +217,31 @@ impl RawConfig {
         E: IntoIterator<Item = (String, String)>,
         A: IntoIterator<Item = OsString>,
     {
+        RawConfig::from_os_parts(
+            env.into_iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+            args,
+        )
+    }
+
+    /// As the operating system hands them over. A setting whose value is not valid UTF-8 is a
+    /// problem naming the variable: dropping it would silently fall back to the default (a
+    /// bad `KIJO_DATABASE_URL` would become a fresh embedded database).
+    fn from_os_parts<E, A>(env: E, args: A) -> RawConfig
+    where
+        E: IntoIterator<Item = (OsString, OsString)>,
+        A: IntoIterator<Item = OsString>,
+    {
         let mut raw = RawConfig::default();
         for (name, value) in env {
-            if let Some((key, _)) = SETTINGS.iter().find(|(_, s)| s.env == name) {
-                raw.values.insert(*key, (value, Source::Env));
+            let Some((key, setting)) = SETTINGS.iter().find(|(_, s)| name == s.env) else {
+                continue;
+            };
+            match value.into_string() {
+                Ok(value) => {
+                    raw.values.insert(*key, (value, Source::Env));
+                }
+                Err(_) => raw.problems.push(not_utf8(setting.env.to_owned())),
             }
         }
         raw.parse_args(args);
@@ -242,11 +277,11 @@ impl RawConfig {
                         });
                         continue;
                     };
-                    match parser.value() {
-                        Ok(value) => {
-                            let value = value.to_string_lossy().into_owned();
+                    match parser.value().map(OsString::into_string) {
+                        Ok(Ok(value)) => {
                             self.values.insert(*key, (value, Source::Flag));
                         }
+                        Ok(Err(_)) => self.problems.push(not_utf8(format!("--{name}"))),
                         Err(_) => self.problems.push(Problem {
                             culprit: format!("--{name}"),
                             message: "needs a value".into(),
@@ -308,18 +343,16 @@ impl RawConfig {
         });
         let notify_workload_removed = v.parse(Key::NotifyWorkloadRemoved, parse_bool);
         let notify_max_age = v.parse(Key::NotifyMaxAge, |s| {
-            let d = parse_interval(s)?;
-            if d < Duration::from_secs(60) {
-                return Err("must be at least 1m".into());
-            }
-            Ok(d)
+            parse_duration(s, Bounds::at_least(Duration::from_secs(60)))
         });
         let notify_retry_base = v.parse(Key::NotifyRetryBase, |s| {
-            let d = parse_interval(s)?;
-            if d > Duration::from_secs(600) {
-                return Err("must be at most 10m".into());
-            }
-            Ok(d)
+            parse_duration(
+                s,
+                Bounds {
+                    min: Duration::from_secs(1),
+                    max: Duration::from_secs(600),
+                },
+            )
         });
         let notify_once_wait = v.parse(Key::NotifyOnceWait, |s| {
             if s.trim() == "0" || s.trim() == "0s" {
@@ -352,8 +385,8 @@ impl RawConfig {
         let log_format = v.parse(Key::LogFormat, parse_log_format);
         let log_level = v.parse(Key::LogLevel, parse_log_level);
         let health_addr = v.parse(Key::HealthAddr, parse_listen_addr);
-        let leader_election = v.parse(Key::LeaderElection, crate::leader::Election::parse);
-        let lease_name = v.parse(Key::LeaseName, crate::leader::check_lease_name);
+        let leader_election = v.parse(Key::LeaderElection, Election::parse);
+        let lease_name = v.parse(Key::LeaseName, check_lease_name);
         let lease_namespace = match v.value(Key::LeaseNamespace) {
             Some(ns) if !is_dns_label(&ns) => {
                 v.problem(Key::LeaseNamespace, "is not a namespace name");
@@ -361,7 +394,7 @@ impl RawConfig {
             }
             other => other,
         };
-        let lease_duration = v.parse(Key::LeaseDuration, crate::leader::parse_lease_duration);
+        let lease_duration = v.parse(Key::LeaseDuration, parse_lease_duration);
         let kubeconfig = v.value(Key::Kubeconfig).map(PathBuf::from);
         let kube_context = v.value(Key::KubeContext);
 
@@ -389,7 +422,7 @@ impl RawConfig {
             log_format: log_format.expect("validated"),
             log_level: log_level.expect("validated"),
             health_addr: health_addr.expect("validated"),
-            leader: crate::leader::LeaderConfig {
+            leader: LeaderConfig {
                 election: leader_election.expect("validated"),
                 lease_name: lease_name.expect("validated"),
                 lease_namespace,
@@ -509,9 +542,7 @@ impl Validator<'_> {
     /// message shows only scheme and host.
     fn url(&mut self, key: Key, allow_http: bool) -> Option<Secret<String>> {
         let url = self.value(key)?;
-        let checked = check_http_url(&url)
-            .and_then(|()| crate::notify::validate_target_url(&url, allow_http));
-        match checked {
+        match target_url::validate_target_url(&url, allow_http) {
             Ok(()) => Some(Secret::new(url)),
             Err(message) => {
                 self.problem(key, message);
@@ -522,16 +553,13 @@ impl Validator<'_> {
 
     fn details_url(&mut self) -> Option<String> {
         let template = self.value(Key::DetailsUrl)?;
-        let sample = crate::notify::slack::details_url(&template, "cluster", "namespace");
-        let http = sample.starts_with("https://") || sample.starts_with("http://");
-        if !http || crate::notify::validate_target_url(&sample, true).is_err() {
-            self.problem(
-                Key::DetailsUrl,
-                "not an http(s) URL template (e.g. https://kijo.example.com/clusters/{cluster})",
-            );
-            return None;
+        match target_url::check_details_template(&template) {
+            Ok(()) => Some(template),
+            Err(message) => {
+                self.problem(Key::DetailsUrl, message);
+                None
+            }
         }
-        Some(template)
     }
 }
 
@@ -546,14 +574,9 @@ fn hostname() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
+/// Most durations: at least a second, at most a year.
 fn parse_interval(s: &str) -> Result<Duration, String> {
-    const HINT: &str = "expected a duration like 30s, 5m or 1h";
-    let d: jiff::SignedDuration = s.parse().map_err(|_| HINT.to_owned())?;
-    let d = Duration::try_from(d).map_err(|_| format!("{HINT}, not negative"))?;
-    if d < Duration::from_secs(1) {
-        return Err("must be at least 1s".into());
-    }
-    Ok(d)
+    parse_duration(s, Bounds::at_least(Duration::from_secs(1)))
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -578,6 +601,10 @@ fn parse_namespaces(s: &str) -> Result<Vec<String>, String> {
         if !out.iter().any(|o| o == ns) {
             out.push(ns.to_owned());
         }
+    }
+    if out.is_empty() {
+        // `,,,` is not "all": a list that lost its names must not widen the scope.
+        return Err("names no namespace; write all for every namespace".into());
     }
     Ok(out)
 }
@@ -629,23 +656,6 @@ fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
         .ok()
         .and_then(|mut addrs| addrs.next())
         .ok_or_else(|| HINT.to_owned())
-}
-
-/// A notification or SaaS URL must be absolute http(s) with a host. Plain http is allowed (a
-/// webhook receiver inside the cluster often is), the value itself is never echoed back.
-fn check_http_url(url: &str) -> Result<(), String> {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Err("expected an http:// or https:// URL".into());
-    };
-    if !scheme.eq_ignore_ascii_case("https") && !scheme.eq_ignore_ascii_case("http") {
-        return Err("expected an http:// or https:// URL".into());
-    }
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-    if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err("the URL has no host".into());
-    }
-    Ok(())
 }
 
 /// The `--help` text, generated from [`SETTINGS`] so it can never miss a variable.
@@ -805,6 +815,76 @@ mod tests {
     }
 
     #[test]
+    fn huge_durations_are_problems_not_panics() {
+        let huge = "9223372036854775807s";
+        for key in [
+            Key::PollInterval,
+            Key::NotifyMaxAge,
+            Key::NotifyRetryBase,
+            Key::NotifyOnceWait,
+            Key::LeaseDuration,
+        ] {
+            let env = key.setting().env;
+            let p = problems(&[(env, huge)], &[]);
+            assert_eq!(p.len(), 1, "{env}: {p:?}");
+            assert!(
+                p[0].starts_with(&format!("{env}={huge}: must be at most")),
+                "{p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_value_that_is_not_utf8_names_its_variable() {
+        use std::os::unix::ffi::OsStringExt;
+        let bad = OsString::from_vec(b"postgres://kijo:\xff@db/kijo".to_vec());
+        assert!(bad.to_str().is_none());
+        let raw = RawConfig::from_os_parts(
+            [(OsString::from("KIJO_DATABASE_URL"), bad.clone())],
+            std::iter::empty(),
+        );
+        let p: Vec<String> = raw
+            .validate()
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            p,
+            [
+                "KIJO_DATABASE_URL: is not valid UTF-8; set it to a UTF-8 value (or unset it for the default)"
+            ]
+        );
+        let raw =
+            RawConfig::from_os_parts(std::iter::empty(), [OsString::from("--database-url"), bad]);
+        let p: Vec<String> = raw
+            .validate()
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("--database-url: is not valid UTF-8"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_namespace_list_without_names_is_not_all_namespaces() {
+        for list in [",,,", " , ", ","] {
+            let p = problems(&[("KIJO_NAMESPACES", list)], &[]);
+            assert_eq!(p.len(), 1, "{list:?}: {p:?}");
+            assert!(p[0].contains("names no namespace"), "{p:?}");
+        }
+        let c = raw(&[("KIJO_NAMESPACES", "")], &[]).validate().unwrap();
+        assert!(
+            c.namespaces.is_empty(),
+            "an empty variable still means the default, all"
+        );
+    }
+
+    #[test]
     fn secrets_are_masked_in_problems() {
         let p = problems(
             &[
@@ -853,7 +933,7 @@ mod tests {
 
     #[test]
     fn readme_documents_every_variable_and_flag() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         for (_, s) in SETTINGS {
             assert!(
                 readme.contains(&format!("`{}`", s.env)),

@@ -11,7 +11,7 @@
 //! Crash-only: a panicking thread takes the whole process down (see [`install_panic_hook`]) and
 //! Kubernetes restarts it; there is never a half-alive agent whose probes still pass.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 use crate::check::Check;
 use crate::config::{Config, Mode};
 use crate::health::{self, HealthServer, HealthState};
-use crate::kube::{self, KubeError, KubeMetrics, KubeOptions};
+use crate::kube::{self, KubeError, KubeMetrics, KubeOptions, RetryPolicy};
 use crate::leader::{self, Elector, LeaderMetrics};
 use crate::metrics::Registry;
 use crate::notify::outbox::SERVICE_REQUEST_TIMEOUT;
@@ -125,18 +125,20 @@ fn kube_options(config: &Config, metrics: Option<KubeMetrics>) -> KubeOptions {
 }
 
 /// The start-up check of the cluster configuration, the same `--dry-run` makes: a kubeconfig
-/// that is missing, not YAML, or names a CA, certificate or token file that cannot be used can
-/// never work, and is reported as a configuration error before anything starts. Problems
+/// that is named but missing, not YAML, or names a CA, certificate or token file that cannot be
+/// used can never work, and is reported as a configuration error before anything starts. Problems
 /// that may pass (an exec plugin that fails now, an API server that is down) are logged and
 /// left to the poll loop, which retries them.
 pub fn check_kubernetes(config: &Config) -> Result<(), String> {
     match kube::Client::connect(&kube_options(config, None)) {
         Ok(_) => Ok(()),
         Err(e @ KubeError::Config(_)) => Err(e.to_string()),
-        Err(e) => {
+        Err(e @ KubeError::Credentials(_)) => {
             log::warn!(error:% = e; "kubernetes credentials are not available yet; the poll loop retries");
             Ok(())
         }
+        // Nothing configured at all: the agent still serves probes and each cycle says so.
+        Err(_) => Ok(()),
     }
 }
 
@@ -144,6 +146,9 @@ pub fn check_kubernetes(config: &Config) -> Result<(), String> {
 struct Probes {
     server: HealthServer,
     checkers: Vec<thread::JoinHandle<()>>,
+    /// The credential checker's client, shut down on stop so that a request in flight (or a
+    /// server that stalls it) never delays the exit.
+    kube_client: Arc<Mutex<Option<kube::Client>>>,
 }
 
 impl Probes {
@@ -176,7 +181,18 @@ impl Probes {
             stop.clone(),
             move || pinger.ping(PING_TIMEOUT).map_err(|e| e.to_string()),
         );
-        let mut credential = CredentialCheck::new(kube_options(config, None));
+        let kube_client = Arc::default();
+        let mut credential = CredentialCheck {
+            opts: KubeOptions {
+                // The next tick is the retry; a Retry-After wait would only delay shutdown.
+                retry: RetryPolicy {
+                    max_attempts: 1,
+                    ..RetryPolicy::default()
+                },
+                ..kube_options(config, None)
+            },
+            client: Arc::clone(&kube_client),
+        };
         let kubernetes = health::spawn_readiness_checker(
             Arc::clone(health),
             "kubernetes",
@@ -191,10 +207,17 @@ impl Probes {
                     .ok()
             })
             .collect();
-        Some(Probes { server, checkers })
+        Some(Probes {
+            server,
+            checkers,
+            kube_client,
+        })
     }
 
     fn stop(self) {
+        if let Some(client) = lock(&self.kube_client).as_ref() {
+            client.shutdown();
+        }
         self.server.stop();
         for checker in self.checkers {
             let _ = checker.join();
@@ -202,30 +225,35 @@ impl Probes {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Readiness of the cluster credential: not ready while the API rejects it (401 even after the
 /// client re-read the token or re-ran the exec plugin) or it cannot be obtained. An API server
 /// that cannot be reached does not make the agent unready: the poll loop rides that out.
 struct CredentialCheck {
     opts: KubeOptions,
-    client: Option<kube::Client>,
+    client: Arc<Mutex<Option<kube::Client>>>,
 }
 
 impl CredentialCheck {
-    fn new(opts: KubeOptions) -> CredentialCheck {
-        CredentialCheck { opts, client: None }
-    }
-
     fn check(&mut self) -> Result<(), String> {
-        if self.client.is_none() {
+        let mut slot = lock(&self.client);
+        if slot.is_none() {
             match kube::Client::connect(&self.opts) {
-                Ok(c) => self.client = Some(c),
-                Err(e) => return Err(e.to_string()),
+                Ok(c) => *slot = Some(c),
+                Err(e @ KubeError::Credentials(_)) => return Err(e.to_string()),
+                // Not a credential problem; each poll cycle reports it.
+                Err(_) => return Ok(()),
             }
         }
-        let client = self.client.as_ref().expect("connected above");
+        let client = slot.clone().expect("connected above");
+        // Not held during the request: stop() must be able to shut the client down.
+        drop(slot);
         match client.check_credential() {
             Err(e) if e.is_unauthorized() => Err(e.to_string()),
-            Err(KubeError::Credentials(m)) => Err(format!("kubernetes credentials: {m}")),
+            Err(e @ KubeError::Credentials(_)) => Err(e.to_string()),
             _ => Ok(()),
         }
     }

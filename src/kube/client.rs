@@ -395,10 +395,11 @@ impl Client {
         }
     }
 
-    /// One small authenticated request (`GET /version`), for the readiness check of the
-    /// credential: `Err` with a 401 when the API rejects it even after a refresh.
+    /// One small authenticated request (`GET /api`, the core group's discovery, which every
+    /// authenticated user may read), for the readiness check of the credential: `Err` with a
+    /// 401 when the API rejects it even after a refresh.
     pub fn check_credential(&self) -> Result<(), KubeError> {
-        let resp = self.execute(&Request::get("/version", "application/json"))?;
+        let resp = self.execute(&Request::get("/api", "application/json"))?;
         let _ = resp
             .into_body()
             .with_config()

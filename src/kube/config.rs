@@ -122,8 +122,8 @@ impl ClusterConfig {
             std::env::var_os("HOME").as_deref(),
         );
         if files.is_empty() {
-            return Err(config_err(
-                "no kubeconfig: not in a cluster (KUBERNETES_SERVICE_HOST unset), KUBECONFIG unset and no ~/.kube/config; pass --kubeconfig",
+            return Err(KubeError::NotConfigured(
+                "no kubeconfig: not in a cluster (KUBERNETES_SERVICE_HOST unset), KUBECONFIG unset and no ~/.kube/config; pass --kubeconfig".into(),
             ));
         }
         from_kubeconfig_files(&files, opts.context.as_deref())

@@ -10,6 +10,10 @@ pub enum KubeError {
     /// Start-up configuration: kubeconfig, in-cluster files, certificates. The message names
     /// the file, field or variable.
     Config(String),
+    /// No cluster configuration anywhere: not in a cluster, no kubeconfig given or found.
+    /// Unlike [`KubeError::Config`] nothing is broken yet; the agent runs (probes, store) and
+    /// each cycle reports this.
+    NotConfigured(String),
     /// Obtaining a credential failed (exec plugin, token file).
     Credentials(String),
     /// The API answered with an error status (after retries where they apply).
@@ -72,7 +76,9 @@ pub(crate) fn path_only(path_and_query: &str) -> String {
 impl fmt::Display for KubeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KubeError::Config(m) => write!(f, "kubernetes configuration: {m}"),
+            KubeError::Config(m) | KubeError::NotConfigured(m) => {
+                write!(f, "kubernetes configuration: {m}")
+            }
             KubeError::Credentials(m) => write!(f, "kubernetes credentials: {m}"),
             KubeError::Api {
                 method,

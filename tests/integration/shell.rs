@@ -373,3 +373,173 @@ fn sigterm_interrupts_a_retry_after_wait_and_exits_0_quickly() {
         agent.lines().join("\n")
     );
 }
+
+/// Issue 12, case 7: settings that used to panic, be dropped or widen the scope silently.
+#[test]
+fn configuration_gaps_exit_2_naming_the_variable() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use std::process::Command;
+
+    let huge = "9223372036854775807s";
+    for var in [
+        "KIJO_POLL_INTERVAL",
+        "KIJO_NOTIFY_MAX_AGE",
+        "KIJO_NOTIFY_RETRY_BASE",
+        "KIJO_NOTIFY_ONCE_WAIT",
+        "KIJO_LEASE_DURATION",
+    ] {
+        // --dry-run: whatever happens, the process ends.
+        let (status, out, err) = run(&[(var, huge), ("KIJO_CLUSTER_NAME", "t")], &["--dry-run"]);
+        assert_eq!(status.code(), Some(2), "{var}: stdout {out}\nstderr {err}");
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("{var}={huge}: must be at most"))),
+            "{var}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{var}: {err}");
+    }
+
+    let (status, out, err) = run(
+        &[("KIJO_NAMESPACES", ",,,"), ("KIJO_CLUSTER_NAME", "t")],
+        &["--dry-run"],
+    );
+    assert_eq!(status.code(), Some(2), "stdout {out}\nstderr {err}");
+    assert!(
+        err.contains("KIJO_NAMESPACES=,,,: names no namespace"),
+        "{err}"
+    );
+
+    // A database URL that is not UTF-8 must not become a fresh ./kijo-agent.db.
+    let dir = TempDir::new("not-utf8");
+    let out = Command::new(crate::support::agent::binary())
+        .env_clear()
+        .env("KIJO_CLUSTER_NAME", "t")
+        .env(
+            "KIJO_DATABASE_URL",
+            OsStr::from_bytes(b"postgres://kijo:\xff@127.0.0.1:1/kijo"),
+        )
+        .arg("--dry-run")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("KIJO_DATABASE_URL: is not valid UTF-8"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "the agent created files in its working directory"
+    );
+}
+
+/// Issue 12, case 8: a cluster configuration that can never work is a configuration error at
+/// start, in service mode and with --once, as --dry-run reports it.
+#[test]
+fn a_broken_cluster_configuration_exits_2_at_start() {
+    let dir = TempDir::new("bad-kube");
+    let bad_yaml = dir.path().join("bad-yaml");
+    std::fs::write(
+        &bad_yaml,
+        "clusters: [\n  - name: x\n    cluster: {server: \n",
+    )
+    .unwrap();
+    let bad_ca = dir.path().join("bad-ca");
+    std::fs::write(
+        &bad_ca,
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+         clusters: [{name: k, cluster: {server: \"https://127.0.0.1:1\", certificate-authority-data: bm90IGEgY2VydGlmaWNhdGU=}}]\n\
+         contexts: [{name: c, context: {cluster: k, user: u}}]\n\
+         users: [{name: u, user: {token: t}}]\n",
+    )
+    .unwrap();
+    let missing = dir.path().join("missing");
+    let db = format!("sqlite:{}", dir.path().join("k.db").display());
+    let cases = [
+        (&bad_yaml, "is not valid YAML"),
+        (&bad_ca, "certificate-authority holds no PEM certificate"),
+        (&missing, "does not exist"),
+    ];
+    for (kubeconfig, want) in cases {
+        let kubeconfig = kubeconfig.display().to_string();
+        let env = [
+            ("KIJO_CLUSTER_NAME", "t"),
+            ("KIJO_DATABASE_URL", db.as_str()),
+            ("KIJO_HEALTH_ADDR", "127.0.0.1:0"),
+            ("KIJO_KUBECONFIG", kubeconfig.as_str()),
+        ];
+        let (status, out, err) = run(&env, &["--once"]);
+        assert_eq!(status.code(), Some(2), "{kubeconfig} --once: {out}\n{err}");
+        assert!(err.contains(want), "{err}");
+        assert!(err.contains("did not start"), "{err}");
+
+        let mut agent = Agent::start(&env, &[]);
+        let status = agent.wait_exit(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(2), "{kubeconfig} service mode");
+        let lines = agent.lines();
+        assert!(
+            !lines.iter().any(|l| l.contains("health server listening")),
+            "probes were served with a broken configuration: {lines:?}"
+        );
+
+        let (status, out, _) = run(&env, &["--dry-run"]);
+        assert_eq!(status.code(), Some(1));
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("FAIL") && l.contains("kubernetes") && l.contains(want)),
+            "{out}"
+        );
+    }
+}
+
+/// Issue 12, case 8: a credential the API keeps rejecting makes the pod unready with the
+/// reason; accepted again, the pod is ready again.
+#[test]
+fn a_rejected_token_makes_the_agent_unready_with_the_reason() {
+    let mut sandbox = Sandbox::start(&["--load", &Sandbox::fixtures_dir().display().to_string()]);
+    let dir = TempDir::new("rejected-token");
+    let db = format!("sqlite:{}", dir.path().join("k.db").display());
+    let kubeconfig = sandbox.kubeconfig.display().to_string();
+    let token = sandbox.token.clone();
+    let agent = Agent::start(
+        &[
+            ("KIJO_CLUSTER_NAME", "t"),
+            ("KIJO_DATABASE_URL", db.as_str()),
+            ("KIJO_HEALTH_ADDR", "127.0.0.1:0"),
+            ("KIJO_KUBECONFIG", kubeconfig.as_str()),
+            ("KIJO_POLL_INTERVAL", "1s"),
+        ],
+        &[],
+    );
+    let addr = agent.health_addr();
+    wait_until("ready", Duration::from_secs(20), || {
+        get(addr, "/health/ready").status == 200
+    });
+
+    sandbox.set_tokens(&["some-other-token"]);
+    wait_until(
+        "not ready while the token is rejected",
+        Duration::from_secs(30),
+        || {
+            let r = get(addr, "/health/ready");
+            r.status == 503 && r.body.contains("kubernetes") && r.body.contains("401")
+        },
+    );
+    assert_eq!(
+        get(addr, "/health/live").status,
+        200,
+        "a rejected credential is not a dead agent"
+    );
+
+    sandbox.set_tokens(&[token.as_str()]);
+    wait_until(
+        "ready again once the token is accepted",
+        Duration::from_secs(30),
+        || get(addr, "/health/ready").status == 200,
+    );
+    for line in agent.lines() {
+        assert!(!line.contains(&token), "token leaked: {line}");
+    }
+}

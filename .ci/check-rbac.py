@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Checks that rendered manifests grant the agent exactly what it reads: no less (the
+"""Checks that rendered Helm manifests grant the agent exactly what it reads: no less (the
 agent would fail on a 403 in production) and no more (the RBAC is the promise of a
-read-only agent). The list of what it reads is deploy/rbac-permissions.json, which
-must agree with the Rust const kijo_agent::kube::READ_PERMISSIONS.
+read-only agent). The list of what it reads is deploy/rbac-permissions.json; the Rust
+test `cargo test --lib kube::rbac` compares it with the code's READ_PERMISSIONS, the
+chart's templates and every kustomize rendering. This script remains for the Helm
+renderings only, which need Helm's library (.ci/render-chart.py).
 
 Usage: check-rbac.py [--namespaced] FILE...   (rendered multi-document YAML)
   default       cluster-wide install: one ClusterRoleBinding to the agent's

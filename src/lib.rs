@@ -10,7 +10,7 @@ pub(crate) mod check;
 pub mod config;
 pub mod health;
 pub mod kube;
-pub mod leader;
+pub(crate) mod leader;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

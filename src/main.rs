@@ -31,9 +31,16 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    let (format, level) = raw.log_settings();
+    // Best effort first, so that problems are logged in the format the operator asked for even
+    // when other settings are wrong; a valid configuration's own values otherwise.
+    let best_effort = raw.log_settings();
+    let validated = raw.validate();
+    let (format, level) = match &validated {
+        Ok(config) => (config.log_format, config.log_level),
+        Err(_) => best_effort,
+    };
     logging::init(format, level);
-    let config = match raw.validate() {
+    let config = match validated {
         Ok(config) => config,
         Err(problems) => {
             for problem in &problems {

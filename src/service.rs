@@ -280,7 +280,7 @@ fn start_elector(config: &Config, metrics: &Metrics) -> Result<Option<Elector>, 
 /// with `--once`.
 enum Delivery {
     None,
-    Once(Dispatcher),
+    Once(Box<Dispatcher>),
     Thread {
         handle: thread::JoinHandle<()>,
         done: Receiver<()>,
@@ -299,7 +299,7 @@ impl Delivery {
             return Ok(Delivery::None);
         }
         if once {
-            return Ok(Delivery::Once(dispatcher));
+            return Ok(Delivery::Once(Box::new(dispatcher)));
         }
         let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
         poller.notify_on_commit(wake_tx);

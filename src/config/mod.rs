@@ -15,9 +15,9 @@ use std::time::Duration;
 
 mod duration;
 mod election;
-pub mod target_url;
+pub(crate) mod target_url;
 
-pub use election::{Election, LeaderConfig};
+pub(crate) use election::{Election, LeaderConfig};
 
 use duration::{Bounds, parse_duration};
 use election::{check_lease_name, parse_lease_duration};
@@ -29,28 +29,28 @@ use crate::store::DatabaseTarget;
 
 /// Where the embedded store lives when `KIJO_DATABASE_URL` is unset: the working directory, which
 /// the Kubernetes manifests point at a writable volume.
-pub const DEFAULT_SQLITE_PATH: &str = "kijo-agent.db";
+pub(crate) const DEFAULT_SQLITE_PATH: &str = "kijo-agent.db";
 
 /// One configurable setting: its flag, its variable, its default and its help line. The table
 /// below is the single source for parsing, `--help` and the README's configuration table.
 #[derive(Debug)]
-pub struct Setting {
-    pub flag: &'static str,
-    pub env: &'static str,
-    pub default: &'static str,
-    pub help: &'static str,
+pub(crate) struct Setting {
+    pub(crate) flag: &'static str,
+    pub(crate) env: &'static str,
+    pub(crate) default: &'static str,
+    pub(crate) help: &'static str,
     /// Secret values are never echoed back in error messages.
-    pub secret: bool,
+    pub(crate) secret: bool,
 }
 
 macro_rules! settings {
     ($($id:ident: $flag:literal, $env:literal, $default:literal, $secret:literal, $help:literal;)*) => {
         /// Identifies a setting without string comparisons in the validation code.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-        pub enum Key { $($id),* }
+        pub(crate) enum SettingId { $($id),* }
 
-        pub const SETTINGS: &[(Key, Setting)] = &[
-            $((Key::$id, Setting { flag: $flag, env: $env, default: $default, help: $help, secret: $secret }),)*
+        pub(crate) const SETTINGS: &[(SettingId, Setting)] = &[
+            $((SettingId::$id, Setting { flag: $flag, env: $env, default: $default, help: $help, secret: $secret }),)*
         ];
     };
 }
@@ -108,8 +108,8 @@ settings! {
         "kubeconfig context to use";
 }
 
-impl Key {
-    pub fn setting(self) -> &'static Setting {
+impl SettingId {
+    pub(crate) fn setting(self) -> &'static Setting {
         &SETTINGS
             .iter()
             .find(|(k, _)| *k == self)
@@ -146,7 +146,7 @@ enum Source {
 /// Unvalidated strings, gathered from the environment and the command line.
 #[derive(Debug, Default)]
 pub struct RawConfig {
-    values: BTreeMap<Key, (String, Source)>,
+    values: BTreeMap<SettingId, (String, Source)>,
     mode: Mode,
     problems: Vec<Problem>,
 }
@@ -177,32 +177,32 @@ impl fmt::Display for Problem {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub mode: Mode,
-    pub database: DatabaseTarget,
-    pub poll_interval: Duration,
+    pub(crate) database: DatabaseTarget,
+    pub(crate) poll_interval: Duration,
     /// Empty means every namespace.
-    pub namespaces: Vec<String>,
-    pub cluster_name: String,
-    pub notify_slack: Option<Secret<String>>,
-    pub notify_webhook: Option<Secret<String>>,
-    pub notify_webhook_secret: Option<Secret<String>>,
-    pub notify_severity: Severity,
-    pub notify_workload_removed: bool,
-    pub notify_max_age: Duration,
-    pub notify_allow_http: bool,
-    pub notify_retry_base: Duration,
-    pub notify_once_wait: Duration,
+    pub(crate) namespaces: Vec<String>,
+    pub(crate) cluster_name: String,
+    pub(crate) notify_slack: Option<Secret<String>>,
+    pub(crate) notify_webhook: Option<Secret<String>>,
+    pub(crate) notify_webhook_secret: Option<Secret<String>>,
+    pub(crate) notify_severity: Severity,
+    pub(crate) notify_workload_removed: bool,
+    pub(crate) notify_max_age: Duration,
+    pub(crate) notify_allow_http: bool,
+    pub(crate) notify_retry_base: Duration,
+    pub(crate) notify_once_wait: Duration,
     /// `KIJO_DETAILS_URL` template.
-    pub details_url: Option<String>,
-    pub saas_endpoint: Option<String>,
-    pub saas_api_key: Option<Secret<String>>,
+    pub(crate) details_url: Option<String>,
+    pub(crate) saas_endpoint: Option<String>,
+    pub(crate) saas_api_key: Option<Secret<String>>,
     pub log_format: LogFormat,
     pub log_level: log::LevelFilter,
-    pub health_addr: SocketAddr,
+    pub(crate) health_addr: SocketAddr,
     /// Leader election as configured; [`crate::leader::Settings::resolve`] turns it into
     /// what the process does.
-    pub leader: LeaderConfig,
-    pub kubeconfig: Option<PathBuf>,
-    pub kube_context: Option<String>,
+    pub(crate) leader: LeaderConfig,
+    pub(crate) kubeconfig: Option<PathBuf>,
+    pub(crate) kube_context: Option<String>,
 }
 
 impl RawConfig {
@@ -211,8 +211,9 @@ impl RawConfig {
         RawConfig::from_os_parts(std::env::vars_os(), std::env::args_os().skip(1))
     }
 
-    /// Builds a raw configuration from explicit variables and arguments (tests use this).
-    pub fn from_parts<E, A>(env: E, args: A) -> RawConfig
+    /// Builds a raw configuration from explicit variables and arguments.
+    #[cfg(test)]
+    pub(crate) fn from_parts<E, A>(env: E, args: A) -> RawConfig
     where
         E: IntoIterator<Item = (String, String)>,
         A: IntoIterator<Item = OsString>,
@@ -330,22 +331,22 @@ impl RawConfig {
             problems: self.problems.clone(),
         };
         let database = v.database();
-        let poll_interval = v.parse(Key::PollInterval, parse_interval);
-        let namespaces = v.parse(Key::Namespaces, parse_namespaces);
+        let poll_interval = v.parse(SettingId::PollInterval, parse_interval);
+        let namespaces = v.parse(SettingId::Namespaces, parse_namespaces);
         let cluster_name = v.cluster_name();
-        let notify_allow_http = v.parse(Key::NotifyAllowHttp, parse_bool);
+        let notify_allow_http = v.parse(SettingId::NotifyAllowHttp, parse_bool);
         let allow_http = notify_allow_http.unwrap_or(false);
-        let notify_slack = v.url(Key::NotifySlack, allow_http);
-        let notify_webhook = v.url(Key::NotifyWebhook, allow_http);
-        let notify_webhook_secret = v.value(Key::NotifyWebhookSecret).map(Secret::new);
-        let notify_severity = v.parse(Key::NotifySeverity, |s| {
+        let notify_slack = v.url(SettingId::NotifySlack, allow_http);
+        let notify_webhook = v.url(SettingId::NotifyWebhook, allow_http);
+        let notify_webhook_secret = v.value(SettingId::NotifyWebhookSecret).map(Secret::new);
+        let notify_severity = v.parse(SettingId::NotifySeverity, |s| {
             s.parse::<Severity>().map_err(|e| e.to_string())
         });
-        let notify_workload_removed = v.parse(Key::NotifyWorkloadRemoved, parse_bool);
-        let notify_max_age = v.parse(Key::NotifyMaxAge, |s| {
+        let notify_workload_removed = v.parse(SettingId::NotifyWorkloadRemoved, parse_bool);
+        let notify_max_age = v.parse(SettingId::NotifyMaxAge, |s| {
             parse_duration(s, Bounds::at_least(Duration::from_secs(60)))
         });
-        let notify_retry_base = v.parse(Key::NotifyRetryBase, |s| {
+        let notify_retry_base = v.parse(SettingId::NotifyRetryBase, |s| {
             parse_duration(
                 s,
                 Bounds {
@@ -354,7 +355,7 @@ impl RawConfig {
                 },
             )
         });
-        let notify_once_wait = v.parse(Key::NotifyOnceWait, |s| {
+        let notify_once_wait = v.parse(SettingId::NotifyOnceWait, |s| {
             if s.trim() == "0" || s.trim() == "0s" {
                 return Ok(Duration::ZERO);
             }
@@ -362,41 +363,41 @@ impl RawConfig {
         });
         let details_url = v.details_url();
         let saas_endpoint = v
-            .url(Key::SaasEndpoint, allow_http)
+            .url(SettingId::SaasEndpoint, allow_http)
             .map(|u| u.expose().clone());
-        let saas_api_key = v.value(Key::SaasApiKey).map(Secret::new);
+        let saas_api_key = v.value(SettingId::SaasApiKey).map(Secret::new);
         match (&saas_endpoint, &saas_api_key) {
             (Some(_), None) => v.problem_without_value(
-                Key::SaasApiKey,
+                SettingId::SaasApiKey,
                 "is required when KIJO_SAAS_ENDPOINT is set",
             ),
             (None, Some(_)) => v.problem_without_value(
-                Key::SaasEndpoint,
+                SettingId::SaasEndpoint,
                 "is required when KIJO_SAAS_API_KEY is set",
             ),
             _ => {}
         }
         if notify_webhook_secret.is_some() && notify_webhook.is_none() {
             v.problem_without_value(
-                Key::NotifyWebhook,
+                SettingId::NotifyWebhook,
                 "is required when KIJO_NOTIFY_WEBHOOK_SECRET is set",
             );
         }
-        let log_format = v.parse(Key::LogFormat, parse_log_format);
-        let log_level = v.parse(Key::LogLevel, parse_log_level);
-        let health_addr = v.parse(Key::HealthAddr, parse_listen_addr);
-        let leader_election = v.parse(Key::LeaderElection, Election::parse);
-        let lease_name = v.parse(Key::LeaseName, check_lease_name);
-        let lease_namespace = match v.value(Key::LeaseNamespace) {
+        let log_format = v.parse(SettingId::LogFormat, parse_log_format);
+        let log_level = v.parse(SettingId::LogLevel, parse_log_level);
+        let health_addr = v.parse(SettingId::HealthAddr, parse_listen_addr);
+        let leader_election = v.parse(SettingId::LeaderElection, Election::parse);
+        let lease_name = v.parse(SettingId::LeaseName, check_lease_name);
+        let lease_namespace = match v.value(SettingId::LeaseNamespace) {
             Some(ns) if !is_dns_label(&ns) => {
-                v.problem(Key::LeaseNamespace, "is not a namespace name");
+                v.problem(SettingId::LeaseNamespace, "is not a namespace name");
                 None
             }
             other => other,
         };
-        let lease_duration = v.parse(Key::LeaseDuration, parse_lease_duration);
-        let kubeconfig = v.value(Key::Kubeconfig).map(PathBuf::from);
-        let kube_context = v.value(Key::KubeContext);
+        let lease_duration = v.parse(SettingId::LeaseDuration, parse_lease_duration);
+        let kubeconfig = v.value(SettingId::Kubeconfig).map(PathBuf::from);
+        let kube_context = v.value(SettingId::KubeContext);
 
         if !v.problems.is_empty() {
             return Err(v.problems);
@@ -438,12 +439,12 @@ impl RawConfig {
     pub fn log_settings(&self) -> (LogFormat, log::LevelFilter) {
         let format = self
             .values
-            .get(&Key::LogFormat)
+            .get(&SettingId::LogFormat)
             .and_then(|(v, _)| parse_log_format(v).ok())
             .unwrap_or_default();
         let level = self
             .values
-            .get(&Key::LogLevel)
+            .get(&SettingId::LogLevel)
             .and_then(|(v, _)| parse_log_level(v).ok())
             .unwrap_or(log::LevelFilter::Info);
         (format, level)
@@ -458,7 +459,7 @@ struct Validator<'a> {
 impl Validator<'_> {
     /// The value as given, or `None` when unset or empty (an empty variable means "default":
     /// that is how Kubernetes renders an optional ConfigMap key).
-    fn value(&self, key: Key) -> Option<String> {
+    fn value(&self, key: SettingId) -> Option<String> {
         self.raw
             .values
             .get(&key)
@@ -466,7 +467,7 @@ impl Validator<'_> {
             .filter(|v| !v.is_empty())
     }
 
-    fn culprit(&self, key: Key) -> String {
+    fn culprit(&self, key: SettingId) -> String {
         let setting = key.setting();
         let (value, source) = match self.raw.values.get(&key) {
             Some((v, s)) => (v.as_str(), *s),
@@ -474,8 +475,8 @@ impl Validator<'_> {
         };
         let shown = if setting.secret {
             match key {
-                Key::DatabaseUrl => mask_database_url(value),
-                Key::NotifySlack | Key::NotifyWebhook => mask_target_url(value),
+                SettingId::DatabaseUrl => mask_database_url(value),
+                SettingId::NotifySlack | SettingId::NotifyWebhook => mask_target_url(value),
                 _ => "***".to_owned(),
             }
         } else {
@@ -487,7 +488,7 @@ impl Validator<'_> {
         }
     }
 
-    fn problem(&mut self, key: Key, message: impl Into<String>) {
+    fn problem(&mut self, key: SettingId, message: impl Into<String>) {
         let culprit = self.culprit(key);
         self.problems.push(Problem {
             culprit,
@@ -495,7 +496,7 @@ impl Validator<'_> {
         });
     }
 
-    fn problem_without_value(&mut self, key: Key, message: &str) {
+    fn problem_without_value(&mut self, key: SettingId, message: &str) {
         self.problems.push(Problem {
             culprit: key.setting().env.to_owned(),
             message: message.to_owned(),
@@ -503,7 +504,7 @@ impl Validator<'_> {
     }
 
     /// Parses a value (or the default) and records a problem on failure.
-    fn parse<T>(&mut self, key: Key, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+    fn parse<T>(&mut self, key: SettingId, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
         let value = self
             .value(key)
             .unwrap_or_else(|| key.setting().default.to_owned());
@@ -517,22 +518,22 @@ impl Validator<'_> {
     }
 
     fn database(&mut self) -> Option<DatabaseTarget> {
-        let Some(url) = self.value(Key::DatabaseUrl) else {
+        let Some(url) = self.value(SettingId::DatabaseUrl) else {
             return Some(DatabaseTarget::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)));
         };
         match DatabaseTarget::parse(&url) {
             Ok(target) => Some(target),
             Err(message) => {
-                self.problem(Key::DatabaseUrl, message);
+                self.problem(SettingId::DatabaseUrl, message);
                 None
             }
         }
     }
 
     fn cluster_name(&mut self) -> Option<String> {
-        let name = self.value(Key::ClusterName).unwrap_or_else(hostname);
+        let name = self.value(SettingId::ClusterName).unwrap_or_else(hostname);
         if name.len() > 255 {
-            self.problem(Key::ClusterName, "must be at most 255 characters");
+            self.problem(SettingId::ClusterName, "must be at most 255 characters");
             return None;
         }
         Some(name)
@@ -540,7 +541,7 @@ impl Validator<'_> {
 
     /// A target URL: absolute, with a host, `https://` unless loopback or `allow_http`. The
     /// message shows only scheme and host.
-    fn url(&mut self, key: Key, allow_http: bool) -> Option<Secret<String>> {
+    fn url(&mut self, key: SettingId, allow_http: bool) -> Option<Secret<String>> {
         let url = self.value(key)?;
         match target_url::validate_target_url(&url, allow_http) {
             Ok(()) => Some(Secret::new(url)),
@@ -552,11 +553,11 @@ impl Validator<'_> {
     }
 
     fn details_url(&mut self) -> Option<String> {
-        let template = self.value(Key::DetailsUrl)?;
+        let template = self.value(SettingId::DetailsUrl)?;
         match target_url::check_details_template(&template) {
             Ok(()) => Some(template),
             Err(message) => {
-                self.problem(Key::DetailsUrl, message);
+                self.problem(SettingId::DetailsUrl, message);
                 None
             }
         }
@@ -818,11 +819,11 @@ mod tests {
     fn huge_durations_are_problems_not_panics() {
         let huge = "9223372036854775807s";
         for key in [
-            Key::PollInterval,
-            Key::NotifyMaxAge,
-            Key::NotifyRetryBase,
-            Key::NotifyOnceWait,
-            Key::LeaseDuration,
+            SettingId::PollInterval,
+            SettingId::NotifyMaxAge,
+            SettingId::NotifyRetryBase,
+            SettingId::NotifyOnceWait,
+            SettingId::LeaseDuration,
         ] {
             let env = key.setting().env;
             let p = problems(&[(env, huge)], &[]);

@@ -28,7 +28,6 @@ mod state;
 
 use std::time::Duration;
 
-pub use decision::{Record, Step, decide, micro_time, released};
 pub use elector::Elector;
 pub use state::{LeaderMetrics, LeaderState};
 

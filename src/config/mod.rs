@@ -700,7 +700,11 @@ mod tests {
     }
 
     fn problems(env: &[(&str, &str)], args: &[&str]) -> Vec<String> {
-        match raw(env, args).validate() {
+        problem_lines(raw(env, args))
+    }
+
+    fn problem_lines(raw: RawConfig) -> Vec<String> {
+        match raw.validate() {
             Ok(_) => Vec::new(),
             Err(p) => p.iter().map(ToString::to_string).collect(),
         }
@@ -844,12 +848,7 @@ mod tests {
             [(OsString::from("KIJO_DATABASE_URL"), bad.clone())],
             std::iter::empty(),
         );
-        let p: Vec<String> = raw
-            .validate()
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let p = problem_lines(raw);
         assert_eq!(
             p,
             [
@@ -858,12 +857,7 @@ mod tests {
         );
         let raw =
             RawConfig::from_os_parts(std::iter::empty(), [OsString::from("--database-url"), bad]);
-        let p: Vec<String> = raw
-            .validate()
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let p = problem_lines(raw);
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(
             p[0].starts_with("--database-url: is not valid UTF-8"),

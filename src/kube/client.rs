@@ -549,17 +549,17 @@ impl RetryPolicy {
     }
 }
 
-/// Percent-encodes a query value (continue tokens are base64 with `+`, `/`, `=`).
+/// Everything but RFC 3986's unreserved characters is encoded: continue tokens are base64 with
+/// `+`, `/` and `=`, and names must stay one path segment.
+const ENCODED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes a query value or a path segment.
 pub(crate) fn encode_query(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(value, ENCODED).to_string()
 }
 
 #[cfg(test)]

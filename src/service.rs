@@ -384,20 +384,9 @@ pub fn run(config: &Config, signals: Signals) -> bool {
         return false;
     };
     let kube_handle = poller.kube_handle();
-    let (done_tx, done_rx) = crossbeam_channel::bounded::<bool>(1);
-    let poll_stop = stop_rx.clone();
-    let poll_thread = thread::Builder::new().name("poll".into()).spawn(move || {
-        let ok = poller.run(poll_stop, once);
-        let _ = done_tx.send(ok);
-    });
-    let poll_thread = match poll_thread {
-        Ok(t) => t,
-        Err(err) => {
-            log::error!("cannot start the poll thread: {err}");
-            return false;
-        }
+    let Some((poll_thread, done_rx)) = spawn_poll(poller, stop_rx.clone(), once) else {
+        return false;
     };
-
     let started = Instant::now();
     let ok = select! {
         recv(signals.receiver()) -> signal => {
@@ -409,11 +398,7 @@ pub fn run(config: &Config, signals: Signals) -> bool {
         }
         recv(done_rx) -> outcome => {
             let ok = outcome.unwrap_or(false);
-            if !once {
-                // In service mode the poll loop only returns on a fatal error.
-                health.worker_died("poll", "the poll loop stopped");
-                log::error!("the poll loop stopped; exiting so that Kubernetes restarts the agent");
-            }
+            poll_loop_ended(&health, once);
             if let Delivery::Once(d) = &mut delivery {
                 deliver_once(d, config.notify_once_wait, signals.receiver());
             }
@@ -434,6 +419,33 @@ pub fn run(config: &Config, signals: Signals) -> bool {
     log::info!(clean = ok; "kijo-agent stopped");
     log::logger().flush();
     ok
+}
+
+/// Starts the `poll` thread; its outcome arrives on the returned channel.
+fn spawn_poll(
+    poller: Poller,
+    stop: Receiver<()>,
+    once: bool,
+) -> Option<(thread::JoinHandle<()>, Receiver<bool>)> {
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<bool>(1);
+    thread::Builder::new()
+        .name("poll".into())
+        .spawn(move || {
+            let ok = poller.run(stop, once);
+            let _ = done_tx.send(ok);
+        })
+        .map(|handle| (handle, done_rx))
+        .map_err(|err| log::error!("cannot start the poll thread: {err}"))
+        .ok()
+}
+
+/// In service mode the poll loop only returns on a fatal error: liveness fails and the agent
+/// exits, so that Kubernetes restarts it.
+fn poll_loop_ended(health: &HealthState, once: bool) {
+    if !once {
+        health.worker_died("poll", "the poll loop stopped");
+        log::error!("the poll loop stopped; exiting so that Kubernetes restarts the agent");
+    }
 }
 
 /// Flips readiness, tells the threads to stop and waits for the poll loop to finish its unit of

@@ -366,17 +366,10 @@ impl RawConfig {
             .url(SettingId::SaasEndpoint, allow_http)
             .map(|u| u.expose().clone());
         let saas_api_key = v.value(SettingId::SaasApiKey).map(Secret::new);
-        match (&saas_endpoint, &saas_api_key) {
-            (Some(_), None) => v.problem_without_value(
-                SettingId::SaasApiKey,
-                "is required when KIJO_SAAS_ENDPOINT is set",
-            ),
-            (None, Some(_)) => v.problem_without_value(
-                SettingId::SaasEndpoint,
-                "is required when KIJO_SAAS_API_KEY is set",
-            ),
-            _ => {}
-        }
+        v.required_together(
+            (SettingId::SaasEndpoint, saas_endpoint.is_some()),
+            (SettingId::SaasApiKey, saas_api_key.is_some()),
+        );
         if notify_webhook_secret.is_some() && notify_webhook.is_none() {
             v.problem_without_value(
                 SettingId::NotifyWebhook,
@@ -386,16 +379,7 @@ impl RawConfig {
         let log_format = v.parse(SettingId::LogFormat, parse_log_format);
         let log_level = v.parse(SettingId::LogLevel, parse_log_level);
         let health_addr = v.parse(SettingId::HealthAddr, parse_listen_addr);
-        let leader_election = v.parse(SettingId::LeaderElection, Election::parse);
-        let lease_name = v.parse(SettingId::LeaseName, check_lease_name);
-        let lease_namespace = match v.value(SettingId::LeaseNamespace) {
-            Some(ns) if !is_dns_label(&ns) => {
-                v.problem(SettingId::LeaseNamespace, "is not a namespace name");
-                None
-            }
-            other => other,
-        };
-        let lease_duration = v.parse(SettingId::LeaseDuration, parse_lease_duration);
+        let leader = v.leader();
         let kubeconfig = v.value(SettingId::Kubeconfig).map(PathBuf::from);
         let kube_context = v.value(SettingId::KubeContext);
 
@@ -423,12 +407,7 @@ impl RawConfig {
             log_format: log_format.expect("validated"),
             log_level: log_level.expect("validated"),
             health_addr: health_addr.expect("validated"),
-            leader: LeaderConfig {
-                election: leader_election.expect("validated"),
-                lease_name: lease_name.expect("validated"),
-                lease_namespace,
-                lease_duration: lease_duration.expect("validated"),
-            },
+            leader: leader.expect("validated"),
             kubeconfig,
             kube_context,
         })
@@ -528,6 +507,36 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+
+    /// Each of two settings needs the other.
+    fn required_together(&mut self, a: (SettingId, bool), b: (SettingId, bool)) {
+        let message = |other: SettingId| format!("is required when {} is set", other.setting().env);
+        match (a.1, b.1) {
+            (true, false) => self.problem_without_value(b.0, &message(a.0)),
+            (false, true) => self.problem_without_value(a.0, &message(b.0)),
+            _ => {}
+        }
+    }
+
+    /// Leader election as configured; `None` after recording a problem.
+    fn leader(&mut self) -> Option<LeaderConfig> {
+        let election = self.parse(SettingId::LeaderElection, Election::parse);
+        let lease_name = self.parse(SettingId::LeaseName, check_lease_name);
+        let lease_namespace = match self.value(SettingId::LeaseNamespace) {
+            Some(ns) if !is_dns_label(&ns) => {
+                self.problem(SettingId::LeaseNamespace, "is not a namespace name");
+                Err(())
+            }
+            other => Ok(other),
+        };
+        let lease_duration = self.parse(SettingId::LeaseDuration, parse_lease_duration);
+        Some(LeaderConfig {
+            election: election?,
+            lease_name: lease_name?,
+            lease_namespace: lease_namespace.ok()?,
+            lease_duration: lease_duration?,
+        })
     }
 
     fn cluster_name(&mut self) -> Option<String> {

@@ -14,39 +14,17 @@ const PROBE_NAME: &str = "kijo-agent-dry-run-probe";
 /// Checks API reachability, authentication and each permission the agent needs, in the
 /// scope it will use (cluster-wide, or each namespace of `namespaces`).
 pub fn dry_run_checks(client: &Client, namespaces: &[String]) -> Vec<Check> {
-    let mut checks = Vec::new();
-    // /version is open to everyone on most clusters: it proves reachability only.
-    let reachable = match client.execute(&Request::get("/version", list::ACCEPT_JSON)) {
-        Ok(_) | Err(KubeError::Api { .. }) => Ok(()),
-        Err(e) => Err(e.to_string()),
-    };
-    let reachable_ok = reachable.is_ok();
-    checks.push(Check {
-        name: format!("api reachable at {}", client.describe()),
-        ok: reachable_ok,
-        detail: reachable.err().unwrap_or_else(|| "ok".to_owned()),
-    });
-    // Discovery is granted to every authenticated user (system:discovery): 401 means the
-    // credential was rejected, 403 that the API sees an anonymous user.
-    let authenticated = if !reachable_ok {
-        Err("skipped: api not reachable".to_owned())
+    let reachable = reachable(client);
+    let authenticated = if reachable.ok {
+        authenticated(client)
     } else {
-        match client.execute(&Request::get("/apis", list::ACCEPT_JSON)) {
-            Ok(_) => Ok(()),
-            Err(e @ KubeError::Api { status: 401, .. }) => Err(e.to_string()),
-            Err(e @ KubeError::Api { status: 403, .. }) => Err(format!(
-                "{e}; the api treats the agent as anonymous: no credential was sent"
-            )),
-            Err(KubeError::Api { .. }) => Ok(()),
-            Err(e) => Err(e.to_string()),
-        }
+        Check::new(
+            "authenticated",
+            Err("skipped: api not reachable".to_owned()),
+        )
     };
-    let auth_ok = authenticated.is_ok();
-    checks.push(Check {
-        name: "authenticated".to_owned(),
-        ok: auth_ok,
-        detail: authenticated.err().unwrap_or_else(|| "ok".to_owned()),
-    });
+    let auth_ok = authenticated.ok;
+    let mut checks = vec![reachable, authenticated];
     if !auth_ok {
         return checks;
     }
@@ -60,42 +38,65 @@ pub fn dry_run_checks(client: &Client, namespaces: &[String]) -> Vec<Check> {
             if kind.cluster_scoped() && scope.is_some() {
                 continue;
             }
-            let path = format!("{}?limit=1", collection_path(*kind, *scope));
-            let where_ = scope.map_or("all namespaces".to_owned(), |n| format!("namespace {n}"));
-            let result = client.execute(&Request::get(&path, list::ACCEPT_METADATA_LIST));
-            let (ok, detail) = match result {
-                Ok(_) => (true, "ok".to_owned()),
-                Err(e) if e.is_not_found() => (false, format!("{e}")),
-                Err(e) => (false, e.to_string()),
-            };
-            checks.push(Check {
-                name: format!("list {} in {where_}", kind.plural()),
-                ok,
-                detail,
-            });
+            checks.push(list_reports(client, *kind, *scope));
         }
     }
-    for scope in &scopes {
-        let ns = scope.unwrap_or("default");
-        let path = format!("/apis/apps/v1/namespaces/{ns}/replicasets/{PROBE_NAME}");
-        let result = client.execute(&Request::get(&path, list::ACCEPT_JSON));
-        let (ok, detail) = match result {
-            Ok(_) => (true, "ok".to_owned()),
-            Err(e) if e.is_not_found() => (true, "ok".to_owned()),
-            Err(e) if e.is_forbidden() => (
-                false,
-                format!("{e}; reports of Deployments will be attributed to their ReplicaSets"),
-            ),
-            Err(e) => (false, e.to_string()),
-        };
-        let where_ = scope.map_or("all namespaces (probed in default)".to_owned(), |n| {
-            format!("namespace {n}")
-        });
-        checks.push(Check {
-            name: format!("get replicasets in {where_} (Deployment lookup)"),
-            ok,
-            detail,
-        });
-    }
+    checks.extend(scopes.iter().map(|scope| get_replicasets(client, *scope)));
     checks
+}
+
+/// `/version` is open to everyone on most clusters: it proves reachability only.
+fn reachable(client: &Client) -> Check {
+    let outcome = match client.execute(&Request::get("/version", list::ACCEPT_JSON)) {
+        Ok(_) | Err(KubeError::Api { .. }) => Ok("ok".to_owned()),
+        Err(e) => Err(e.to_string()),
+    };
+    Check::new(format!("api reachable at {}", client.describe()), outcome)
+}
+
+/// Discovery is granted to every authenticated user (system:discovery): 401 means the
+/// credential was rejected, 403 that the API sees an anonymous user.
+fn authenticated(client: &Client) -> Check {
+    let outcome = match client.execute(&Request::get("/apis", list::ACCEPT_JSON)) {
+        Ok(_) => Ok("ok".to_owned()),
+        Err(e @ KubeError::Api { status: 401, .. }) => Err(e.to_string()),
+        Err(e @ KubeError::Api { status: 403, .. }) => Err(format!(
+            "{e}; the api treats the agent as anonymous: no credential was sent"
+        )),
+        Err(KubeError::Api { .. }) => Ok("ok".to_owned()),
+        Err(e) => Err(e.to_string()),
+    };
+    Check::new("authenticated", outcome)
+}
+
+/// One page of one report kind's metadata in one scope (`None`: all namespaces).
+fn list_reports(client: &Client, kind: ReportKind, scope: Option<&str>) -> Check {
+    let path = format!("{}?limit=1", collection_path(kind, scope));
+    let where_ = scope.map_or("all namespaces".to_owned(), |n| format!("namespace {n}"));
+    let outcome = client
+        .execute(&Request::get(&path, list::ACCEPT_METADATA_LIST))
+        .map(|_| "ok".to_owned())
+        .map_err(|e| e.to_string());
+    Check::new(format!("list {} in {where_}", kind.plural()), outcome)
+}
+
+/// `get` on ReplicaSets, probed with a name that does not exist: 404 means permitted.
+fn get_replicasets(client: &Client, scope: Option<&str>) -> Check {
+    let ns = scope.unwrap_or("default");
+    let path = format!("/apis/apps/v1/namespaces/{ns}/replicasets/{PROBE_NAME}");
+    let outcome = match client.execute(&Request::get(&path, list::ACCEPT_JSON)) {
+        Ok(_) => Ok("ok".to_owned()),
+        Err(e) if e.is_not_found() => Ok("ok".to_owned()),
+        Err(e) if e.is_forbidden() => Err(format!(
+            "{e}; reports of Deployments will be attributed to their ReplicaSets"
+        )),
+        Err(e) => Err(e.to_string()),
+    };
+    let where_ = scope.map_or("all namespaces (probed in default)".to_owned(), |n| {
+        format!("namespace {n}")
+    });
+    Check::new(
+        format!("get replicasets in {where_} (Deployment lookup)"),
+        outcome,
+    )
 }

@@ -4,7 +4,7 @@
 //! A cycle that fails changes no state: the store commits per unit of work, and the next cycle
 //! starts from what was committed.
 //!
-//! With leader election ([`crate::leader`]) the loop waits on standby until this agent holds the
+//! With leader election (`crate::leader`) the loop waits on standby until this agent holds the
 //! Lease, and checks it still does before a cycle's first write and before each unit of work.
 
 use std::sync::Arc;

@@ -668,7 +668,7 @@ fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| HINT.to_owned())
 }
 
-/// The `--help` text, generated from [`SETTINGS`] so it can never miss a variable.
+/// The `--help` text, generated from the settings table so it can never miss a variable.
 pub fn help_text() -> String {
     let mut out = format!(
         "kijo-agent {}\n\

@@ -93,6 +93,14 @@ pub fn decide(
     Step::Update(next)
 }
 
+/// The Lease we hold and last wrote, renewed now: only `renewTime` changes, so the PUT needs no
+/// GET first (its resourceVersion is the one our write returned).
+pub(crate) fn renewed(held: &Value, now: jiff::Timestamp) -> Value {
+    let mut next = held.clone();
+    next["spec"]["renewTime"] = json!(micro_time(now));
+    next
+}
+
 /// The Lease as released on shutdown: nobody holds it, and it is over in a second.
 pub fn released(lease: &Value, now: jiff::Timestamp) -> Value {
     let mut next = lease.clone();
@@ -229,6 +237,16 @@ mod tests {
                 (_, step) => panic!("{name}: unexpected {step:?}"),
             }
         }
+    }
+
+    #[test]
+    fn renewal_changes_only_the_renew_time() {
+        let held = lease("me_1", 15, 3);
+        let v = renewed(&held, now());
+        assert_eq!(v["spec"]["renewTime"], "2026-01-01T10:05:03.500000Z");
+        let mut back = v.clone();
+        back["spec"]["renewTime"] = held["spec"]["renewTime"].clone();
+        assert_eq!(back, held);
     }
 
     #[test]

@@ -6,10 +6,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::Settings;
-use super::decision::{Record, Step, decide, micro_time, released};
+use super::decision::{Record, Step, decide, released, renewed};
 use super::state::{LeaderMetrics, LeaderState};
 use crate::kube::{Client, KubeError, KubeOptions, RetryPolicy};
 
@@ -154,8 +154,7 @@ impl Worker {
         if let Some(held) = self.held.take()
             && self.state.is_leader()
         {
-            let mut next = held;
-            next["spec"]["renewTime"] = json!(micro_time(jiff::Timestamp::now()));
+            let next = renewed(&held, jiff::Timestamp::now());
             if let Ok(written) = self
                 .client()?
                 .write_json::<Value>("PUT", &settings.path(), &next)

@@ -3,8 +3,8 @@
 //!
 //! Pure core: [`group::select`] and [`group::group`] turn one cycle's lifecycle changes into
 //! messages with stable ids; [`slack`], [`webhook`] and [`saas`] render them; the retry policy
-//! in [`deliver`] is a set of pure functions. Thin shell: [`deliver::Deliverer`] makes one HTTP
-//! attempt and returns a typed [`deliver::Outcome`]. The outbox that makes delivery durable is
+//! in [`policy`] is a set of pure functions. Thin shell: [`deliver::Deliverer`] makes one HTTP
+//! attempt and returns a typed [`policy::Outcome`]; [`test_message`] is `notify-test`. The outbox that makes delivery durable is
 //! kept by the store; [`outbox::Dispatcher`] (the notify thread) delivers it.
 
 pub mod deliver;
@@ -12,18 +12,21 @@ pub mod event;
 pub mod group;
 pub mod metrics;
 pub mod outbox;
+pub mod policy;
 pub mod saas;
 pub mod settings;
 pub mod signature;
 pub mod slack;
+pub(crate) mod target_url;
+pub mod test_message;
 pub mod webhook;
 
-pub use deliver::{
-    Deliverer, DelivererConfig, DeliveryReport, Disposition, Outcome, RetryPolicy, Target,
-    send_test_message, validate_target_url,
-};
+pub use deliver::{Deliverer, DelivererConfig, DeliveryReport, Target};
 pub use event::{Change, ChangeKind, Severity};
 pub use group::{Message, group, select};
 pub use metrics::NotifyMetrics;
 pub use outbox::Dispatcher;
+pub use policy::{DeliveryPolicy, Disposition, Outcome};
 pub use settings::NotifySettings;
+pub use target_url::validate_target_url;
+pub use test_message::send_test_message;

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError, select};
 use jiff::Timestamp;
 
-use super::deliver::{Deliverer, Disposition, Outcome, Target};
+use super::deliver::{Deliverer, Target};
 use super::metrics::NotifyMetrics;
+use super::policy::{Disposition, Outcome};
 use super::settings::NotifySettings;
 use crate::config::Config;
 use crate::health::HealthState;

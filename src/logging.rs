@@ -84,7 +84,7 @@ fn level_name(level: Level) -> &'static str {
 }
 
 /// Renders one record as a complete line, newline included. Pure, so the shape is unit-tested.
-pub fn format_record(format: LogFormat, now: jiff::Timestamp, record: &Record<'_>) -> String {
+fn format_record(format: LogFormat, now: jiff::Timestamp, record: &Record<'_>) -> String {
     let mut fields = FieldCollector(Vec::new());
     // A visitor that never fails: errors cannot occur here.
     let _ = record.key_values().visit(&mut fields);

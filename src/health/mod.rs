@@ -11,7 +11,7 @@ mod metrics;
 mod proc;
 mod server;
 
-pub use server::{HealthServer, MAX_HEAD};
+pub use server::HealthServer;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -53,30 +53,30 @@ impl HealthState {
         self.last_progress_ms.store(ms, Ordering::Relaxed);
     }
 
-    pub fn begin_shutdown(&self) {
+    pub(crate) fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
-    pub fn is_shutting_down(&self) -> bool {
+    pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
     /// Marks a worker thread as gone; liveness fails from then on.
-    pub fn worker_died(&self, name: &str, reason: &str) {
+    pub(crate) fn worker_died(&self, name: &str, reason: &str) {
         *lock(&self.dead_worker) = Some(format!("{name} thread stopped: {reason}"));
     }
 
     /// Declares a readiness condition that must be checked before the agent is ready.
-    pub fn require(&self, condition: &'static str) {
+    pub(crate) fn require(&self, condition: &'static str) {
         lock(&self.conditions).entry(condition).or_insert(None);
     }
 
-    pub fn set_condition(&self, condition: &'static str, outcome: Result<(), String>) {
+    pub(crate) fn set_condition(&self, condition: &'static str, outcome: Result<(), String>) {
         lock(&self.conditions).insert(condition, Some(outcome));
     }
 
     /// Liveness: `Err` with a reason when a worker died or the poll loop is stuck.
-    pub fn liveness(&self) -> Result<(), String> {
+    pub(crate) fn liveness(&self) -> Result<(), String> {
         if let Some(reason) = lock(&self.dead_worker).clone() {
             return Err(reason);
         }
@@ -94,7 +94,7 @@ impl HealthState {
     }
 
     /// Readiness: `Err` with a one-line reason unless every condition passed its last check.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub(crate) fn readiness(&self) -> Result<(), String> {
         if self.is_shutting_down() {
             return Err("shutting down".into());
         }
@@ -112,7 +112,7 @@ impl HealthState {
 /// The documented liveness bound: two poll intervals plus five minutes. A cycle may legitimately
 /// take minutes on a large cluster, and the loop reports progress within a cycle too, so only a
 /// loop that is truly stuck (a hung connection past every timeout, a deadlock) trips it.
-pub fn stall_bound_for(poll_interval: Duration) -> Duration {
+pub(crate) fn stall_bound_for(poll_interval: Duration) -> Duration {
     poll_interval * 2 + Duration::from_secs(300)
 }
 
@@ -125,7 +125,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Checks one readiness condition every `interval` on its own thread, so that probes read a
 /// cached answer and never wait for the database. The check itself must bound its own time
 /// (the store's ping uses a 1 s timeout).
-pub fn spawn_readiness_checker<F>(
+pub(crate) fn spawn_readiness_checker<F>(
     state: Arc<HealthState>,
     condition: &'static str,
     interval: Duration,

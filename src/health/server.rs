@@ -30,7 +30,7 @@ use super::HealthState;
 use crate::metrics::{self, Registry};
 
 /// Largest request head accepted; probes and scrapers send a few hundred bytes.
-pub const MAX_HEAD: usize = 8 * 1024;
+pub(crate) const MAX_HEAD: usize = 8 * 1024;
 /// How long after being accepted a client may take to send its whole request head.
 const HEAD_DEADLINE: Duration = Duration::from_secs(2);
 /// How long writing the answer may take.

@@ -84,7 +84,7 @@ impl DelivererConfig {
 }
 
 /// One request ready to send. Not `Debug`: headers hold the bearer key.
-pub struct Prepared {
+pub(crate) struct Prepared {
     pub url: String,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
@@ -145,7 +145,12 @@ impl Deliverer {
 
     /// Builds the request for `messages` to `target` (pure apart from `now` for signatures).
     /// Slack and webhooks take one message; the SaaS takes a batch.
-    pub fn prepare(&self, target: &Target, messages: &[Message], now: Timestamp) -> Prepared {
+    pub(crate) fn prepare(
+        &self,
+        target: &Target,
+        messages: &[Message],
+        now: Timestamp,
+    ) -> Prepared {
         let event = match messages {
             [one] => one.kind.event_name().to_owned(),
             _ => "batch".to_owned(),

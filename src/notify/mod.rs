@@ -7,26 +7,26 @@
 //! attempt and returns a typed [`policy::Outcome`]; [`test_message`] is `notify-test`. The outbox that makes delivery durable is
 //! kept by the store; [`outbox::Dispatcher`] (the notify thread) delivers it.
 
-pub mod deliver;
+pub(crate) mod deliver;
 pub mod event;
 pub mod group;
 pub mod metrics;
 pub mod outbox;
-pub mod policy;
-pub mod saas;
+pub(crate) mod policy;
+pub(crate) mod saas;
 pub mod settings;
 pub mod signature;
 pub mod slack;
 pub(crate) mod target_url;
-pub mod test_message;
-pub mod webhook;
+pub(crate) mod test_message;
+pub(crate) mod webhook;
 
 pub use deliver::{Deliverer, DelivererConfig, DeliveryReport, Target};
 pub use event::{Change, ChangeKind, Severity};
 pub use group::{Message, group, select};
 pub use metrics::NotifyMetrics;
 pub use outbox::Dispatcher;
-pub use policy::{DeliveryPolicy, Disposition, Outcome};
+pub use policy::{DeliveryPolicy, Outcome};
 pub use settings::NotifySettings;
-pub use target_url::validate_target_url;
+pub(crate) use target_url::validate_target_url;
 pub use test_message::send_test_message;

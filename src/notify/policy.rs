@@ -73,7 +73,7 @@ impl Default for DeliveryPolicy {
 
 /// What to do with a message after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Disposition {
+pub(crate) enum Disposition {
     Delivered,
     RetryAt(Timestamp),
     DeadLetter { reason: String },
@@ -82,7 +82,12 @@ pub enum Disposition {
 impl DeliveryPolicy {
     /// Turns an attempt's outcome into the message's next state. `created_at` is when the
     /// message entered the outbox.
-    pub fn dispose(&self, outcome: &Outcome, created_at: Timestamp, now: Timestamp) -> Disposition {
+    pub(crate) fn dispose(
+        &self,
+        outcome: &Outcome,
+        created_at: Timestamp,
+        now: Timestamp,
+    ) -> Disposition {
         let after = match outcome {
             Outcome::Delivered => return Disposition::Delivered,
             Outcome::Permanent { status, reason } => {
@@ -130,7 +135,7 @@ impl DeliveryPolicy {
 
 /// Parses a `Retry-After` value: delay-seconds or an HTTP date (RFC 9110). A date in the
 /// past means "now".
-pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
@@ -141,10 +146,10 @@ pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
 }
 
 /// The shortest `Retry-After` we honour.
-pub const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Classifies an HTTP answer. `excerpt` is a bounded, already-sanitized piece of the body.
-pub fn classify(
+pub(crate) fn classify(
     status: u16,
     retry_after: Option<&str>,
     excerpt: &str,

@@ -14,15 +14,15 @@ use super::event::{ChangeKind, Severity};
 use super::group::{ImageGroup, Message};
 use super::target_url::is_loopback;
 
-pub const MAX_BLOCKS: usize = 50;
-pub const MAX_SECTION_TEXT: usize = 3000;
-pub const MAX_FIELD_TEXT: usize = 2000;
-pub const MAX_HEADER_TEXT: usize = 150;
+pub(crate) const MAX_BLOCKS: usize = 50;
+pub(crate) const MAX_SECTION_TEXT: usize = 3000;
+pub(crate) const MAX_FIELD_TEXT: usize = 2000;
+pub(crate) const MAX_HEADER_TEXT: usize = 150;
 /// Slack truncates `text` above 40,000 chars; the fallback only feeds notifications and
 /// screen readers, so it stays one short line.
-pub const MAX_FALLBACK_TEXT: usize = 300;
+pub(crate) const MAX_FALLBACK_TEXT: usize = 300;
 /// Our own cap on the sum of all block texts, below Slack's undocumented aggregate limit.
-pub const MAX_TOTAL_TEXT: usize = 12_000;
+pub(crate) const MAX_TOTAL_TEXT: usize = 12_000;
 /// Workload names shown per line before "…and N more".
 const MAX_NAMES: usize = 5;
 
@@ -31,7 +31,7 @@ const MAX_NAMES: usize = 5;
 const FIXED_BLOCKS: usize = 6;
 
 /// The human title of a message, e.g. "🚨 New Critical Vulnerabilities in production-eu".
-pub fn title(message: &Message) -> String {
+pub(crate) fn title(message: &Message) -> String {
     let cluster = &message.cluster;
     let sev = message.severity.title_case();
     match message.kind {
@@ -44,7 +44,7 @@ pub fn title(message: &Message) -> String {
 
 /// Fills a `KIJO_DETAILS_URL` template: `{cluster}` and `{namespace}` are replaced by their
 /// percent-encoded values.
-pub fn details_url(template: &str, cluster: &str, namespace: &str) -> String {
+pub(crate) fn details_url(template: &str, cluster: &str, namespace: &str) -> String {
     template
         .replace("{cluster}", &percent_encode(cluster))
         .replace("{namespace}", &percent_encode(namespace))
@@ -70,7 +70,7 @@ fn percent_encode(s: &str) -> String {
 /// - line breaks and tabs become spaces (a name cannot fake a new line of the message), and
 ///   every other control character and bidirectional override (which can make text read
 ///   differently from what it is, CVE-2021-42574) becomes U+FFFD, visible.
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -252,7 +252,7 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 /// The Slack incoming-webhook body for a message. `details_url` is a `KIJO_DETAILS_URL`
 /// template.
-pub fn render(message: &Message, details_url_template: Option<&str>) -> Value {
+pub(crate) fn render(message: &Message, details_url_template: Option<&str>) -> Value {
     let title = plain(&title(message));
     let header_text = truncate(&title, MAX_HEADER_TEXT);
     let mut used = len(&header_text);
@@ -372,7 +372,7 @@ pub fn render(message: &Message, details_url_template: Option<&str>) -> Value {
 
 /// The body of `send_test_message` for Slack: proves the channel is reachable without looking
 /// like a real finding.
-pub fn render_test(cluster: &str, now: Timestamp) -> Value {
+pub(crate) fn render_test(cluster: &str, now: Timestamp) -> Value {
     let cluster = truncate(&escape(cluster), 200);
     json!({
         "text": format!("kijo-agent test message from {cluster}"),

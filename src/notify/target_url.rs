@@ -7,7 +7,7 @@ use crate::secret::mask_target_url;
 /// `http://` is accepted for loopback hosts, and for other hosts only with
 /// `allow_insecure_http` (`KIJO_NOTIFY_ALLOW_HTTP=true`, e.g. an in-cluster receiver behind a
 /// service mesh). Errors show only the masked URL.
-pub fn validate_target_url(url: &str, allow_insecure_http: bool) -> Result<(), String> {
+pub(crate) fn validate_target_url(url: &str, allow_insecure_http: bool) -> Result<(), String> {
     let masked = mask_target_url(url);
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(

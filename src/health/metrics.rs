@@ -33,28 +33,37 @@ impl Collector for ProcessCollector {
             return Ok(());
         };
         let rss = ConstGauge::new(p.rss_bytes as i64);
-        rss.encode(encoder.encode_descriptor(
+        encode(
+            &mut encoder,
             "process_resident_memory_bytes",
             "Resident memory size in bytes.",
-            None,
-            rss.metric_type(),
-        )?)?;
+            &rss,
+        )?;
         let cpu = ConstCounter::new(p.cpu_seconds);
-        cpu.encode(encoder.encode_descriptor(
+        encode(
+            &mut encoder,
             "process_cpu_seconds",
             "Total user and system CPU time spent in seconds.",
-            None,
-            cpu.metric_type(),
-        )?)?;
+            &cpu,
+        )?;
         let threads = ConstGauge::new(p.threads as i64);
-        threads.encode(encoder.encode_descriptor(
+        encode(
+            &mut encoder,
             "process_threads",
             "Number of OS threads in the process.",
-            None,
-            threads.metric_type(),
-        )?)?;
-        Ok(())
+            &threads,
+        )
     }
+}
+
+/// One metric with its `# HELP` and `# TYPE` lines (a counter's name gains `_total`).
+fn encode(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: &impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
 #[cfg(test)]

@@ -163,9 +163,23 @@ impl Server {
             let mut stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                // Out of file descriptors, a connection reset before accept…: try again at
-                // the next readiness event.
-                Err(_) => return,
+                // One connection that went away before it was accepted: take the next.
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
+                // Out of file descriptors or the like: try again at the next readiness event
+                // (every new connection is one), without spinning.
+                Err(err) => {
+                    log::warn!("health server cannot accept a connection: {err}");
+                    return;
+                }
             };
             if self.connections.len() >= MAX_CONNECTIONS {
                 let oldest = self

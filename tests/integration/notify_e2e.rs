@@ -560,18 +560,14 @@ fn a_target_that_never_answers_does_not_delay_the_others() {
     for i in 0..20 {
         populate(&setup.sb, &format!("lane-{i}"), 1, 1);
     }
-    let started = std::time::Instant::now();
-    // Serially behind the hung Slack endpoint this took 20 × 8 s.
-    wait_until("20 webhook messages", Duration::from_secs(40), || {
+    // Behind the hung Slack endpoint the webhook waited for Slack's 8 s timeouts (at least
+    // two per delivery pass) before its first message; in its own lane it needs no more than
+    // a poll cycle and twenty local requests.
+    wait_until("20 webhook messages", Duration::from_secs(12), || {
         delivered(&receiver).len() >= 20
     });
-    let took = started.elapsed();
     let keys = per_key(&delivered(&receiver));
     assert_eq!(keys.len(), 20, "20 distinct messages: {keys:?}");
     assert!(keys.values().all(|n| *n == 1), "each once: {keys:?}");
-    assert!(
-        took < Duration::from_secs(30),
-        "the webhook waited {took:?} for the hung Slack endpoint"
-    );
     drop(hung);
 }

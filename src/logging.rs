@@ -2,14 +2,14 @@
 //! people.
 //!
 //! env_logger does the plumbing (per-crate level filter, one buffered write per line to stderr,
-//! so lines from different threads never interleave); the line itself is [`format_record`],
+//! so lines from different threads never interleave); the line itself is `format_record`,
 //! because the JSON shape is a promise to users (`level`, `msg`, the event's own fields as
 //! top-level keys, `timestamp` in RFC 3339) and is easiest to keep exact when it is written
 //! here. Event fields come from `log`'s key-value support:
 //! `log::info!(cluster = c, new_count = n; "vulnerabilities detected")`. env_logger's own `kv`
 //! feature only teaches its default format to print them, and that format is replaced.
 //!
-//! Only the agent's own records follow `KIJO_LOG_LEVEL`; see [`library_level`] for the
+//! Only the agent's own records follow `KIJO_LOG_LEVEL`; see `library_level` for the
 //! libraries.
 
 use std::io::Write;

@@ -1,10 +1,10 @@
 //! Liveness, readiness and metrics over HTTP for the kubelet and Prometheus.
 //!
-//! [`HealthState`] is what the probes report, shared by every thread of the agent; [`server`]
-//! answers the probes and scrapes over HTTP; [`metrics`] adds the build and process metrics
-//! (read from `/proc` by [`proc`]) to the agent's own.
+//! [`HealthState`] is what the probes report, shared by every thread of the agent; `server`
+//! ([`HealthServer`]) answers the probes and scrapes over HTTP; `metrics` adds the build and
+//! process metrics (read from `/proc` by `proc`) to the agent's own.
 //!
-//! Probes never block on the database: readiness is computed by [`spawn_readiness_checker`] in
+//! Probes never block on the database: readiness is computed by `spawn_readiness_checker` in
 //! the background and the handler only reads the cached answer.
 
 mod metrics;
@@ -34,7 +34,7 @@ pub struct HealthState {
 
 impl HealthState {
     /// `stall_bound` is how long the poll loop may go without progress before liveness fails;
-    /// see [`stall_bound_for`].
+    /// see `stall_bound_for`.
     pub fn new(stall_bound: Duration) -> Arc<HealthState> {
         Arc::new(HealthState {
             started: Instant::now(),

@@ -2,10 +2,10 @@
 //! generic webhooks and the Kijo SaaS, and how it is delivered.
 //!
 //! Pure core: [`group::select`] and [`group::group`] turn one cycle's lifecycle changes into
-//! messages with stable ids; [`slack`], [`webhook`] and [`saas`] render them; the retry policy
-//! in [`policy`] is a set of pure functions. Thin shell: [`deliver::Deliverer`] makes one HTTP
-//! attempt and returns a typed [`policy::Outcome`]; [`test_message`] is `notify-test`. The outbox that makes delivery durable is
-//! kept by the store; [`outbox::Dispatcher`] (the notify thread) delivers it.
+//! messages with stable ids; [`slack`], `webhook` and `saas` render them; the retry policy
+//! in `policy` is a set of pure functions. Thin shell: [`Deliverer`] makes one HTTP attempt
+//! and returns a typed [`Outcome`]; `test_message` is `notify-test`. The outbox that makes
+//! delivery durable is kept by the store; [`outbox::Dispatcher`] (the notify thread) delivers it.
 
 pub(crate) mod deliver;
 pub mod event;

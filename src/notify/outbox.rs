@@ -333,7 +333,7 @@ impl Dispatcher {
     }
 
     /// The notify thread, until `stop` disconnects: with several targets, one lane thread per
-    /// target (see [`Dispatcher::lanes`]), each woken by the poll loop's wake-ups.
+    /// target (see `Dispatcher::lanes`), each woken by the poll loop's wake-ups.
     pub fn run(self, wake: Receiver<()>, stop: Receiver<()>) {
         if self.settings.targets.len() <= 1 {
             return self.run_lane(wake, stop);

@@ -413,18 +413,23 @@ pub fn to_terminal_text(body: &Value) -> String {
         };
         let line: Vec<String> = texts
             .into_iter()
-            .map(|t| {
-                mrkdwn_to_plain(t)
-                    .chars()
-                    .filter(|c| *c == '\n' || !is_hidden_control(*c))
-                    .collect()
-            })
+            .map(|t| terminal_safe(&mrkdwn_to_plain(t)))
             .collect();
         if !line.is_empty() {
             lines.push(line.join("   "));
         }
     }
     lines.join("\n")
+}
+
+/// `text` with every control character but the line break dropped, and every bidirectional
+/// control: what a terminal shows is then exactly the characters printed (no escape sequence
+/// can move the cursor, ring the bell, set the window title or recolour the output). For any
+/// report text printed to a terminal (`kijo-agent history`, the demo).
+pub(crate) fn terminal_safe(text: &str) -> String {
+    text.chars()
+        .filter(|c| *c == '\n' || !is_hidden_control(*c))
+        .collect()
 }
 
 fn mrkdwn_to_plain(text: &str) -> String {
@@ -771,5 +776,19 @@ mod tests {
         ]});
         let text = to_terminal_text(&body);
         assert_eq!(text, "title]0;pwned\n• w[2J: CVE-1 (pkg)\n      image x31m");
+    }
+
+    #[test]
+    fn terminal_safe_keeps_only_printable_text_and_line_breaks() {
+        let cases = [
+            ("plain\nlines", "plain\nlines"),
+            ("a\u{1b}[2Jb", "a[2Jb"),
+            ("bell\u{7} tab\t cr\r", "bell tab cr"),
+            ("rtl\u{202E}txt.exe\u{2069}", "rtltxt.exe"),
+            ("c1\u{9b}31m", "c131m"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(terminal_safe(text), want, "{text:?}");
+        }
     }
 }

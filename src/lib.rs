@@ -6,6 +6,7 @@
 //! stores, notifiers, health server) that is tested against real servers. The binary in
 //! `main.rs` only wires them together.
 
+pub(crate) mod backoff;
 pub(crate) mod check;
 pub mod config;
 pub mod health;

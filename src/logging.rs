@@ -1,16 +1,21 @@
 //! The log backend: one JSON object per line for log pipelines, or a readable text line for
 //! people.
 //!
-//! It is a small `log::Log` implementation (as ripgrep's) rather than env_logger or tracing:
-//! the JSON shape is a promise to users (`level`, `msg`, the event's own fields as top-level keys,
-//! `timestamp` in RFC 3339) and is easiest to keep exact when it is written here. Event fields come
-//! from `log`'s key-value support: `log::info!(cluster = c, new_count = n; "vulnerabilities detected")`.
+//! env_logger does the plumbing (per-crate level filter, one buffered write per line to stderr,
+//! so lines from different threads never interleave); the line itself is `format_record`,
+//! because the JSON shape is a promise to users (`level`, `msg`, the event's own fields as
+//! top-level keys, `timestamp` in RFC 3339) and is easiest to keep exact when it is written
+//! here. Event fields come from `log`'s key-value support:
+//! `log::info!(cluster = c, new_count = n; "vulnerabilities detected")`. env_logger's own `kv`
+//! feature only teaches its default format to print them, and that format is replaced.
+//!
+//! Only the agent's own records follow `KIJO_LOG_LEVEL`; see `library_level` for the
+//! libraries.
 
 use std::io::Write;
-use std::sync::OnceLock;
 
 use log::kv::{self, VisitSource};
-use log::{Level, LevelFilter, Log, Metadata, Record};
+use log::{Level, LevelFilter, Record};
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,50 +29,48 @@ pub enum LogFormat {
 /// overwrite them.
 const RESERVED: [&str; 3] = ["level", "msg", "timestamp"];
 
-struct Logger {
-    format: LogFormat,
-    level: LevelFilter,
-}
+/// Target prefix of the agent's own records (the library and the binary are `kijo_agent`).
+const OWN_TARGET: &str = "kijo";
 
-static LOGGER: OnceLock<Logger> = OnceLock::new();
+/// Libraries allowed to say more than warnings at `trace`, and how much. Their records carry
+/// nothing secret at that level: rustls names the server and the protocol versions, never
+/// application data. Every other library — above all ureq, whose debug and trace records hold
+/// full request URLs (a Slack webhook URL is its credential) and hex dumps of requests with
+/// their `Authorization` header, and the PostgreSQL driver, which logs statement parameters —
+/// stays at warnings at every level: no log line may contain a secret.
+const TRACE_LIBRARIES: [(&str, LevelFilter); 1] = [("rustls", LevelFilter::Debug)];
 
-/// Installs the logger once; later calls only keep the first settings (tests call it freely).
+/// Installs the logger once; later calls keep the first settings (tests call it freely).
 pub fn init(format: LogFormat, level: LevelFilter) {
-    let logger = LOGGER.get_or_init(|| Logger { format, level });
-    if log::set_logger(logger).is_ok() {
-        log::set_max_level(logger.level);
-    }
+    let _ = builder(format, level).try_init();
 }
 
-impl Log for Logger {
-    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= self.level
-            && metadata.level() <= foreign_cap(metadata.target(), self.level)
-    }
-
-    fn log(&self, record: &Record<'_>) {
-        if !self.enabled(record.metadata()) {
-            return;
+/// The configured env_logger builder. The environment (`RUST_LOG`) is deliberately not read:
+/// `KIJO_LOG_LEVEL` is the one documented knob, and a stray `RUST_LOG=trace` must not open
+/// the libraries' records.
+fn builder(format: LogFormat, level: LevelFilter) -> env_logger::Builder {
+    let mut builder = env_logger::Builder::new();
+    builder
+        .filter_level(library_level(level))
+        .filter_module(OWN_TARGET, level)
+        .target(env_logger::Target::Stderr)
+        .write_style(env_logger::WriteStyle::Never)
+        .format(move |out, record| {
+            out.write_all(format_record(format, jiff::Timestamp::now(), record).as_bytes())
+        });
+    if level == LevelFilter::Trace {
+        for (library, cap) in TRACE_LIBRARIES {
+            builder.filter_module(library, cap);
         }
-        let line = format_record(self.format, jiff::Timestamp::now(), record);
-        // One write per line so lines from different threads never interleave; a closed stderr
-        // is not worth crashing for.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
-
-    fn flush(&self) {
-        let _ = std::io::stderr().flush();
-    }
+    builder
 }
 
 /// Libraries (rustls, ureq, postgres) are chatty at debug level and may print connection
-/// details; their records pass only at `warn` unless the operator asks for `trace`.
-fn foreign_cap(target: &str, level: LevelFilter) -> LevelFilter {
-    if target.starts_with("kijo") || level == LevelFilter::Trace {
-        LevelFilter::Trace
-    } else {
-        LevelFilter::Warn
-    }
+/// details and credentials; their records pass only up to warnings, and never beyond the
+/// agent's own level.
+fn library_level(level: LevelFilter) -> LevelFilter {
+    level.min(LevelFilter::Warn)
 }
 
 fn level_name(level: Level) -> &'static str {
@@ -81,7 +84,7 @@ fn level_name(level: Level) -> &'static str {
 }
 
 /// Renders one record as a complete line, newline included. Pure, so the shape is unit-tested.
-pub fn format_record(format: LogFormat, now: jiff::Timestamp, record: &Record<'_>) -> String {
+fn format_record(format: LogFormat, now: jiff::Timestamp, record: &Record<'_>) -> String {
     let mut fields = FieldCollector(Vec::new());
     // A visitor that never fails: errors cannot occur here.
     let _ = record.key_values().visit(&mut fields);
@@ -243,13 +246,46 @@ mod tests {
 
     #[test]
     fn libraries_are_capped_at_warn() {
+        use log::Log;
+        // (agent level, record target, record level, passes)
         let cases = [
-            ("kijo_agent::store", LevelFilter::Debug, LevelFilter::Trace),
-            ("rustls::client", LevelFilter::Debug, LevelFilter::Warn),
-            ("ureq::unversioned", LevelFilter::Trace, LevelFilter::Trace),
+            (LevelFilter::Debug, "kijo_agent::store", Level::Debug, true),
+            (LevelFilter::Debug, "kijo_agent::store", Level::Trace, false),
+            (LevelFilter::Trace, "kijo_agent::notify", Level::Trace, true),
+            (LevelFilter::Info, "kijo_agent", Level::Info, true),
+            (LevelFilter::Debug, "rustls::client", Level::Debug, false),
+            (LevelFilter::Debug, "rustls::client", Level::Warn, true),
+            (LevelFilter::Error, "rustls::client", Level::Warn, false),
+            (LevelFilter::Trace, "rustls::client", Level::Debug, true),
+            (LevelFilter::Trace, "rustls::client", Level::Trace, false),
+            // ureq's debug and trace records carry request URLs and header dumps.
+            (LevelFilter::Trace, "ureq::unversioned", Level::Trace, false),
+            (
+                LevelFilter::Trace,
+                "ureq_proto::client",
+                Level::Debug,
+                false,
+            ),
+            (LevelFilter::Trace, "ureq::run", Level::Warn, true),
+            (
+                LevelFilter::Trace,
+                "tokio_postgres::query",
+                Level::Debug,
+                false,
+            ),
+            (LevelFilter::Trace, "postgres", Level::Error, true),
         ];
-        for (target, level, want) in cases {
-            assert_eq!(foreign_cap(target, level), want, "{target}");
+        for (level, target, record_level, want) in cases {
+            let logger = builder(LogFormat::Json, level).build();
+            let metadata = log::Metadata::builder()
+                .target(target)
+                .level(record_level)
+                .build();
+            assert_eq!(
+                logger.enabled(&metadata),
+                want,
+                "{target} {record_level} at {level}"
+            );
         }
     }
 }

@@ -4,7 +4,7 @@
 //! [`Registry`] that `main` builds, so adding a metric never touches a central list. The health
 //! server renders the registry in text format 0.0.4.
 
-pub use prometheus_client::metrics::{
+pub(crate) use prometheus_client::metrics::{
     counter::Counter, family::Family, gauge::Gauge, histogram::Histogram,
 };
 pub use prometheus_client::registry::Registry;

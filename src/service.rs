@@ -634,7 +634,8 @@ pub fn history(config: &Config) -> bool {
     });
     match result {
         Ok(text) => {
-            print!("{text}");
+            // Report text comes from image metadata: nothing in it may drive the terminal.
+            print!("{}", crate::notify::slack::terminal_safe(&text));
             true
         }
         Err(err) => {

@@ -10,7 +10,7 @@ pub(crate) const NAMESPACE_PLACEHOLDER: &str = "{namespace}";
 /// A target URL must be absolute with a host and use `https`, or plain `http` to a loopback
 /// host or when `allow_insecure_http` (`KIJO_NOTIFY_ALLOW_HTTP`) is set. A Slack webhook URL is
 /// a credential, so messages show it masked.
-pub fn validate_target_url(url: &str, allow_insecure_http: bool) -> Result<(), String> {
+pub(crate) fn validate_target_url(url: &str, allow_insecure_http: bool) -> Result<(), String> {
     let masked = mask_target_url(url);
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
@@ -41,7 +41,8 @@ pub fn validate_target_url(url: &str, allow_insecure_http: bool) -> Result<(), S
     }
 }
 
-fn is_loopback(host: &str) -> bool {
+/// `localhost` or a loopback IP: the hosts where plain http is acceptable (tests, sidecars).
+pub(crate) fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host

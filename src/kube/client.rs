@@ -534,18 +534,18 @@ fn read_status(resp: &mut ureq::http::Response<ureq::Body>) -> (String, String) 
 }
 
 impl RetryPolicy {
-    /// Exponential backoff with jitter, capped.
+    /// Exponential backoff, capped, with up to +25 % jitter (never shorter, so a loaded server
+    /// gets at least the planned pause).
     pub(crate) fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base_backoff
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.max_backoff);
-        // Up to +25 % jitter from the clock; good enough to spread retries of replicas.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        exp + exp.mul_f64(f64::from(nanos % 1000) / 4000.0)
+        let schedule = crate::backoff::Exponential {
+            base: self.base_backoff,
+            cap: self.max_backoff,
+        };
+        crate::backoff::jittered(
+            schedule.ceiling(attempt.min(16)),
+            crate::backoff::Jitter::Up(0.25),
+            crate::backoff::random_unit(),
+        )
     }
 }
 

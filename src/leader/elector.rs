@@ -227,11 +227,12 @@ impl Worker {
     }
 }
 
-/// client-go's acquire jitter: up to +120 %, spreading standbys' attempts.
+/// client-go's acquire jitter (`wait.Jitter(retryPeriod, 1.2)`): up to +120 %, spreading
+/// standbys' attempts.
 fn jittered(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    d + d.mul_f64(1.2 * f64::from(nanos % 1000) / 1000.0)
+    crate::backoff::jittered(
+        d,
+        crate::backoff::Jitter::Up(1.2),
+        crate::backoff::random_unit(),
+    )
 }

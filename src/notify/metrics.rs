@@ -1,10 +1,10 @@
-//! Delivery metrics. Peers publish no push success/failure metric (peers.md §1c), so a silent
-//! Slack outage goes unnoticed; these make one visible.
+//! Delivery metrics: without a success/failure count per target a silent Slack outage goes
+//! unnoticed; these make one visible.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::histogram::exponential_buckets;
 
-use super::deliver::Outcome;
+use super::policy::Outcome;
 use crate::metrics::{Counter, Family, Gauge, Histogram, Registry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -2,28 +2,29 @@
 //! generic webhooks and the Kijo SaaS, and how it is delivered.
 //!
 //! Pure core: [`group::select`] and [`group::group`] turn one cycle's lifecycle changes into
-//! messages with stable ids; [`slack`], [`webhook`] and [`saas`] render them; the retry policy
-//! in [`deliver`] is a set of pure functions. Thin shell: [`deliver::Deliverer`] makes one HTTP
-//! attempt and returns a typed [`deliver::Outcome`]. The outbox that makes delivery durable is
-//! kept by the store; [`outbox::Dispatcher`] (the notify thread) delivers it.
+//! messages with stable ids; [`slack`], `webhook` and `saas` render them; the retry policy
+//! in `policy` is a set of pure functions. Thin shell: [`Deliverer`] makes one HTTP attempt
+//! and returns a typed [`Outcome`]; `test_message` is `notify-test`. The outbox that makes
+//! delivery durable is kept by the store; [`outbox::Dispatcher`] (the notify thread) delivers it.
 
-pub mod deliver;
+pub(crate) mod deliver;
 pub mod event;
 pub mod group;
 pub mod metrics;
 pub mod outbox;
-pub mod saas;
+pub(crate) mod policy;
+pub(crate) mod saas;
 pub mod settings;
 pub mod signature;
 pub mod slack;
-pub mod webhook;
+pub(crate) mod test_message;
+pub(crate) mod webhook;
 
-pub use deliver::{
-    Deliverer, DelivererConfig, DeliveryReport, Disposition, Outcome, RetryPolicy, Target,
-    send_test_message, validate_target_url,
-};
+pub use deliver::{Deliverer, DelivererConfig, DeliveryReport, Target};
 pub use event::{Change, ChangeKind, Severity};
 pub use group::{Message, group, select};
 pub use metrics::NotifyMetrics;
 pub use outbox::Dispatcher;
+pub use policy::{DeliveryPolicy, Outcome};
 pub use settings::NotifySettings;
+pub use test_message::send_test_message;

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError, select};
 use jiff::Timestamp;
 
-use super::deliver::{Deliverer, Disposition, Outcome, Target};
+use super::deliver::{Deliverer, Target};
 use super::metrics::NotifyMetrics;
+use super::policy::{Disposition, Outcome};
 use super::settings::NotifySettings;
 use crate::config::Config;
 use crate::health::HealthState;
@@ -280,10 +281,12 @@ impl Dispatcher {
     /// Undelivered messages (all targets) and when the earliest is due.
     pub fn pending(&mut self) -> Result<(u64, Option<Timestamp>), StoreError> {
         let cluster = self.cluster.clone();
+        let names: Vec<&'static str> = self.settings.targets.iter().map(Target::name).collect();
         let store = self.store()?;
         let pending = store
             .outbox_stats(&cluster)?
             .iter()
+            .filter(|s| names.contains(&s.target.as_str()))
             .map(|s| s.pending)
             .sum();
         Ok((pending, store.next_due(&cluster)?))
@@ -305,8 +308,79 @@ impl Dispatcher {
         }
     }
 
-    /// The notify thread's loop, until `stop` disconnects.
-    pub fn run(mut self, wake: Receiver<()>, stop: Receiver<()>) {
+    /// One dispatcher per target, each with its own store connection and its own thread, so
+    /// that a target that never answers holds back only its own messages: a hung Slack
+    /// endpoint used to delay a healthy webhook by a whole request timeout per message.
+    fn lanes(&self) -> Vec<Dispatcher> {
+        self.settings
+            .targets
+            .iter()
+            .map(|target| Dispatcher {
+                cluster: self.cluster.clone(),
+                settings: NotifySettings {
+                    targets: vec![target.clone()],
+                    ..self.settings.clone()
+                },
+                database: self.database.clone(),
+                store: None,
+                deliverer: self.deliverer.clone(),
+                metrics: self.metrics.clone(),
+                health: self.health.clone(),
+                leader: self.leader.clone(),
+                blocked: HashMap::new(),
+            })
+            .collect()
+    }
+
+    /// The notify thread, until `stop` disconnects: with several targets, one lane thread per
+    /// target (see `Dispatcher::lanes`), each woken by the poll loop's wake-ups.
+    pub fn run(self, wake: Receiver<()>, stop: Receiver<()>) {
+        if self.settings.targets.len() <= 1 {
+            return self.run_lane(wake, stop);
+        }
+        let mut wakes = Vec::new();
+        let mut lanes = Vec::new();
+        for lane in self.lanes() {
+            let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
+            let lane_stop = stop.clone();
+            let name = format!("notify-{}", lane.settings.targets[0].name());
+            match std::thread::Builder::new()
+                .name(name)
+                .spawn(move || lane.run_lane(wake_rx, lane_stop))
+            {
+                Ok(handle) => {
+                    wakes.push(wake_tx);
+                    lanes.push(handle);
+                }
+                Err(err) => log::error!("cannot start a notification lane thread: {err}"),
+            }
+        }
+        loop {
+            select! {
+                recv(stop) -> _ => break,
+                recv(wake) -> msg => match msg {
+                    Ok(()) => {
+                        for lane in &wakes {
+                            let _ = lane.try_send(());
+                        }
+                    }
+                    Err(_) => {
+                        // The poll loop is gone: the lanes keep delivering on their timers.
+                        wakes.clear();
+                        let _ = stop.recv();
+                        break;
+                    }
+                },
+            }
+        }
+        drop(wakes);
+        for lane in lanes {
+            let _ = lane.join();
+        }
+    }
+
+    /// One lane's loop (all targets of this dispatcher, in turn), until `stop` disconnects.
+    fn run_lane(mut self, wake: Receiver<()>, stop: Receiver<()>) {
         let stopping = || matches!(stop.try_recv(), Err(TryRecvError::Disconnected));
         // The "saas" readiness condition appears only once the SaaS has answered: an
         // unreachable SaaS is retried like any target and does not make the agent unready.
@@ -367,8 +441,25 @@ impl Dispatcher {
     }
 
     /// `--once`: delivers what is queued until nothing is pending, `deadline` passes or `stop`
-    /// says so. Returns the messages still pending (all targets).
-    pub fn drain(&mut self, deadline: Instant, stop: &dyn Fn() -> bool) -> u64 {
+    /// says so, each target in its own lane. Returns the messages still pending (all targets).
+    pub fn drain(&mut self, deadline: Instant, stop: &(dyn Fn() -> bool + Sync)) -> u64 {
+        if self.settings.targets.len() <= 1 {
+            return self.drain_lane(deadline, stop);
+        }
+        let mut lanes = self.lanes();
+        std::thread::scope(|scope| {
+            let running: Vec<_> = lanes
+                .iter_mut()
+                .map(|lane| scope.spawn(move || lane.drain_lane(deadline, stop)))
+                .collect();
+            running
+                .into_iter()
+                .map(|lane| lane.join().unwrap_or(u64::MAX))
+                .fold(0u64, u64::saturating_add)
+        })
+    }
+
+    fn drain_lane(&mut self, deadline: Instant, stop: &(dyn Fn() -> bool + Sync)) -> u64 {
         self.heartbeat();
         loop {
             let stop_now = || stop() || Instant::now() >= deadline;

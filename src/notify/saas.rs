@@ -7,45 +7,42 @@ use serde::Serialize;
 use super::group::{Message, message_id};
 use super::webhook::{WebhookPayload, payload, rfc3339_seconds};
 
-pub const EVENTS_PATH: &str = "/v1/events";
-pub const HEARTBEAT_PATH: &str = "/v1/heartbeat";
-
-/// The OpenAPI 3.1 document of the API.
-pub const OPENAPI: &str = include_str!("saas-openapi.yaml");
+pub(crate) const EVENTS_PATH: &str = "/v1/events";
+pub(crate) const HEARTBEAT_PATH: &str = "/v1/heartbeat";
 
 #[derive(Debug, Clone, Serialize)]
-pub struct AgentInfo<'a> {
+pub(crate) struct AgentInfo<'a> {
     pub version: &'a str,
     pub cluster: &'a str,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct EventsRequest<'a> {
+pub(crate) struct EventsRequest<'a> {
     pub agent: AgentInfo<'a>,
     pub events: Vec<WebhookPayload<'a>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct HeartbeatRequest<'a> {
+pub(crate) struct HeartbeatRequest<'a> {
     pub agent: AgentInfo<'a>,
     pub sent_at: String,
 }
 
 /// `endpoint` + `path` without a doubled or missing slash.
-pub fn url(endpoint: &str, path: &str) -> String {
+pub(crate) fn url(endpoint: &str, path: &str) -> String {
     format!("{}{path}", endpoint.trim_end_matches('/'))
 }
 
 /// Idempotency key of a batch: the message id for one message, otherwise derived from the
 /// sorted message ids, so a retried batch carries the same key.
-pub fn batch_id(messages: &[Message]) -> String {
+pub(crate) fn batch_id(messages: &[Message]) -> String {
     match messages {
         [one] => one.id.clone(),
         many => message_id(many.iter().map(|m| m.id.as_str())),
     }
 }
 
-pub fn events_body(version: &str, cluster: &str, messages: &[Message]) -> Vec<u8> {
+pub(crate) fn events_body(version: &str, cluster: &str, messages: &[Message]) -> Vec<u8> {
     let body = EventsRequest {
         agent: AgentInfo { version, cluster },
         events: messages.iter().map(payload).collect(),
@@ -53,7 +50,7 @@ pub fn events_body(version: &str, cluster: &str, messages: &[Message]) -> Vec<u8
     serde_json::to_vec(&body).expect("events body serializes")
 }
 
-pub fn heartbeat_body(version: &str, cluster: &str, now: Timestamp) -> Vec<u8> {
+pub(crate) fn heartbeat_body(version: &str, cluster: &str, now: Timestamp) -> Vec<u8> {
     let body = HeartbeatRequest {
         agent: AgentInfo { version, cluster },
         sent_at: rfc3339_seconds(now),
@@ -68,6 +65,9 @@ mod tests {
     use crate::notify::group::group;
     use crate::notify::group::tests::change;
     use serde_json::Value;
+
+    /// The OpenAPI 3.1 document of the API.
+    const OPENAPI: &str = include_str!("saas-openapi.yaml");
 
     fn spec() -> Value {
         serde_saphyr::from_str(OPENAPI).expect("saas-openapi.yaml parses")

@@ -11,12 +11,6 @@ use super::group::hex;
 pub const SIGNATURE_HEADER: &str = "X-Kijo-Signature";
 pub const TIMESTAMP_HEADER: &str = "X-Kijo-Timestamp";
 
-/// Hex HMAC-SHA256 of `data` under `key`.
-pub fn hmac_sha256_hex(key: &[u8], data: &[u8]) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, key);
-    hex(hmac::sign(&key, data).as_ref())
-}
-
 /// The `X-Kijo-Signature` value for a body sent at `timestamp` (unix seconds).
 pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
@@ -57,6 +51,12 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hex HMAC-SHA256 of `data` under `key`.
+    fn hmac_sha256_hex(key: &[u8], data: &[u8]) -> String {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, key);
+        hex(hmac::sign(&key, data).as_ref())
+    }
 
     #[test]
     fn hmac_known_answers() {

@@ -7,20 +7,22 @@
 //! `msg_blocks_too_long` cap (slackapi/bolt-js#2509). Overflow is cut with "…and N more".
 
 use jiff::Timestamp;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
 use super::event::{ChangeKind, Severity};
 use super::group::{ImageGroup, Message};
+use crate::config::target_url::{CLUSTER_PLACEHOLDER, NAMESPACE_PLACEHOLDER, is_loopback};
 
-pub const MAX_BLOCKS: usize = 50;
-pub const MAX_SECTION_TEXT: usize = 3000;
-pub const MAX_FIELD_TEXT: usize = 2000;
-pub const MAX_HEADER_TEXT: usize = 150;
+pub(crate) const MAX_BLOCKS: usize = 50;
+pub(crate) const MAX_SECTION_TEXT: usize = 3000;
+pub(crate) const MAX_FIELD_TEXT: usize = 2000;
+pub(crate) const MAX_HEADER_TEXT: usize = 150;
 /// Slack truncates `text` above 40,000 chars; the fallback only feeds notifications and
 /// screen readers, so it stays one short line.
-pub const MAX_FALLBACK_TEXT: usize = 300;
+pub(crate) const MAX_FALLBACK_TEXT: usize = 300;
 /// Our own cap on the sum of all block texts, below Slack's undocumented aggregate limit.
-pub const MAX_TOTAL_TEXT: usize = 12_000;
+pub(crate) const MAX_TOTAL_TEXT: usize = 12_000;
 /// Workload names shown per line before "…and N more".
 const MAX_NAMES: usize = 5;
 
@@ -29,7 +31,7 @@ const MAX_NAMES: usize = 5;
 const FIXED_BLOCKS: usize = 6;
 
 /// The human title of a message, e.g. "🚨 New Critical Vulnerabilities in production-eu".
-pub fn title(message: &Message) -> String {
+pub(crate) fn title(message: &Message) -> String {
     let cluster = &message.cluster;
     let sev = message.severity.title_case();
     match message.kind {
@@ -42,29 +44,84 @@ pub fn title(message: &Message) -> String {
 
 /// Fills a `KIJO_DETAILS_URL` template: `{cluster}` and `{namespace}` are replaced by their
 /// percent-encoded values.
-pub fn details_url(template: &str, cluster: &str, namespace: &str) -> String {
+pub(crate) fn details_url(template: &str, cluster: &str, namespace: &str) -> String {
     template
-        .replace("{cluster}", &percent_encode(cluster))
-        .replace("{namespace}", &percent_encode(namespace))
+        .replace(CLUSTER_PLACEHOLDER, &percent_encode(cluster))
+        .replace(NAMESPACE_PLACEHOLDER, &percent_encode(namespace))
 }
 
+/// Everything but RFC 3986's unreserved characters is encoded.
+const PLACEHOLDER: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 fn percent_encode(s: &str) -> String {
+    utf8_percent_encode(s, PLACEHOLDER).to_string()
+}
+
+/// Makes report text inert in mrkdwn. Report strings come from image metadata, which whoever
+/// builds the image controls, so this is the last defence for anything already stored:
+/// - `&`, `<` and `>` become entities (Slack's own escaping rule), so no `<url|label>` link
+///   or `<!channel>` mention can be smuggled in;
+/// - `` ` `` and `*`, which open and close the code spans and bold names this module writes,
+///   become look-alikes (ˋ, ∗);
+/// - line breaks and tabs become spaces (a name cannot fake a new line of the message), and
+///   every other control character and bidirectional override (which can make text read
+///   differently from what it is, CVE-2021-42574) becomes U+FFFD, visible.
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '`' => out.push('\u{02CB}'),
+            '*' => out.push('\u{2217}'),
+            c if c.is_control() && c.is_whitespace() => out.push(' '),
+            c if is_hidden_control(c) => out.push('\u{FFFD}'),
+            c => out.push(c),
         }
     }
     out
 }
 
-/// Escapes the three characters Slack's mrkdwn treats as control characters.
-pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// Control characters (C0, DEL, C1) and the Unicode bidirectional controls.
+fn is_hidden_control(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// A report's link as the clickable CVE link, or `None` when it is not one a reader may
+/// safely click: only `https` (or `http` to a loopback host, for local receivers and tests),
+/// and nothing that could break out of mrkdwn's `<url|label>`.
+fn safe_link(link: &str) -> Option<&str> {
+    if link.contains(|c: char| c == '|' || c.is_whitespace() || is_hidden_control(c)) {
+        return None;
+    }
+    let uri: ureq::http::Uri = link.parse().ok()?;
+    let host = uri.host().filter(|h| !h.is_empty())?;
+    match uri.scheme_str()? {
+        s if s.eq_ignore_ascii_case("https") => Some(link),
+        s if s.eq_ignore_ascii_case("http") && is_loopback(host) => Some(link),
+        _ => None,
+    }
+}
+
+/// Text for `plain_text` blocks, which Slack shows as is: only the control characters are
+/// neutralised, as in [`escape`].
+fn plain(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            c if c.is_control() && c.is_whitespace() => ' ',
+            c if is_hidden_control(c) => '\u{FFFD}',
+            c => c,
+        })
+        .collect()
 }
 
 /// Cuts `s` to at most `max` chars, marking the cut with "…".
@@ -125,12 +182,11 @@ fn join_within(items: &[String], sep: &str, max: usize) -> String {
 
 fn finding_text(f: &super::group::Finding, message_severity: Severity) -> String {
     let id = escape(&f.vulnerability_id);
-    let id = match &f.link {
-        // A link that could break mrkdwn's <url|label> syntax is left out, not mangled.
-        Some(link) if !link.contains('|') && !link.contains(char::is_whitespace) => {
-            format!("<{}|{id}>", escape(link))
-        }
-        _ => id,
+    // A link that is not https, or could break mrkdwn's <url|label> syntax, is left out,
+    // not mangled.
+    let id = match f.link.as_deref().and_then(safe_link) {
+        Some(link) => format!("<{}|{id}>", escape(link)),
+        None => id,
     };
     let mut pkg = escape(&f.package);
     if !f.installed_version.is_empty() {
@@ -196,8 +252,8 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 /// The Slack incoming-webhook body for a message. `details_url` is a `KIJO_DETAILS_URL`
 /// template.
-pub fn render(message: &Message, details_url_template: Option<&str>) -> Value {
-    let title = title(message);
+pub(crate) fn render(message: &Message, details_url_template: Option<&str>) -> Value {
+    let title = plain(&title(message));
     let header_text = truncate(&title, MAX_HEADER_TEXT);
     let mut used = len(&header_text);
     let mut blocks = vec![json!({
@@ -316,7 +372,7 @@ pub fn render(message: &Message, details_url_template: Option<&str>) -> Value {
 
 /// The body of `send_test_message` for Slack: proves the channel is reachable without looking
 /// like a real finding.
-pub fn render_test(cluster: &str, now: Timestamp) -> Value {
+pub(crate) fn render_test(cluster: &str, now: Timestamp) -> Value {
     let cluster = truncate(&escape(cluster), 200);
     json!({
         "text": format!("kijo-agent test message from {cluster}"),
@@ -331,7 +387,10 @@ pub fn render_test(cluster: &str, now: Timestamp) -> Value {
 }
 
 /// A Slack body as plain terminal text, for the local demo and `send a test message`
-/// previews: one line per block, mrkdwn links shown as their URL, entities unescaped.
+/// previews: one line per block, mrkdwn links shown as their URL, entities unescaped. Control
+/// characters other than the line breaks between blocks are dropped, so no text from a report
+/// can move the cursor, ring the bell or recolour the terminal (escape sequences start with
+/// ESC), and no bidirectional override can reorder what is shown.
 pub fn to_terminal_text(body: &Value) -> String {
     let mut lines = Vec::new();
     for block in body["blocks"].as_array().into_iter().flatten() {
@@ -352,12 +411,25 @@ pub fn to_terminal_text(body: &Value) -> String {
                 .collect(),
             _ => Vec::new(),
         };
-        let line: Vec<String> = texts.into_iter().map(mrkdwn_to_plain).collect();
+        let line: Vec<String> = texts
+            .into_iter()
+            .map(|t| terminal_safe(&mrkdwn_to_plain(t)))
+            .collect();
         if !line.is_empty() {
             lines.push(line.join("   "));
         }
     }
     lines.join("\n")
+}
+
+/// `text` with every control character but the line break dropped, and every bidirectional
+/// control: what a terminal shows is then exactly the characters printed (no escape sequence
+/// can move the cursor, ring the bell, set the window title or recolour the output). For any
+/// report text printed to a terminal (`kijo-agent history`, the demo).
+pub(crate) fn terminal_safe(text: &str) -> String {
+    text.chars()
+        .filter(|c| *c == '\n' || !is_hidden_control(*c))
+        .collect()
 }
 
 fn mrkdwn_to_plain(text: &str) -> String {
@@ -611,5 +683,112 @@ mod tests {
         let body = render_test("prod", "2024-01-15T10:30:00Z".parse().unwrap());
         assert_within_limits(&body);
         assert!(all_text(&body).contains("test message"));
+    }
+
+    #[test]
+    fn only_https_links_become_cve_links() {
+        let cases = [
+            ("https://avd.aquasec.com/nvd/cve-1", true),
+            ("HTTPS://avd.aquasec.com/nvd/cve-1", true),
+            ("http://127.0.0.1:8080/cve-1", true),
+            ("http://[::1]/cve-1", true),
+            ("http://avd.aquasec.com/nvd/cve-1", false),
+            ("javascript:alert(1)", false),
+            ("javascript://avd.aquasec.com/%0aalert(1)", false),
+            ("data:text/html,<script>x</script>", false),
+            ("file:///etc/passwd", false),
+            ("//avd.aquasec.com/nvd/cve-1", false),
+            ("https://avd.aquasec.com/a|b", false),
+            ("https://avd.aquasec.com/\u{202E}exe.fdp", false),
+            ("", false),
+        ];
+        for (link, linked) in cases {
+            let mut c = change("1", "web", "CVE-1", Severity::Critical);
+            c.link = Some(link.to_owned());
+            let body = render(&group(vec![c])[0], None);
+            let text = body["blocks"][3]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert_eq!(text.contains("|CVE-1>"), linked, "{link:?}: {text}");
+            if !linked {
+                assert!(!text.contains('<'), "{link:?}: {text}");
+            }
+        }
+    }
+
+    /// Control characters, line breaks and bidi overrides from a report never reach Slack raw.
+    #[test]
+    fn report_text_cannot_fake_lines_ring_bells_or_reorder() {
+        let hostile = "a\nb\r\tc\u{7}d\u{1b}[31me\u{202E}f\u{2066}g\u{85}h*i*`j`";
+        let mut c = change("1", hostile, hostile, Severity::Critical);
+        c.package = hostile.to_owned();
+        c.installed_version = hostile.to_owned();
+        c.fixed_version = Some(hostile.to_owned());
+        c.image = hostile.to_owned();
+        c.namespace = hostile.to_owned();
+        c.cluster = hostile.to_owned();
+        c.workload_kind = hostile.to_owned();
+        let m = &group(vec![c])[0];
+        let body = render(m, None);
+        assert_within_limits(&body);
+        let blocks = body["blocks"].as_array().unwrap();
+        let mut texts = vec![
+            body["text"].as_str().unwrap(),
+            blocks[0]["text"]["text"].as_str().unwrap(),
+        ];
+        texts.extend(
+            blocks[1]["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["text"].as_str().unwrap()),
+        );
+        texts.extend(
+            blocks[2..]
+                .iter()
+                .filter_map(|b| b["text"]["text"].as_str()),
+        );
+        for (i, text) in texts.into_iter().enumerate() {
+            for c in text.chars() {
+                assert!(c == '\n' || !is_hidden_control(c), "{c:?} in {text:?}");
+            }
+            // Only the line breaks this module writes: "*Cluster:*\n…" and "\n      image".
+            assert!(text.matches('\n').count() <= 1, "{text:?}");
+            // The header is plain_text, where `*` and `` ` `` are just characters.
+            if i != 1 {
+                assert!(!text.contains("*i*") && !text.contains("`j`"), "{text:?}");
+            }
+        }
+        let group_text = blocks[3]["text"]["text"].as_str().unwrap();
+        assert!(
+            group_text.contains("a b  c\u{fffd}d\u{fffd}[31me\u{fffd}f"),
+            "{group_text}"
+        );
+    }
+
+    #[test]
+    fn terminal_text_drops_control_characters() {
+        // A body as it could have been rendered before report text was neutralised.
+        let body = json!({"blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": "title\u{1b}]0;pwned\u{7}"}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": "• *w\u{1b}[2J*: CVE-1\u{202E}\r (pkg)\n      image `x\u{9b}31m`"}},
+        ]});
+        let text = to_terminal_text(&body);
+        assert_eq!(text, "title]0;pwned\n• w[2J: CVE-1 (pkg)\n      image x31m");
+    }
+
+    #[test]
+    fn terminal_safe_keeps_only_printable_text_and_line_breaks() {
+        let cases = [
+            ("plain\nlines", "plain\nlines"),
+            ("a\u{1b}[2Jb", "a[2Jb"),
+            ("bell\u{7} tab\t cr\r", "bell tab cr"),
+            ("rtl\u{202E}txt.exe\u{2069}", "rtltxt.exe"),
+            ("c1\u{9b}31m", "c131m"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(terminal_safe(text), want, "{text:?}");
+        }
     }
 }

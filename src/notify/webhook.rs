@@ -11,7 +11,7 @@ use super::group::Message;
 
 /// One webhook body. Field order is the README's, then the additions.
 #[derive(Debug, Clone, Serialize)]
-pub struct WebhookPayload<'a> {
+pub(crate) struct WebhookPayload<'a> {
     pub cluster: &'a str,
     pub event: &'a str,
     pub severity: &'a str,
@@ -29,10 +29,10 @@ pub struct WebhookPayload<'a> {
 
 /// Webhook bodies list at most this many findings (~350 KB), so a receiver behind a default
 /// 1 MB body limit (nginx) does not answer 413 and lose the message. The SaaS gets them all.
-pub const MAX_WEBHOOK_FINDINGS: usize = 1000;
+pub(crate) const MAX_WEBHOOK_FINDINGS: usize = 1000;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct FindingPayload<'a> {
+pub(crate) struct FindingPayload<'a> {
     pub namespace: &'a str,
     pub workload: &'a str,
     pub workload_kind: &'a str,
@@ -48,17 +48,17 @@ pub struct FindingPayload<'a> {
 }
 
 /// RFC 3339 in UTC with whole seconds, like the README's `2024-01-15T10:30:00Z`.
-pub fn rfc3339_seconds(ts: Timestamp) -> String {
+pub(crate) fn rfc3339_seconds(ts: Timestamp) -> String {
     ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// The event object with every finding (SaaS events).
-pub fn payload(message: &Message) -> WebhookPayload<'_> {
+pub(crate) fn payload(message: &Message) -> WebhookPayload<'_> {
     payload_limited(message, usize::MAX)
 }
 
 /// The event object with at most `max_findings` findings.
-pub fn payload_limited(message: &Message, max_findings: usize) -> WebhookPayload<'_> {
+pub(crate) fn payload_limited(message: &Message, max_findings: usize) -> WebhookPayload<'_> {
     WebhookPayload {
         cluster: &message.cluster,
         event: message.kind.event_name(),
@@ -92,7 +92,7 @@ pub fn payload_limited(message: &Message, max_findings: usize) -> WebhookPayload
 }
 
 /// The exact bytes POSTed (and signed).
-pub fn render(message: &Message) -> Vec<u8> {
+pub(crate) fn render(message: &Message) -> Vec<u8> {
     // Serializing plain structs of strings and numbers cannot fail.
     serde_json::to_vec(&payload_limited(message, MAX_WEBHOOK_FINDINGS))
         .expect("webhook payload serializes")
@@ -100,7 +100,7 @@ pub fn render(message: &Message) -> Vec<u8> {
 
 /// The body of `send_test_message` for a webhook: README fields with `event: "test"` and no
 /// findings, so a receiver that acts on events can ignore it by its event name.
-pub fn render_test(cluster: &str, now: Timestamp, id: &str) -> Vec<u8> {
+pub(crate) fn render_test(cluster: &str, now: Timestamp, id: &str) -> Vec<u8> {
     let body = WebhookPayload {
         cluster,
         event: "test",

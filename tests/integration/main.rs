@@ -3,9 +3,11 @@
 //! receivers.
 
 mod crash;
+mod health;
 mod kube;
 mod leader;
 mod lifecycle_e2e;
+mod logging;
 mod notify;
 mod notify_e2e;
 mod outbox;

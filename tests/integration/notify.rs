@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use kijo_agent::metrics::Registry;
 use kijo_agent::notify::metrics::{FailureLabels, TargetLabels};
 use kijo_agent::notify::{
-    Change, ChangeKind, Deliverer, DelivererConfig, Message, NotifyMetrics, Outcome, RetryPolicy,
-    Severity, Target, group, select, send_test_message, signature,
+    Change, ChangeKind, Deliverer, DelivererConfig, DeliveryPolicy, Message, NotifyMetrics,
+    Outcome, Severity, Target, group, select, send_test_message, signature,
 };
 use kijo_agent::secret::Secret;
 
@@ -43,7 +43,7 @@ fn deliverer(metrics: Option<NotifyMetrics>) -> Deliverer {
     let mut config = DelivererConfig::new("production-eu");
     config.timeout = Duration::from_secs(5);
     config.details_url = Some("https://kijo.example.com/clusters/{cluster}".to_owned());
-    config.policy = RetryPolicy {
+    config.policy = DeliveryPolicy {
         base: Duration::from_millis(40),
         cap: Duration::from_millis(150),
         max_retry_after: Duration::from_secs(3600),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::agent::{Agent, TempDir, run, wait_until};
+use crate::support::lifecycle::populate;
 use crate::support::pg::TestDb;
 use crate::support::receiver::{Receiver, Recorded, Reply};
 use crate::support::sandbox::Sandbox;
@@ -541,4 +542,32 @@ fn two_agents_on_one_database_deliver_each_message_once() {
     let ok = delivered(&receiver);
     assert_eq!(ok.len(), 1, "{:?}", summary(&receiver.requests()));
     assert_grouped_new_message(&ok[0]);
+}
+
+/// A Slack endpoint that accepts connections and never answers must not hold back a healthy
+/// webhook: each target is delivered in its own lane, so one target's timeouts (8 s per
+/// attempt) never delay another's messages.
+#[test]
+fn a_target_that_never_answers_does_not_delay_the_others() {
+    let receiver = Receiver::start();
+    // The kernel's backlog accepts the connections; nothing ever reads or answers them.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_url = format!("http://{}/services/T/B/hung", hung.local_addr().unwrap());
+    let setup = Setup::new(&receiver, false, &[("KIJO_NOTIFY_SLACK", &hung_url)]);
+    let agent = setup.start();
+    past_baseline(&agent, &receiver);
+    // Twenty namespaces with a new critical finding each: twenty messages per target.
+    for i in 0..20 {
+        populate(&setup.sb, &format!("lane-{i}"), 1, 1);
+    }
+    // Behind the hung Slack endpoint the webhook waited for Slack's 8 s timeouts (at least
+    // two per delivery pass) before its first message; in its own lane it needs no more than
+    // a poll cycle and twenty local requests.
+    wait_until("20 webhook messages", Duration::from_secs(12), || {
+        delivered(&receiver).len() >= 20
+    });
+    let keys = per_key(&delivered(&receiver));
+    assert_eq!(keys.len(), 20, "20 distinct messages: {keys:?}");
+    assert!(keys.values().all(|n| *n == 1), "each once: {keys:?}");
+    drop(hung);
 }

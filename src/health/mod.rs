@@ -1,0 +1,207 @@
+//! Liveness, readiness and metrics over HTTP for the kubelet and Prometheus.
+//!
+//! [`HealthState`] is what the probes report, shared by every thread of the agent; `server`
+//! ([`HealthServer`]) answers the probes and scrapes over HTTP; `metrics` adds the build and
+//! process metrics (read from `/proc` by `proc`) to the agent's own.
+//!
+//! Probes never block on the database: readiness is computed by `spawn_readiness_checker` in
+//! the background and the handler only reads the cached answer.
+
+mod metrics;
+mod proc;
+mod server;
+
+pub use server::HealthServer;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// What the probes report, shared by every thread of the agent.
+pub struct HealthState {
+    started: Instant,
+    /// Milliseconds since `started` at the poll loop's last sign of progress.
+    last_progress_ms: AtomicU64,
+    stall_bound: Duration,
+    shutting_down: AtomicBool,
+    dead_worker: Mutex<Option<String>>,
+    /// Named readiness conditions (`database`, …): `None` until first checked, then the outcome.
+    conditions: Mutex<BTreeMap<&'static str, Option<Result<(), String>>>>,
+}
+
+impl HealthState {
+    /// `stall_bound` is how long the poll loop may go without progress before liveness fails;
+    /// see `stall_bound_for`.
+    pub fn new(stall_bound: Duration) -> Arc<HealthState> {
+        Arc::new(HealthState {
+            started: Instant::now(),
+            last_progress_ms: AtomicU64::new(0),
+            stall_bound,
+            shutting_down: AtomicBool::new(false),
+            dead_worker: Mutex::new(None),
+            conditions: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Called by the poll loop whenever it gets something done (a cycle starts, a report is
+    /// processed, a cycle ends).
+    pub fn progress(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_progress_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Marks a worker thread as gone; liveness fails from then on.
+    pub(crate) fn worker_died(&self, name: &str, reason: &str) {
+        *lock(&self.dead_worker) = Some(format!("{name} thread stopped: {reason}"));
+    }
+
+    /// Declares a readiness condition that must be checked before the agent is ready.
+    pub(crate) fn require(&self, condition: &'static str) {
+        lock(&self.conditions).entry(condition).or_insert(None);
+    }
+
+    pub(crate) fn set_condition(&self, condition: &'static str, outcome: Result<(), String>) {
+        lock(&self.conditions).insert(condition, Some(outcome));
+    }
+
+    /// Liveness: `Err` with a reason when a worker died or the poll loop is stuck.
+    pub(crate) fn liveness(&self) -> Result<(), String> {
+        if let Some(reason) = lock(&self.dead_worker).clone() {
+            return Err(reason);
+        }
+        let now = self.started.elapsed();
+        let last = Duration::from_millis(self.last_progress_ms.load(Ordering::Relaxed));
+        let idle = now.saturating_sub(last);
+        if idle > self.stall_bound {
+            return Err(format!(
+                "poll loop made no progress for {}s (bound {}s)",
+                idle.as_secs(),
+                self.stall_bound.as_secs()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Readiness: `Err` with a one-line reason unless every condition passed its last check.
+    pub(crate) fn readiness(&self) -> Result<(), String> {
+        if self.is_shutting_down() {
+            return Err("shutting down".into());
+        }
+        for (name, outcome) in lock(&self.conditions).iter() {
+            match outcome {
+                None => return Err(format!("{name}: not checked yet")),
+                Some(Err(reason)) => return Err(format!("{name}: {reason}")),
+                Some(Ok(())) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The documented liveness bound: two poll intervals plus five minutes. A cycle may legitimately
+/// take minutes on a large cluster, and the loop reports progress within a cycle too, so only a
+/// loop that is truly stuck (a hung connection past every timeout, a deadlock) trips it.
+pub(crate) fn stall_bound_for(poll_interval: Duration) -> Duration {
+    poll_interval * 2 + Duration::from_secs(300)
+}
+
+/// A poisoned lock only means another thread panicked, which ends the process anyway; the data
+/// (flags and strings) is still usable for the last probe answers.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Checks one readiness condition every `interval` on its own thread, so that probes read a
+/// cached answer and never wait for the database. The check itself must bound its own time
+/// (the store's ping uses a 1 s timeout).
+pub(crate) fn spawn_readiness_checker<F>(
+    state: Arc<HealthState>,
+    condition: &'static str,
+    interval: Duration,
+    stop: crossbeam_channel::Receiver<()>,
+    mut check: F,
+) -> io::Result<JoinHandle<()>>
+where
+    F: FnMut() -> Result<(), String> + Send + 'static,
+{
+    state.require(condition);
+    thread::Builder::new()
+        .name(format!("ready-{condition}"))
+        .spawn(move || {
+            loop {
+                let outcome = check();
+                if let Err(reason) = &outcome {
+                    log::debug!(condition = condition, reason = reason.as_str(); "readiness check failed");
+                }
+                state.set_condition(condition, outcome);
+                match stop.recv_timeout(interval) {
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                    _ => return,
+                }
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_follows_conditions_and_shutdown() {
+        let state = HealthState::new(Duration::from_secs(60));
+        assert_eq!(state.readiness(), Ok(()));
+        state.require("database");
+        assert_eq!(state.readiness(), Err("database: not checked yet".into()));
+        state.set_condition("database", Err("connection refused".into()));
+        assert_eq!(
+            state.readiness(),
+            Err("database: connection refused".into())
+        );
+        state.set_condition("database", Ok(()));
+        assert_eq!(state.readiness(), Ok(()));
+        state.begin_shutdown();
+        assert_eq!(state.readiness(), Err("shutting down".into()));
+    }
+
+    #[test]
+    fn liveness_fails_on_a_dead_worker_or_a_stall() {
+        let state = HealthState::new(Duration::from_secs(60));
+        assert_eq!(state.liveness(), Ok(()));
+        state.worker_died("poll", "returned an error");
+        assert!(
+            state
+                .liveness()
+                .unwrap_err()
+                .contains("poll thread stopped")
+        );
+
+        let stalled = HealthState::new(Duration::ZERO);
+        let until = Instant::now() + Duration::from_secs(5);
+        // Any elapsed time at all exceeds a zero bound.
+        while stalled.started.elapsed() == Duration::ZERO && Instant::now() < until {}
+        assert!(stalled.liveness().unwrap_err().contains("no progress"));
+    }
+
+    #[test]
+    fn stall_bound_is_two_intervals_plus_five_minutes() {
+        assert_eq!(
+            stall_bound_for(Duration::from_secs(300)),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            stall_bound_for(Duration::from_secs(30)),
+            Duration::from_secs(360)
+        );
+    }
+}

@@ -1,6 +1,7 @@
-//! Minimal HTTP/1.1: request parsing (Content-Length and chunked bodies), responses made of
-//! shared byte segments (so list pages are written without copying stored objects), chunked
-//! streaming for watches.
+//! Minimal HTTP/1.1 for the loopback servers of the tests, the demo and the sandbox: request
+//! parsing (Content-Length and chunked bodies, with limits on head and body), responses made of
+//! shared byte segments (so the sandbox writes list pages without copying stored objects),
+//! chunked streaming for watches. One parser, so a framing fix reaches every server.
 
 use std::io::{self, BufRead, Read, Write};
 use std::sync::Arc;
@@ -11,6 +12,9 @@ const MAX_HEAD: usize = 64 << 10;
 
 pub struct Request {
     pub method: String,
+    /// The request target exactly as sent (path and query, still percent-encoded).
+    pub target: String,
+    /// The target's path, percent-decoded.
     pub path: String,
     pub query: Vec<(String, String)>,
     pub headers: Vec<(String, String)>,
@@ -130,11 +134,20 @@ pub fn read_request<C: Read + Write>(r: &mut io::BufReader<C>) -> io::Result<Opt
         .collect();
     let mut req = Request {
         method,
+        target: target.clone(),
         path,
         query,
         headers,
         body: Vec::new(),
     };
+    if req
+        .header("expect")
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+    {
+        let w = r.get_mut();
+        w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        w.flush()?;
+    }
     let chunked = req
         .header("transfer-encoding")
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));

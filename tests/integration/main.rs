@@ -3,6 +3,7 @@
 //! receivers.
 
 mod crash;
+mod demo;
 mod kube;
 mod leader;
 mod lifecycle_e2e;

@@ -114,4 +114,3 @@ impl Drop for Agent {
         let _ = self.child.wait();
     }
 }
-

@@ -16,8 +16,13 @@ pub fn repo_root() -> &'static Path {
 /// an example in `target/<profile>/examples/`, a binary in `target/<profile>/`.
 pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().expect("the program lives in target/<profile>/…");
-    if dir.file_name().is_some_and(|n| n == "deps" || n == "examples") {
+    let dir = exe
+        .parent()
+        .expect("the program lives in target/<profile>/…");
+    if dir
+        .file_name()
+        .is_some_and(|n| n == "deps" || n == "examples")
+    {
         dir.parent().expect("target/<profile>").to_path_buf()
     } else {
         dir.to_path_buf()

@@ -75,8 +75,14 @@ fn ca_from_kubeconfig(kubeconfig: &Path) -> Result<String, String> {
         .ok_or_else(|| format!("no certificate-authority-data in {}", kubeconfig.display()))?;
     let pem = base64::engine::general_purpose::STANDARD
         .decode(data.trim())
-        .map_err(|e| format!("certificate-authority-data in {}: {e}", kubeconfig.display()))?;
-    String::from_utf8(pem).map_err(|e| format!("CA in {} is not PEM text: {e}", kubeconfig.display()))
+        .map_err(|e| {
+            format!(
+                "certificate-authority-data in {}: {e}",
+                kubeconfig.display()
+            )
+        })?;
+    String::from_utf8(pem)
+        .map_err(|e| format!("CA in {} is not PEM text: {e}", kubeconfig.display()))
 }
 
 fn random_token() -> String {
@@ -210,7 +216,8 @@ impl Sandbox {
         self.kubectl_command_at(Path::new("/usr/bin/kubectl"), args)
     }
 
-    /// [`Sandbox::kubectl_command`] with another kubectl (the demo's, found on PATH).
+    /// [`Sandbox::kubectl_command`] with another program: the kubectl found on PATH (the demo),
+    /// or a wrapper such as `/usr/bin/time` that runs kubectl with this environment (a benchmark).
     pub fn kubectl_command_at(&self, kubectl: &Path, args: &[&str]) -> Command {
         let home = self.dir.path().join("home");
         let _ = std::fs::create_dir_all(&home);

@@ -149,3 +149,69 @@ fn demo_runs_without_kubectl_through_the_sandbox_api() {
         "{out}"
     );
 }
+
+#[test]
+fn interrupted_demo_stops_everything_and_removes_its_directory() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(demo_binary())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the demo");
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut store = String::new();
+    let mut line = String::new();
+    while !line.starts_with("━━ The first cycle") {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).expect("demo stdout") > 0,
+            "the demo ended before its first step"
+        );
+        if let Some(rest) = line.strip_prefix("▶ kijo-agent: embedded store sqlite:") {
+            store = rest.split(',').next().unwrap_or_default().to_owned();
+        }
+    }
+    let dir = std::path::Path::new(&store)
+        .parent()
+        .expect("the store lies in the demo's directory")
+        .to_path_buf();
+    assert!(dir.is_dir(), "{}", dir.display());
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("demo exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("demo interrupted; everything stopped and removed"),
+        "{stderr}"
+    );
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    // The sandbox (its command line names the directory) and the agent (its environment does)
+    // are gone.
+    let needle = dir.display().to_string();
+    let survivors: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            ["cmdline", "environ"].iter().any(|f| {
+                std::fs::read(e.path().join(f))
+                    .is_ok_and(|b| String::from_utf8_lossy(&b).contains(&needle))
+            })
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        survivors.is_empty(),
+        "processes of the demo still run: {survivors:?}"
+    );
+}

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use kijo_testkit::agent::Agent;
 use kijo_testkit::build;
 use kijo_testkit::receiver::{Receiver, Recorded};
-use kijo_testkit::sandbox::Sandbox;
+use kijo_testkit::sandbox::{Sandbox, kubectl_on_path};
 use kijo_testkit::wait::poll_until;
 use serde_json::{Value, json};
 
@@ -68,13 +68,6 @@ fn main() {
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The first `kubectl` on PATH, if any.
-fn kubectl_on_path() -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join("kubectl"))
-        .find(|p| p.is_file())
 }
 
 fn demo(interrupted: &AtomicBool) -> Result<(), Stop> {

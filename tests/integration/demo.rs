@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use kijo_testkit::build;
+use kijo_testkit::sandbox::kubectl_on_path;
 use kijo_testkit::tempdir::TempDir;
 
 /// `target/<profile>/examples/demo`, built once per test process (`cargo test` builds the
@@ -111,10 +112,7 @@ fn assert_story(out: &str) {
 
 #[test]
 fn demo_runs_with_kubectl() {
-    let kubectl = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file())
-        .expect("kubectl on PATH (the machine's /usr/bin/kubectl)");
+    let kubectl = kubectl_on_path().expect("kubectl on PATH (the machine's /usr/bin/kubectl)");
     let out = run_demo(&std::env::var_os("PATH").unwrap_or_default());
     assert_story(&out);
     assert!(

@@ -64,6 +64,14 @@ pub struct Sandbox {
     stderr_path: PathBuf,
 }
 
+/// The first `kubectl` on PATH, if any: the demo uses it when there is one and talks to the
+/// sandbox's API itself when there is none.
+pub fn kubectl_on_path() -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("kubectl"))
+        .find(|p| p.is_file())
+}
+
 /// The CA PEM from the kubeconfig's `certificate-authority-data`, which the sandbox writes inline.
 fn ca_from_kubeconfig(kubeconfig: &Path) -> Result<String, String> {
     use base64::Engine as _;

@@ -3,17 +3,21 @@
 default:
     @just --list
 
-# Everything CI runs: formatting, lints, all tests, deployment validation, the static binary in an empty root.
+# Everything CI runs: formatting, lints, docs, MSRV, dependency policy, all tests, deployment validation, the static binary in an empty root.
 test: lint
+    .ci/install-rust-tools
+    .ci/check-docs
+    .ci/check-msrv
+    .ci/check-deny
     cargo build --example sandbox
     cargo test --all-targets
     just validate-deploy
     just static-binary-test --full
 
-# Formatting and clippy with warnings as errors, on every target.
+# Formatting and clippy with warnings as errors (and std APIs newer than rust-version denied), on every target of the workspace.
 lint:
     cargo fmt --all --check
-    cargo clippy --all-targets -- -D warnings
+    cargo clippy --workspace --all-targets --locked -- -D warnings -D clippy::incompatible_msrv
 
 # Debug build of the agent.
 build:

@@ -13,10 +13,11 @@
 #[path = "bench_support/mod.rs"]
 mod bench_support;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use kijo_testkit::sandbox::Sandbox;
 
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -103,34 +104,14 @@ fn main() {
             other => panic!("unknown argument {other}; usage: bench_lifecycle [--synthetic W:V]"),
         }
     }
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().expect("examples dir").to_path_buf();
-    let sandbox_bin = dir.join("sandbox");
-    let agent_bin: PathBuf = dir.parent().expect("target/release").join("kijo-agent");
-    for bin in [&sandbox_bin, &agent_bin] {
-        assert!(
-            bin.exists(),
-            "{} missing: run `just bench-lifecycle`",
-            bin.display()
-        );
-    }
-    let tmp = std::env::temp_dir().join(format!("kijo-bench-lifecycle-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
-    let kubeconfig = tmp.join("kubeconfig");
-
-    let mut sandbox = Command::new(&sandbox_bin)
-        .args(["--synthetic", &synthetic, "--kubeconfig"])
-        .arg(&kubeconfig)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the sandbox");
-    let mut line = String::new();
-    BufReader::new(sandbox.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("sandbox ready: "), "sandbox said {line:?}");
+    let agent_bin = kijo_testkit::build::agent_binary();
+    assert!(
+        agent_bin.exists(),
+        "{} missing: run `just bench-lifecycle`",
+        agent_bin.display()
+    );
+    let sandbox = Sandbox::start(&["--synthetic", &synthetic]);
+    let kubeconfig = sandbox.kubeconfig.clone();
 
     let existing = count_reports(&kubeconfig);
     assert!(
@@ -181,8 +162,6 @@ fn main() {
         }
     );
 
-    let _ = sandbox.kill();
-    let _ = sandbox.wait();
+    drop(sandbox);
     let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
-    let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -7,15 +7,17 @@
 //!
 //! Each side runs in its own process so peak RSS is measured alone: the agent side re-runs
 //! this binary with `--agent-only` and reads its own `VmHWM`; kubectl runs under
-//! `/usr/bin/time -f %M`.
+//! `/usr/bin/time -f %M`. The sandbox is started by the shared launcher (`kijo_testkit`).
 
 #[path = "bench_support/mod.rs"]
 mod bench_support;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
+
+use kijo_testkit::sandbox::Sandbox;
 
 use kijo_agent::kube::{Client, KubeOptions, ListEvent};
 use kijo_agent::trivy::ReportKind;
@@ -95,34 +97,13 @@ fn main() {
     }
 
     let exe = std::env::current_exe().expect("current exe");
-    let sandbox = exe.with_file_name("sandbox");
-    assert!(
-        sandbox.exists(),
-        "{} missing: cargo build --release --example sandbox",
-        sandbox.display()
-    );
-    let dir = std::env::temp_dir().join(format!("kijo-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-
     let started = Instant::now();
-    let mut child = Command::new(&sandbox)
-        .args(["--synthetic", &synthetic, "--kubeconfig"])
-        .arg(&kubeconfig)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start sandbox");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("sandbox ready: "), "sandbox said {line:?}");
+    let sandbox = Sandbox::start(&["--synthetic", &synthetic]);
+    let kubeconfig = sandbox.kubeconfig.clone();
     println!(
         "sandbox --synthetic {synthetic} ready in {:.1}s at {}",
         started.elapsed().as_secs_f64(),
-        line.trim_start_matches("sandbox ready: ").trim()
+        sandbox.url
     );
 
     let existing = count_reports(&kubeconfig);
@@ -146,13 +127,11 @@ fn main() {
     );
     let agent: serde_json::Value = serde_json::from_slice(&out.stdout).expect("agent JSON");
 
-    // kubectl.
-    let home = dir.join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let time_file = dir.join("time");
+    // kubectl, under /usr/bin/time for its peak RSS.
+    let time_file = sandbox.dir.path().join("time");
     let start = Instant::now();
-    let mut kubectl = Command::new("/usr/bin/time")
-        .args(["-f", "%e %M", "-o"])
+    let mut kubectl = sandbox
+        .kubectl_command_at(Path::new("/usr/bin/time"), &["-f", "%e %M", "-o"])
         .arg(&time_file)
         .args([
             "/usr/bin/kubectl",
@@ -162,10 +141,6 @@ fn main() {
             "-o",
             "json",
         ])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("HOME", &home)
-        .env("KUBECACHEDIR", home.join("cache"))
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -189,9 +164,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
 
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(sandbox);
 
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!(

@@ -10,7 +10,6 @@
 mod api;
 mod discovery;
 mod faults;
-mod http;
 mod jsonpatch;
 mod load;
 mod resources;
@@ -26,6 +25,9 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+// The HTTP/1.1 framing is shared with the tests' loopback receiver.
+use kijo_testkit::http;
 
 use api::{Outcome, State};
 use base64::Engine as _;

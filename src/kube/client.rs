@@ -1,6 +1,6 @@
 //! The HTTP layer: one ureq agent with the cluster's TLS settings, credentials that refresh
 //! themselves, and the retry policy. Everything above it (listing, owner lookups, dry-run
-//! checks) goes through [`Client::execute`], so every request gets the same auth, retry,
+//! checks) goes through `Client::execute`, so every request gets the same auth, retry,
 //! metrics and error naming.
 
 use std::sync::{Arc, Condvar, Mutex, RwLock};

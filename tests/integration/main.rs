@@ -3,6 +3,7 @@
 //! receivers.
 
 mod crash;
+mod demo;
 mod health;
 mod kube;
 mod leader;

@@ -1,6 +1,7 @@
-//! Minimal HTTP/1.1: request parsing (Content-Length and chunked bodies), responses made of
-//! shared byte segments (so list pages are written without copying stored objects), chunked
-//! streaming for watches.
+//! Minimal HTTP/1.1 for the loopback servers of the tests, the demo and the sandbox: request
+//! parsing (Content-Length and chunked bodies, with limits on head and body), responses made of
+//! shared byte segments (so the sandbox writes list pages without copying stored objects),
+//! chunked streaming for watches. One parser, so a framing fix reaches every server.
 
 use std::io::{self, BufRead, Read, Write};
 use std::sync::Arc;
@@ -11,6 +12,9 @@ const MAX_HEAD: usize = 64 << 10;
 
 pub struct Request {
     pub method: String,
+    /// The request target exactly as sent (path and query, still percent-encoded).
+    pub target: String,
+    /// The target's path, percent-decoded.
     pub path: String,
     pub query: Vec<(String, String)>,
     pub headers: Vec<(String, String)>,
@@ -36,36 +40,17 @@ impl Request {
     }
 }
 
-pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
-                {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 3;
-                    }
-                    Err(_) => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// A percent-encoded path segment, decoded (`+` stays `+` in a path).
+fn decode_path(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// A query-string key or value, decoded as `application/x-www-form-urlencoded` (`+` is a
+/// space), as the API server's Go `url.ParseQuery` reads it.
+fn decode_query(s: &str) -> String {
+    decode_path(&s.replace('+', " "))
 }
 
 fn read_line_limited<R: BufRead>(r: &mut R, budget: &mut usize) -> io::Result<Option<String>> {
@@ -119,22 +104,31 @@ pub fn read_request<C: Read + Write>(r: &mut io::BufReader<C>) -> io::Result<Opt
         }
     }
     let (raw_path, raw_query) = target.split_once('?').unwrap_or((&target, ""));
-    let path = percent_decode(raw_path);
+    let path = decode_path(raw_path);
     let query = raw_query
         .split('&')
         .filter(|s| !s.is_empty())
         .map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k), percent_decode(v))
+            (decode_query(k), decode_query(v))
         })
         .collect();
     let mut req = Request {
         method,
+        target: target.clone(),
         path,
         query,
         headers,
         body: Vec::new(),
     };
+    if req
+        .header("expect")
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+    {
+        let w = r.get_mut();
+        w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        w.flush()?;
+    }
     let chunked = req
         .header("transfer-encoding")
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));

@@ -8,6 +8,7 @@ mod leader;
 mod lifecycle_e2e;
 mod notify;
 mod notify_e2e;
+mod observability;
 mod outbox;
 mod sandbox;
 mod shell;

@@ -131,7 +131,8 @@ fn dashboard_and_rules_use_only_metrics_the_agent_exposes() {
     let deadline = Instant::now() + Duration::from_secs(90);
     let body = loop {
         let body = get(addr, "/metrics").body;
-        let missing: BTreeSet<_> = wanted.difference(&exposed(&body)).collect();
+        let have = exposed(&body);
+        let missing: BTreeSet<_> = wanted.difference(&have).collect();
         if missing.is_empty() {
             break body;
         }

@@ -36,10 +36,14 @@ bench-list *ARGS:
     cargo build --release --example sandbox --example bench_list
     target/release/examples/bench_list {{ARGS}}
 
-# Static musl release binary as Dockerfile.scratch ships it, and its size (tools: .ci/install-tools).
+# Static musl release binary as Dockerfile.scratch ships it, with its dependency list embedded (cargo auditable), and its size (tools: .ci/install-tools).
 build-static:
-    cargo build --release --locked --target x86_64-unknown-linux-musl
+    cargo auditable build --release --locked --target x86_64-unknown-linux-musl
     @stat -c '%s' target/x86_64-unknown-linux-musl/release/kijo-agent | awk '{ printf "target/x86_64-unknown-linux-musl/release/kijo-agent: %d bytes (%.2f MiB)\n", $1, $1 / 1048576 }'
+
+# CycloneDX SBOM of the image (the static binary's Rust dependencies, from its embedded audit data), validated: target/sbom/kijo-agent.cdx.json
+sbom *ARGS:
+    .ci/sbom {{ARGS}}
 
 # The static binary in an empty root as 65534:65534 (as root): `--full` adds the sandbox checks.
 static-binary-test *ARGS:

@@ -20,6 +20,9 @@ RESOURCES = {
                                      ("clusterroles", "ClusterRole", False),
                                      ("clusterrolebindings", "ClusterRoleBinding", False)],
     "networking.k8s.io/v1": [("networkpolicies", "NetworkPolicy", True)],
+    "policy/v1": [("poddisruptionbudgets", "PodDisruptionBudget", True)],
+    # A cluster with the Prometheus Operator, for deploy/kubernetes/monitoring.
+    "monitoring.coreos.com/v1": [("prometheusrules", "PrometheusRule", True)],
 }
 VERBS = ["create", "delete", "get", "list", "patch", "update"]
 

@@ -31,13 +31,37 @@ CASES = [
     ("namespaced", {"databaseUrl": PG, "namespaces": ["team-a", "team-b"],
                     "notifications": {"webhook": {"url": "https://hooks.example.com/x", "secret": "s"}},
                     "saas": {"endpoint": "https://api.kijo.io", "apiKey": "k"}}, ["--namespaced"]),
+    # Everything monitoring turned on, three replicas (a PodDisruptionBudget) and egress
+    # narrowed to address blocks.
+    ("monitoring", {"databaseUrl": PG, "replicaCount": 3,
+                    "serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True, "criticalOpenDays": 3},
+                    "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Security"}},
+                    "networkPolicy": {"apiServerCIDRs": ["10.0.0.1/32"], "databaseCIDRs": ["10.20.0.0/24"],
+                                      "notificationCIDRs": ["10.30.0.5/32", "10.30.0.6/32"]}}, []),
+    ("single-replica-postgres", {"databaseUrl": PG, "replicaCount": 1}, []),
 ]
+# case -> [(ports of an egress rule, the CIDRs it must be narrowed to)]
+NARROWED = {"monitoring": [([443, 6443], ["10.0.0.1/32"]), ([443], ["10.30.0.5/32", "10.30.0.6/32"]),
+                           ([5432], ["10.20.0.0/24"])]}
 # Values the schema must refuse (a typo here would otherwise deploy silently).
 REJECTED = [
     ("severity typo", {"severity": "SEVERE"}),
     ("unknown top-level key", {"databaseURL": PG}),
     ("bad namespace name", {"namespaces": ["Team_A"]}),
+    ("a CIDR without prefix length", {"networkPolicy": {"databaseCIDRs": ["10.0.0.1"]}}),
+    ("days as a string", {"prometheusRule": {"criticalOpenDays": "7d"}}),
 ]
+
+
+def narrowing_errors(text, want):
+    """The rendered NetworkPolicy's egress rule for each port list goes to exactly those CIDRs."""
+    import yaml
+
+    pol = next(d for d in yaml.safe_load_all(text) if d and d["kind"] == "NetworkPolicy")
+    got = {tuple(sorted(p["port"] for p in r.get("ports", []))): sorted(b["ipBlock"]["cidr"] for b in r.get("to", []))
+           for r in pol["spec"]["egress"]}
+    return [f"egress rule for ports {ports} goes to {got.get(tuple(ports))}, want {sorted(cidrs)}"
+            for ports, cidrs in want if got.get(tuple(ports)) != sorted(cidrs)]
 
 
 def main(outdir):
@@ -59,6 +83,9 @@ def main(outdir):
         docs = [m.strip() for _, m in sorted(manifests.items()) if m.strip() and not _.endswith("NOTES.txt")]
         path = out / f"chart-{case}.yaml"
         path.write_text("".join(f"---\n{d}\n" for d in docs))
+        for e in narrowing_errors(path.read_text(), NARROWED[case]) if case in NARROWED else []:
+            failed = True
+            print(f"FAIL chart {case}: {e}", file=sys.stderr)
         print(" ".join([str(path)] + flags))
     for what, values in REJECTED:
         try:

@@ -11,6 +11,7 @@ mod lifecycle_e2e;
 mod logging;
 mod notify;
 mod notify_e2e;
+mod observability;
 mod outbox;
 mod sandbox;
 mod shell;

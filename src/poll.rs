@@ -21,7 +21,9 @@ use crate::kube::{Client, KubeError, KubeMetrics, KubeOptions, ListEvent, OwnerR
 use crate::leader::LeaderState;
 use crate::lifecycle::{self, AssetId, Event, EventKind, FindingKey, Observation};
 use crate::metrics::{Counter, Family, Gauge, Histogram, Registry};
-use crate::store::{DatabaseTarget, ReportVersion, Store, StoreError};
+use crate::notify::NotifySettings;
+use crate::severity::Severity;
+use crate::store::{DatabaseTarget, OpenFindings, ReportVersion, Store, StoreError};
 use crate::trivy::report::{LABEL_CONTAINER, owner_of};
 use crate::trivy::{ObjectMeta, Owner, OwnerLookup, Report, ReportKind, Revision, Workload};
 
@@ -34,6 +36,10 @@ pub struct PollMetrics {
     events: Family<Vec<(String, String)>, Counter>,
     malformed: Counter,
     open: Family<Vec<(String, String)>, Gauge>,
+    oldest_open: Family<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// The (severity, namespace) label sets exported at the last refresh, so series of
+    /// namespaces without open findings disappear instead of freezing at their last value.
+    open_series: Arc<std::sync::Mutex<HashSet<Vec<(String, String)>>>>,
 }
 
 impl PollMetrics {
@@ -45,11 +51,18 @@ impl PollMetrics {
             events: Family::default(),
             malformed: Counter::default(),
             open: Family::default(),
+            oldest_open: Family::default(),
+            open_series: Arc::default(),
         };
         registry.register(
             "kijo_findings_open",
-            "Open findings in the store by severity, after the last successful cycle.",
+            "Open findings in the store by severity and namespace (\"\" for cluster-scoped reports), after the last successful cycle.",
             m.open.clone(),
+        );
+        registry.register(
+            "kijo_findings_open_oldest_first_seen_timestamp_seconds",
+            "Unix time of the oldest first sighting among open findings first seen after the baseline, by severity and namespace; absent when there is none.",
+            m.oldest_open.clone(),
         );
         registry.register(
             "kijo_lifecycle_events",
@@ -79,18 +92,47 @@ impl PollMetrics {
         m
     }
 
-    /// Sets the open-findings gauge; severities with no open finding read 0.
-    fn set_open(&self, counts: &[crate::store::SeverityCount]) {
-        for severity in ["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"] {
-            let open = counts
-                .iter()
-                .filter(|c| c.severity == severity)
-                .map(|c| c.open)
-                .sum::<u64>();
-            self.open
-                .get_or_create(&vec![("severity".to_owned(), severity.to_owned())])
-                .set(i64::try_from(open).unwrap_or(i64::MAX));
+    /// Refreshes the open-findings gauges from one aggregate query's rows. Every severity reads
+    /// 0 in a namespace that has any open finding; a namespace without open findings has no
+    /// series, and the oldest-first-seen gauge exists only where an announced finding is open.
+    fn set_open(&self, rows: &[OpenFindings]) {
+        let labels = |severity: Severity, namespace: &str| {
+            vec![
+                ("severity".to_owned(), severity.as_str().to_owned()),
+                ("namespace".to_owned(), namespace.to_owned()),
+            ]
+        };
+        let namespaces: std::collections::BTreeSet<&str> =
+            rows.iter().map(|r| r.namespace.as_str()).collect();
+        let mut shown = HashSet::new();
+        for namespace in namespaces {
+            for severity in Severity::ALL {
+                let row = rows
+                    .iter()
+                    .find(|r| r.severity == severity && r.namespace == namespace);
+                let key = labels(severity, namespace);
+                let open = row.map_or(0, |r| r.open);
+                self.open
+                    .get_or_create(&key)
+                    .set(i64::try_from(open).unwrap_or(i64::MAX));
+                match row.and_then(|r| r.oldest_announced) {
+                    Some(t) => {
+                        let seconds = t.as_millisecond() as f64 / 1000.0;
+                        self.oldest_open.get_or_create(&key).set(seconds);
+                    }
+                    None => {
+                        self.oldest_open.remove(&key);
+                    }
+                }
+                shown.insert(key);
+            }
         }
+        let mut previous = self.open_series.lock().unwrap_or_else(|e| e.into_inner());
+        for gone in previous.difference(&shown) {
+            self.open.remove(gone);
+            self.oldest_open.remove(gone);
+        }
+        *previous = shown;
     }
 
     fn count_outcome(&self, outcome: &str) {
@@ -171,12 +213,6 @@ impl From<KubeError> for CycleError {
 /// The poll loop's Kubernetes client once connected, so shutdown can interrupt a request in
 /// flight (or a Retry-After wait) instead of waiting for it.
 pub type KubeHandle = Arc<std::sync::Mutex<Option<Client>>>;
-
-/// The kinds whose findings the lifecycle tracks.
-const TRACKED_KINDS: [ReportKind; 2] = [
-    ReportKind::VulnerabilityReport,
-    ReportKind::ClusterVulnerabilityReport,
-];
 
 /// A report as the metadata-only listing shows it: enough to tell whether it changed and whom
 /// it belongs to, a few hundred bytes however many findings it holds.
@@ -398,7 +434,7 @@ impl Poller {
             self.kube = Some(client);
         }
         let cluster = self.config.cluster_name.clone();
-        let targets = notification_targets(&self.config);
+        let targets = NotifySettings::from_config(&self.config).target_names();
         let mut summary = CycleSummary::default();
         let store = self.store.as_mut().expect("opened above");
         let client = self.kube.as_ref().expect("connected above");
@@ -408,7 +444,7 @@ impl Poller {
 
         // 1. What exists: metadata only, one small listing per kind.
         let mut listed: Vec<Listed> = Vec::new();
-        for kind in TRACKED_KINDS {
+        for &kind in ReportKind::ALL {
             let mut items = Vec::new();
             client.list_metadata(kind, &self.config.namespaces, &mut |event| match event {
                 ListEvent::Restart => items.clear(),
@@ -520,8 +556,8 @@ impl Poller {
         }
         self.owners.prune();
         // The gauge is a read, not a write: a failure here does not undo the cycle.
-        match store.open_counts_by_severity(&cluster) {
-            Ok(counts) => self.metrics.set_open(&counts),
+        match store.open_findings(&cluster) {
+            Ok(rows) => self.metrics.set_open(&rows),
             Err(e) => log::warn!(error:% = e; "cannot count open findings for the metrics"),
         }
         Ok(summary)
@@ -619,7 +655,7 @@ fn observe(cluster: &str, workload: &Workload, report: &Report) -> Observation {
                         f.package_path.clone()
                     },
                 },
-                severity: f.severity.as_str().to_owned(),
+                severity: f.severity,
                 installed_version: f.installed_version.clone(),
                 fixed_version: f.fixed_version.clone(),
                 title: f.title.clone(),
@@ -642,19 +678,4 @@ fn count_events(summary: &mut CycleSummary, metrics: &PollMetrics, events: &[Eve
             .get_or_create(&vec![("kind".to_owned(), e.kind.as_str().to_owned())])
             .inc();
     }
-}
-
-/// The outbox targets configured: each event is queued once per target.
-pub fn notification_targets(config: &Config) -> Vec<String> {
-    let mut targets = Vec::new();
-    if config.notify_slack.is_some() {
-        targets.push("slack".to_owned());
-    }
-    if config.notify_webhook.is_some() {
-        targets.push("webhook".to_owned());
-    }
-    if config.saas_endpoint.is_some() {
-        targets.push("saas".to_owned());
-    }
-    targets
 }

@@ -5,13 +5,15 @@
 //! messages with stable ids; [`slack`], [`webhook`] and [`saas`] render them; the retry policy
 //! in [`deliver`] is a set of pure functions. Thin shell: [`deliver::Deliverer`] makes one HTTP
 //! attempt and returns a typed [`deliver::Outcome`]. The outbox that makes delivery durable is
-//! kept by the store; [`outbox::Dispatcher`] (the notify thread) delivers it.
+//! kept by the store; [`plan`] decides what its queued rows become, and [`outbox::Dispatcher`]
+//! (the notify thread) delivers it.
 
 pub mod deliver;
 pub mod event;
 pub mod group;
 pub mod metrics;
 pub mod outbox;
+pub mod plan;
 pub mod saas;
 pub mod settings;
 pub mod signature;

@@ -30,9 +30,9 @@ pub fn render_history(cluster: &str, open: &[SeverityCount], events: &[Event]) -
         } else {
             &e.asset.namespace
         };
-        let severity = match &e.previous_severity {
+        let severity = match e.previous_severity {
             Some(prev) => format!("{prev}->{}", e.finding.severity),
-            None => e.finding.severity.clone(),
+            None => e.finding.severity.to_string(),
         };
         let _ = write!(
             out,
@@ -62,6 +62,7 @@ pub fn render_history(cluster: &str, open: &[SeverityCount], events: &[Event]) -
 mod tests {
     use super::*;
     use crate::lifecycle::{AssetId, EventKind, Finding, FindingKey};
+    use crate::severity::Severity;
 
     fn event(kind: EventKind, ns: &str, previous: Option<&str>, count: u32) -> Event {
         Event {
@@ -81,13 +82,13 @@ mod tests {
                     package: "openssl".into(),
                     package_path: String::new(),
                 },
-                severity: "CRITICAL".into(),
+                severity: Severity::Critical,
                 installed_version: "3.0.1".into(),
                 fixed_version: "3.0.2".into(),
                 title: "t".into(),
                 link: "l".into(),
             },
-            previous_severity: previous.map(str::to_owned),
+            previous_severity: previous.map(|p| p.parse().expect("a severity name")),
             reintroduced_count: count,
             occurred_at: "2026-01-05T00:00:00Z".parse().unwrap(),
         }
@@ -97,11 +98,11 @@ mod tests {
     fn renders_counts_and_events() {
         let counts = [
             SeverityCount {
-                severity: "CRITICAL".into(),
+                severity: Severity::Critical,
                 open: 2,
             },
             SeverityCount {
-                severity: "LOW".into(),
+                severity: Severity::Low,
                 open: 1,
             },
         ];

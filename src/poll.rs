@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
@@ -23,9 +23,13 @@ use crate::lifecycle::{self, AssetId, Event, EventKind, FindingKey, Observation}
 use crate::metrics::{Counter, Family, Gauge, Histogram, Registry};
 use crate::notify::NotifySettings;
 use crate::severity::Severity;
-use crate::store::{DatabaseTarget, OpenFindings, ReportVersion, Store, StoreError};
+use crate::store::{
+    DatabaseTarget, KnownReport, OpenFindings, ReportVersion, Store, StoreError, StoreMetrics,
+};
 use crate::trivy::report::{LABEL_CONTAINER, owner_of};
-use crate::trivy::{ObjectMeta, Owner, OwnerLookup, Report, ReportKind, Revision, Workload};
+use crate::trivy::{
+    ObjectMeta, Owner, OwnerLookup, Report, ReportKind, Revision, Workload, newest_by_key,
+};
 
 /// The poll loop's own metrics.
 #[derive(Clone)]
@@ -35,6 +39,8 @@ pub struct PollMetrics {
     last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     events: Family<Vec<(String, String)>, Counter>,
     malformed: Counter,
+    failed: Counter,
+    store: StoreMetrics,
     open: Family<Vec<(String, String)>, Gauge>,
     oldest_open: Family<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// The (severity, namespace) label sets exported at the last refresh, so series of
@@ -50,6 +56,8 @@ impl PollMetrics {
             last_success: Gauge::default(),
             events: Family::default(),
             malformed: Counter::default(),
+            failed: Counter::default(),
+            store: StoreMetrics::new(registry),
             open: Family::default(),
             oldest_open: Family::default(),
             open_series: Arc::default(),
@@ -73,6 +81,11 @@ impl PollMetrics {
             "kijo_reports_skipped",
             "Reports skipped because they could not be used (malformed, owner unknown).",
             m.malformed.clone(),
+        );
+        registry.register(
+            "kijo_reports_failed",
+            "Reports skipped because the store refused their write for a reason other than a lost connection; retried next cycle.",
+            m.failed.clone(),
         );
         registry.register(
             "kijo_poll_cycles",
@@ -418,9 +431,19 @@ impl Poller {
     /// Connections are opened lazily, so a database or API server that is down at start delays
     /// work instead of crashing the agent.
     fn cycle(&mut self) -> Result<CycleSummary, CycleError> {
-        if self.store.is_none() {
-            self.store = Some(Store::open(&self.target)?);
-        }
+        let (mut store, client) = self.connect()?;
+        let result = self.cycle_steps(&mut store, &client);
+        // Kept for the next cycle; `forget_broken_connections` drops it after a connection loss.
+        self.store = Some(store);
+        result
+    }
+
+    /// The store and the Kubernetes client, each opened on first use.
+    fn connect(&mut self) -> Result<(Store, Client), CycleError> {
+        let store = match self.store.take() {
+            Some(store) => store,
+            None => Store::open(&self.target)?.with_metrics(self.metrics.store.clone()),
+        };
         if self.kube.is_none() {
             let opts = KubeOptions {
                 kubeconfig: self.config.kubeconfig.clone(),
@@ -428,126 +451,39 @@ impl Poller {
                 metrics: Some(self.kube_metrics.clone()),
                 ..KubeOptions::default()
             };
-            let client = Client::connect(&opts)?;
+            let client = match Client::connect(&opts) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.store = Some(store);
+                    return Err(e.into());
+                }
+            };
             log::info!(api = client.describe().as_str(); "connected to the Kubernetes API");
             *self.kube_handle.lock().unwrap_or_else(|e| e.into_inner()) = Some(client.clone());
             self.kube = Some(client);
         }
+        let client = self.kube.clone().expect("connected above");
+        Ok((store, client))
+    }
+
+    fn cycle_steps(
+        &mut self,
+        store: &mut Store,
+        client: &Client,
+    ) -> Result<CycleSummary, CycleError> {
         let cluster = self.config.cluster_name.clone();
         let targets = NotifySettings::from_config(&self.config).target_names();
         let mut summary = CycleSummary::default();
-        let store = self.store.as_mut().expect("opened above");
-        let client = self.kube.as_ref().expect("connected above");
         still_leading(&self.leader)?;
         summary.baseline = store.baseline_pending(&cluster)?;
         let known = store.report_versions(&cluster)?;
-
-        // 1. What exists: metadata only, one small listing per kind.
-        let mut listed: Vec<Listed> = Vec::new();
-        for &kind in ReportKind::ALL {
-            let mut items = Vec::new();
-            client.list_metadata(kind, &self.config.namespaces, &mut |event| match event {
-                ListEvent::Restart => items.clear(),
-                ListEvent::Item(meta) => items.push(Listed::new(kind, meta)),
-            })?;
-            listed.extend(items);
-            self.health.progress();
-        }
+        let listed = self.list_reports(client)?;
         summary.reports_read = listed.len() as u64;
-
-        // 2. What changed since the last cycle; unchanged reports keep their workloads alive.
-        let mut live: HashSet<(String, String, String)> = HashSet::new();
-        let mut changed = Vec::new();
-        for (i, r) in listed.iter().enumerate() {
-            match known.get(&r.uid) {
-                Some(k) if k.resource_version == r.resource_version => {
-                    live.insert((
-                        k.asset.namespace.clone(),
-                        k.asset.workload_kind.clone(),
-                        k.asset.workload.clone(),
-                    ));
-                }
-                _ => changed.push(i),
-            }
+        let (changed, mut live) = changed_reports(&listed, &known);
+        for r in changed {
+            self.apply_report(store, client, &listed, r, &targets, &mut live, &mut summary)?;
         }
-
-        // 3. Read and apply each changed report: one transaction per workload container.
-        for i in changed {
-            if stopping(&self.stop) {
-                return Err(CycleError::Interrupted);
-            }
-            still_leading(&self.leader)?;
-            let r = &listed[i];
-            let owner = match &r.owner {
-                Ok(o) => o,
-                Err(reason) => {
-                    summary.reports_skipped += 1;
-                    self.metrics.malformed.inc();
-                    log::warn!(kind = r.kind.as_str(), namespace = r.namespace.as_str(), report = r.name.as_str(); "skipping a report whose owner is unknown: {reason}");
-                    continue;
-                }
-            };
-            if self.owners.lookup(client, owner)? == OwnerLookup::Missing {
-                // The ReplicaSet is gone and its report goes with it (garbage collection):
-                // recording it under the ReplicaSet's own name would announce old findings as
-                // new ones of a workload nobody knows.
-                summary.reports_superseded += 1;
-                continue;
-            }
-            let (workload, revision) = self.owners.resolve(client, owner)?;
-            live.insert((
-                workload.namespace.clone(),
-                workload.kind.clone(),
-                workload.name.clone(),
-            ));
-            if superseded(client, &mut self.owners, &listed, r, &workload, revision)? {
-                // An older ReplicaSet's report after a rollout: the newer one speaks for the
-                // Deployment.
-                summary.reports_superseded += 1;
-                continue;
-            }
-            let report = match client.get_report(r.kind, &r.namespace, &r.name)? {
-                None => continue, // deleted since the listing
-                Some(Err(_)) => {
-                    // Logged and counted by the client; its previous state stays as it was.
-                    summary.reports_skipped += 1;
-                    continue;
-                }
-                Some(Ok(report)) => report,
-            };
-            let observation = observe(&cluster, &workload, &report);
-            let version = ReportVersion {
-                uid: report.uid.clone(),
-                resource_version: report.resource_version.clone(),
-            };
-            let applied = store.apply(&observation, Some(&version), summary.baseline, &targets)?;
-            summary.reports_changed += 1;
-            count_events(&mut summary, &self.metrics, &applied.events);
-            self.health.progress();
-        }
-
-        // 4. Workloads whose every report vanished: removed, or just between two scans?
-        for (namespace, kind, name) in store.known_workloads(&cluster)? {
-            if live.contains(&(namespace.clone(), kind.clone(), name.clone())) {
-                continue;
-            }
-            if stopping(&self.stop) {
-                return Err(CycleError::Interrupted);
-            }
-            still_leading(&self.leader)?;
-            if client.workload_existence(&kind, &namespace, &name)? == Existence::Gone {
-                let applied = store.remove_workload(
-                    &cluster,
-                    &namespace,
-                    &kind,
-                    &name,
-                    jiff::Timestamp::now(),
-                    &targets,
-                )?;
-                summary.workloads_removed += 1;
-                count_events(&mut summary, &self.metrics, &applied.events);
-            }
-        }
+        self.remove_gone_workloads(store, client, &live, &targets, &mut summary)?;
         still_leading(&self.leader)?;
         let live_uids: Vec<String> = listed.iter().map(|r| r.uid.clone()).collect();
         store.retain_report_versions(&cluster, &live_uids)?;
@@ -562,6 +498,166 @@ impl Poller {
         }
         Ok(summary)
     }
+
+    /// What exists: metadata only, one small listing per kind.
+    fn list_reports(&self, client: &Client) -> Result<Vec<Listed>, CycleError> {
+        let mut listed: Vec<Listed> = Vec::new();
+        for &kind in ReportKind::ALL {
+            let mut items = Vec::new();
+            client.list_metadata(kind, &self.config.namespaces, &mut |event| match event {
+                ListEvent::Restart => items.clear(),
+                ListEvent::Item(meta) => items.push(Listed::new(kind, meta)),
+            })?;
+            listed.extend(items);
+            self.health.progress();
+        }
+        Ok(listed)
+    }
+
+    /// Reads and applies one changed report: one transaction for its workload container. A
+    /// store error that concerns only this report (a statement the database refused) skips it:
+    /// logged, counted, and retried next cycle because its version was not recorded.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_report(
+        &mut self,
+        store: &mut Store,
+        client: &Client,
+        listed: &[Listed],
+        r: &Listed,
+        targets: &[String],
+        live: &mut HashSet<WorkloadKey>,
+        summary: &mut CycleSummary,
+    ) -> Result<(), CycleError> {
+        if stopping(&self.stop) {
+            return Err(CycleError::Interrupted);
+        }
+        still_leading(&self.leader)?;
+        let owner = match &r.owner {
+            Ok(o) => o,
+            Err(reason) => {
+                summary.reports_skipped += 1;
+                self.metrics.malformed.inc();
+                log::warn!(kind = r.kind.as_str(), namespace = r.namespace.as_str(), report = r.name.as_str(); "skipping a report whose owner is unknown: {reason}");
+                return Ok(());
+            }
+        };
+        if self.owners.lookup(client, owner)? == OwnerLookup::Missing {
+            // The ReplicaSet is gone and its report goes with it (garbage collection):
+            // recording it under the ReplicaSet's own name would announce old findings as
+            // new ones of a workload nobody knows.
+            summary.reports_superseded += 1;
+            return Ok(());
+        }
+        let (workload, revision) = self.owners.resolve(client, owner)?;
+        live.insert((
+            workload.namespace.clone(),
+            workload.kind.clone(),
+            workload.name.clone(),
+        ));
+        let rivals = rivals(client, &mut self.owners, listed, r, &workload, revision)?;
+        let (newest, _) = newest_by_key(rivals);
+        if newest.values().any(|(_, uid)| *uid != r.uid) {
+            // An older ReplicaSet's report after a rollout: the newer one speaks for the
+            // Deployment.
+            summary.reports_superseded += 1;
+            return Ok(());
+        }
+        let report = match client.get_report(r.kind, &r.namespace, &r.name)? {
+            None => return Ok(()), // deleted since the listing
+            Some(Err(_)) => {
+                // Logged and counted by the client; its previous state stays as it was.
+                summary.reports_skipped += 1;
+                return Ok(());
+            }
+            Some(Ok(report)) => report,
+        };
+        let observation = observe(&self.config.cluster_name, &workload, &report);
+        let version = ReportVersion {
+            uid: report.uid.clone(),
+            resource_version: report.resource_version.clone(),
+        };
+        match store.apply(&observation, Some(&version), summary.baseline, targets) {
+            Ok(applied) => {
+                summary.reports_changed += 1;
+                count_events(summary, &self.metrics, &applied.events);
+            }
+            Err(e) if e.concerns_one_write() => {
+                summary.reports_skipped += 1;
+                self.metrics.failed.inc();
+                log::error!(
+                    kind = r.kind.as_str(),
+                    namespace = r.namespace.as_str(),
+                    report = r.name.as_str();
+                    "skipping a report the store refused; it is retried next cycle: {e}"
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.health.progress();
+        Ok(())
+    }
+
+    /// Workloads whose every report vanished: removed, or just between two scans? Only a
+    /// workload the API says is gone is closed (absence of a report is not a fix).
+    fn remove_gone_workloads(
+        &mut self,
+        store: &mut Store,
+        client: &Client,
+        live: &HashSet<WorkloadKey>,
+        targets: &[String],
+        summary: &mut CycleSummary,
+    ) -> Result<(), CycleError> {
+        let cluster = self.config.cluster_name.as_str();
+        for key in store.known_workloads(cluster)? {
+            if live.contains(&key) {
+                continue;
+            }
+            if stopping(&self.stop) {
+                return Err(CycleError::Interrupted);
+            }
+            still_leading(&self.leader)?;
+            let (namespace, kind, name) = &key;
+            if client.workload_existence(kind, namespace, name)? == Existence::Gone {
+                let applied = store.remove_workload(
+                    cluster,
+                    namespace,
+                    kind,
+                    name,
+                    jiff::Timestamp::now(),
+                    targets,
+                )?;
+                summary.workloads_removed += 1;
+                count_events(summary, &self.metrics, &applied.events);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// (namespace, kind, name) of a workload.
+type WorkloadKey = (String, String, String);
+
+/// What changed since the last cycle (indices into `listed`), and the workloads kept alive by
+/// the reports that did not change.
+fn changed_reports<'l>(
+    listed: &'l [Listed],
+    known: &HashMap<String, KnownReport>,
+) -> (Vec<&'l Listed>, HashSet<WorkloadKey>) {
+    let mut live = HashSet::new();
+    let mut changed = Vec::new();
+    for r in listed {
+        match known.get(&r.uid) {
+            Some(k) if k.resource_version == r.resource_version => {
+                live.insert((
+                    k.asset.namespace.clone(),
+                    k.asset.workload_kind.clone(),
+                    k.asset.workload.clone(),
+                ));
+            }
+            _ => changed.push(r),
+        }
+    }
+    (changed, live)
 }
 
 /// `Err(NotLeader)` unless this agent may write now: checked before a cycle's first write and
@@ -579,26 +675,28 @@ fn stopping(stop: &Option<Receiver<()>>) -> bool {
         .is_some_and(|s| matches!(s.try_recv(), Err(TryRecvError::Disconnected)))
 }
 
-/// Whether another listed report of the same Deployment container comes from a newer
-/// revision. Only reports of ReplicaSets named after the Deployment are looked at, so the
-/// owner lookups stay few (and cached).
-fn superseded(
+/// The listed reports that may speak for the same Deployment container as `report`, itself
+/// included, with how recent each is; [`newest_by_key`] picks the one that does. Only reports of
+/// ReplicaSets named after the Deployment are looked at, so the owner lookups stay few (and
+/// cached).
+fn rivals<'l>(
     client: &Client,
     owners: &mut OwnerResolver,
-    listed: &[Listed],
-    report: &Listed,
+    listed: &'l [Listed],
+    report: &'l Listed,
     workload: &Workload,
     revision: Option<u64>,
-) -> Result<bool, KubeError> {
-    if workload.kind != "Deployment" {
-        return Ok(false);
-    }
-    let mine = Revision {
-        deployment_revision: revision,
+) -> Result<Vec<((), Revision, &'l str)>, KubeError> {
+    let revision_of = |r: &Listed, deployment_revision| Revision {
+        deployment_revision,
         update_timestamp: None,
-        creation_timestamp: report.created,
-        name: report.name.clone(),
+        creation_timestamp: r.created,
+        name: r.name.clone(),
     };
+    let mut out = vec![((), revision_of(report, revision), report.uid.as_str())];
+    if workload.kind != "Deployment" {
+        return Ok(out);
+    }
     let prefix = format!("{}-", workload.name);
     for other in listed {
         let Ok(owner) = &other.owner else { continue };
@@ -612,17 +710,11 @@ fn superseded(
             continue;
         }
         let (w, rev) = owners.resolve(client, owner)?;
-        let theirs = Revision {
-            deployment_revision: rev,
-            update_timestamp: None,
-            creation_timestamp: other.created,
-            name: other.name.clone(),
-        };
-        if &w == workload && theirs.cmp_recency(&mine) == std::cmp::Ordering::Greater {
-            return Ok(true);
+        if &w == workload {
+            out.push(((), revision_of(other, rev), other.uid.as_str()));
         }
     }
-    Ok(false)
+    Ok(out)
 }
 
 /// The lifecycle's view of a report: plain data, no Kubernetes types.

@@ -15,7 +15,7 @@ use super::{
     KnownReport, MessageUpdate, OpenFindings, OutboxStats, Removal, ReportVersion, SchemaStatus,
     StoreError,
 };
-use crate::lifecycle::{AssetId, Changes, Event, Observation, StoredFinding};
+use crate::lifecycle::{AssetId, Event, Observation, StoredFinding};
 use crate::severity::Severity;
 
 /// A message row's head as [`Tx::due_heads`] reads it: id, creation time, attempts so far.
@@ -41,14 +41,15 @@ pub(crate) trait Tx {
     ) -> Result<Vec<StoredFinding>, StoreError>;
     /// Records the scan time and image of the container and marks it present.
     fn upsert_container(&mut self, obs: &Observation) -> Result<(), StoreError>;
-    /// Writes the changed rows, the events, and one outbox row per event and target.
-    fn write_changes(
+    /// Inserts or updates finding rows of the container by key (never called with none).
+    fn upsert_findings(
         &mut self,
         cluster: &str,
         asset: &AssetId,
-        changes: &Changes,
-        targets: &[String],
+        rows: &[StoredFinding],
     ) -> Result<(), StoreError>;
+    /// Records events and queues one outbox row per event and target (never called with none).
+    fn insert_events(&mut self, events: &[Event], targets: &[String]) -> Result<(), StoreError>;
     /// Records the report's version for the container the observation describes.
     fn upsert_report(
         &mut self,

@@ -48,6 +48,15 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// True when the error concerns only the write that caused it (the database refused a
+    /// statement, or another writer already recorded it), so the caller may skip that unit of
+    /// work and go on with the next on the same connection.
+    pub fn concerns_one_write(&self) -> bool {
+        matches!(self, StoreError::Query { .. } | StoreError::Conflict(_))
+    }
+}
+
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -133,6 +142,7 @@ mod tests {
         let conflict = StoreError::Conflict("x".into());
         assert!(lost.is_connection_loss());
         assert!(!conflict.is_connection_loss());
+        assert!(conflict.concerns_one_write() && !lost.concerns_one_write());
         assert!(
             StoreError::Backoff {
                 target: "t".into(),

@@ -617,6 +617,23 @@ fn load_asset(tx: &mut dyn Tx, cluster: &str, asset: &AssetId) -> Result<StoredA
     })
 }
 
+/// The changed rows, then the events with their outbox rows.
+fn write_changes(
+    tx: &mut dyn Tx,
+    cluster: &str,
+    asset: &AssetId,
+    changes: &lifecycle::Changes,
+    targets: &[String],
+) -> Result<(), StoreError> {
+    if !changes.rows.is_empty() {
+        tx.upsert_findings(cluster, asset, &changes.rows)?;
+    }
+    if !changes.events.is_empty() {
+        tx.insert_events(&changes.events, targets)?;
+    }
+    Ok(())
+}
+
 /// lock → last scan → stale check → load → diff → upsert container → write changes → upsert
 /// report version; the caller commits.
 fn apply_scan(
@@ -644,7 +661,7 @@ fn apply_scan(
         };
         let changes = lifecycle::diff(&stored, obs, baseline);
         tx.upsert_container(obs)?;
-        tx.write_changes(cluster, asset, &changes, targets)?;
+        write_changes(tx, cluster, asset, &changes, targets)?;
         Applied {
             stale: false,
             rows_written: changes.rows.len(),
@@ -681,7 +698,7 @@ fn remove_workload(
             findings: tx.load_findings(cluster, &asset)?,
         };
         let changes = lifecycle::workload_removed(cluster, &asset, &stored, at);
-        tx.write_changes(cluster, &asset, &changes, targets)?;
+        write_changes(tx, cluster, &asset, &changes, targets)?;
         applied.rows_written += changes.rows.len();
         applied.events.extend(changes.events);
     }

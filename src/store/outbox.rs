@@ -55,6 +55,15 @@ pub enum MessageUpdate {
 }
 
 impl MessageUpdate {
+    /// The columns an update writes: state, next attempt, error (kept when `None`), delivery time.
+    pub(crate) fn columns(&self) -> (&'static str, Timestamp, Option<&str>, Option<Timestamp>) {
+        match self {
+            MessageUpdate::Delivered { at } => ("delivered", *at, None, Some(*at)),
+            MessageUpdate::Retry { at, error } => ("pending", *at, Some(error.as_str()), None),
+            MessageUpdate::Dead { at, reason } => ("dead", *at, Some(reason.as_str()), None),
+        }
+    }
+
     /// The same update at the databases' microsecond precision.
     pub(crate) fn truncated(&self) -> MessageUpdate {
         match self {

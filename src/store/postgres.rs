@@ -20,8 +20,7 @@ use super::{
     StoreError, pending_migrations, tls, versions,
 };
 use crate::lifecycle::{
-    AssetId, Changes, Event, EventKind, Finding, FindingKey, FindingState, Observation,
-    StoredFinding,
+    AssetId, Event, EventKind, Finding, FindingKey, FindingState, Observation, StoredFinding,
 };
 
 /// Serialises migrations of agents starting together ("kijo" in ASCII, then 1).
@@ -671,67 +670,65 @@ impl Tx for PgTx<'_> {
             .map_err(q)
     }
 
-    /// Rows, events and outbox entries with one statement each, whatever the report's size.
-    fn write_changes(
+    /// One statement, whatever the report's size.
+    fn upsert_findings(
         &mut self,
         cluster: &str,
         asset: &AssetId,
-        changes: &Changes,
-        targets: &[String],
+        rows: &[StoredFinding],
     ) -> Result<(), StoreError> {
         let q = self.err();
-        if !changes.rows.is_empty() {
-            let rows = &changes.rows;
-            let col = |f: fn(&StoredFinding) -> &str| -> Vec<&str> { rows.iter().map(f).collect() };
-            let ids = col(|r| &r.finding.key.vulnerability_id);
-            let packages = col(|r| &r.finding.key.package);
-            let paths = col(|r| &r.finding.key.package_path);
-            let severities = col(|r| r.finding.severity.as_str());
-            let installed = col(|r| &r.finding.installed_version);
-            let fixed = col(|r| &r.finding.fixed_version);
-            let titles = col(|r| &r.finding.title);
-            let links = col(|r| &r.finding.link);
-            let images = col(|r| &r.image);
-            let states = col(|r| r.state.as_str());
-            let first: Vec<SystemTime> = rows.iter().map(|r| to_sys(r.first_seen)).collect();
-            let last: Vec<SystemTime> = rows.iter().map(|r| to_sys(r.last_seen)).collect();
-            let fixed_at: Vec<Option<SystemTime>> =
-                rows.iter().map(|r| r.fixed_at.map(to_sys)).collect();
-            let counts: Vec<i32> = rows
-                .iter()
-                .map(|r| i32::try_from(r.reintroduced_count).unwrap_or(i32::MAX))
-                .collect();
-            self.tx
-                .execute(
-                    &self.st.upsert_rows,
-                    &[
-                        &cluster,
-                        &asset.namespace,
-                        &asset.workload_kind,
-                        &asset.workload,
-                        &asset.container,
-                        &ids,
-                        &packages,
-                        &paths,
-                        &severities,
-                        &installed,
-                        &fixed,
-                        &titles,
-                        &links,
-                        &images,
-                        &states,
-                        &first,
-                        &last,
-                        &fixed_at,
-                        &counts,
-                    ],
-                )
-                .map_err(&q)?;
-        }
-        if changes.events.is_empty() {
-            return Ok(());
-        }
-        let ev = &changes.events;
+        let col = |f: fn(&StoredFinding) -> &str| -> Vec<&str> { rows.iter().map(f).collect() };
+        let ids = col(|r| &r.finding.key.vulnerability_id);
+        let packages = col(|r| &r.finding.key.package);
+        let paths = col(|r| &r.finding.key.package_path);
+        let severities = col(|r| r.finding.severity.as_str());
+        let installed = col(|r| &r.finding.installed_version);
+        let fixed = col(|r| &r.finding.fixed_version);
+        let titles = col(|r| &r.finding.title);
+        let links = col(|r| &r.finding.link);
+        let images = col(|r| &r.image);
+        let states = col(|r| r.state.as_str());
+        let first: Vec<SystemTime> = rows.iter().map(|r| to_sys(r.first_seen)).collect();
+        let last: Vec<SystemTime> = rows.iter().map(|r| to_sys(r.last_seen)).collect();
+        let fixed_at: Vec<Option<SystemTime>> =
+            rows.iter().map(|r| r.fixed_at.map(to_sys)).collect();
+        let counts: Vec<i32> = rows
+            .iter()
+            .map(|r| i32::try_from(r.reintroduced_count).unwrap_or(i32::MAX))
+            .collect();
+        self.tx
+            .execute(
+                &self.st.upsert_rows,
+                &[
+                    &cluster,
+                    &asset.namespace,
+                    &asset.workload_kind,
+                    &asset.workload,
+                    &asset.container,
+                    &ids,
+                    &packages,
+                    &paths,
+                    &severities,
+                    &installed,
+                    &fixed,
+                    &titles,
+                    &links,
+                    &images,
+                    &states,
+                    &first,
+                    &last,
+                    &fixed_at,
+                    &counts,
+                ],
+            )
+            .map_err(&q)?;
+        Ok(())
+    }
+
+    /// One statement for the events and one for their outbox rows, whatever their number.
+    fn insert_events(&mut self, ev: &[Event], targets: &[String]) -> Result<(), StoreError> {
+        let q = self.err();
         let col = |f: fn(&Event) -> &str| -> Vec<&str> { ev.iter().map(f).collect() };
         let event_ids = col(|e| &e.event_id);
         let kinds = col(|e| e.kind.as_str());

@@ -22,8 +22,7 @@ use super::{
     pending_migrations, sqlite_parent_exists, versions,
 };
 use crate::lifecycle::{
-    AssetId, Changes, Event, EventKind, Finding, FindingKey, FindingState, Observation,
-    StoredFinding,
+    AssetId, Event, EventKind, Finding, FindingKey, FindingState, Observation, StoredFinding,
 };
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -588,19 +587,17 @@ impl Tx for SqliteTx<'_> {
             .map_err(self.err())
     }
 
-    fn write_changes(
+    fn upsert_findings(
         &mut self,
         cluster: &str,
         asset: &AssetId,
-        changes: &Changes,
-        targets: &[String],
+        rows: &[StoredFinding],
     ) -> Result<(), StoreError> {
         let q = self.err();
-        if !changes.rows.is_empty() {
-            let mut upsert = self
-                .tx
-                .prepare(
-                    "INSERT INTO vulnerability_history (cluster_name, namespace, workload_kind,
+        let mut upsert = self
+            .tx
+            .prepare(
+                "INSERT INTO vulnerability_history (cluster_name, namespace, workload_kind,
                          workload, container, cve_id, package, package_path, severity,
                          installed_version, fixed_version, title, link, image, state, first_seen,
                          last_seen, fixed_at, reintroduced_count)
@@ -615,37 +612,38 @@ impl Tx for SqliteTx<'_> {
                          first_seen = excluded.first_seen, last_seen = excluded.last_seen,
                          fixed_at = excluded.fixed_at,
                          reintroduced_count = excluded.reintroduced_count",
-                )
+            )
+            .map_err(&q)?;
+        for r in rows {
+            upsert
+                .execute(params![
+                    cluster,
+                    asset.namespace,
+                    asset.workload_kind,
+                    asset.workload,
+                    asset.container,
+                    r.finding.key.vulnerability_id,
+                    r.finding.key.package,
+                    r.finding.key.package_path,
+                    r.finding.severity.as_str(),
+                    r.finding.installed_version,
+                    r.finding.fixed_version,
+                    r.finding.title,
+                    r.finding.link,
+                    r.image,
+                    r.state.as_str(),
+                    ts(r.first_seen),
+                    ts(r.last_seen),
+                    r.fixed_at.map(ts),
+                    r.reintroduced_count,
+                ])
                 .map_err(&q)?;
-            for r in &changes.rows {
-                upsert
-                    .execute(params![
-                        cluster,
-                        asset.namespace,
-                        asset.workload_kind,
-                        asset.workload,
-                        asset.container,
-                        r.finding.key.vulnerability_id,
-                        r.finding.key.package,
-                        r.finding.key.package_path,
-                        r.finding.severity.as_str(),
-                        r.finding.installed_version,
-                        r.finding.fixed_version,
-                        r.finding.title,
-                        r.finding.link,
-                        r.image,
-                        r.state.as_str(),
-                        ts(r.first_seen),
-                        ts(r.last_seen),
-                        r.fixed_at.map(ts),
-                        r.reintroduced_count,
-                    ])
-                    .map_err(&q)?;
-            }
         }
-        if changes.events.is_empty() {
-            return Ok(());
-        }
+        Ok(())
+    }
+
+    fn insert_events(&mut self, events: &[Event], targets: &[String]) -> Result<(), StoreError> {
+        let q = self.err();
         let mut insert = self
             .tx
             .prepare(
@@ -661,7 +659,7 @@ impl Tx for SqliteTx<'_> {
             .tx
             .prepare("INSERT INTO notification_outbox (event_id, target) VALUES (?1, ?2)")
             .map_err(&q)?;
-        for e in &changes.events {
+        for e in events {
             insert
                 .execute(params![
                     e.event_id,
@@ -906,11 +904,8 @@ impl Tx for SqliteTx<'_> {
         update: &MessageUpdate,
     ) -> Result<(), StoreError> {
         let q = self.err();
-        let (state, next, error, delivered) = match update {
-            MessageUpdate::Delivered { at } => ("delivered", ts(*at), None, Some(ts(*at))),
-            MessageUpdate::Retry { at, error } => ("pending", ts(*at), Some(error.as_str()), None),
-            MessageUpdate::Dead { at, reason } => ("dead", ts(*at), Some(reason.as_str()), None),
-        };
+        let (state, next, error, delivered) = update.columns();
+        let (next, delivered) = (ts(next), delivered.map(ts));
         for table in ["notification_messages", "notification_outbox"] {
             self.tx
                 .execute(

@@ -19,4 +19,5 @@ pub mod secret;
 pub mod service;
 pub mod severity;
 pub mod store;
+pub(crate) mod text;
 pub mod trivy;

@@ -12,11 +12,11 @@ mod metrics;
 pub mod outbox;
 mod postgres;
 mod sqlite;
+mod target;
 mod tls;
 
 use std::collections::HashMap;
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -25,10 +25,10 @@ pub use error::StoreError;
 pub use history::render_history;
 pub use metrics::StoreMetrics;
 pub use outbox::{Assigned, MessageUpdate, OutboxStats, Plan, StoredMessage};
+pub use target::{DatabaseTarget, PgSslMode, PgTarget, mask_database_url};
 
 use self::backend::{Backend, Tx};
 use crate::lifecycle::{self, AssetId, Event, Observation, StoredAsset};
-use crate::secret::mask_database_url;
 use crate::severity::Severity;
 
 /// Migrations embedded in the binary; versions only ever grow, applied ones are never edited.
@@ -88,230 +88,6 @@ pub(crate) fn pending_migrations<'m>(
         .iter()
         .filter(|m| !applied.contains(&m.version))
         .collect())
-}
-
-/// How the agent talks TLS to PostgreSQL. The names are libpq's, the meanings differ where noted
-/// in the README: `require` verifies like `verify-full`, because an unverified "encrypted"
-/// connection gives a false sense of safety and rustls has no opportunistic mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PgSslMode {
-    /// Plain TCP.
-    Disable,
-    /// TLS when the server offers it, without certificate verification (libpq's default);
-    /// plain TCP otherwise.
-    Prefer,
-    /// TLS required; certificate chain and host name verified.
-    Require,
-    /// TLS required; certificate chain verified, host name not.
-    VerifyCa,
-    /// TLS required; certificate chain and host name verified.
-    VerifyFull,
-}
-
-impl PgSslMode {
-    fn parse(value: &str) -> Option<PgSslMode> {
-        Some(match value {
-            "disable" => PgSslMode::Disable,
-            "prefer" => PgSslMode::Prefer,
-            "require" => PgSslMode::Require,
-            "verify-ca" => PgSslMode::VerifyCa,
-            "verify-full" => PgSslMode::VerifyFull,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PgSslMode::Disable => "disable",
-            PgSslMode::Prefer => "prefer",
-            PgSslMode::Require => "require",
-            PgSslMode::VerifyCa => "verify-ca",
-            PgSslMode::VerifyFull => "verify-full",
-        }
-    }
-}
-
-/// A parsed PostgreSQL URL: the driver's config without the TLS parameters we handle ourselves.
-#[derive(Clone)]
-pub struct PgTarget {
-    pub(crate) config: ::postgres::Config,
-    pub ssl_mode: PgSslMode,
-    pub root_cert: Option<PathBuf>,
-    masked: String,
-    /// Password spellings (raw and decoded) scrubbed from every driver message.
-    pub(crate) secrets: Vec<String>,
-}
-
-/// Where the lifecycle state lives, parsed from `KIJO_DATABASE_URL`.
-// One value per process, parsed once: the size difference does not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone)]
-pub enum DatabaseTarget {
-    Postgres(PgTarget),
-    Sqlite(PathBuf),
-}
-
-impl fmt::Debug for DatabaseTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.describe())
-    }
-}
-
-impl DatabaseTarget {
-    /// Parses `postgres://…`/`postgresql://…` (libpq-style URL) or `sqlite:PATH`/`sqlite://PATH`.
-    /// Errors name the problem and show the URL only masked.
-    pub fn parse(url: &str) -> Result<DatabaseTarget, String> {
-        let url = url.trim();
-        if let Some(rest) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
-            if rest.is_empty() {
-                return Err("sqlite URL has no file path; use sqlite:/var/lib/kijo/kijo.db".into());
-            }
-            if rest.contains('?') {
-                return Err(format!(
-                    "sqlite:{rest} has parameters; the sqlite URL takes a file path only"
-                ));
-            }
-            return Ok(DatabaseTarget::Sqlite(PathBuf::from(rest)));
-        }
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return parse_postgres(url).map(DatabaseTarget::Postgres);
-        }
-        Err(format!(
-            "{} is neither a postgres://, postgresql:// nor a sqlite: URL",
-            mask_database_url(url)
-        ))
-    }
-
-    /// A masked description for logs: no password, no credential query parameter.
-    pub fn describe(&self) -> String {
-        match self {
-            DatabaseTarget::Postgres(pg) => pg.masked.clone(),
-            DatabaseTarget::Sqlite(path) => format!("sqlite:{}", path.display()),
-        }
-    }
-}
-
-fn parse_postgres(url: &str) -> Result<PgTarget, String> {
-    let masked = mask_database_url(url);
-    let secrets = url_passwords(url);
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let mut ssl_mode = PgSslMode::Prefer;
-    let mut root_cert = None;
-    let mut kept = Vec::new();
-    for pair in query.into_iter().flat_map(|q| q.split('&')) {
-        if pair.is_empty() {
-            continue;
-        }
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode(value);
-        match key {
-            "sslmode" => {
-                ssl_mode = PgSslMode::parse(&value).ok_or_else(|| {
-                    format!(
-                        "{masked}: sslmode={value} is not one of disable, prefer, require, verify-ca, verify-full"
-                    )
-                })?;
-            }
-            "sslrootcert" => root_cert = Some(PathBuf::from(value)),
-            "sslcert" | "sslkey" | "sslpassword" | "sslcrl" => {
-                return Err(format!(
-                    "{masked}: {key} is not supported; use password or scram authentication over sslmode=require"
-                ));
-            }
-            _ => kept.push(pair),
-        }
-    }
-    let rebuilt = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
-    let mut config: ::postgres::Config = rebuilt.parse().map_err(|e: ::postgres::Error| {
-        format!("{masked}: {}", error::redact(&e.to_string(), &secrets))
-    })?;
-    if root_cert.is_some() && ssl_mode == PgSslMode::Disable {
-        return Err(format!(
-            "{masked}: sslrootcert is given but sslmode=disable"
-        ));
-    }
-    config.ssl_mode(match ssl_mode {
-        PgSslMode::Disable => ::postgres::config::SslMode::Disable,
-        PgSslMode::Prefer => ::postgres::config::SslMode::Prefer,
-        _ => ::postgres::config::SslMode::Require,
-    });
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(10));
-    }
-    if config.get_tcp_user_timeout().is_none() {
-        // A dead peer fails writes after this long instead of hanging the poll thread.
-        config.tcp_user_timeout(Duration::from_secs(30));
-    }
-    config.keepalives(true);
-    config.keepalives_idle(Duration::from_secs(60));
-    if config.get_application_name().is_none() {
-        config.application_name("kijo-agent");
-    }
-    Ok(PgTarget {
-        config,
-        ssl_mode,
-        root_cert,
-        masked,
-        secrets,
-    })
-}
-
-/// The password as written in the URL and percent-decoded, from userinfo and `password=`.
-fn url_passwords(url: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some((_, rest)) = url.split_once("://") {
-        let before_query = rest.split('?').next().unwrap_or("");
-        let authority = before_query.split('/').next().unwrap_or("");
-        if let Some((userinfo, _)) = authority.rsplit_once('@')
-            && let Some((_, pw)) = userinfo.split_once(':')
-        {
-            out.push(pw.to_owned());
-            out.push(percent_decode(pw));
-        }
-        if let Some((_, query)) = rest.split_once('?') {
-            for pair in query.split('&') {
-                if let Some(("password", pw)) = pair.split_once('=') {
-                    out.push(pw.to_owned());
-                    out.push(percent_decode(pw));
-                }
-            }
-        }
-    }
-    out.retain(|s| !s.is_empty());
-    out
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push(hi << 4 | lo);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
 }
 
 /// Which embedded migrations the database has applied.
@@ -868,106 +644,6 @@ pub(crate) fn sqlite_parent_exists(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_database_urls() {
-        let cases: &[(&str, Result<&str, &str>)] = &[
-            (
-                "sqlite:/var/lib/kijo/kijo.db",
-                Ok("sqlite:/var/lib/kijo/kijo.db"),
-            ),
-            ("sqlite:///tmp/x.db", Ok("sqlite:/tmp/x.db")),
-            ("sqlite://rel.db", Ok("sqlite:rel.db")),
-            ("sqlite:", Err("no file path")),
-            ("sqlite:/x.db?mode=ro", Err("file path only")),
-            (
-                "postgres://kijo:hunter2@db:5432/kijo",
-                Ok("postgres://kijo:***@db:5432/kijo"),
-            ),
-            (
-                "postgresql://kijo:hunter2@db/kijo?sslmode=require",
-                Ok("postgresql://kijo:***@db/kijo?sslmode=require"),
-            ),
-            (
-                "postgres://kijo:hunter2@db/kijo?sslmode=allow",
-                Err("sslmode=allow"),
-            ),
-            (
-                "postgres://kijo:hunter2@db/kijo?sslmode=bogus",
-                Err("is not one of"),
-            ),
-            (
-                "postgres://kijo:hunter2@db/kijo?sslcert=/c.pem",
-                Err("sslcert is not supported"),
-            ),
-            (
-                "postgres://kijo:hunter2@db/kijo?frobnicate=1",
-                Err("frobnicate"),
-            ),
-            ("postgres://kijo:hunter2@db:notaport/kijo", Err("port")),
-            (
-                "postgres://kijo:hunter2@db/kijo?sslmode=disable&sslrootcert=/ca.pem",
-                Err("sslmode=disable"),
-            ),
-            ("mysql://kijo:hunter2@db/kijo", Err("neither")),
-            ("host=db password=hunter2", Err("neither")),
-        ];
-        for (url, want) in cases {
-            let got = DatabaseTarget::parse(url);
-            match (want, &got) {
-                (Ok(desc), Ok(t)) => assert_eq!(&t.describe(), desc, "{url}"),
-                (Err(needle), Err(msg)) => {
-                    assert!(msg.contains(needle), "{url}: {msg}");
-                    assert!(!msg.contains("hunter2"), "{url} leaked: {msg}");
-                }
-                _ => panic!("{url}: got {got:?}, want {want:?}"),
-            }
-            if let Ok(t) = &got {
-                assert!(!format!("{t:?}").contains("hunter2"));
-            }
-        }
-    }
-
-    #[test]
-    fn ssl_parameters_are_stripped_and_mapped() {
-        let cases = [
-            ("postgres://u@h/d", PgSslMode::Prefer, None),
-            ("postgres://u@h/d?sslmode=disable", PgSslMode::Disable, None),
-            ("postgres://u@h/d?sslmode=require", PgSslMode::Require, None),
-            (
-                "postgres://u@h/d?sslmode=verify-ca&sslrootcert=/ca.pem",
-                PgSslMode::VerifyCa,
-                Some("/ca.pem"),
-            ),
-            (
-                "postgres://u@h/d?sslrootcert=%2Fetc%2Fca.pem&sslmode=verify-full&connect_timeout=3",
-                PgSslMode::VerifyFull,
-                Some("/etc/ca.pem"),
-            ),
-        ];
-        for (url, mode, root) in cases {
-            let Ok(DatabaseTarget::Postgres(pg)) = DatabaseTarget::parse(url) else {
-                panic!("{url} did not parse as postgres");
-            };
-            assert_eq!(pg.ssl_mode, mode, "{url}");
-            assert_eq!(pg.root_cert.as_deref(), root.map(Path::new), "{url}");
-            assert_eq!(pg.config.get_user(), Some("u"));
-            assert_eq!(pg.config.get_application_name(), Some("kijo-agent"));
-            assert!(pg.config.get_connect_timeout().is_some());
-        }
-    }
-
-    #[test]
-    fn passwords_are_collected_for_redaction() {
-        let cases = [
-            ("postgres://u:p%40ss@h/d", vec!["p%40ss", "p@ss"]),
-            ("postgres://u@h/d?password=x", vec!["x", "x"]),
-            ("postgres://u@h/d", vec![]),
-        ];
-        for (url, want) in cases {
-            assert_eq!(url_passwords(url), want, "{url}");
-        }
-    }
 
     #[test]
     fn schema_status_reports_pending_versions() {

@@ -356,30 +356,29 @@ pub fn workload_removed(
     changes
 }
 
-/// Applies changes to a stored asset in memory, as a store would. Used by tests and by callers
-/// that keep state between diffs without a database.
-pub fn apply_in_memory(stored: &mut StoredAsset, changes: &Changes, scanned_at: Option<Timestamp>) {
-    if changes.stale {
-        return;
-    }
-    for row in &changes.rows {
-        match stored
-            .findings
-            .iter_mut()
-            .find(|f| f.finding.key == row.finding.key)
-        {
-            Some(existing) => *existing = row.clone(),
-            None => stored.findings.push(row.clone()),
-        }
-    }
-    if let Some(at) = scanned_at {
-        stored.last_scan_at = Some(at);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Applies changes to a stored asset in memory, as a store would.
+    fn apply_in_memory(stored: &mut StoredAsset, changes: &Changes, scanned_at: Option<Timestamp>) {
+        if changes.stale {
+            return;
+        }
+        for row in &changes.rows {
+            match stored
+                .findings
+                .iter_mut()
+                .find(|f| f.finding.key == row.finding.key)
+            {
+                Some(existing) => *existing = row.clone(),
+                None => stored.findings.push(row.clone()),
+            }
+        }
+        if let Some(at) = scanned_at {
+            stored.last_scan_at = Some(at);
+        }
+    }
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()

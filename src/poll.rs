@@ -28,7 +28,7 @@ use crate::store::{
 };
 use crate::trivy::report::{LABEL_CONTAINER, owner_of};
 use crate::trivy::{
-    ObjectMeta, Owner, OwnerLookup, Report, ReportKind, Revision, Workload, newest_by_key,
+    Keyed, ObjectMeta, Owner, OwnerLookup, Report, ReportKind, Revision, Workload, newest_by_key,
 };
 
 /// The poll loop's own metrics.
@@ -738,14 +738,14 @@ fn observe(cluster: &str, workload: &Workload, report: &Report) -> Observation {
             .findings
             .iter()
             .map(|f| lifecycle::Finding {
-                key: FindingKey {
-                    vulnerability_id: f.vulnerability_id.clone(),
-                    package: f.package.clone(),
-                    package_path: if f.package_path.is_empty() {
-                        f.target.clone()
-                    } else {
-                        f.package_path.clone()
-                    },
+                key: {
+                    // The key is the report model's (one rule: packagePath, else target).
+                    let k = f.key();
+                    FindingKey {
+                        vulnerability_id: k.vulnerability_id,
+                        package: k.package,
+                        package_path: k.path,
+                    }
                 },
                 severity: f.severity,
                 installed_version: f.installed_version.clone(),

@@ -17,7 +17,6 @@ use crate::store::{Assigned, Plan, Store, StoreError};
 /// A message due for an attempt, rebuilt from its stored events.
 #[derive(Debug, Clone)]
 pub struct DueMessage {
-    pub target: String,
     pub created_at: Timestamp,
     /// Attempts made so far (0 before the first).
     pub attempts: u32,
@@ -52,7 +51,6 @@ pub fn due_messages(
         .into_iter()
         .filter_map(|m| {
             Some(DueMessage {
-                target: target.to_owned(),
                 created_at: m.created_at,
                 attempts: m.attempts,
                 message: rebuild(&m.message_id, &m.events)?,

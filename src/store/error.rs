@@ -10,8 +10,6 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
-    /// `KIJO_DATABASE_URL` could not be understood.
-    InvalidUrl(String),
     /// TLS material (`sslrootcert`) could not be read or used.
     Tls(String),
     /// Opening a connection failed (network, authentication, TLS handshake, file permissions).
@@ -60,7 +58,6 @@ impl StoreError {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::InvalidUrl(m) => write!(f, "invalid KIJO_DATABASE_URL: {m}"),
             StoreError::Tls(m) => write!(f, "database tls setup failed: {m}"),
             StoreError::Connect { target, detail } => write!(
                 f,

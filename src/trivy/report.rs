@@ -96,7 +96,8 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
-/// Labels and annotations set by the operator (trivy-operator.md §1.2).
+/// Labels and annotations Trivy Operator sets on every report (see the upstream sample reports
+/// in tests/fixtures/trivy).
 pub const LABEL_OWNER_KIND: &str = "trivy-operator.resource.kind";
 pub const LABEL_OWNER_NAME: &str = "trivy-operator.resource.name";
 pub const LABEL_OWNER_NAMESPACE: &str = "trivy-operator.resource.namespace";
@@ -104,8 +105,6 @@ pub const LABEL_CONTAINER: &str = "trivy-operator.container.name";
 pub const LABEL_SPEC_HASH: &str = "resource-spec-hash";
 /// Holds the owner name when it is not a valid label value (the label then carries a hash).
 pub const ANNOTATION_OWNER_NAME: &str = "trivy-operator.resource.name";
-/// `0s` means "historical": the operator deletes the report soon (old ReplicaSet revision).
-pub const ANNOTATION_REPORT_TTL: &str = "trivy-operator.aquasecurity.github.io/report-ttl";
 
 /// The workload a report was produced for, as the operator recorded it (the direct owner, e.g.
 /// a ReplicaSet; see [`crate::trivy::workload_of`] for the Deployment above it).

@@ -10,6 +10,7 @@ mod notify;
 mod notify_e2e;
 mod outbox;
 mod sandbox;
+mod secrets;
 mod shell;
 mod store;
 mod support;

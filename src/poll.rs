@@ -31,6 +31,9 @@ use crate::trivy::{
     Keyed, ObjectMeta, Owner, OwnerLookup, Report, ReportKind, Revision, Workload, newest_by_key,
 };
 
+/// A metric's label set.
+type Labels = Vec<(String, String)>;
+
 /// The poll loop's own metrics.
 #[derive(Clone)]
 pub struct PollMetrics {
@@ -45,7 +48,7 @@ pub struct PollMetrics {
     oldest_open: Family<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// The (severity, namespace) label sets exported at the last refresh, so series of
     /// namespaces without open findings disappear instead of freezing at their last value.
-    open_series: Arc<std::sync::Mutex<HashSet<Vec<(String, String)>>>>,
+    open_series: Arc<std::sync::Mutex<HashSet<Labels>>>,
 }
 
 impl PollMetrics {
@@ -769,5 +772,67 @@ fn count_events(summary: &mut CycleSummary, metrics: &PollMetrics, events: &[Eve
             .events
             .get_or_create(&vec![("kind".to_owned(), e.kind.as_str().to_owned())])
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(severity: Severity, namespace: &str, open: u64, oldest: Option<&str>) -> OpenFindings {
+        OpenFindings {
+            severity,
+            namespace: namespace.to_owned(),
+            open,
+            oldest_announced: oldest.map(|t| t.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn open_findings_gauges_follow_the_last_refresh() {
+        let mut registry = Registry::default();
+        let m = PollMetrics::new(&mut registry);
+        m.set_open(&[
+            row(Severity::Critical, "shop", 3, Some("2026-01-01T00:00:00Z")),
+            row(Severity::Low, "shop", 2, None),
+            row(Severity::High, "", 1, None),
+        ]);
+        let text = crate::metrics::render(&registry);
+        for line in [
+            "kijo_findings_open{severity=\"CRITICAL\",namespace=\"shop\"} 3",
+            "kijo_findings_open{severity=\"LOW\",namespace=\"shop\"} 2",
+            "kijo_findings_open{severity=\"HIGH\",namespace=\"shop\"} 0",
+            "kijo_findings_open{severity=\"HIGH\",namespace=\"\"} 1",
+            "kijo_findings_open_oldest_first_seen_timestamp_seconds{severity=\"CRITICAL\",namespace=\"shop\"} 1767225600",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line || l == format!("{line}.0")),
+                "{line} missing:\n{text}"
+            );
+        }
+        assert_eq!(
+            text.matches("kijo_findings_open_oldest_first_seen_timestamp_seconds{")
+                .count(),
+            1,
+            "only where an announced finding is open:\n{text}"
+        );
+
+        // The namespace without open findings loses its series; the announced one is fixed.
+        m.set_open(&[row(Severity::Low, "shop", 1, None)]);
+        let text = crate::metrics::render(&registry);
+        assert!(!text.contains("namespace=\"\""), "{text}");
+        assert!(
+            !text.contains("kijo_findings_open_oldest_first_seen_timestamp_seconds{"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kijo_findings_open{severity=\"CRITICAL\",namespace=\"shop\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kijo_store_write_seconds"),
+            "store metrics registered"
+        );
+        assert!(text.contains("kijo_reports_failed"), "{text}");
     }
 }

@@ -1151,3 +1151,102 @@ fn interrupted_baseline_stays_a_baseline(kind: Kind) {
     );
 }
 both!(interrupted_baseline_stays_a_baseline);
+
+/// One aggregate query gives the open findings per severity and namespace, and the oldest first
+/// sighting among those first seen after the baseline (the baseline's own are never announced).
+fn open_findings_by_severity_and_namespace(kind: Kind) {
+    let db = TestDb::new(kind, "openfindings");
+    let mut s = db.open();
+    let db_asset = asset("data", "StatefulSet", "postgres", "postgres");
+    let cluster_wide = asset("", "Node", "cluster", "");
+    s.apply(
+        &obs(
+            "prod",
+            &web(),
+            "2026-01-01T00:00:00Z",
+            &["CVE-1:CRITICAL", "CVE-2:LOW"],
+        ),
+        None,
+        true,
+        &[],
+    )
+    .unwrap();
+    s.finish_baseline("prod", ts("2026-01-01T01:00:00Z"))
+        .unwrap();
+    s.apply(
+        &obs(
+            "prod",
+            &web(),
+            "2026-01-02T00:00:00Z",
+            &["CVE-1:CRITICAL", "CVE-2:LOW", "CVE-3:CRITICAL"],
+        ),
+        None,
+        false,
+        &[],
+    )
+    .unwrap();
+    s.apply(
+        &obs("prod", &db_asset, "2026-01-03T00:00:00Z", &["CVE-4:HIGH"]),
+        None,
+        false,
+        &[],
+    )
+    .unwrap();
+    s.apply(
+        &obs(
+            "prod",
+            &cluster_wide,
+            "2026-01-04T00:00:00Z",
+            &["CVE-5:HIGH"],
+        ),
+        None,
+        false,
+        &[],
+    )
+    .unwrap();
+    let rows: Vec<(Severity, String, u64, Option<Timestamp>)> = s
+        .open_findings("prod")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.severity, r.namespace, r.open, r.oldest_announced))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                Severity::Critical,
+                "shop".into(),
+                2,
+                Some(ts("2026-01-02T00:00:00Z"))
+            ),
+            (
+                Severity::High,
+                "".into(),
+                1,
+                Some(ts("2026-01-04T00:00:00Z"))
+            ),
+            (
+                Severity::High,
+                "data".into(),
+                1,
+                Some(ts("2026-01-03T00:00:00Z"))
+            ),
+            (Severity::Low, "shop".into(), 1, None),
+        ]
+    );
+    let totals: Vec<(Severity, u64)> = s
+        .open_counts_by_severity("prod")
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.severity, c.open))
+        .collect();
+    assert_eq!(
+        totals,
+        [
+            (Severity::Critical, 2),
+            (Severity::High, 2),
+            (Severity::Low, 1)
+        ]
+    );
+}
+both!(open_findings_by_severity_and_namespace);

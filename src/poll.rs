@@ -19,7 +19,7 @@ use crate::health::HealthState;
 use crate::kube::workload::Existence;
 use crate::kube::{Client, KubeError, KubeMetrics, KubeOptions, ListEvent, OwnerResolver};
 use crate::leader::LeaderState;
-use crate::lifecycle::{self, AssetId, Event, EventKind, FindingKey, Observation};
+use crate::lifecycle::{self, AssetId, Event, EventKind, Observation};
 use crate::metrics::{Counter, Family, Gauge, Histogram, Registry};
 use crate::notify::NotifySettings;
 use crate::severity::Severity;
@@ -741,15 +741,7 @@ fn observe(cluster: &str, workload: &Workload, report: &Report) -> Observation {
             .findings
             .iter()
             .map(|f| lifecycle::Finding {
-                key: {
-                    // The key is the report model's (one rule: packagePath, else target).
-                    let k = f.key();
-                    FindingKey {
-                        vulnerability_id: k.vulnerability_id,
-                        package: k.package,
-                        package_path: k.path,
-                    }
-                },
+                key: f.key(),
                 severity: f.severity,
                 installed_version: f.installed_version.clone(),
                 fixed_version: f.fixed_version.clone(),

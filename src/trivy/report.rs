@@ -169,20 +169,16 @@ pub struct Finding {
     pub target: String,
 }
 
-/// A vulnerability is the same finding when the ID, the package and (if known) the path agree.
-/// The installed version is deliberately left out: a version bump that still carries the CVE
-/// is the same, persisting problem, not "fixed" plus "new". `score` is never part of it
-/// because the operator picks it from a Go map and it changes between identical scans.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FindingKey {
-    pub vulnerability_id: String,
-    pub package: String,
-    /// `packagePath`, else `target`, else empty.
-    pub path: String,
-}
+/// A vulnerability is the same finding when the ID, the package and (if known) the path agree:
+/// the lifecycle's key, computed here and nowhere else. The installed version is deliberately
+/// left out: a version bump that still carries the CVE is the same, persisting problem, not
+/// "fixed" plus "new". `score` is never part of it because the operator picks it from a Go map
+/// and it changes between identical scans.
+pub use crate::lifecycle::FindingKey;
 
 impl Keyed for Finding {
     type Key = FindingKey;
+    /// `package_path` is the report's `packagePath`, else its `target`, else empty.
     fn key(&self) -> FindingKey {
         let path = if !self.package_path.is_empty() {
             &self.package_path
@@ -192,7 +188,7 @@ impl Keyed for Finding {
         FindingKey {
             vulnerability_id: self.vulnerability_id.clone(),
             package: self.package.clone(),
-            path: path.clone(),
+            package_path: path.clone(),
         }
     }
 }
@@ -629,7 +625,7 @@ mod tests {
         assert_eq!(r.findings[0].severity, Severity::Critical);
         assert_eq!(r.findings[0].fixed_versions(), vec!["1.1", "1.2"]);
         assert_eq!(r.findings[1].package_path, "/app/x.jar");
-        assert_eq!(r.findings[1].key().path, "/app/x.jar");
+        assert_eq!(r.findings[1].key().package_path, "/app/x.jar");
     }
 
     #[test]

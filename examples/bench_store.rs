@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use jiff::Timestamp;
 use kijo_agent::lifecycle::{AssetId, Finding, FindingKey, Observation};
+use kijo_agent::severity::Severity;
 use kijo_agent::store::{DatabaseTarget, ReportVersion, Store};
 
 /// One workload's scan, built when needed so the benchmark's own data does not dominate RSS.
@@ -29,7 +30,12 @@ fn observation(w: usize, findings: usize, at: Timestamp, shift: usize) -> Observ
                     package: format!("pkg-{}", f % 40),
                     package_path: String::new(),
                 },
-                severity: ["CRITICAL", "HIGH", "MEDIUM", "LOW"][f % 4].into(),
+                severity: [
+                    Severity::Critical,
+                    Severity::High,
+                    Severity::Medium,
+                    Severity::Low,
+                ][f % 4],
                 installed_version: "1.0.0".into(),
                 fixed_version: "1.0.1".into(),
                 title: format!(

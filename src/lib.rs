@@ -21,5 +21,6 @@ pub mod secret;
 pub mod service;
 pub mod severity;
 pub mod store;
+pub(crate) mod text;
 pub(crate) mod tls_verifier;
 pub mod trivy;

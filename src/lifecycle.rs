@@ -20,6 +20,8 @@ use std::fmt;
 
 use jiff::Timestamp;
 
+use crate::severity::Severity;
+
 /// One workload container: what a report describes after ReplicaSets are resolved to their
 /// Deployment. `namespace` is empty for cluster-scoped reports.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -44,8 +46,7 @@ pub struct FindingKey {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Finding {
     pub key: FindingKey,
-    /// Upper-case Trivy severity: CRITICAL, HIGH, MEDIUM, LOW, UNKNOWN.
-    pub severity: String,
+    pub severity: Severity,
     pub installed_version: String,
     pub fixed_version: String,
     pub title: String,
@@ -162,7 +163,7 @@ pub struct Event {
     pub image: String,
     /// The finding as of the event (for `severity_changed`, with the new severity).
     pub finding: Finding,
-    pub previous_severity: Option<String>,
+    pub previous_severity: Option<Severity>,
     pub reintroduced_count: u32,
     pub occurred_at: Timestamp,
 }
@@ -233,7 +234,7 @@ pub fn diff(stored: &StoredAsset, obs: &Observation, baseline: bool) -> Changes 
         .collect();
     let mut seen = BTreeSet::new();
     let mut changes = Changes::default();
-    let event = |kind, finding: &Finding, previous: Option<String>, count| Event {
+    let event = |kind, finding: &Finding, previous: Option<Severity>, count| Event {
         event_id: event_id(&obs.cluster, &obs.asset, &finding.key, kind, at),
         kind,
         cluster: obs.cluster.clone(),
@@ -269,7 +270,7 @@ pub fn diff(stored: &StoredAsset, obs: &Observation, baseline: bool) -> Changes 
                     changes.events.push(event(
                         EventKind::SeverityChanged,
                         finding,
-                        Some(old.finding.severity.clone()),
+                        Some(old.finding.severity),
                         old.reintroduced_count,
                     ));
                 }
@@ -355,30 +356,29 @@ pub fn workload_removed(
     changes
 }
 
-/// Applies changes to a stored asset in memory, as a store would. Used by tests and by callers
-/// that keep state between diffs without a database.
-pub fn apply_in_memory(stored: &mut StoredAsset, changes: &Changes, scanned_at: Option<Timestamp>) {
-    if changes.stale {
-        return;
-    }
-    for row in &changes.rows {
-        match stored
-            .findings
-            .iter_mut()
-            .find(|f| f.finding.key == row.finding.key)
-        {
-            Some(existing) => *existing = row.clone(),
-            None => stored.findings.push(row.clone()),
-        }
-    }
-    if let Some(at) = scanned_at {
-        stored.last_scan_at = Some(at);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Applies changes to a stored asset in memory, as a store would.
+    fn apply_in_memory(stored: &mut StoredAsset, changes: &Changes, scanned_at: Option<Timestamp>) {
+        if changes.stale {
+            return;
+        }
+        for row in &changes.rows {
+            match stored
+                .findings
+                .iter_mut()
+                .find(|f| f.finding.key == row.finding.key)
+            {
+                Some(existing) => *existing = row.clone(),
+                None => stored.findings.push(row.clone()),
+            }
+        }
+        if let Some(at) = scanned_at {
+            stored.last_scan_at = Some(at);
+        }
+    }
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -402,7 +402,7 @@ mod tests {
                 package: "pkg".into(),
                 package_path: String::new(),
             },
-            severity: sev.into(),
+            severity: sev.parse().expect("a severity name"),
             installed_version: "1.0".into(),
             fixed_version: "1.1".into(),
             title: format!("{id} title"),
@@ -648,8 +648,8 @@ mod tests {
         let c = diff(&s, &obs(T2, &["CVE-1:CRITICAL", "CVE-3:HIGH"]), false);
         let by_kind = |k| c.events.iter().find(|e| e.kind == k).unwrap();
         let sev = by_kind(EventKind::SeverityChanged);
-        assert_eq!(sev.previous_severity.as_deref(), Some("MEDIUM"));
-        assert_eq!(sev.finding.severity, "CRITICAL");
+        assert_eq!(sev.previous_severity, Some(Severity::Medium));
+        assert_eq!(sev.finding.severity, Severity::Critical);
         let new = by_kind(EventKind::New);
         assert_eq!(new.cluster, "prod");
         assert_eq!(new.asset, asset());

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
@@ -19,11 +19,20 @@ use crate::health::HealthState;
 use crate::kube::workload::Existence;
 use crate::kube::{Client, KubeError, KubeMetrics, KubeOptions, ListEvent, OwnerResolver};
 use crate::leader::LeaderState;
-use crate::lifecycle::{self, AssetId, Event, EventKind, FindingKey, Observation};
+use crate::lifecycle::{self, AssetId, Event, EventKind, Observation};
 use crate::metrics::{Counter, Family, Gauge, Histogram, Registry};
-use crate::store::{DatabaseTarget, ReportVersion, Store, StoreError};
+use crate::notify::NotifySettings;
+use crate::severity::Severity;
+use crate::store::{
+    DatabaseTarget, KnownReport, OpenFindings, ReportVersion, Store, StoreError, StoreMetrics,
+};
 use crate::trivy::report::{LABEL_CONTAINER, owner_of};
-use crate::trivy::{ObjectMeta, Owner, OwnerLookup, Report, ReportKind, Revision, Workload};
+use crate::trivy::{
+    Keyed, ObjectMeta, Owner, OwnerLookup, Report, ReportKind, Revision, Workload, newest_by_key,
+};
+
+/// A metric's label set.
+type Labels = Vec<(String, String)>;
 
 /// The poll loop's own metrics.
 #[derive(Clone)]
@@ -33,7 +42,13 @@ pub struct PollMetrics {
     last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     events: Family<Vec<(String, String)>, Counter>,
     malformed: Counter,
+    failed: Counter,
+    store: StoreMetrics,
     open: Family<Vec<(String, String)>, Gauge>,
+    oldest_open: Family<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// The (severity, namespace) label sets exported at the last refresh, so series of
+    /// namespaces without open findings disappear instead of freezing at their last value.
+    open_series: Arc<std::sync::Mutex<HashSet<Labels>>>,
 }
 
 impl PollMetrics {
@@ -44,12 +59,21 @@ impl PollMetrics {
             last_success: Gauge::default(),
             events: Family::default(),
             malformed: Counter::default(),
+            failed: Counter::default(),
+            store: StoreMetrics::new(registry),
             open: Family::default(),
+            oldest_open: Family::default(),
+            open_series: Arc::default(),
         };
         registry.register(
             "kijo_findings_open",
-            "Open findings in the store by severity, after the last successful cycle.",
+            "Open findings in the store by severity and namespace (\"\" for cluster-scoped reports), after the last successful cycle.",
             m.open.clone(),
+        );
+        registry.register(
+            "kijo_findings_open_oldest_first_seen_timestamp_seconds",
+            "Unix time of the oldest first sighting among open findings first seen after the baseline, by severity and namespace; absent when there is none.",
+            m.oldest_open.clone(),
         );
         registry.register(
             "kijo_lifecycle_events",
@@ -60,6 +84,11 @@ impl PollMetrics {
             "kijo_reports_skipped",
             "Reports skipped because they could not be used (malformed, owner unknown).",
             m.malformed.clone(),
+        );
+        registry.register(
+            "kijo_reports_failed",
+            "Reports skipped because the store refused their write for a reason other than a lost connection; retried next cycle.",
+            m.failed.clone(),
         );
         registry.register(
             "kijo_poll_cycles",
@@ -79,18 +108,47 @@ impl PollMetrics {
         m
     }
 
-    /// Sets the open-findings gauge; severities with no open finding read 0.
-    fn set_open(&self, counts: &[crate::store::SeverityCount]) {
-        for severity in ["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"] {
-            let open = counts
-                .iter()
-                .filter(|c| c.severity == severity)
-                .map(|c| c.open)
-                .sum::<u64>();
-            self.open
-                .get_or_create(&vec![("severity".to_owned(), severity.to_owned())])
-                .set(i64::try_from(open).unwrap_or(i64::MAX));
+    /// Refreshes the open-findings gauges from one aggregate query's rows. Every severity reads
+    /// 0 in a namespace that has any open finding; a namespace without open findings has no
+    /// series, and the oldest-first-seen gauge exists only where an announced finding is open.
+    fn set_open(&self, rows: &[OpenFindings]) {
+        let labels = |severity: Severity, namespace: &str| {
+            vec![
+                ("severity".to_owned(), severity.as_str().to_owned()),
+                ("namespace".to_owned(), namespace.to_owned()),
+            ]
+        };
+        let namespaces: std::collections::BTreeSet<&str> =
+            rows.iter().map(|r| r.namespace.as_str()).collect();
+        let mut shown = HashSet::new();
+        for namespace in namespaces {
+            for severity in Severity::ALL {
+                let row = rows
+                    .iter()
+                    .find(|r| r.severity == severity && r.namespace == namespace);
+                let key = labels(severity, namespace);
+                let open = row.map_or(0, |r| r.open);
+                self.open
+                    .get_or_create(&key)
+                    .set(i64::try_from(open).unwrap_or(i64::MAX));
+                match row.and_then(|r| r.oldest_announced) {
+                    Some(t) => {
+                        let seconds = t.as_millisecond() as f64 / 1000.0;
+                        self.oldest_open.get_or_create(&key).set(seconds);
+                    }
+                    None => {
+                        self.oldest_open.remove(&key);
+                    }
+                }
+                shown.insert(key);
+            }
         }
+        let mut previous = self.open_series.lock().unwrap_or_else(|e| e.into_inner());
+        for gone in previous.difference(&shown) {
+            self.open.remove(gone);
+            self.oldest_open.remove(gone);
+        }
+        *previous = shown;
     }
 
     fn count_outcome(&self, outcome: &str) {
@@ -171,12 +229,6 @@ impl From<KubeError> for CycleError {
 /// The poll loop's Kubernetes client once connected, so shutdown can interrupt a request in
 /// flight (or a Retry-After wait) instead of waiting for it.
 pub type KubeHandle = Arc<std::sync::Mutex<Option<Client>>>;
-
-/// The kinds whose findings the lifecycle tracks.
-const TRACKED_KINDS: [ReportKind; 2] = [
-    ReportKind::VulnerabilityReport,
-    ReportKind::ClusterVulnerabilityReport,
-];
 
 /// A report as the metadata-only listing shows it: enough to tell whether it changed and whom
 /// it belongs to, a few hundred bytes however many findings it holds.
@@ -382,9 +434,19 @@ impl Poller {
     /// Connections are opened lazily, so a database or API server that is down at start delays
     /// work instead of crashing the agent.
     fn cycle(&mut self) -> Result<CycleSummary, CycleError> {
-        if self.store.is_none() {
-            self.store = Some(Store::open(&self.target)?);
-        }
+        let (mut store, client) = self.connect()?;
+        let result = self.cycle_steps(&mut store, &client);
+        // Kept for the next cycle; `forget_broken_connections` drops it after a connection loss.
+        self.store = Some(store);
+        result
+    }
+
+    /// The store and the Kubernetes client, each opened on first use.
+    fn connect(&mut self) -> Result<(Store, Client), CycleError> {
+        let store = match self.store.take() {
+            Some(store) => store,
+            None => Store::open(&self.target)?.with_metrics(self.metrics.store.clone()),
+        };
         if self.kube.is_none() {
             let opts = KubeOptions {
                 kubeconfig: self.config.kubeconfig.clone(),
@@ -392,126 +454,39 @@ impl Poller {
                 metrics: Some(self.kube_metrics.clone()),
                 ..KubeOptions::default()
             };
-            let client = Client::connect(&opts)?;
+            let client = match Client::connect(&opts) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.store = Some(store);
+                    return Err(e.into());
+                }
+            };
             log::info!(api = client.describe().as_str(); "connected to the Kubernetes API");
             *self.kube_handle.lock().unwrap_or_else(|e| e.into_inner()) = Some(client.clone());
             self.kube = Some(client);
         }
+        let client = self.kube.clone().expect("connected above");
+        Ok((store, client))
+    }
+
+    fn cycle_steps(
+        &mut self,
+        store: &mut Store,
+        client: &Client,
+    ) -> Result<CycleSummary, CycleError> {
         let cluster = self.config.cluster_name.clone();
-        let targets = notification_targets(&self.config);
+        let targets = NotifySettings::from_config(&self.config).target_names();
         let mut summary = CycleSummary::default();
-        let store = self.store.as_mut().expect("opened above");
-        let client = self.kube.as_ref().expect("connected above");
         still_leading(&self.leader)?;
         summary.baseline = store.baseline_pending(&cluster)?;
         let known = store.report_versions(&cluster)?;
-
-        // 1. What exists: metadata only, one small listing per kind.
-        let mut listed: Vec<Listed> = Vec::new();
-        for kind in TRACKED_KINDS {
-            let mut items = Vec::new();
-            client.list_metadata(kind, &self.config.namespaces, &mut |event| match event {
-                ListEvent::Restart => items.clear(),
-                ListEvent::Item(meta) => items.push(Listed::new(kind, meta)),
-            })?;
-            listed.extend(items);
-            self.health.progress();
-        }
+        let listed = self.list_reports(client)?;
         summary.reports_read = listed.len() as u64;
-
-        // 2. What changed since the last cycle; unchanged reports keep their workloads alive.
-        let mut live: HashSet<(String, String, String)> = HashSet::new();
-        let mut changed = Vec::new();
-        for (i, r) in listed.iter().enumerate() {
-            match known.get(&r.uid) {
-                Some(k) if k.resource_version == r.resource_version => {
-                    live.insert((
-                        k.asset.namespace.clone(),
-                        k.asset.workload_kind.clone(),
-                        k.asset.workload.clone(),
-                    ));
-                }
-                _ => changed.push(i),
-            }
+        let (changed, mut live) = changed_reports(&listed, &known);
+        for r in changed {
+            self.apply_report(store, client, &listed, r, &targets, &mut live, &mut summary)?;
         }
-
-        // 3. Read and apply each changed report: one transaction per workload container.
-        for i in changed {
-            if stopping(&self.stop) {
-                return Err(CycleError::Interrupted);
-            }
-            still_leading(&self.leader)?;
-            let r = &listed[i];
-            let owner = match &r.owner {
-                Ok(o) => o,
-                Err(reason) => {
-                    summary.reports_skipped += 1;
-                    self.metrics.malformed.inc();
-                    log::warn!(kind = r.kind.as_str(), namespace = r.namespace.as_str(), report = r.name.as_str(); "skipping a report whose owner is unknown: {reason}");
-                    continue;
-                }
-            };
-            if self.owners.lookup(client, owner)? == OwnerLookup::Missing {
-                // The ReplicaSet is gone and its report goes with it (garbage collection):
-                // recording it under the ReplicaSet's own name would announce old findings as
-                // new ones of a workload nobody knows.
-                summary.reports_superseded += 1;
-                continue;
-            }
-            let (workload, revision) = self.owners.resolve(client, owner)?;
-            live.insert((
-                workload.namespace.clone(),
-                workload.kind.clone(),
-                workload.name.clone(),
-            ));
-            if superseded(client, &mut self.owners, &listed, r, &workload, revision)? {
-                // An older ReplicaSet's report after a rollout: the newer one speaks for the
-                // Deployment.
-                summary.reports_superseded += 1;
-                continue;
-            }
-            let report = match client.get_report(r.kind, &r.namespace, &r.name)? {
-                None => continue, // deleted since the listing
-                Some(Err(_)) => {
-                    // Logged and counted by the client; its previous state stays as it was.
-                    summary.reports_skipped += 1;
-                    continue;
-                }
-                Some(Ok(report)) => report,
-            };
-            let observation = observe(&cluster, &workload, &report);
-            let version = ReportVersion {
-                uid: report.uid.clone(),
-                resource_version: report.resource_version.clone(),
-            };
-            let applied = store.apply(&observation, Some(&version), summary.baseline, &targets)?;
-            summary.reports_changed += 1;
-            count_events(&mut summary, &self.metrics, &applied.events);
-            self.health.progress();
-        }
-
-        // 4. Workloads whose every report vanished: removed, or just between two scans?
-        for (namespace, kind, name) in store.known_workloads(&cluster)? {
-            if live.contains(&(namespace.clone(), kind.clone(), name.clone())) {
-                continue;
-            }
-            if stopping(&self.stop) {
-                return Err(CycleError::Interrupted);
-            }
-            still_leading(&self.leader)?;
-            if client.workload_existence(&kind, &namespace, &name)? == Existence::Gone {
-                let applied = store.remove_workload(
-                    &cluster,
-                    &namespace,
-                    &kind,
-                    &name,
-                    jiff::Timestamp::now(),
-                    &targets,
-                )?;
-                summary.workloads_removed += 1;
-                count_events(&mut summary, &self.metrics, &applied.events);
-            }
-        }
+        self.remove_gone_workloads(store, client, &live, &targets, &mut summary)?;
         still_leading(&self.leader)?;
         let live_uids: Vec<String> = listed.iter().map(|r| r.uid.clone()).collect();
         store.retain_report_versions(&cluster, &live_uids)?;
@@ -520,12 +495,172 @@ impl Poller {
         }
         self.owners.prune();
         // The gauge is a read, not a write: a failure here does not undo the cycle.
-        match store.open_counts_by_severity(&cluster) {
-            Ok(counts) => self.metrics.set_open(&counts),
+        match store.open_findings(&cluster) {
+            Ok(rows) => self.metrics.set_open(&rows),
             Err(e) => log::warn!(error:% = e; "cannot count open findings for the metrics"),
         }
         Ok(summary)
     }
+
+    /// What exists: metadata only, one small listing per kind.
+    fn list_reports(&self, client: &Client) -> Result<Vec<Listed>, CycleError> {
+        let mut listed: Vec<Listed> = Vec::new();
+        for &kind in ReportKind::ALL {
+            let mut items = Vec::new();
+            client.list_metadata(kind, &self.config.namespaces, &mut |event| match event {
+                ListEvent::Restart => items.clear(),
+                ListEvent::Item(meta) => items.push(Listed::new(kind, meta)),
+            })?;
+            listed.extend(items);
+            self.health.progress();
+        }
+        Ok(listed)
+    }
+
+    /// Reads and applies one changed report: one transaction for its workload container. A
+    /// store error that concerns only this report (a statement the database refused) skips it:
+    /// logged, counted, and retried next cycle because its version was not recorded.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_report(
+        &mut self,
+        store: &mut Store,
+        client: &Client,
+        listed: &[Listed],
+        r: &Listed,
+        targets: &[String],
+        live: &mut HashSet<WorkloadKey>,
+        summary: &mut CycleSummary,
+    ) -> Result<(), CycleError> {
+        if stopping(&self.stop) {
+            return Err(CycleError::Interrupted);
+        }
+        still_leading(&self.leader)?;
+        let owner = match &r.owner {
+            Ok(o) => o,
+            Err(reason) => {
+                summary.reports_skipped += 1;
+                self.metrics.malformed.inc();
+                log::warn!(kind = r.kind.as_str(), namespace = r.namespace.as_str(), report = r.name.as_str(); "skipping a report whose owner is unknown: {reason}");
+                return Ok(());
+            }
+        };
+        if self.owners.lookup(client, owner)? == OwnerLookup::Missing {
+            // The ReplicaSet is gone and its report goes with it (garbage collection):
+            // recording it under the ReplicaSet's own name would announce old findings as
+            // new ones of a workload nobody knows.
+            summary.reports_superseded += 1;
+            return Ok(());
+        }
+        let (workload, revision) = self.owners.resolve(client, owner)?;
+        live.insert((
+            workload.namespace.clone(),
+            workload.kind.clone(),
+            workload.name.clone(),
+        ));
+        let rivals = rivals(client, &mut self.owners, listed, r, &workload, revision)?;
+        let (newest, _) = newest_by_key(rivals);
+        if newest.values().any(|(_, uid)| *uid != r.uid) {
+            // An older ReplicaSet's report after a rollout: the newer one speaks for the
+            // Deployment.
+            summary.reports_superseded += 1;
+            return Ok(());
+        }
+        let report = match client.get_report(r.kind, &r.namespace, &r.name)? {
+            None => return Ok(()), // deleted since the listing
+            Some(Err(_)) => {
+                // Logged and counted by the client; its previous state stays as it was.
+                summary.reports_skipped += 1;
+                return Ok(());
+            }
+            Some(Ok(report)) => report,
+        };
+        let observation = observe(&self.config.cluster_name, &workload, &report);
+        let version = ReportVersion {
+            uid: report.uid.clone(),
+            resource_version: report.resource_version.clone(),
+        };
+        match store.apply(&observation, Some(&version), summary.baseline, targets) {
+            Ok(applied) => {
+                summary.reports_changed += 1;
+                count_events(summary, &self.metrics, &applied.events);
+            }
+            Err(e) if e.concerns_one_write() => {
+                summary.reports_skipped += 1;
+                self.metrics.failed.inc();
+                log::error!(
+                    kind = r.kind.as_str(),
+                    namespace = r.namespace.as_str(),
+                    report = r.name.as_str();
+                    "skipping a report the store refused; it is retried next cycle: {e}"
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.health.progress();
+        Ok(())
+    }
+
+    /// Workloads whose every report vanished: removed, or just between two scans? Only a
+    /// workload the API says is gone is closed (absence of a report is not a fix).
+    fn remove_gone_workloads(
+        &mut self,
+        store: &mut Store,
+        client: &Client,
+        live: &HashSet<WorkloadKey>,
+        targets: &[String],
+        summary: &mut CycleSummary,
+    ) -> Result<(), CycleError> {
+        let cluster = self.config.cluster_name.as_str();
+        for key in store.known_workloads(cluster)? {
+            if live.contains(&key) {
+                continue;
+            }
+            if stopping(&self.stop) {
+                return Err(CycleError::Interrupted);
+            }
+            still_leading(&self.leader)?;
+            let (namespace, kind, name) = &key;
+            if client.workload_existence(kind, namespace, name)? == Existence::Gone {
+                let applied = store.remove_workload(
+                    cluster,
+                    namespace,
+                    kind,
+                    name,
+                    jiff::Timestamp::now(),
+                    targets,
+                )?;
+                summary.workloads_removed += 1;
+                count_events(summary, &self.metrics, &applied.events);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// (namespace, kind, name) of a workload.
+type WorkloadKey = (String, String, String);
+
+/// What changed since the last cycle (indices into `listed`), and the workloads kept alive by
+/// the reports that did not change.
+fn changed_reports<'l>(
+    listed: &'l [Listed],
+    known: &HashMap<String, KnownReport>,
+) -> (Vec<&'l Listed>, HashSet<WorkloadKey>) {
+    let mut live = HashSet::new();
+    let mut changed = Vec::new();
+    for r in listed {
+        match known.get(&r.uid) {
+            Some(k) if k.resource_version == r.resource_version => {
+                live.insert((
+                    k.asset.namespace.clone(),
+                    k.asset.workload_kind.clone(),
+                    k.asset.workload.clone(),
+                ));
+            }
+            _ => changed.push(r),
+        }
+    }
+    (changed, live)
 }
 
 /// `Err(NotLeader)` unless this agent may write now: checked before a cycle's first write and
@@ -543,26 +678,28 @@ fn stopping(stop: &Option<Receiver<()>>) -> bool {
         .is_some_and(|s| matches!(s.try_recv(), Err(TryRecvError::Disconnected)))
 }
 
-/// Whether another listed report of the same Deployment container comes from a newer
-/// revision. Only reports of ReplicaSets named after the Deployment are looked at, so the
-/// owner lookups stay few (and cached).
-fn superseded(
+/// The listed reports that may speak for the same Deployment container as `report`, itself
+/// included, with how recent each is; [`newest_by_key`] picks the one that does. Only reports of
+/// ReplicaSets named after the Deployment are looked at, so the owner lookups stay few (and
+/// cached).
+fn rivals<'l>(
     client: &Client,
     owners: &mut OwnerResolver,
-    listed: &[Listed],
-    report: &Listed,
+    listed: &'l [Listed],
+    report: &'l Listed,
     workload: &Workload,
     revision: Option<u64>,
-) -> Result<bool, KubeError> {
-    if workload.kind != "Deployment" {
-        return Ok(false);
-    }
-    let mine = Revision {
-        deployment_revision: revision,
+) -> Result<Vec<((), Revision, &'l str)>, KubeError> {
+    let revision_of = |r: &Listed, deployment_revision| Revision {
+        deployment_revision,
         update_timestamp: None,
-        creation_timestamp: report.created,
-        name: report.name.clone(),
+        creation_timestamp: r.created,
+        name: r.name.clone(),
     };
+    let mut out = vec![((), revision_of(report, revision), report.uid.as_str())];
+    if workload.kind != "Deployment" {
+        return Ok(out);
+    }
     let prefix = format!("{}-", workload.name);
     for other in listed {
         let Ok(owner) = &other.owner else { continue };
@@ -576,17 +713,11 @@ fn superseded(
             continue;
         }
         let (w, rev) = owners.resolve(client, owner)?;
-        let theirs = Revision {
-            deployment_revision: rev,
-            update_timestamp: None,
-            creation_timestamp: other.created,
-            name: other.name.clone(),
-        };
-        if &w == workload && theirs.cmp_recency(&mine) == std::cmp::Ordering::Greater {
-            return Ok(true);
+        if &w == workload {
+            out.push(((), revision_of(other, rev), other.uid.as_str()));
         }
     }
-    Ok(false)
+    Ok(out)
 }
 
 /// The lifecycle's view of a report: plain data, no Kubernetes types.
@@ -610,16 +741,8 @@ fn observe(cluster: &str, workload: &Workload, report: &Report) -> Observation {
             .findings
             .iter()
             .map(|f| lifecycle::Finding {
-                key: FindingKey {
-                    vulnerability_id: f.vulnerability_id.clone(),
-                    package: f.package.clone(),
-                    package_path: if f.package_path.is_empty() {
-                        f.target.clone()
-                    } else {
-                        f.package_path.clone()
-                    },
-                },
-                severity: f.severity.as_str().to_owned(),
+                key: f.key(),
+                severity: f.severity,
                 installed_version: f.installed_version.clone(),
                 fixed_version: f.fixed_version.clone(),
                 title: f.title.clone(),
@@ -644,17 +767,64 @@ fn count_events(summary: &mut CycleSummary, metrics: &PollMetrics, events: &[Eve
     }
 }
 
-/// The outbox targets configured: each event is queued once per target.
-pub fn notification_targets(config: &Config) -> Vec<String> {
-    let mut targets = Vec::new();
-    if config.notify_slack.is_some() {
-        targets.push("slack".to_owned());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(severity: Severity, namespace: &str, open: u64, oldest: Option<&str>) -> OpenFindings {
+        OpenFindings {
+            severity,
+            namespace: namespace.to_owned(),
+            open,
+            oldest_announced: oldest.map(|t| t.parse().unwrap()),
+        }
     }
-    if config.notify_webhook.is_some() {
-        targets.push("webhook".to_owned());
+
+    #[test]
+    fn open_findings_gauges_follow_the_last_refresh() {
+        let mut registry = Registry::default();
+        let m = PollMetrics::new(&mut registry);
+        m.set_open(&[
+            row(Severity::Critical, "shop", 3, Some("2026-01-01T00:00:00Z")),
+            row(Severity::Low, "shop", 2, None),
+            row(Severity::High, "", 1, None),
+        ]);
+        let text = crate::metrics::render(&registry);
+        for line in [
+            "kijo_findings_open{severity=\"CRITICAL\",namespace=\"shop\"} 3",
+            "kijo_findings_open{severity=\"LOW\",namespace=\"shop\"} 2",
+            "kijo_findings_open{severity=\"HIGH\",namespace=\"shop\"} 0",
+            "kijo_findings_open{severity=\"HIGH\",namespace=\"\"} 1",
+            "kijo_findings_open_oldest_first_seen_timestamp_seconds{severity=\"CRITICAL\",namespace=\"shop\"} 1767225600",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line || l == format!("{line}.0")),
+                "{line} missing:\n{text}"
+            );
+        }
+        assert_eq!(
+            text.matches("kijo_findings_open_oldest_first_seen_timestamp_seconds{")
+                .count(),
+            1,
+            "only where an announced finding is open:\n{text}"
+        );
+
+        // The namespace without open findings loses its series; the announced one is fixed.
+        m.set_open(&[row(Severity::Low, "shop", 1, None)]);
+        let text = crate::metrics::render(&registry);
+        assert!(!text.contains("namespace=\"\""), "{text}");
+        assert!(
+            !text.contains("kijo_findings_open_oldest_first_seen_timestamp_seconds{"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kijo_findings_open{severity=\"CRITICAL\",namespace=\"shop\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kijo_store_write_seconds"),
+            "store metrics registered"
+        );
+        assert!(text.contains("kijo_reports_failed"), "{text}");
     }
-    if config.saas_endpoint.is_some() {
-        targets.push("saas".to_owned());
-    }
-    targets
 }

@@ -34,58 +34,7 @@ impl<T> fmt::Display for Secret<T> {
     }
 }
 
-/// Masks a database URL for display: the password and any query parameter that could hold a
-/// credential are replaced, user, host, port and database stay so a person can still tell which
-/// database is meant. Input that does not look like a URL is masked whole.
-pub fn mask_database_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "***".to_owned();
-    };
-    let (authority_and_path, query) = match rest.split_once('?') {
-        Some((a, q)) => (a, Some(q)),
-        None => (rest, None),
-    };
-    // The userinfo ends at the *last* '@' before the path: passwords may contain '@'.
-    let authority_end = authority_and_path
-        .find('/')
-        .unwrap_or(authority_and_path.len());
-    let (authority, path) = authority_and_path.split_at(authority_end);
-    let masked_authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{user}:***@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => authority.to_owned(),
-    };
-    let mut out = format!("{scheme}://{masked_authority}{path}");
-    if let Some(query) = query {
-        let params: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((k, _)) if is_secret_param(k) => format!("{k}=***"),
-                _ => pair.to_owned(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&params.join("&"));
-    }
-    out
-}
-
-fn is_secret_param(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    [
-        "password",
-        "passwd",
-        "pass",
-        "secret",
-        "token",
-        "key",
-        "sslpassword",
-    ]
-    .iter()
-    .any(|s| key.contains(s))
-}
+pub use crate::store::mask_database_url;
 
 /// Masks a notification target URL. Webhook URLs embed their credential in the path (Slack's
 /// `/services/T…/B…/xyz`) or the query, so only the scheme and host are kept.
@@ -117,7 +66,7 @@ mod tests {
             ("postgres://kijo@db/kijo", "postgres://kijo@db/kijo"),
             (
                 "postgres://db/kijo?user=a&password=hunter2",
-                "postgres://db/kijo?user=a&password=***",
+                "postgres://a:***@db/kijo",
             ),
             ("sqlite:/var/lib/kijo/kijo.db", "***"),
             ("not a url with hunter2", "***"),

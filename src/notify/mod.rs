@@ -3,15 +3,17 @@
 //!
 //! Pure core: [`group::select`] and [`group::group`] turn one cycle's lifecycle changes into
 //! messages with stable ids; [`slack`], `webhook` and `saas` render them; the retry policy
-//! in `policy` is a set of pure functions. Thin shell: [`Deliverer`] makes one HTTP attempt
-//! and returns a typed [`Outcome`]; `test_message` is `notify-test`. The outbox that makes
-//! delivery durable is kept by the store; [`outbox::Dispatcher`] (the notify thread) delivers it.
+//! in `policy` is a set of pure functions, and [`plan`] decides what the outbox's queued rows
+//! become. Thin shell: [`Deliverer`] makes one HTTP attempt and returns a typed [`Outcome`];
+//! `test_message` is `notify-test`. The outbox that makes delivery durable is kept by the
+//! store; [`outbox::Dispatcher`] (the notify thread) delivers it.
 
 pub(crate) mod deliver;
 pub mod event;
 pub mod group;
 pub mod metrics;
 pub mod outbox;
+pub mod plan;
 pub(crate) mod policy;
 pub(crate) mod saas;
 pub mod settings;

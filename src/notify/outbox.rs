@@ -21,6 +21,7 @@ use jiff::Timestamp;
 
 use super::deliver::{Deliverer, Target};
 use super::metrics::NotifyMetrics;
+use super::plan;
 use super::policy::{Disposition, Outcome};
 use super::settings::NotifySettings;
 use crate::config::Config;
@@ -125,9 +126,8 @@ impl Dispatcher {
             self.settings.min_severity,
             self.settings.notify_workload_removed,
         );
-        let assigned = self
-            .store()?
-            .assign_messages(&cluster, min, removed, Timestamp::now())?;
+        let assigned =
+            plan::assign_messages(self.store()?, &cluster, min, removed, Timestamp::now())?;
         report.assigned = assigned.messages;
         if assigned.messages + assigned.filtered > 0 {
             log::info!(
@@ -163,9 +163,13 @@ impl Dispatcher {
                 } else {
                     1
                 };
-                let due =
-                    self.store()?
-                        .due_messages(&cluster, target.name(), Timestamp::now(), limit)?;
+                let due = plan::due_messages(
+                    self.store()?,
+                    &cluster,
+                    target.name(),
+                    Timestamp::now(),
+                    limit,
+                )?;
                 if due.is_empty() {
                     continue 'targets;
                 }
@@ -198,7 +202,7 @@ impl Dispatcher {
     fn record(
         &mut self,
         target: &Target,
-        m: crate::store::DueMessage,
+        m: plan::DueMessage,
         outcome: &Outcome,
         report: &mut PassReport,
     ) -> Result<(), StoreError> {

@@ -56,6 +56,12 @@ impl NotifySettings {
         }
     }
 
+    /// The names of the configured targets: the poll thread queues each event once per name, and
+    /// the notify thread drains exactly these, so no row is queued that nothing delivers.
+    pub fn target_names(&self) -> Vec<String> {
+        self.targets.iter().map(|t| t.name().to_owned()).collect()
+    }
+
     /// Copies the settings that shape delivery into a deliverer configuration.
     pub fn apply(&self, config: &mut DelivererConfig) {
         config.details_url = self.details_url.clone();
@@ -128,6 +134,7 @@ mod tests {
         );
         let names: Vec<&str> = s.targets.iter().map(Target::name).collect();
         assert_eq!(names, ["slack", "webhook", "saas"]);
+        assert_eq!(s.target_names(), names);
         assert!(matches!(
             &s.targets[1],
             Target::Webhook {

@@ -10,8 +10,6 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
-    /// `KIJO_DATABASE_URL` could not be understood.
-    InvalidUrl(String),
     /// TLS material (`sslrootcert`) could not be read or used.
     Tls(String),
     /// Opening a connection failed (network, authentication, TLS handshake, file permissions).
@@ -48,10 +46,18 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// True when the error concerns only the write that caused it (the database refused a
+    /// statement, or another writer already recorded it), so the caller may skip that unit of
+    /// work and go on with the next on the same connection.
+    pub fn concerns_one_write(&self) -> bool {
+        matches!(self, StoreError::Query { .. } | StoreError::Conflict(_))
+    }
+}
+
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::InvalidUrl(m) => write!(f, "invalid KIJO_DATABASE_URL: {m}"),
             StoreError::Tls(m) => write!(f, "database tls setup failed: {m}"),
             StoreError::Connect { target, detail } => write!(
                 f,
@@ -133,6 +139,7 @@ mod tests {
         let conflict = StoreError::Conflict("x".into());
         assert!(lost.is_connection_loss());
         assert!(!conflict.is_connection_loss());
+        assert!(conflict.concerns_one_write() && !lost.concerns_one_write());
         assert!(
             StoreError::Backoff {
                 target: "t".into(),

@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use super::SeverityCount;
 use crate::lifecycle::Event;
+use crate::text::clean;
 
 /// Plain text, one event per line, newest first, so it reads well in a terminal and greps well.
 pub fn render_history(cluster: &str, open: &[SeverityCount], events: &[Event]) -> String {
@@ -30,12 +31,13 @@ pub fn render_history(cluster: &str, open: &[SeverityCount], events: &[Event]) -
         } else {
             &e.asset.namespace
         };
-        let severity = match &e.previous_severity {
+        let severity = match e.previous_severity {
             Some(prev) => format!("{prev}->{}", e.finding.severity),
-            None => e.finding.severity.clone(),
+            None => e.finding.severity.to_string(),
         };
+        let mut line = String::new();
         let _ = write!(
-            out,
+            line,
             "{}  {:<16}  {:<8}  {}  {ns}/{}/{} [{}]  {} {}",
             e.occurred_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
             e.kind.as_str(),
@@ -48,11 +50,14 @@ pub fn render_history(cluster: &str, open: &[SeverityCount], events: &[Event]) -
             e.finding.installed_version,
         );
         if !e.finding.fixed_version.is_empty() {
-            let _ = write!(out, " (fixed in {})", e.finding.fixed_version);
+            let _ = write!(line, " (fixed in {})", e.finding.fixed_version);
         }
         if e.reintroduced_count > 0 {
-            let _ = write!(out, " reintroduced {}x", e.reintroduced_count);
+            let _ = write!(line, " reintroduced {}x", e.reintroduced_count);
         }
+        // Rows written before report text was sanitised may still hold control characters;
+        // none reaches the terminal.
+        out.push_str(&clean(&line));
         out.push('\n');
     }
     out
@@ -62,6 +67,7 @@ pub fn render_history(cluster: &str, open: &[SeverityCount], events: &[Event]) -
 mod tests {
     use super::*;
     use crate::lifecycle::{AssetId, EventKind, Finding, FindingKey};
+    use crate::severity::Severity;
 
     fn event(kind: EventKind, ns: &str, previous: Option<&str>, count: u32) -> Event {
         Event {
@@ -81,13 +87,13 @@ mod tests {
                     package: "openssl".into(),
                     package_path: String::new(),
                 },
-                severity: "CRITICAL".into(),
+                severity: Severity::Critical,
                 installed_version: "3.0.1".into(),
                 fixed_version: "3.0.2".into(),
                 title: "t".into(),
                 link: "l".into(),
             },
-            previous_severity: previous.map(str::to_owned),
+            previous_severity: previous.map(|p| p.parse().expect("a severity name")),
             reintroduced_count: count,
             occurred_at: "2026-01-05T00:00:00Z".parse().unwrap(),
         }
@@ -97,11 +103,11 @@ mod tests {
     fn renders_counts_and_events() {
         let counts = [
             SeverityCount {
-                severity: "CRITICAL".into(),
+                severity: Severity::Critical,
                 open: 2,
             },
             SeverityCount {
-                severity: "LOW".into(),
+                severity: Severity::Low,
                 open: 1,
             },
         ];
@@ -127,6 +133,20 @@ mod tests {
         assert_eq!(
             render_history("dev", &[], &[]),
             "cluster dev: 0 open findings\nno lifecycle events recorded yet\n"
+        );
+    }
+
+    #[test]
+    fn stored_control_characters_never_reach_the_terminal() {
+        let mut e = event(EventKind::New, "shop", None, 0);
+        e.finding.installed_version = "1.0\u{1b}[2J\u{7}\u{202E}".into();
+        e.finding.fixed_version = "2\n0".into();
+        let text = render_history("prod", &[], &[e]);
+        let line = text.lines().last().unwrap();
+        assert!(line.ends_with("[app]  openssl 1.0[2J (fixed in 2 0)"), "{line:?}");
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
         );
     }
 }

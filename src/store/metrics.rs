@@ -52,7 +52,7 @@ fn cause(e: &StoreError) -> &'static str {
         StoreError::Query { .. } => "query",
         StoreError::Conflict(_) => "conflict",
         StoreError::Migration { .. } | StoreError::SchemaTooNew { .. } => "migration",
-        StoreError::InvalidUrl(_) | StoreError::Tls(_) => "config",
+        StoreError::Tls(_) => "config",
     }
 }
 

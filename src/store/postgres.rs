@@ -1,26 +1,26 @@
-//! The PostgreSQL backend.
+//! The PostgreSQL backend: its SQL and row mapping behind [`Backend`] and [`Tx`].
 //!
 //! A `postgres::Client` never recovers from a broken connection, so this type owns an optional
 //! client, drops it on a connection loss and reconnects on the next call, waiting longer after
-//! each failed attempt. Every write is one transaction; large reports are written with one
-//! `UNNEST` statement per table instead of one statement per finding.
+//! each failed attempt. Large reports are written with one `UNNEST` statement per table instead
+//! of one statement per finding.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use ::postgres::error::SqlState;
-use ::postgres::{Client, GenericClient, NoTls, Statement};
+use ::postgres::{Client, GenericClient, NoTls, Statement, Transaction};
 use jiff::Timestamp;
 
+use super::backend::{Backend, EVENT_COLUMNS, MessageHead, Tx, Work, severity_of};
 use super::error::redact;
-use super::outbox::{Assigned, MessageUpdate, OutboxStats, Plan};
+use super::outbox::{MessageUpdate, OutboxStats};
 use super::{
-    Applied, KnownReport, POSTGRES_MIGRATIONS, PgTarget, Removal, ReportVersion, SchemaStatus,
-    SeverityCount, StoreError, StoredMessage, tls, truncate_micros,
+    KnownReport, OpenFindings, POSTGRES_MIGRATIONS, PgTarget, Removal, ReportVersion, SchemaStatus,
+    StoreError, pending_migrations, tls, versions,
 };
 use crate::lifecycle::{
-    self, AssetId, Changes, Event, EventKind, Finding, FindingKey, FindingState, Observation,
-    StoredAsset, StoredFinding,
+    AssetId, Event, EventKind, Finding, FindingKey, FindingState, Observation, StoredFinding,
 };
 
 /// Serialises migrations of agents starting together ("kijo" in ASCII, then 1).
@@ -114,19 +114,7 @@ fn migrate(client: &mut Client, secrets: &[String]) -> Result<(), StoreError> {
     )
     .map_err(q)?;
     let applied = applied_versions(&mut tx).map_err(q)?;
-    let embedded_max = POSTGRES_MIGRATIONS.last().map_or(0, |m| m.version);
-    if let Some(&newest) = applied.last()
-        && newest > embedded_max
-    {
-        return Err(StoreError::SchemaTooNew {
-            applied: newest,
-            embedded: embedded_max,
-        });
-    }
-    for m in POSTGRES_MIGRATIONS {
-        if applied.contains(&m.version) {
-            continue;
-        }
+    for m in pending_migrations(POSTGRES_MIGRATIONS, &applied)? {
         let failed = |e| StoreError::Migration {
             version: m.version,
             name: m.name,
@@ -164,7 +152,7 @@ fn schema_status_of(c: &mut impl GenericClient) -> Result<SchemaStatus, ::postgr
     };
     Ok(SchemaStatus {
         applied,
-        embedded: POSTGRES_MIGRATIONS.iter().map(|m| m.version).collect(),
+        embedded: versions(POSTGRES_MIGRATIONS),
     })
 }
 
@@ -326,7 +314,37 @@ impl PgStore {
         }
     }
 
-    pub(crate) fn ping(&mut self) -> Result<(), StoreError> {
+    /// One query on a live connection (retried once after a connection loss), its driver error
+    /// named by `context`.
+    fn query<T>(
+        &mut self,
+        context: &'static str,
+        mut f: impl FnMut(&mut Client, &Statements) -> Result<T, ::postgres::Error>,
+    ) -> Result<T, StoreError> {
+        self.run(true, |c, st, s| f(c, st).map_err(|e| pg_err(e, context, s)))
+    }
+}
+
+impl Backend for PgStore {
+    fn transaction(
+        &mut self,
+        context: &'static str,
+        work: &mut Work<'_>,
+    ) -> Result<(), StoreError> {
+        self.run(true, |c, st, secrets| {
+            let tx = c.transaction().map_err(|e| pg_err(e, context, secrets))?;
+            let mut tx = PgTx {
+                tx,
+                st,
+                secrets,
+                context,
+            };
+            work(&mut tx)?;
+            tx.tx.commit().map_err(|e| pg_err(e, context, secrets))
+        })
+    }
+
+    fn ping(&mut self) -> Result<(), StoreError> {
         self.run(false, |c, _, s| {
             c.simple_query("SELECT 1")
                 .map(|_| ())
@@ -334,55 +352,46 @@ impl PgStore {
         })
     }
 
-    pub(crate) fn schema_status(&mut self) -> Result<SchemaStatus, StoreError> {
-        self.run(true, |c, _, s| {
-            schema_status_of(c).map_err(|e| pg_err(e, "reading the schema version", s))
-        })
+    fn schema_status(&mut self) -> Result<SchemaStatus, StoreError> {
+        self.query("reading the schema version", |c, _| schema_status_of(c))
     }
 
-    pub(crate) fn is_empty_for_cluster(&mut self, cluster: &str) -> Result<bool, StoreError> {
-        self.run(true, |c, _, s| {
+    fn is_empty_for_cluster(&mut self, cluster: &str) -> Result<bool, StoreError> {
+        self.query("checking for a baseline", |c, _| {
             c.query_one(
                 "SELECT NOT EXISTS (SELECT 1 FROM scanned_containers WHERE cluster_name = $1)",
                 &[&cluster],
             )
             .map(|r| r.get(0))
-            .map_err(|e| pg_err(e, "checking for a baseline", s))
         })
     }
 
-    pub(crate) fn baseline_pending(&mut self, cluster: &str) -> Result<bool, StoreError> {
-        self.run(true, |c, _, s| {
+    fn baseline_pending(&mut self, cluster: &str) -> Result<bool, StoreError> {
+        self.query("checking for a baseline", |c, _| {
             c.query_one(
                 "SELECT NOT EXISTS (SELECT 1 FROM clusters WHERE cluster_name = $1)",
                 &[&cluster],
             )
             .map(|r| r.get(0))
-            .map_err(|e| pg_err(e, "checking for a baseline", s))
         })
     }
 
-    pub(crate) fn finish_baseline(
-        &mut self,
-        cluster: &str,
-        at: Timestamp,
-    ) -> Result<(), StoreError> {
-        self.run(true, |c, _, s| {
+    fn finish_baseline(&mut self, cluster: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.query("finishing the baseline", |c, _| {
             c.execute(
                 "INSERT INTO clusters (cluster_name, baseline_completed_at) VALUES ($1, $2)
                  ON CONFLICT (cluster_name) DO NOTHING",
                 &[&cluster, &to_sys(at)],
             )
             .map(|_| ())
-            .map_err(|e| pg_err(e, "finishing the baseline", s))
         })
     }
 
-    pub(crate) fn report_versions(
+    fn report_versions(
         &mut self,
         cluster: &str,
     ) -> Result<HashMap<String, KnownReport>, StoreError> {
-        self.run(true, |c, _, s| {
+        self.query("reading report versions", |c, _| {
             c.query(
                 "SELECT report_uid, resource_version, namespace, workload_kind, workload, container
                  FROM report_versions WHERE cluster_name = $1",
@@ -406,191 +415,32 @@ impl PgStore {
                     })
                     .collect()
             })
-            .map_err(|e| pg_err(e, "reading report versions", s))
         })
     }
 
-    pub(crate) fn report_version(
-        &mut self,
-        cluster: &str,
-        uid: &str,
-    ) -> Result<Option<String>, StoreError> {
-        self.run(true, |c, st, s| {
+    fn report_version(&mut self, cluster: &str, uid: &str) -> Result<Option<String>, StoreError> {
+        self.query("reading a report version", |c, st| {
             c.query_opt(&st.report_version, &[&cluster, &uid])
                 .map(|r| r.map(|r| r.get(0)))
-                .map_err(|e| pg_err(e, "reading a report version", s))
         })
     }
 
-    pub(crate) fn retain_report_versions(
+    fn retain_report_versions(
         &mut self,
         cluster: &str,
         live: &[String],
     ) -> Result<usize, StoreError> {
-        self.run(true, |c, _, s| {
+        self.query("pruning report versions", |c, _| {
             c.execute(
                 "DELETE FROM report_versions WHERE cluster_name = $1 AND NOT (report_uid = ANY($2))",
                 &[&cluster, &live],
             )
             .map(|n| n as usize)
-            .map_err(|e| pg_err(e, "pruning report versions", s))
         })
     }
 
-    pub(crate) fn load_asset(
-        &mut self,
-        cluster: &str,
-        asset: &AssetId,
-    ) -> Result<StoredAsset, StoreError> {
-        self.run(true, |c, st, s| {
-            let mut tx = c
-                .transaction()
-                .map_err(|e| pg_err(e, "loading findings", s))?;
-            let last = last_scan(&mut tx, st, cluster, asset)
-                .map_err(|e| pg_err(e, "loading findings", s))?;
-            load_findings(&mut tx, st, cluster, asset, last)
-                .map_err(|e| pg_err(e, "loading findings", s))
-        })
-    }
-
-    pub(crate) fn apply(
-        &mut self,
-        obs: &Observation,
-        report: Option<&ReportVersion>,
-        baseline: bool,
-        targets: &[String],
-    ) -> Result<Applied, StoreError> {
-        self.run(true, |c, st, s| {
-            let q = |e| pg_err(e, "applying a scan", s);
-            let mut tx = c.transaction().map_err(q)?;
-            let cluster = obs.cluster.as_str();
-            let asset = &obs.asset;
-            // Serialises writers of the same container, also one never seen before (no row yet
-            // to lock): a stale leader racing the new one waits, then sees its commit.
-            tx.execute(&st.lock_asset, &[&asset_lock_key(cluster, asset)])
-                .map_err(q)?;
-            let last = last_scan(&mut tx, st, cluster, asset).map_err(q)?;
-            let applied = if last.is_some_and(|l| obs.scanned_at <= l) {
-                Applied {
-                    stale: true,
-                    ..Applied::default()
-                }
-            } else {
-                let stored = load_findings(&mut tx, st, cluster, asset, last).map_err(q)?;
-                let changes = lifecycle::diff(&stored, obs, baseline);
-                tx.execute(
-                    &st.upsert_container,
-                    &[
-                        &cluster,
-                        &asset.namespace,
-                        &asset.workload_kind,
-                        &asset.workload,
-                        &asset.container,
-                        &obs.image,
-                        &to_sys(obs.scanned_at),
-                    ],
-                )
-                .map_err(q)?;
-                write_changes(&mut tx, st, cluster, asset, &changes, targets).map_err(q)?;
-                Applied {
-                    stale: false,
-                    rows_written: changes.rows.len(),
-                    events: changes.events,
-                }
-            };
-            if let Some(r) = report {
-                tx.execute(
-                    &st.upsert_report,
-                    &[
-                        &cluster,
-                        &r.uid,
-                        &r.resource_version,
-                        &to_sys(obs.scanned_at),
-                        &asset.namespace,
-                        &asset.workload_kind,
-                        &asset.workload,
-                        &asset.container,
-                    ],
-                )
-                .map_err(q)?;
-            }
-            tx.commit().map_err(q)?;
-            Ok(applied)
-        })
-    }
-
-    pub(crate) fn remove_workload(
-        &mut self,
-        cluster: &str,
-        removal: &Removal<'_>,
-        at: Timestamp,
-        targets: &[String],
-    ) -> Result<Applied, StoreError> {
-        let Removal {
-            namespace,
-            kind,
-            name,
-            container,
-        } = *removal;
-        let at = truncate_micros(at);
-        self.run(true, |c, st, s| {
-            let q = |e| pg_err(e, "removing a workload", s);
-            let mut tx = c.transaction().map_err(q)?;
-            let containers: Vec<(String, SystemTime)> = tx
-                .query(
-                    "SELECT container, last_scan_at FROM scanned_containers
-                     WHERE cluster_name = $1 AND namespace = $2 AND workload_kind = $3
-                       AND workload = $4 AND removed_at IS NULL
-                       AND ($5::text IS NULL OR container = $5)
-                     ORDER BY container",
-                    &[&cluster, &namespace, &kind, &name, &container],
-                )
-                .map_err(q)?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
-            let mut applied = Applied::default();
-            for (container, last) in containers {
-                let asset = AssetId {
-                    namespace: namespace.to_owned(),
-                    workload_kind: kind.to_owned(),
-                    workload: name.to_owned(),
-                    container,
-                };
-                // Same lock as `apply`, taken in container order; re-read after waiting for it.
-                tx.execute(&st.lock_asset, &[&asset_lock_key(cluster, &asset)])
-                    .map_err(q)?;
-                let last = last_scan(&mut tx, st, cluster, &asset)
-                    .map_err(q)?
-                    .or(Some(from_sys(last)));
-                let stored = load_findings(&mut tx, st, cluster, &asset, last).map_err(q)?;
-                let changes = lifecycle::workload_removed(cluster, &asset, &stored, at);
-                write_changes(&mut tx, st, cluster, &asset, &changes, targets).map_err(q)?;
-                applied.rows_written += changes.rows.len();
-                applied.events.extend(changes.events);
-            }
-            tx.execute(
-                "UPDATE scanned_containers SET removed_at = $5
-                 WHERE cluster_name = $1 AND namespace = $2 AND workload_kind = $3
-                   AND workload = $4 AND removed_at IS NULL
-                   AND ($6::text IS NULL OR container = $6)",
-                &[&cluster, &namespace, &kind, &name, &to_sys(at), &container],
-            )
-            .map_err(q)?;
-            tx.execute(
-                "DELETE FROM report_versions WHERE cluster_name = $1 AND namespace = $2
-                   AND workload_kind = $3 AND workload = $4
-                   AND ($5::text IS NULL OR container = $5)",
-                &[&cluster, &namespace, &kind, &name, &container],
-            )
-            .map_err(q)?;
-            tx.commit().map_err(q)?;
-            Ok(applied)
-        })
-    }
-
-    pub(crate) fn known_assets(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError> {
-        self.run(true, |c, _, s| {
+    fn known_assets(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError> {
+        self.query("listing containers", |c, _| {
             c.query(
                 "SELECT namespace, workload_kind, workload, container FROM scanned_containers
                  WHERE cluster_name = $1 AND removed_at IS NULL ORDER BY 1, 2, 3, 4",
@@ -606,15 +456,14 @@ impl PgStore {
                     })
                     .collect()
             })
-            .map_err(|e| pg_err(e, "listing containers", s))
         })
     }
 
-    pub(crate) fn known_workloads(
+    fn known_workloads(
         &mut self,
         cluster: &str,
     ) -> Result<Vec<(String, String, String)>, StoreError> {
-        self.run(true, |c, _, s| {
+        self.query("listing workloads", |c, _| {
             c.query(
                 "SELECT DISTINCT namespace, workload_kind, workload FROM scanned_containers
                  WHERE cluster_name = $1 AND removed_at IS NULL ORDER BY 1, 2, 3",
@@ -625,48 +474,73 @@ impl PgStore {
                     .map(|r| (r.get(0), r.get(1), r.get(2)))
                     .collect()
             })
-            .map_err(|e| pg_err(e, "listing workloads", s))
         })
     }
 
-    pub(crate) fn recent_events(
-        &mut self,
-        cluster: &str,
-        limit: u32,
-    ) -> Result<Vec<Event>, StoreError> {
-        self.run(true, |c, _, s| {
-            let rows = c
-                .query(
-                    &format!(
-                        "SELECT {EVENT_COLUMNS} FROM lifecycle_events le
-                         WHERE le.cluster_name = $1 ORDER BY le.seq DESC LIMIT $2"
-                    ),
-                    &[&cluster, &i64::from(limit)],
-                )
-                .map_err(|e| pg_err(e, "reading events", s))?;
-            Ok(rows.iter().filter_map(event_of_row).collect())
-        })
-    }
-
-    pub(crate) fn open_counts_by_severity(
-        &mut self,
-        cluster: &str,
-    ) -> Result<Vec<SeverityCount>, StoreError> {
-        self.run(true, |c, _, s| {
+    fn recent_events(&mut self, cluster: &str, limit: u32) -> Result<Vec<Event>, StoreError> {
+        self.query("reading events", |c, _| {
             c.query(
-                "SELECT severity, count(*) FROM vulnerability_history
-                 WHERE cluster_name = $1 AND state = 'open' GROUP BY severity",
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM lifecycle_events le
+                     WHERE le.cluster_name = $1 ORDER BY le.seq DESC LIMIT $2"
+                ),
+                &[&cluster, &i64::from(limit)],
+            )
+            .map(|rows| rows.iter().filter_map(event_of_row).collect())
+        })
+    }
+
+    fn open_findings(&mut self, cluster: &str) -> Result<Vec<OpenFindings>, StoreError> {
+        self.query("counting open findings", |c, _| {
+            c.query(
+                "SELECT h.severity, h.namespace, count(*),
+                        min(h.first_seen) FILTER (WHERE h.first_seen > b.baseline_completed_at)
+                 FROM vulnerability_history h
+                 LEFT JOIN clusters b ON b.cluster_name = h.cluster_name
+                 WHERE h.cluster_name = $1 AND h.state = 'open'
+                 GROUP BY h.severity, h.namespace",
                 &[&cluster],
             )
             .map(|rows| {
                 rows.iter()
-                    .map(|r| SeverityCount {
-                        severity: r.get(0),
-                        open: r.get::<_, i64>(1).max(0) as u64,
+                    .map(|r| OpenFindings {
+                        severity: severity_of(r.get(0)),
+                        namespace: r.get(1),
+                        open: r.get::<_, i64>(2).max(0) as u64,
+                        oldest_announced: r.get::<_, Option<SystemTime>>(3).map(from_sys),
                     })
                     .collect()
             })
-            .map_err(|e| pg_err(e, "counting open findings", s))
+        })
+    }
+
+    fn outbox_stats(&mut self, cluster: &str) -> Result<Vec<OutboxStats>, StoreError> {
+        self.query("counting queued notifications", |c, _| {
+            c.query(
+                "SELECT target, count(*), min(created_at) FROM notification_messages
+                 WHERE cluster_name = $1 AND state = 'pending' GROUP BY target ORDER BY target",
+                &[&cluster],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| OutboxStats {
+                        target: r.get(0),
+                        pending: r.get::<_, i64>(1).max(0) as u64,
+                        oldest_created_at: r.get::<_, Option<SystemTime>>(2).map(from_sys),
+                    })
+                    .collect()
+            })
+        })
+    }
+
+    fn next_due(&mut self, cluster: &str) -> Result<Option<Timestamp>, StoreError> {
+        self.query("reading the next delivery time", |c, _| {
+            c.query_one(
+                "SELECT min(next_attempt_at) FROM notification_messages
+                 WHERE cluster_name = $1 AND state = 'pending'",
+                &[&cluster],
+            )
+            .map(|r| r.get::<_, Option<SystemTime>>(0).map(from_sys))
         })
     }
 }
@@ -683,92 +557,132 @@ fn asset_lock_key(cluster: &str, asset: &AssetId) -> String {
     .join("\x1f")
 }
 
-fn last_scan(
-    c: &mut impl GenericClient,
-    st: &Statements,
-    cluster: &str,
-    asset: &AssetId,
-) -> Result<Option<Timestamp>, ::postgres::Error> {
-    // Callers that write hold the container's advisory lock (see `asset_lock_key`), so this
-    // read sees the last committed writer's state.
-    Ok(c.query_opt(
-        &st.last_scan,
-        &[
-            &cluster,
-            &asset.namespace,
-            &asset.workload_kind,
-            &asset.workload,
-            &asset.container,
-        ],
-    )?
-    .map(|r| from_sys(r.get(0))))
+/// One open transaction with the connection's prepared statements.
+struct PgTx<'a> {
+    tx: Transaction<'a>,
+    st: &'a Statements,
+    secrets: &'a [String],
+    context: &'static str,
 }
 
-fn load_findings(
-    c: &mut impl GenericClient,
-    st: &Statements,
-    cluster: &str,
-    asset: &AssetId,
-    last_scan_at: Option<Timestamp>,
-) -> Result<StoredAsset, ::postgres::Error> {
-    let rows = c.query(
-        &st.load_findings,
-        &[
-            &cluster,
-            &asset.namespace,
-            &asset.workload_kind,
-            &asset.workload,
-            &asset.container,
-        ],
-    )?;
-    let findings = rows
-        .iter()
-        .filter_map(|r| {
-            let state: String = r.get(9);
-            Some(StoredFinding {
-                finding: Finding {
-                    key: FindingKey {
-                        vulnerability_id: r.get(0),
-                        package: r.get(1),
-                        package_path: r.get(2),
+impl<'a> PgTx<'a> {
+    /// Maps a driver error of this transaction's work.
+    fn err(&self) -> impl Fn(::postgres::Error) -> StoreError + use<'a> {
+        let (context, secrets) = (self.context, self.secrets);
+        move |e| pg_err(e, context, secrets)
+    }
+}
+
+impl Tx for PgTx<'_> {
+    fn lock_asset(&mut self, cluster: &str, asset: &AssetId) -> Result<(), StoreError> {
+        let q = self.err();
+        self.tx
+            .execute(&self.st.lock_asset, &[&asset_lock_key(cluster, asset)])
+            .map(|_| ())
+            .map_err(q)
+    }
+
+    fn last_scan(
+        &mut self,
+        cluster: &str,
+        asset: &AssetId,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let q = self.err();
+        self.tx
+            .query_opt(
+                &self.st.last_scan,
+                &[
+                    &cluster,
+                    &asset.namespace,
+                    &asset.workload_kind,
+                    &asset.workload,
+                    &asset.container,
+                ],
+            )
+            .map(|r| r.map(|r| from_sys(r.get(0))))
+            .map_err(q)
+    }
+
+    fn load_findings(
+        &mut self,
+        cluster: &str,
+        asset: &AssetId,
+    ) -> Result<Vec<StoredFinding>, StoreError> {
+        let q = self.err();
+        let rows = self
+            .tx
+            .query(
+                &self.st.load_findings,
+                &[
+                    &cluster,
+                    &asset.namespace,
+                    &asset.workload_kind,
+                    &asset.workload,
+                    &asset.container,
+                ],
+            )
+            .map_err(q)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let state: String = r.get(9);
+                Some(StoredFinding {
+                    finding: Finding {
+                        key: FindingKey {
+                            vulnerability_id: r.get(0),
+                            package: r.get(1),
+                            package_path: r.get(2),
+                        },
+                        severity: severity_of(r.get(3)),
+                        installed_version: r.get(4),
+                        fixed_version: r.get(5),
+                        title: r.get(6),
+                        link: r.get(7),
                     },
-                    severity: r.get(3),
-                    installed_version: r.get(4),
-                    fixed_version: r.get(5),
-                    title: r.get(6),
-                    link: r.get(7),
-                },
-                image: r.get(8),
-                state: FindingState::parse(&state)?,
-                first_seen: from_sys(r.get(10)),
-                last_seen: from_sys(r.get(11)),
-                fixed_at: r.get::<_, Option<SystemTime>>(12).map(from_sys),
-                reintroduced_count: r.get::<_, i32>(13).max(0) as u32,
+                    image: r.get(8),
+                    state: FindingState::parse(&state)?,
+                    first_seen: from_sys(r.get(10)),
+                    last_seen: from_sys(r.get(11)),
+                    fixed_at: r.get::<_, Option<SystemTime>>(12).map(from_sys),
+                    reintroduced_count: r.get::<_, i32>(13).max(0) as u32,
+                })
             })
-        })
-        .collect();
-    Ok(StoredAsset {
-        last_scan_at,
-        findings,
-    })
-}
+            .collect())
+    }
 
-/// Writes rows, events and outbox entries with one statement each, whatever the report's size.
-fn write_changes(
-    c: &mut impl GenericClient,
-    st: &Statements,
-    cluster: &str,
-    asset: &AssetId,
-    changes: &Changes,
-    targets: &[String],
-) -> Result<(), ::postgres::Error> {
-    if !changes.rows.is_empty() {
-        let rows = &changes.rows;
+    fn upsert_container(&mut self, obs: &Observation) -> Result<(), StoreError> {
+        let q = self.err();
+        let asset = &obs.asset;
+        self.tx
+            .execute(
+                &self.st.upsert_container,
+                &[
+                    &obs.cluster,
+                    &asset.namespace,
+                    &asset.workload_kind,
+                    &asset.workload,
+                    &asset.container,
+                    &obs.image,
+                    &to_sys(obs.scanned_at),
+                ],
+            )
+            .map(|_| ())
+            .map_err(q)
+    }
+
+    /// One statement, whatever the report's size.
+    fn upsert_findings(
+        &mut self,
+        cluster: &str,
+        asset: &AssetId,
+        rows: &[StoredFinding],
+    ) -> Result<(), StoreError> {
+        let q = self.err();
         let col = |f: fn(&StoredFinding) -> &str| -> Vec<&str> { rows.iter().map(f).collect() };
         let ids = col(|r| &r.finding.key.vulnerability_id);
         let packages = col(|r| &r.finding.key.package);
         let paths = col(|r| &r.finding.key.package_path);
-        let severities = col(|r| &r.finding.severity);
+        let severities = col(|r| r.finding.severity.as_str());
         let installed = col(|r| &r.finding.installed_version);
         let fixed = col(|r| &r.finding.fixed_version);
         let titles = col(|r| &r.finding.title);
@@ -783,93 +697,343 @@ fn write_changes(
             .iter()
             .map(|r| i32::try_from(r.reintroduced_count).unwrap_or(i32::MAX))
             .collect();
-        c.execute(
-            &st.upsert_rows,
-            &[
-                &cluster,
-                &asset.namespace,
-                &asset.workload_kind,
-                &asset.workload,
-                &asset.container,
-                &ids,
-                &packages,
-                &paths,
-                &severities,
-                &installed,
-                &fixed,
-                &titles,
-                &links,
-                &images,
-                &states,
-                &first,
-                &last,
-                &fixed_at,
-                &counts,
-            ],
-        )?;
+        self.tx
+            .execute(
+                &self.st.upsert_rows,
+                &[
+                    &cluster,
+                    &asset.namespace,
+                    &asset.workload_kind,
+                    &asset.workload,
+                    &asset.container,
+                    &ids,
+                    &packages,
+                    &paths,
+                    &severities,
+                    &installed,
+                    &fixed,
+                    &titles,
+                    &links,
+                    &images,
+                    &states,
+                    &first,
+                    &last,
+                    &fixed_at,
+                    &counts,
+                ],
+            )
+            .map_err(&q)?;
+        Ok(())
     }
-    if changes.events.is_empty() {
-        return Ok(());
-    }
-    let ev = &changes.events;
-    let col = |f: fn(&Event) -> &str| -> Vec<&str> { ev.iter().map(f).collect() };
-    let event_ids = col(|e| &e.event_id);
-    let kinds = col(|e| e.kind.as_str());
-    let clusters = col(|e| &e.cluster);
-    let namespaces = col(|e| &e.asset.namespace);
-    let workload_kinds = col(|e| &e.asset.workload_kind);
-    let workloads = col(|e| &e.asset.workload);
-    let containers = col(|e| &e.asset.container);
-    let images = col(|e| &e.image);
-    let ids = col(|e| &e.finding.key.vulnerability_id);
-    let packages = col(|e| &e.finding.key.package);
-    let paths = col(|e| &e.finding.key.package_path);
-    let installed = col(|e| &e.finding.installed_version);
-    let fixed = col(|e| &e.finding.fixed_version);
-    let severities = col(|e| &e.finding.severity);
-    let previous: Vec<Option<&str>> = ev.iter().map(|e| e.previous_severity.as_deref()).collect();
-    let titles = col(|e| &e.finding.title);
-    let links = col(|e| &e.finding.link);
-    let counts: Vec<i32> = ev
-        .iter()
-        .map(|e| i32::try_from(e.reintroduced_count).unwrap_or(i32::MAX))
-        .collect();
-    let occurred: Vec<SystemTime> = ev.iter().map(|e| to_sys(e.occurred_at)).collect();
-    c.execute(
-        &st.insert_events,
-        &[
-            &event_ids,
-            &kinds,
-            &clusters,
-            &namespaces,
-            &workload_kinds,
-            &workloads,
-            &containers,
-            &images,
-            &ids,
-            &packages,
-            &paths,
-            &installed,
-            &fixed,
-            &severities,
-            &previous,
-            &titles,
-            &links,
-            &counts,
-            &occurred,
-        ],
-    )?;
-    if !targets.is_empty() {
-        c.execute(&st.insert_outbox, &[&event_ids, &targets])?;
-    }
-    Ok(())
-}
 
-/// The columns [`event_of_row`] reads, in order.
-const EVENT_COLUMNS: &str = "le.event_id, le.kind, le.cluster_name, le.namespace, le.workload_kind,
-    le.workload, le.container, le.image, le.cve_id, le.package, le.package_path,
-    le.installed_version, le.fixed_version, le.severity, le.previous_severity, le.title, le.link,
-    le.reintroduced_count, le.occurred_at";
+    /// One statement for the events and one for their outbox rows, whatever their number.
+    fn insert_events(&mut self, ev: &[Event], targets: &[String]) -> Result<(), StoreError> {
+        let q = self.err();
+        let col = |f: fn(&Event) -> &str| -> Vec<&str> { ev.iter().map(f).collect() };
+        let event_ids = col(|e| &e.event_id);
+        let kinds = col(|e| e.kind.as_str());
+        let clusters = col(|e| &e.cluster);
+        let namespaces = col(|e| &e.asset.namespace);
+        let workload_kinds = col(|e| &e.asset.workload_kind);
+        let workloads = col(|e| &e.asset.workload);
+        let containers = col(|e| &e.asset.container);
+        let images = col(|e| &e.image);
+        let ids = col(|e| &e.finding.key.vulnerability_id);
+        let packages = col(|e| &e.finding.key.package);
+        let paths = col(|e| &e.finding.key.package_path);
+        let installed = col(|e| &e.finding.installed_version);
+        let fixed = col(|e| &e.finding.fixed_version);
+        let severities = col(|e| e.finding.severity.as_str());
+        let previous: Vec<Option<&str>> = ev
+            .iter()
+            .map(|e| e.previous_severity.map(|s| s.as_str()))
+            .collect();
+        let titles = col(|e| &e.finding.title);
+        let links = col(|e| &e.finding.link);
+        let counts: Vec<i32> = ev
+            .iter()
+            .map(|e| i32::try_from(e.reintroduced_count).unwrap_or(i32::MAX))
+            .collect();
+        let occurred: Vec<SystemTime> = ev.iter().map(|e| to_sys(e.occurred_at)).collect();
+        self.tx
+            .execute(
+                &self.st.insert_events,
+                &[
+                    &event_ids,
+                    &kinds,
+                    &clusters,
+                    &namespaces,
+                    &workload_kinds,
+                    &workloads,
+                    &containers,
+                    &images,
+                    &ids,
+                    &packages,
+                    &paths,
+                    &installed,
+                    &fixed,
+                    &severities,
+                    &previous,
+                    &titles,
+                    &links,
+                    &counts,
+                    &occurred,
+                ],
+            )
+            .map_err(&q)?;
+        if !targets.is_empty() {
+            self.tx
+                .execute(&self.st.insert_outbox, &[&event_ids, &targets])
+                .map_err(&q)?;
+        }
+        Ok(())
+    }
+
+    fn upsert_report(
+        &mut self,
+        obs: &Observation,
+        report: &ReportVersion,
+    ) -> Result<(), StoreError> {
+        let q = self.err();
+        let asset = &obs.asset;
+        self.tx
+            .execute(
+                &self.st.upsert_report,
+                &[
+                    &obs.cluster,
+                    &report.uid,
+                    &report.resource_version,
+                    &to_sys(obs.scanned_at),
+                    &asset.namespace,
+                    &asset.workload_kind,
+                    &asset.workload,
+                    &asset.container,
+                ],
+            )
+            .map(|_| ())
+            .map_err(q)
+    }
+
+    fn live_containers(
+        &mut self,
+        cluster: &str,
+        w: &Removal<'_>,
+    ) -> Result<Vec<(String, Timestamp)>, StoreError> {
+        let q = self.err();
+        self.tx
+            .query(
+                "SELECT container, last_scan_at FROM scanned_containers
+                 WHERE cluster_name = $1 AND namespace = $2 AND workload_kind = $3
+                   AND workload = $4 AND removed_at IS NULL
+                 ORDER BY container",
+                &[&cluster, &w.namespace, &w.kind, &w.name],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| (r.get(0), from_sys(r.get(1))))
+                    .collect()
+            })
+            .map_err(q)
+    }
+
+    fn mark_removed(
+        &mut self,
+        cluster: &str,
+        w: &Removal<'_>,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let q = self.err();
+        self.tx
+            .execute(
+                "UPDATE scanned_containers SET removed_at = $5
+                 WHERE cluster_name = $1 AND namespace = $2 AND workload_kind = $3
+                   AND workload = $4 AND removed_at IS NULL",
+                &[&cluster, &w.namespace, &w.kind, &w.name, &to_sys(at)],
+            )
+            .map(|_| ())
+            .map_err(q)
+    }
+
+    fn forget_reports(&mut self, cluster: &str, w: &Removal<'_>) -> Result<(), StoreError> {
+        let q = self.err();
+        self.tx
+            .execute(
+                "DELETE FROM report_versions WHERE cluster_name = $1 AND namespace = $2
+                   AND workload_kind = $3 AND workload = $4",
+                &[&cluster, &w.namespace, &w.kind, &w.name],
+            )
+            .map(|_| ())
+            .map_err(q)
+    }
+
+    fn queued_rows(&mut self, cluster: &str) -> Result<Vec<(String, Event)>, StoreError> {
+        let q = self.err();
+        let rows = self
+            .tx
+            .query(
+                &format!(
+                    "SELECT {EVENT_COLUMNS}, o.target FROM notification_outbox o
+                     JOIN lifecycle_events le ON le.event_id = o.event_id
+                     WHERE le.cluster_name = $1 AND o.state = 'pending'
+                       AND o.message_id IS NULL
+                     ORDER BY le.seq, o.target
+                     FOR UPDATE OF o"
+                ),
+                &[&cluster],
+            )
+            .map_err(q)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| Some((r.get::<_, String>(19), event_of_row(r)?)))
+            .collect())
+    }
+
+    fn insert_message(
+        &mut self,
+        cluster: &str,
+        target: &str,
+        message_id: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let q = self.err();
+        self.tx
+            .execute(
+                "INSERT INTO notification_messages
+                     (message_id, target, cluster_name, created_at, next_attempt_at)
+                 VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING",
+                &[&message_id, &target, &cluster, &to_sys(now)],
+            )
+            .map(|_| ())
+            .map_err(q)
+    }
+
+    fn assign_rows(
+        &mut self,
+        target: &str,
+        message_id: &str,
+        event_ids: &[String],
+    ) -> Result<(), StoreError> {
+        let q = self.err();
+        self.tx
+            .execute(
+                "UPDATE notification_outbox SET message_id = $1
+                 WHERE target = $2 AND event_id = ANY($3)",
+                &[&message_id, &target, &event_ids],
+            )
+            .map(|_| ())
+            .map_err(q)
+    }
+
+    fn mark_filtered(&mut self, rows: &[(String, String)]) -> Result<(), StoreError> {
+        let q = self.err();
+        let (targets, ids): (Vec<&str>, Vec<&str>) =
+            rows.iter().map(|(t, e)| (t.as_str(), e.as_str())).unzip();
+        self.tx
+            .execute(
+                "UPDATE notification_outbox o SET state = 'filtered'
+                 FROM UNNEST($1::text[], $2::text[]) AS f(t, e)
+                 WHERE o.target = f.t AND o.event_id = f.e",
+                &[&targets, &ids],
+            )
+            .map(|_| ())
+            .map_err(q)
+    }
+
+    fn due_heads(
+        &mut self,
+        cluster: &str,
+        target: &str,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<MessageHead>, StoreError> {
+        let q = self.err();
+        self.tx
+            .query(
+                "SELECT message_id, created_at, attempts FROM notification_messages
+                 WHERE cluster_name = $1 AND target = $2 AND state = 'pending'
+                   AND next_attempt_at <= $3
+                 ORDER BY created_at, message_id LIMIT $4
+                 FOR UPDATE SKIP LOCKED",
+                &[&cluster, &target, &to_sys(now), &i64::from(limit)],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|h| {
+                        (
+                            h.get(0),
+                            from_sys(h.get(1)),
+                            h.get::<_, i32>(2).max(0) as u32,
+                        )
+                    })
+                    .collect()
+            })
+            .map_err(q)
+    }
+
+    fn claim(
+        &mut self,
+        target: &str,
+        message_id: &str,
+        until: Timestamp,
+    ) -> Result<(), StoreError> {
+        let q = self.err();
+        self.tx
+            .execute(
+                "UPDATE notification_messages SET next_attempt_at = $3
+                 WHERE message_id = $1 AND target = $2",
+                &[&message_id, &target, &to_sys(until)],
+            )
+            .map(|_| ())
+            .map_err(q)
+    }
+
+    fn message_events(&mut self, target: &str, message_id: &str) -> Result<Vec<Event>, StoreError> {
+        let q = self.err();
+        self.tx
+            .query(
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM notification_outbox o
+                     JOIN lifecycle_events le ON le.event_id = o.event_id
+                     WHERE o.message_id = $1 AND o.target = $2 ORDER BY le.seq"
+                ),
+                &[&message_id, &target],
+            )
+            .map(|rows| rows.iter().filter_map(event_of_row).collect())
+            .map_err(q)
+    }
+
+    fn record_attempt(
+        &mut self,
+        target: &str,
+        message_id: &str,
+        update: &MessageUpdate,
+    ) -> Result<(), StoreError> {
+        let q = self.err();
+        let (state, next, error, delivered) = match update {
+            MessageUpdate::Delivered { at } => ("delivered", to_sys(*at), None, Some(to_sys(*at))),
+            MessageUpdate::Retry { at, error } => {
+                ("pending", to_sys(*at), Some(error.as_str()), None)
+            }
+            MessageUpdate::Dead { at, reason } => {
+                ("dead", to_sys(*at), Some(reason.as_str()), None)
+            }
+        };
+        for table in ["notification_messages", "notification_outbox"] {
+            self.tx
+                .execute(
+                    &format!(
+                        "UPDATE {table} SET state = $3, attempts = attempts + 1,
+                             next_attempt_at = $4, last_error = coalesce($5, last_error),
+                             delivered_at = $6
+                         WHERE message_id = $1 AND target = $2 AND state = 'pending'"
+                    ),
+                    &[&message_id, &target, &state, &next, &error, &delivered],
+                )
+                .map_err(&q)?;
+        }
+        Ok(())
+    }
+}
 
 /// A `lifecycle_events` row (selected with [`EVENT_COLUMNS`]); `None` for an unknown kind.
 fn event_of_row(r: &::postgres::Row) -> Option<Event> {
@@ -893,199 +1057,12 @@ fn event_of_row(r: &::postgres::Row) -> Option<Event> {
             },
             installed_version: r.get(11),
             fixed_version: r.get(12),
-            severity: r.get(13),
+            severity: severity_of(r.get(13)),
             title: r.get(15),
             link: r.get(16),
         },
-        previous_severity: r.get(14),
+        previous_severity: r.get::<_, Option<&str>>(14).map(severity_of),
         reintroduced_count: r.get::<_, i32>(17).max(0) as u32,
         occurred_at: from_sys(r.get(18)),
     })
-}
-
-impl PgStore {
-    pub(crate) fn assign_messages(
-        &mut self,
-        cluster: &str,
-        now: Timestamp,
-        planner: &dyn Fn(Vec<(String, Event)>) -> Plan,
-    ) -> Result<Assigned, StoreError> {
-        let now = to_sys(now);
-        self.run(true, |c, _, s| {
-            let q = |e| pg_err(e, "grouping queued notifications", s);
-            let mut tx = c.transaction().map_err(q)?;
-            let rows = tx
-                .query(
-                    &format!(
-                        "SELECT {EVENT_COLUMNS}, o.target FROM notification_outbox o
-                         JOIN lifecycle_events le ON le.event_id = o.event_id
-                         WHERE le.cluster_name = $1 AND o.state = 'pending'
-                           AND o.message_id IS NULL
-                         ORDER BY le.seq, o.target
-                         FOR UPDATE OF o"
-                    ),
-                    &[&cluster],
-                )
-                .map_err(q)?;
-            let rows: Vec<(String, Event)> = rows
-                .iter()
-                .filter_map(|r| Some((r.get::<_, String>(19), event_of_row(r)?)))
-                .collect();
-            if rows.is_empty() {
-                return Ok(Assigned::default());
-            }
-            let plan = planner(rows);
-            for (target, id, events) in &plan.messages {
-                tx.execute(
-                    "INSERT INTO notification_messages
-                         (message_id, target, cluster_name, created_at, next_attempt_at)
-                     VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING",
-                    &[id, target, &cluster, &now],
-                )
-                .map_err(q)?;
-                tx.execute(
-                    "UPDATE notification_outbox SET message_id = $1
-                     WHERE target = $2 AND event_id = ANY($3)",
-                    &[id, target, events],
-                )
-                .map_err(q)?;
-            }
-            let (targets, ids): (Vec<String>, Vec<String>) = plan.filtered.iter().cloned().unzip();
-            if !ids.is_empty() {
-                tx.execute(
-                    "UPDATE notification_outbox o SET state = 'filtered'
-                     FROM UNNEST($1::text[], $2::text[]) AS f(t, e)
-                     WHERE o.target = f.t AND o.event_id = f.e",
-                    &[&targets, &ids],
-                )
-                .map_err(q)?;
-            }
-            tx.commit().map_err(q)?;
-            Ok(Assigned {
-                messages: plan.messages.len(),
-                filtered: plan.filtered.len(),
-            })
-        })
-    }
-
-    pub(crate) fn due_messages(
-        &mut self,
-        cluster: &str,
-        target: &str,
-        now: Timestamp,
-        limit: u32,
-        claim_until: Timestamp,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
-        let now = to_sys(now);
-        let claim_until = to_sys(claim_until);
-        self.run(true, |c, _, s| {
-            let q = |e| pg_err(e, "reading due notifications", s);
-            let mut tx = c.transaction().map_err(q)?;
-            let heads = tx
-                .query(
-                    "SELECT message_id, created_at, attempts FROM notification_messages
-                     WHERE cluster_name = $1 AND target = $2 AND state = 'pending'
-                       AND next_attempt_at <= $3
-                     ORDER BY created_at, message_id LIMIT $4
-                     FOR UPDATE SKIP LOCKED",
-                    &[&cluster, &target, &now, &i64::from(limit)],
-                )
-                .map_err(q)?;
-            let mut out = Vec::with_capacity(heads.len());
-            for h in heads {
-                let id: String = h.get(0);
-                tx.execute(
-                    "UPDATE notification_messages SET next_attempt_at = $3
-                     WHERE message_id = $1 AND target = $2",
-                    &[&id, &target, &claim_until],
-                )
-                .map_err(q)?;
-                let events = tx
-                    .query(
-                        &format!(
-                            "SELECT {EVENT_COLUMNS} FROM notification_outbox o
-                             JOIN lifecycle_events le ON le.event_id = o.event_id
-                             WHERE o.message_id = $1 AND o.target = $2 ORDER BY le.seq"
-                        ),
-                        &[&id, &target],
-                    )
-                    .map_err(q)?
-                    .iter()
-                    .filter_map(event_of_row)
-                    .collect();
-                out.push(StoredMessage {
-                    message_id: id,
-                    created_at: from_sys(h.get(1)),
-                    attempts: h.get::<_, i32>(2).max(0) as u32,
-                    events,
-                });
-            }
-            tx.commit().map_err(q)?;
-            Ok(out)
-        })
-    }
-
-    pub(crate) fn update_message(
-        &mut self,
-        target: &str,
-        message_id: &str,
-        update: &MessageUpdate,
-    ) -> Result<(), StoreError> {
-        let (state, next, error, delivered) = match update {
-            MessageUpdate::Delivered { at } => ("delivered", to_sys(*at), None, Some(to_sys(*at))),
-            MessageUpdate::Retry { at, error } => {
-                ("pending", to_sys(*at), Some(error.clone()), None)
-            }
-            MessageUpdate::Dead { at, reason } => ("dead", to_sys(*at), Some(reason.clone()), None),
-        };
-        self.run(true, |c, _, s| {
-            let q = |e| pg_err(e, "recording a delivery attempt", s);
-            let mut tx = c.transaction().map_err(q)?;
-            for table in ["notification_messages", "notification_outbox"] {
-                tx.execute(
-                    &format!(
-                        "UPDATE {table} SET state = $3, attempts = attempts + 1,
-                             next_attempt_at = $4, last_error = coalesce($5, last_error),
-                             delivered_at = $6
-                         WHERE message_id = $1 AND target = $2 AND state = 'pending'"
-                    ),
-                    &[&message_id, &target, &state, &next, &error, &delivered],
-                )
-                .map_err(q)?;
-            }
-            tx.commit().map_err(q)
-        })
-    }
-
-    pub(crate) fn outbox_stats(&mut self, cluster: &str) -> Result<Vec<OutboxStats>, StoreError> {
-        self.run(true, |c, _, s| {
-            c.query(
-                "SELECT target, count(*), min(created_at) FROM notification_messages
-                 WHERE cluster_name = $1 AND state = 'pending' GROUP BY target ORDER BY target",
-                &[&cluster],
-            )
-            .map(|rows| {
-                rows.iter()
-                    .map(|r| OutboxStats {
-                        target: r.get(0),
-                        pending: r.get::<_, i64>(1).max(0) as u64,
-                        oldest_created_at: r.get::<_, Option<SystemTime>>(2).map(from_sys),
-                    })
-                    .collect()
-            })
-            .map_err(|e| pg_err(e, "counting queued notifications", s))
-        })
-    }
-
-    pub(crate) fn next_due(&mut self, cluster: &str) -> Result<Option<Timestamp>, StoreError> {
-        self.run(true, |c, _, s| {
-            c.query_one(
-                "SELECT min(next_attempt_at) FROM notification_messages
-                 WHERE cluster_name = $1 AND state = 'pending'",
-                &[&cluster],
-            )
-            .map(|r| r.get::<_, Option<SystemTime>>(0).map(from_sys))
-            .map_err(|e| pg_err(e, "reading the next delivery time", s))
-        })
-    }
 }

@@ -1,4 +1,5 @@
-//! The embedded SQLite backend: same tables, same lifecycle, one file.
+//! The embedded SQLite backend: same tables, same lifecycle, one file; its SQL and row mapping
+//! behind [`Backend`] and [`Tx`].
 //!
 //! Writes take the database lock up front (`BEGIN IMMEDIATE`) so two processes never deadlock
 //! upgrading a read lock, and wait `busy_timeout` for each other instead of failing. WAL keeps
@@ -14,14 +15,14 @@ use rusqlite::{
     Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 
-use super::outbox::{Assigned, MessageUpdate, OutboxStats, Plan};
+use super::backend::{Backend, EVENT_COLUMNS, MessageHead, Tx, Work, severity_of};
+use super::outbox::{MessageUpdate, OutboxStats};
 use super::{
-    Applied, KnownReport, Removal, ReportVersion, SQLITE_MIGRATIONS, SchemaStatus, SeverityCount,
-    StoreError, StoredMessage, sqlite_parent_exists, truncate_micros,
+    KnownReport, OpenFindings, Removal, ReportVersion, SQLITE_MIGRATIONS, SchemaStatus, StoreError,
+    pending_migrations, sqlite_parent_exists, versions,
 };
 use crate::lifecycle::{
-    self, AssetId, Changes, Event, EventKind, Finding, FindingKey, FindingState, Observation,
-    StoredAsset, StoredFinding,
+    AssetId, Event, EventKind, Finding, FindingKey, FindingState, Observation, StoredFinding,
 };
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -132,7 +133,7 @@ fn schema_status_of(conn: &Connection) -> rusqlite::Result<SchemaStatus> {
     };
     Ok(SchemaStatus {
         applied,
-        embedded: SQLITE_MIGRATIONS.iter().map(|m| m.version).collect(),
+        embedded: versions(SQLITE_MIGRATIONS),
     })
 }
 
@@ -146,7 +147,7 @@ pub(crate) fn check_only(path: &Path) -> Result<SchemaStatus, StoreError> {
         }
         return Ok(SchemaStatus {
             applied: Vec::new(),
-            embedded: SQLITE_MIGRATIONS.iter().map(|m| m.version).collect(),
+            embedded: versions(SQLITE_MIGRATIONS),
         });
     }
     let conn = open_existing(path, BUSY_TIMEOUT)?;
@@ -166,19 +167,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     )
     .map_err(q)?;
     let applied = schema_status_of(&tx).map_err(q)?.applied;
-    let embedded_max = SQLITE_MIGRATIONS.last().map_or(0, |m| m.version);
-    if let Some(&newest) = applied.last()
-        && newest > embedded_max
-    {
-        return Err(StoreError::SchemaTooNew {
-            applied: newest,
-            embedded: embedded_max,
-        });
-    }
-    for m in SQLITE_MIGRATIONS {
-        if applied.contains(&m.version) {
-            continue;
-        }
+    for m in pending_migrations(SQLITE_MIGRATIONS, &applied)? {
         let failed = |e: rusqlite::Error| StoreError::Migration {
             version: m.version,
             name: m.name,
@@ -210,61 +199,88 @@ impl SqliteStore {
         })
     }
 
-    fn err(&self, context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        move |e| sql_err(&self.path, e, context)
+    /// One query on the connection, its error named by `context`.
+    fn query<T>(
+        &mut self,
+        context: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        f(&self.conn).map_err(|e| sql_err(&self.path, e, context))
+    }
+}
+
+/// Collects a statement's mapped rows.
+fn collect<T>(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+    f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    stmt.query_map(params, f)?.collect()
+}
+
+impl Backend for SqliteStore {
+    fn transaction(
+        &mut self,
+        context: &'static str,
+        work: &mut Work<'_>,
+    ) -> Result<(), StoreError> {
+        let path = self.path.as_path();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql_err(path, e, context))?;
+        let mut tx = SqliteTx { tx, path, context };
+        work(&mut tx)?;
+        tx.tx.commit().map_err(|e| sql_err(path, e, context))
     }
 
-    pub(crate) fn ping(&mut self) -> Result<(), StoreError> {
-        self.conn
-            .query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
-            .map_err(self.err("pinging"))
+    fn ping(&mut self) -> Result<(), StoreError> {
+        self.query("pinging", |c| {
+            c.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
+        })
     }
 
-    pub(crate) fn schema_status(&mut self) -> Result<SchemaStatus, StoreError> {
-        schema_status_of(&self.conn).map_err(self.err("reading the schema version"))
+    fn schema_status(&mut self) -> Result<SchemaStatus, StoreError> {
+        self.query("reading the schema version", schema_status_of)
     }
 
-    pub(crate) fn is_empty_for_cluster(&mut self, cluster: &str) -> Result<bool, StoreError> {
-        self.conn
-            .query_row(
+    fn is_empty_for_cluster(&mut self, cluster: &str) -> Result<bool, StoreError> {
+        self.query("checking for a baseline", |c| {
+            c.query_row(
                 "SELECT NOT EXISTS (SELECT 1 FROM scanned_containers WHERE cluster_name = ?1)",
                 [cluster],
                 |r| r.get(0),
             )
-            .map_err(self.err("checking for a baseline"))
+        })
     }
 
-    pub(crate) fn baseline_pending(&mut self, cluster: &str) -> Result<bool, StoreError> {
-        self.conn
-            .query_row(
+    fn baseline_pending(&mut self, cluster: &str) -> Result<bool, StoreError> {
+        self.query("checking for a baseline", |c| {
+            c.query_row(
                 "SELECT NOT EXISTS (SELECT 1 FROM clusters WHERE cluster_name = ?1)",
                 [cluster],
                 |r| r.get(0),
             )
-            .map_err(self.err("checking for a baseline"))
+        })
     }
 
-    pub(crate) fn finish_baseline(
-        &mut self,
-        cluster: &str,
-        at: Timestamp,
-    ) -> Result<(), StoreError> {
-        self.conn
-            .execute(
+    fn finish_baseline(&mut self, cluster: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.query("finishing the baseline", |c| {
+            c.execute(
                 "INSERT INTO clusters (cluster_name, baseline_completed_at) VALUES (?1, ?2)
                  ON CONFLICT (cluster_name) DO NOTHING",
                 [cluster, &ts(at)],
             )
             .map(|_| ())
-            .map_err(self.err("finishing the baseline"))
+        })
     }
 
-    pub(crate) fn report_versions(
+    fn report_versions(
         &mut self,
         cluster: &str,
     ) -> Result<HashMap<String, KnownReport>, StoreError> {
-        let read = |conn: &Connection| -> rusqlite::Result<HashMap<String, KnownReport>> {
-            let mut stmt = conn.prepare(
+        self.query("reading report versions", |c| {
+            let mut stmt = c.prepare(
                 "SELECT report_uid, resource_version, namespace, workload_kind, workload, container
                  FROM report_versions WHERE cluster_name = ?1",
             )?;
@@ -283,26 +299,21 @@ impl SqliteStore {
                 ))
             })?;
             rows.collect()
-        };
-        read(&self.conn).map_err(self.err("reading report versions"))
+        })
     }
 
-    pub(crate) fn report_version(
-        &mut self,
-        cluster: &str,
-        uid: &str,
-    ) -> Result<Option<String>, StoreError> {
-        self.conn
-            .query_row(
+    fn report_version(&mut self, cluster: &str, uid: &str) -> Result<Option<String>, StoreError> {
+        self.query("reading a report version", |c| {
+            c.query_row(
                 "SELECT resource_version FROM report_versions WHERE cluster_name = ?1 AND report_uid = ?2",
                 [cluster, uid],
                 |r| r.get(0),
             )
             .optional()
-            .map_err(self.err("reading a report version"))
+        })
     }
 
-    pub(crate) fn retain_report_versions(
+    fn retain_report_versions(
         &mut self,
         cluster: &str,
         live: &[String],
@@ -335,43 +346,227 @@ impl SqliteStore {
         Ok(n)
     }
 
-    pub(crate) fn load_asset(
+    fn known_assets(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError> {
+        self.query("listing containers", |c| {
+            collect(
+                &mut c.prepare(
+                    "SELECT namespace, workload_kind, workload, container FROM scanned_containers
+                     WHERE cluster_name = ?1 AND removed_at IS NULL ORDER BY 1, 2, 3, 4",
+                )?,
+                [cluster],
+                |r| {
+                    Ok(AssetId {
+                        namespace: r.get(0)?,
+                        workload_kind: r.get(1)?,
+                        workload: r.get(2)?,
+                        container: r.get(3)?,
+                    })
+                },
+            )
+        })
+    }
+
+    fn known_workloads(
+        &mut self,
+        cluster: &str,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        self.query("listing workloads", |c| {
+            collect(
+                &mut c.prepare(
+                    "SELECT DISTINCT namespace, workload_kind, workload FROM scanned_containers
+                     WHERE cluster_name = ?1 AND removed_at IS NULL ORDER BY 1, 2, 3",
+                )?,
+                [cluster],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+        })
+    }
+
+    fn recent_events(&mut self, cluster: &str, limit: u32) -> Result<Vec<Event>, StoreError> {
+        self.query("reading events", |c| {
+            let rows = collect(
+                &mut c.prepare(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM lifecycle_events le
+                     WHERE le.cluster_name = ?1 ORDER BY le.seq DESC LIMIT ?2"
+                ))?,
+                params![cluster, limit],
+                event_of_row,
+            )?;
+            Ok(rows.into_iter().flatten().collect())
+        })
+    }
+
+    fn open_findings(&mut self, cluster: &str) -> Result<Vec<OpenFindings>, StoreError> {
+        self.query("counting open findings", |c| {
+            collect(
+                &mut c.prepare(
+                    "SELECT h.severity, h.namespace, count(*),
+                            min(CASE WHEN h.first_seen > b.baseline_completed_at
+                                     THEN h.first_seen END)
+                     FROM vulnerability_history h
+                     LEFT JOIN clusters b ON b.cluster_name = h.cluster_name
+                     WHERE h.cluster_name = ?1 AND h.state = 'open'
+                     GROUP BY h.severity, h.namespace",
+                )?,
+                [cluster],
+                |r| {
+                    let oldest: Option<String> = r.get(3)?;
+                    Ok(OpenFindings {
+                        severity: severity_of(&r.get::<_, String>(0)?),
+                        namespace: r.get(1)?,
+                        open: r.get::<_, i64>(2)?.max(0) as u64,
+                        oldest_announced: oldest.as_deref().map(parse_ts),
+                    })
+                },
+            )
+        })
+    }
+
+    fn outbox_stats(&mut self, cluster: &str) -> Result<Vec<OutboxStats>, StoreError> {
+        self.query("counting queued notifications", |c| {
+            collect(
+                &mut c.prepare(
+                    "SELECT target, count(*), min(created_at) FROM notification_messages
+                     WHERE cluster_name = ?1 AND state = 'pending' GROUP BY target ORDER BY target",
+                )?,
+                [cluster],
+                |r| {
+                    let oldest: Option<String> = r.get(2)?;
+                    Ok(OutboxStats {
+                        target: r.get(0)?,
+                        pending: r.get::<_, i64>(1)?.max(0) as u64,
+                        oldest_created_at: oldest.as_deref().map(parse_ts),
+                    })
+                },
+            )
+        })
+    }
+
+    fn next_due(&mut self, cluster: &str) -> Result<Option<Timestamp>, StoreError> {
+        self.query("reading the next delivery time", |c| {
+            c.query_row(
+                "SELECT min(next_attempt_at) FROM notification_messages
+                 WHERE cluster_name = ?1 AND state = 'pending'",
+                [cluster],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .map(|o| o.as_deref().map(parse_ts))
+        })
+    }
+}
+
+/// One `BEGIN IMMEDIATE` transaction: it holds the database's write lock, so
+/// [`Tx::lock_asset`] has nothing left to lock.
+struct SqliteTx<'a> {
+    tx: Transaction<'a>,
+    path: &'a Path,
+    context: &'static str,
+}
+
+impl<'a> SqliteTx<'a> {
+    /// Maps a driver error of this transaction's work.
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + use<'a> {
+        let (path, context) = (self.path, self.context);
+        move |e| sql_err(path, e, context)
+    }
+}
+
+impl Tx for SqliteTx<'_> {
+    fn lock_asset(&mut self, _cluster: &str, _asset: &AssetId) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn last_scan(
         &mut self,
         cluster: &str,
         asset: &AssetId,
-    ) -> Result<StoredAsset, StoreError> {
-        let path = self.path.clone();
-        let q = |e| sql_err(&path, e, "loading findings");
-        let tx = self.conn.transaction().map_err(q)?;
-        let last = last_scan(&tx, cluster, asset).map_err(q)?;
-        load_findings(&tx, cluster, asset, last).map_err(q)
+    ) -> Result<Option<Timestamp>, StoreError> {
+        self.tx
+            .prepare(
+                "SELECT last_scan_at FROM scanned_containers WHERE cluster_name = ?1
+                   AND namespace = ?2 AND workload_kind = ?3 AND workload = ?4 AND container = ?5",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    [
+                        cluster,
+                        &asset.namespace,
+                        &asset.workload_kind,
+                        &asset.workload,
+                        &asset.container,
+                    ],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()
+            })
+            .map(|o| o.map(|s: String| parse_ts(&s)))
+            .map_err(self.err())
     }
 
-    pub(crate) fn apply(
+    fn load_findings(
         &mut self,
-        obs: &Observation,
-        report: Option<&ReportVersion>,
-        baseline: bool,
-        targets: &[String],
-    ) -> Result<Applied, StoreError> {
-        let path = self.path.clone();
-        let q = |e| sql_err(&path, e, "applying a scan");
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(q)?;
-        let cluster = obs.cluster.as_str();
+        cluster: &str,
+        asset: &AssetId,
+    ) -> Result<Vec<StoredFinding>, StoreError> {
+        let q = self.err();
+        let mut stmt = self
+            .tx
+            .prepare(
+                "SELECT cve_id, package, package_path, severity, installed_version, fixed_version,
+                        title, link, image, state, first_seen, last_seen, fixed_at,
+                        reintroduced_count
+                 FROM vulnerability_history
+                 WHERE cluster_name = ?1 AND namespace = ?2 AND workload_kind = ?3
+                   AND workload = ?4 AND container = ?5",
+            )
+            .map_err(&q)?;
+        let rows = collect(
+            &mut stmt,
+            [
+                cluster,
+                &asset.namespace,
+                &asset.workload_kind,
+                &asset.workload,
+                &asset.container,
+            ],
+            |r| {
+                let state: String = r.get(9)?;
+                let Some(state) = FindingState::parse(&state) else {
+                    return Ok(None);
+                };
+                let first: String = r.get(10)?;
+                let last: String = r.get(11)?;
+                let fixed: Option<String> = r.get(12)?;
+                Ok(Some(StoredFinding {
+                    finding: Finding {
+                        key: FindingKey {
+                            vulnerability_id: r.get(0)?,
+                            package: r.get(1)?,
+                            package_path: r.get(2)?,
+                        },
+                        severity: severity_of(&r.get::<_, String>(3)?),
+                        installed_version: r.get(4)?,
+                        fixed_version: r.get(5)?,
+                        title: r.get(6)?,
+                        link: r.get(7)?,
+                    },
+                    image: r.get(8)?,
+                    state,
+                    first_seen: parse_ts(&first),
+                    last_seen: parse_ts(&last),
+                    fixed_at: fixed.as_deref().map(parse_ts),
+                    reintroduced_count: r.get(13)?,
+                }))
+            },
+        )
+        .map_err(&q)?;
+        Ok(rows.into_iter().flatten().collect())
+    }
+
+    fn upsert_container(&mut self, obs: &Observation) -> Result<(), StoreError> {
         let asset = &obs.asset;
-        let last = last_scan(&tx, cluster, asset).map_err(q)?;
-        let applied = if last.is_some_and(|l| obs.scanned_at <= l) {
-            Applied {
-                stale: true,
-                ..Applied::default()
-            }
-        } else {
-            let stored = load_findings(&tx, cluster, asset, last).map_err(q)?;
-            let changes = lifecycle::diff(&stored, obs, baseline);
-            tx.execute(
+        self.tx
+            .execute(
                 "INSERT INTO scanned_containers
                      (cluster_name, namespace, workload_kind, workload, container, image, last_scan_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -379,7 +574,7 @@ impl SqliteStore {
                  DO UPDATE SET image = excluded.image, last_scan_at = excluded.last_scan_at,
                                removed_at = NULL",
                 params![
-                    cluster,
+                    obs.cluster,
                     asset.namespace,
                     asset.workload_kind,
                     asset.workload,
@@ -388,16 +583,121 @@ impl SqliteStore {
                     ts(obs.scanned_at)
                 ],
             )
-            .map_err(q)?;
-            write_changes(&tx, cluster, asset, &changes, targets).map_err(q)?;
-            Applied {
-                stale: false,
-                rows_written: changes.rows.len(),
-                events: changes.events,
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    fn upsert_findings(
+        &mut self,
+        cluster: &str,
+        asset: &AssetId,
+        rows: &[StoredFinding],
+    ) -> Result<(), StoreError> {
+        let q = self.err();
+        let mut upsert = self
+            .tx
+            .prepare(
+                "INSERT INTO vulnerability_history (cluster_name, namespace, workload_kind,
+                         workload, container, cve_id, package, package_path, severity,
+                         installed_version, fixed_version, title, link, image, state, first_seen,
+                         last_seen, fixed_at, reintroduced_count)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                         ?16, ?17, ?18, ?19)
+                     ON CONFLICT (cluster_name, namespace, workload_kind, workload, container,
+                         cve_id, package, package_path) DO UPDATE SET
+                         severity = excluded.severity,
+                         installed_version = excluded.installed_version,
+                         fixed_version = excluded.fixed_version, title = excluded.title,
+                         link = excluded.link, image = excluded.image, state = excluded.state,
+                         first_seen = excluded.first_seen, last_seen = excluded.last_seen,
+                         fixed_at = excluded.fixed_at,
+                         reintroduced_count = excluded.reintroduced_count",
+            )
+            .map_err(&q)?;
+        for r in rows {
+            upsert
+                .execute(params![
+                    cluster,
+                    asset.namespace,
+                    asset.workload_kind,
+                    asset.workload,
+                    asset.container,
+                    r.finding.key.vulnerability_id,
+                    r.finding.key.package,
+                    r.finding.key.package_path,
+                    r.finding.severity.as_str(),
+                    r.finding.installed_version,
+                    r.finding.fixed_version,
+                    r.finding.title,
+                    r.finding.link,
+                    r.image,
+                    r.state.as_str(),
+                    ts(r.first_seen),
+                    ts(r.last_seen),
+                    r.fixed_at.map(ts),
+                    r.reintroduced_count,
+                ])
+                .map_err(&q)?;
+        }
+        Ok(())
+    }
+
+    fn insert_events(&mut self, events: &[Event], targets: &[String]) -> Result<(), StoreError> {
+        let q = self.err();
+        let mut insert = self
+            .tx
+            .prepare(
+                "INSERT INTO lifecycle_events (event_id, kind, cluster_name, namespace,
+                     workload_kind, workload, container, image, cve_id, package, package_path,
+                     installed_version, fixed_version, severity, previous_severity, title, link,
+                     reintroduced_count, occurred_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                     ?17, ?18, ?19)",
+            )
+            .map_err(&q)?;
+        let mut outbox = self
+            .tx
+            .prepare("INSERT INTO notification_outbox (event_id, target) VALUES (?1, ?2)")
+            .map_err(&q)?;
+        for e in events {
+            insert
+                .execute(params![
+                    e.event_id,
+                    e.kind.as_str(),
+                    e.cluster,
+                    e.asset.namespace,
+                    e.asset.workload_kind,
+                    e.asset.workload,
+                    e.asset.container,
+                    e.image,
+                    e.finding.key.vulnerability_id,
+                    e.finding.key.package,
+                    e.finding.key.package_path,
+                    e.finding.installed_version,
+                    e.finding.fixed_version,
+                    e.finding.severity.as_str(),
+                    e.previous_severity.map(|s| s.as_str()),
+                    e.finding.title,
+                    e.finding.link,
+                    e.reintroduced_count,
+                    ts(e.occurred_at),
+                ])
+                .map_err(&q)?;
+            for t in targets {
+                outbox.execute([&e.event_id, t]).map_err(&q)?;
             }
-        };
-        if let Some(r) = report {
-            tx.execute(
+        }
+        Ok(())
+    }
+
+    fn upsert_report(
+        &mut self,
+        obs: &Observation,
+        report: &ReportVersion,
+    ) -> Result<(), StoreError> {
+        let asset = &obs.asset;
+        self.tx
+            .execute(
                 "INSERT INTO report_versions (cluster_name, report_uid, resource_version,
                      update_timestamp, namespace, workload_kind, workload, container)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -408,9 +708,9 @@ impl SqliteStore {
                      workload = excluded.workload, container = excluded.container,
                      recorded_at = strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000Z'",
                 params![
-                    cluster,
-                    r.uid,
-                    r.resource_version,
+                    obs.cluster,
+                    report.uid,
+                    report.resource_version,
                     ts(obs.scanned_at),
                     asset.namespace,
                     asset.workload_kind,
@@ -418,347 +718,210 @@ impl SqliteStore {
                     asset.container
                 ],
             )
-            .map_err(q)?;
-        }
-        tx.commit().map_err(q)?;
-        Ok(applied)
+            .map(|_| ())
+            .map_err(self.err())
     }
 
-    pub(crate) fn remove_workload(
+    fn live_containers(
         &mut self,
         cluster: &str,
-        removal: &Removal<'_>,
-        at: Timestamp,
-        targets: &[String],
-    ) -> Result<Applied, StoreError> {
-        let Removal {
-            namespace,
-            kind,
-            name,
-            container,
-        } = *removal;
-        let at = truncate_micros(at);
-        let path = self.path.clone();
-        let q = |e| sql_err(&path, e, "removing a workload");
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(q)?;
-        let containers: Vec<(String, String)> = {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT container, last_scan_at FROM scanned_containers
-                     WHERE cluster_name = ?1 AND namespace = ?2 AND workload_kind = ?3
-                       AND workload = ?4 AND removed_at IS NULL
-                       AND (?5 IS NULL OR container = ?5) ORDER BY container",
-                )
-                .map_err(q)?;
-            stmt.query_map(params![cluster, namespace, kind, name, container], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .map_err(q)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(q)?
-        };
-        let mut applied = Applied::default();
-        for (container, last) in containers {
-            let asset = AssetId {
-                namespace: namespace.to_owned(),
-                workload_kind: kind.to_owned(),
-                workload: name.to_owned(),
-                container,
-            };
-            let stored = load_findings(&tx, cluster, &asset, Some(parse_ts(&last))).map_err(q)?;
-            let changes = lifecycle::workload_removed(cluster, &asset, &stored, at);
-            write_changes(&tx, cluster, &asset, &changes, targets).map_err(q)?;
-            applied.rows_written += changes.rows.len();
-            applied.events.extend(changes.events);
-        }
-        tx.execute(
-            "UPDATE scanned_containers SET removed_at = ?5
-             WHERE cluster_name = ?1 AND namespace = ?2 AND workload_kind = ?3
-               AND workload = ?4 AND removed_at IS NULL AND (?6 IS NULL OR container = ?6)",
-            params![cluster, namespace, kind, name, ts(at), container],
-        )
-        .map_err(q)?;
-        tx.execute(
-            "DELETE FROM report_versions WHERE cluster_name = ?1 AND namespace = ?2
-               AND workload_kind = ?3 AND workload = ?4 AND (?5 IS NULL OR container = ?5)",
-            params![cluster, namespace, kind, name, container],
-        )
-        .map_err(q)?;
-        tx.commit().map_err(q)?;
-        Ok(applied)
-    }
-
-    pub(crate) fn known_assets(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError> {
-        let q = self.err("listing containers");
+        w: &Removal<'_>,
+    ) -> Result<Vec<(String, Timestamp)>, StoreError> {
+        let q = self.err();
         let mut stmt = self
-            .conn
+            .tx
             .prepare(
-                "SELECT namespace, workload_kind, workload, container FROM scanned_containers
-                 WHERE cluster_name = ?1 AND removed_at IS NULL ORDER BY 1, 2, 3, 4",
+                "SELECT container, last_scan_at FROM scanned_containers
+                 WHERE cluster_name = ?1 AND namespace = ?2 AND workload_kind = ?3
+                   AND workload = ?4 AND removed_at IS NULL ORDER BY container",
             )
             .map_err(&q)?;
-        stmt.query_map([cluster], |r| {
-            Ok(AssetId {
-                namespace: r.get(0)?,
-                workload_kind: r.get(1)?,
-                workload: r.get(2)?,
-                container: r.get(3)?,
-            })
-        })
-        .map_err(&q)?
-        .collect::<rusqlite::Result<_>>()
+        collect(
+            &mut stmt,
+            params![cluster, w.namespace, w.kind, w.name],
+            |r| Ok((r.get(0)?, parse_ts(&r.get::<_, String>(1)?))),
+        )
         .map_err(&q)
     }
 
-    pub(crate) fn known_workloads(
+    fn mark_removed(
         &mut self,
         cluster: &str,
-    ) -> Result<Vec<(String, String, String)>, StoreError> {
-        let q = self.err("listing workloads");
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT DISTINCT namespace, workload_kind, workload FROM scanned_containers
-                 WHERE cluster_name = ?1 AND removed_at IS NULL ORDER BY 1, 2, 3",
+        w: &Removal<'_>,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.tx
+            .execute(
+                "UPDATE scanned_containers SET removed_at = ?5
+                 WHERE cluster_name = ?1 AND namespace = ?2 AND workload_kind = ?3
+                   AND workload = ?4 AND removed_at IS NULL",
+                params![cluster, w.namespace, w.kind, w.name, ts(at)],
             )
-            .map_err(&q)?;
-        stmt.query_map([cluster], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(&q)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(&q)
+            .map(|_| ())
+            .map_err(self.err())
     }
 
-    pub(crate) fn recent_events(
-        &mut self,
-        cluster: &str,
-        limit: u32,
-    ) -> Result<Vec<Event>, StoreError> {
-        let q = self.err("reading events");
+    fn forget_reports(&mut self, cluster: &str, w: &Removal<'_>) -> Result<(), StoreError> {
+        self.tx
+            .execute(
+                "DELETE FROM report_versions WHERE cluster_name = ?1 AND namespace = ?2
+                   AND workload_kind = ?3 AND workload = ?4",
+                params![cluster, w.namespace, w.kind, w.name],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    fn queued_rows(&mut self, cluster: &str) -> Result<Vec<(String, Event)>, StoreError> {
+        let q = self.err();
         let mut stmt = self
-            .conn
+            .tx
             .prepare(&format!(
-                "SELECT {EVENT_COLUMNS} FROM lifecycle_events le
-                 WHERE le.cluster_name = ?1 ORDER BY le.seq DESC LIMIT ?2"
+                "SELECT {EVENT_COLUMNS}, o.target FROM notification_outbox o
+                 JOIN lifecycle_events le ON le.event_id = o.event_id
+                 WHERE le.cluster_name = ?1 AND o.state = 'pending' AND o.message_id IS NULL
+                 ORDER BY le.seq, o.target"
             ))
             .map_err(&q)?;
-        let rows = stmt
-            .query_map(params![cluster, limit], event_of_row)
-            .map_err(&q)?;
-        let mut out = Vec::new();
-        for row in rows {
-            if let Some(ev) = row.map_err(&q)? {
-                out.push(ev);
-            }
-        }
-        Ok(out)
+        let rows = collect(&mut stmt, [cluster], |r| {
+            let target: String = r.get(19)?;
+            Ok(event_of_row(r)?.map(|event| (target, event)))
+        })
+        .map_err(&q)?;
+        Ok(rows.into_iter().flatten().collect())
     }
 
-    pub(crate) fn open_counts_by_severity(
+    fn insert_message(
         &mut self,
         cluster: &str,
-    ) -> Result<Vec<SeverityCount>, StoreError> {
-        let q = self.err("counting open findings");
-        let mut stmt = self
-            .conn
+        target: &str,
+        message_id: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.tx
             .prepare(
-                "SELECT severity, count(*) FROM vulnerability_history
-                 WHERE cluster_name = ?1 AND state = 'open' GROUP BY severity",
+                "INSERT INTO notification_messages
+                     (message_id, target, cluster_name, created_at, next_attempt_at)
+                 VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![message_id, target, cluster, ts(now)]))
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    fn assign_rows(
+        &mut self,
+        target: &str,
+        message_id: &str,
+        event_ids: &[String],
+    ) -> Result<(), StoreError> {
+        let q = self.err();
+        let mut member = self
+            .tx
+            .prepare(
+                "UPDATE notification_outbox SET message_id = ?1
+                 WHERE event_id = ?2 AND target = ?3",
             )
             .map_err(&q)?;
-        stmt.query_map([cluster], |r| {
-            Ok(SeverityCount {
-                severity: r.get(0)?,
-                open: r.get::<_, i64>(1)?.max(0) as u64,
-            })
+        for e in event_ids {
+            member.execute(params![message_id, e, target]).map_err(&q)?;
+        }
+        Ok(())
+    }
+
+    fn mark_filtered(&mut self, rows: &[(String, String)]) -> Result<(), StoreError> {
+        let q = self.err();
+        let mut filtered = self
+            .tx
+            .prepare(
+                "UPDATE notification_outbox SET state = 'filtered'
+                 WHERE event_id = ?1 AND target = ?2",
+            )
+            .map_err(&q)?;
+        for (target, e) in rows {
+            filtered.execute(params![e, target]).map_err(&q)?;
+        }
+        Ok(())
+    }
+
+    fn due_heads(
+        &mut self,
+        cluster: &str,
+        target: &str,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<MessageHead>, StoreError> {
+        let q = self.err();
+        let mut stmt = self
+            .tx
+            .prepare(
+                "SELECT message_id, created_at, attempts FROM notification_messages
+                 WHERE cluster_name = ?1 AND target = ?2 AND state = 'pending'
+                   AND next_attempt_at <= ?3
+                 ORDER BY created_at, message_id LIMIT ?4",
+            )
+            .map_err(&q)?;
+        collect(&mut stmt, params![cluster, target, ts(now), limit], |r| {
+            Ok((r.get(0)?, parse_ts(&r.get::<_, String>(1)?), r.get(2)?))
         })
-        .map_err(&q)?
-        .collect::<rusqlite::Result<_>>()
         .map_err(&q)
     }
-}
 
-fn last_scan(
-    tx: &Transaction<'_>,
-    cluster: &str,
-    asset: &AssetId,
-) -> rusqlite::Result<Option<Timestamp>> {
-    tx.query_row(
-        "SELECT last_scan_at FROM scanned_containers WHERE cluster_name = ?1 AND namespace = ?2
-           AND workload_kind = ?3 AND workload = ?4 AND container = ?5",
-        [
-            cluster,
-            &asset.namespace,
-            &asset.workload_kind,
-            &asset.workload,
-            &asset.container,
-        ],
-        |r| r.get::<_, String>(0),
-    )
-    .optional()
-    .map(|o| o.map(|s| parse_ts(&s)))
-}
-
-fn load_findings(
-    tx: &Transaction<'_>,
-    cluster: &str,
-    asset: &AssetId,
-    last_scan_at: Option<Timestamp>,
-) -> rusqlite::Result<StoredAsset> {
-    let mut stmt = tx.prepare(
-        "SELECT cve_id, package, package_path, severity, installed_version, fixed_version, title,
-                link, image, state, first_seen, last_seen, fixed_at, reintroduced_count
-         FROM vulnerability_history
-         WHERE cluster_name = ?1 AND namespace = ?2 AND workload_kind = ?3 AND workload = ?4
-           AND container = ?5",
-    )?;
-    let rows = stmt.query_map(
-        [
-            cluster,
-            &asset.namespace,
-            &asset.workload_kind,
-            &asset.workload,
-            &asset.container,
-        ],
-        |r| {
-            let state: String = r.get(9)?;
-            let first: String = r.get(10)?;
-            let last: String = r.get(11)?;
-            let fixed: Option<String> = r.get(12)?;
-            Ok(
-                FindingState::parse(&state).map(|state| -> rusqlite::Result<StoredFinding> {
-                    Ok(StoredFinding {
-                        finding: Finding {
-                            key: FindingKey {
-                                vulnerability_id: r.get(0)?,
-                                package: r.get(1)?,
-                                package_path: r.get(2)?,
-                            },
-                            severity: r.get(3)?,
-                            installed_version: r.get(4)?,
-                            fixed_version: r.get(5)?,
-                            title: r.get(6)?,
-                            link: r.get(7)?,
-                        },
-                        image: r.get(8)?,
-                        state,
-                        first_seen: parse_ts(&first),
-                        last_seen: parse_ts(&last),
-                        fixed_at: fixed.as_deref().map(parse_ts),
-                        reintroduced_count: r.get(13)?,
-                    })
-                }),
+    fn claim(
+        &mut self,
+        target: &str,
+        message_id: &str,
+        until: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.tx
+            .prepare(
+                "UPDATE notification_messages SET next_attempt_at = ?3
+                 WHERE message_id = ?1 AND target = ?2",
             )
-        },
-    )?;
-    let mut findings = Vec::new();
-    for row in rows {
-        if let Some(f) = row? {
-            findings.push(f?);
-        }
+            .and_then(|mut s| s.execute(params![message_id, target, ts(until)]))
+            .map(|_| ())
+            .map_err(self.err())
     }
-    Ok(StoredAsset {
-        last_scan_at,
-        findings,
-    })
-}
 
-fn write_changes(
-    tx: &Transaction<'_>,
-    cluster: &str,
-    asset: &AssetId,
-    changes: &Changes,
-    targets: &[String],
-) -> rusqlite::Result<()> {
-    if !changes.rows.is_empty() {
-        let mut upsert = tx.prepare(
-            "INSERT INTO vulnerability_history (cluster_name, namespace, workload_kind, workload,
-                 container, cve_id, package, package_path, severity, installed_version,
-                 fixed_version, title, link, image, state, first_seen, last_seen, fixed_at,
-                 reintroduced_count)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18, ?19)
-             ON CONFLICT (cluster_name, namespace, workload_kind, workload, container, cve_id,
-                 package, package_path) DO UPDATE SET
-                 severity = excluded.severity, installed_version = excluded.installed_version,
-                 fixed_version = excluded.fixed_version, title = excluded.title,
-                 link = excluded.link, image = excluded.image, state = excluded.state,
-                 first_seen = excluded.first_seen, last_seen = excluded.last_seen,
-                 fixed_at = excluded.fixed_at, reintroduced_count = excluded.reintroduced_count",
-        )?;
-        for r in &changes.rows {
-            upsert.execute(params![
-                cluster,
-                asset.namespace,
-                asset.workload_kind,
-                asset.workload,
-                asset.container,
-                r.finding.key.vulnerability_id,
-                r.finding.key.package,
-                r.finding.key.package_path,
-                r.finding.severity,
-                r.finding.installed_version,
-                r.finding.fixed_version,
-                r.finding.title,
-                r.finding.link,
-                r.image,
-                r.state.as_str(),
-                ts(r.first_seen),
-                ts(r.last_seen),
-                r.fixed_at.map(ts),
-                r.reintroduced_count,
-            ])?;
-        }
+    fn message_events(&mut self, target: &str, message_id: &str) -> Result<Vec<Event>, StoreError> {
+        let q = self.err();
+        let mut stmt = self
+            .tx
+            .prepare(&format!(
+                "SELECT {EVENT_COLUMNS} FROM notification_outbox o
+                 JOIN lifecycle_events le ON le.event_id = o.event_id
+                 WHERE o.message_id = ?1 AND o.target = ?2 ORDER BY le.seq"
+            ))
+            .map_err(&q)?;
+        let rows = collect(&mut stmt, params![message_id, target], event_of_row).map_err(&q)?;
+        Ok(rows.into_iter().flatten().collect())
     }
-    if changes.events.is_empty() {
-        return Ok(());
-    }
-    let mut insert = tx.prepare(
-        "INSERT INTO lifecycle_events (event_id, kind, cluster_name, namespace, workload_kind,
-             workload, container, image, cve_id, package, package_path, installed_version,
-             fixed_version, severity, previous_severity, title, link, reintroduced_count,
-             occurred_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-             ?19)",
-    )?;
-    let mut outbox =
-        tx.prepare("INSERT INTO notification_outbox (event_id, target) VALUES (?1, ?2)")?;
-    for e in &changes.events {
-        insert.execute(params![
-            e.event_id,
-            e.kind.as_str(),
-            e.cluster,
-            e.asset.namespace,
-            e.asset.workload_kind,
-            e.asset.workload,
-            e.asset.container,
-            e.image,
-            e.finding.key.vulnerability_id,
-            e.finding.key.package,
-            e.finding.key.package_path,
-            e.finding.installed_version,
-            e.finding.fixed_version,
-            e.finding.severity,
-            e.previous_severity,
-            e.finding.title,
-            e.finding.link,
-            e.reintroduced_count,
-            ts(e.occurred_at),
-        ])?;
-        for t in targets {
-            outbox.execute([&e.event_id, t])?;
-        }
-    }
-    Ok(())
-}
 
-/// The columns [`event_of_row`] reads, in order.
-const EVENT_COLUMNS: &str = "le.event_id, le.kind, le.cluster_name, le.namespace, le.workload_kind,
-    le.workload, le.container, le.image, le.cve_id, le.package, le.package_path,
-    le.installed_version, le.fixed_version, le.severity, le.previous_severity, le.title, le.link,
-    le.reintroduced_count, le.occurred_at";
+    fn record_attempt(
+        &mut self,
+        target: &str,
+        message_id: &str,
+        update: &MessageUpdate,
+    ) -> Result<(), StoreError> {
+        let q = self.err();
+        let (state, next, error, delivered) = update.columns();
+        let (next, delivered) = (ts(next), delivered.map(ts));
+        for table in ["notification_messages", "notification_outbox"] {
+            self.tx
+                .execute(
+                    &format!(
+                        "UPDATE {table} SET state = ?3, attempts = attempts + 1,
+                             next_attempt_at = ?4, last_error = coalesce(?5, last_error),
+                             delivered_at = ?6
+                         WHERE message_id = ?1 AND target = ?2 AND state = 'pending'"
+                    ),
+                    params![message_id, target, state, next, error, delivered],
+                )
+                .map_err(&q)?;
+        }
+        Ok(())
+    }
+}
 
 /// A `lifecycle_events` row (selected with [`EVENT_COLUMNS`]); `None` for an unknown kind.
 fn event_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Event>> {
@@ -767,6 +930,7 @@ fn event_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Event>> {
         return Ok(None);
     };
     let occurred: String = r.get(18)?;
+    let previous: Option<String> = r.get(14)?;
     Ok(Some(Event {
         event_id: r.get(0)?,
         kind,
@@ -786,229 +950,12 @@ fn event_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Event>> {
             },
             installed_version: r.get(11)?,
             fixed_version: r.get(12)?,
-            severity: r.get(13)?,
+            severity: severity_of(&r.get::<_, String>(13)?),
             title: r.get(15)?,
             link: r.get(16)?,
         },
-        previous_severity: r.get(14)?,
+        previous_severity: previous.as_deref().map(severity_of),
         reintroduced_count: r.get(17)?,
         occurred_at: parse_ts(&occurred),
     }))
-}
-
-impl SqliteStore {
-    pub(crate) fn assign_messages(
-        &mut self,
-        cluster: &str,
-        now: Timestamp,
-        planner: &dyn Fn(Vec<(String, Event)>) -> Plan,
-    ) -> Result<Assigned, StoreError> {
-        let path = self.path.clone();
-        let q = |e| sql_err(&path, e, "grouping queued notifications");
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(q)?;
-        let rows: Vec<(String, Event)> = {
-            let mut stmt = tx
-                .prepare(&format!(
-                    "SELECT {EVENT_COLUMNS}, o.target FROM notification_outbox o
-                     JOIN lifecycle_events le ON le.event_id = o.event_id
-                     WHERE le.cluster_name = ?1 AND o.state = 'pending' AND o.message_id IS NULL
-                     ORDER BY le.seq, o.target"
-                ))
-                .map_err(q)?;
-            let mapped = stmt
-                .query_map([cluster], |r| {
-                    Ok((r.get::<_, String>(19)?, event_of_row(r)?))
-                })
-                .map_err(q)?;
-            let mut out = Vec::new();
-            for row in mapped {
-                if let (target, Some(event)) = row.map_err(q)? {
-                    out.push((target, event));
-                }
-            }
-            out
-        };
-        if rows.is_empty() {
-            return Ok(Assigned::default());
-        }
-        let plan = planner(rows);
-        let now = ts(now);
-        {
-            let mut message = tx
-                .prepare(
-                    "INSERT INTO notification_messages
-                         (message_id, target, cluster_name, created_at, next_attempt_at)
-                     VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT DO NOTHING",
-                )
-                .map_err(q)?;
-            let mut member = tx
-                .prepare(
-                    "UPDATE notification_outbox SET message_id = ?1
-                     WHERE event_id = ?2 AND target = ?3",
-                )
-                .map_err(q)?;
-            for (target, id, events) in &plan.messages {
-                message
-                    .execute(params![id, target, cluster, now])
-                    .map_err(q)?;
-                for e in events {
-                    member.execute(params![id, e, target]).map_err(q)?;
-                }
-            }
-            let mut filtered = tx
-                .prepare(
-                    "UPDATE notification_outbox SET state = 'filtered'
-                     WHERE event_id = ?1 AND target = ?2",
-                )
-                .map_err(q)?;
-            for (target, e) in &plan.filtered {
-                filtered.execute(params![e, target]).map_err(q)?;
-            }
-        }
-        tx.commit().map_err(q)?;
-        Ok(Assigned {
-            messages: plan.messages.len(),
-            filtered: plan.filtered.len(),
-        })
-    }
-
-    pub(crate) fn due_messages(
-        &mut self,
-        cluster: &str,
-        target: &str,
-        now: Timestamp,
-        limit: u32,
-        claim_until: Timestamp,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
-        let path = self.path.clone();
-        let q = |e| sql_err(&path, e, "reading due notifications");
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(q)?;
-        let heads: Vec<(String, String, u32)> = {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT message_id, created_at, attempts FROM notification_messages
-                     WHERE cluster_name = ?1 AND target = ?2 AND state = 'pending'
-                       AND next_attempt_at <= ?3
-                     ORDER BY created_at, message_id LIMIT ?4",
-                )
-                .map_err(q)?;
-            stmt.query_map(params![cluster, target, ts(now), limit], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .map_err(q)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(q)?
-        };
-        let mut claim = tx
-            .prepare(
-                "UPDATE notification_messages SET next_attempt_at = ?3
-                 WHERE message_id = ?1 AND target = ?2",
-            )
-            .map_err(q)?;
-        for (id, _, _) in &heads {
-            claim
-                .execute(params![id, target, ts(claim_until)])
-                .map_err(q)?;
-        }
-        drop(claim);
-        let mut out = Vec::with_capacity(heads.len());
-        let mut stmt = tx
-            .prepare(&format!(
-                "SELECT {EVENT_COLUMNS} FROM notification_outbox o
-                 JOIN lifecycle_events le ON le.event_id = o.event_id
-                 WHERE o.message_id = ?1 AND o.target = ?2 ORDER BY le.seq"
-            ))
-            .map_err(q)?;
-        for (id, created, attempts) in heads {
-            let events: Vec<Event> = stmt
-                .query_map(params![id, target], event_of_row)
-                .map_err(q)?
-                .filter_map(|r| r.transpose())
-                .collect::<rusqlite::Result<_>>()
-                .map_err(q)?;
-            out.push(StoredMessage {
-                message_id: id,
-                created_at: parse_ts(&created),
-                attempts,
-                events,
-            });
-        }
-        drop(stmt);
-        tx.commit().map_err(q)?;
-        Ok(out)
-    }
-
-    pub(crate) fn update_message(
-        &mut self,
-        target: &str,
-        message_id: &str,
-        update: &MessageUpdate,
-    ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let q = |e| sql_err(&path, e, "recording a delivery attempt");
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(q)?;
-        let (state, next, error, delivered) = match update {
-            MessageUpdate::Delivered { at } => ("delivered", ts(*at), None, Some(ts(*at))),
-            MessageUpdate::Retry { at, error } => ("pending", ts(*at), Some(error.as_str()), None),
-            MessageUpdate::Dead { at, reason } => ("dead", ts(*at), Some(reason.as_str()), None),
-        };
-        tx.execute(
-            "UPDATE notification_messages SET state = ?3, attempts = attempts + 1,
-                 next_attempt_at = ?4, last_error = coalesce(?5, last_error), delivered_at = ?6
-             WHERE message_id = ?1 AND target = ?2 AND state = 'pending'",
-            params![message_id, target, state, next, error, delivered],
-        )
-        .map_err(q)?;
-        tx.execute(
-            "UPDATE notification_outbox SET state = ?3, attempts = attempts + 1,
-                 next_attempt_at = ?4, last_error = coalesce(?5, last_error), delivered_at = ?6
-             WHERE message_id = ?1 AND target = ?2 AND state = 'pending'",
-            params![message_id, target, state, next, error, delivered],
-        )
-        .map_err(q)?;
-        tx.commit().map_err(q)
-    }
-
-    pub(crate) fn outbox_stats(&mut self, cluster: &str) -> Result<Vec<OutboxStats>, StoreError> {
-        let q = self.err("counting queued notifications");
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT target, count(*), min(created_at) FROM notification_messages
-                 WHERE cluster_name = ?1 AND state = 'pending' GROUP BY target ORDER BY target",
-            )
-            .map_err(&q)?;
-        stmt.query_map([cluster], |r| {
-            let oldest: Option<String> = r.get(2)?;
-            Ok(OutboxStats {
-                target: r.get(0)?,
-                pending: r.get::<_, i64>(1)?.max(0) as u64,
-                oldest_created_at: oldest.as_deref().map(parse_ts),
-            })
-        })
-        .map_err(&q)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(&q)
-    }
-
-    pub(crate) fn next_due(&mut self, cluster: &str) -> Result<Option<Timestamp>, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT min(next_attempt_at) FROM notification_messages
-                 WHERE cluster_name = ?1 AND state = 'pending'",
-                [cluster],
-                |r| r.get::<_, Option<String>>(0),
-            )
-            .map(|o| o.as_deref().map(parse_ts))
-            .map_err(self.err("reading the next delivery time"))
-    }
 }

@@ -2,7 +2,8 @@
 //! workload+container is current.
 //!
 //! Deployments are scanned through their ReplicaSets, so every rollout produces a report with a
-//! new name and uid (trivy-operator.md §2.1). Users think in Deployments: both the old and the
+//! new name and uid (the operator names them `replicaset-<replicaset>-<container>`, as in the
+//! upstream samples in tests/fixtures/trivy). Users think in Deployments: both the old and the
 //! new ReplicaSet's reports must land on the same workload, or every rollout would look like
 //! "all fixed" plus "all new".
 

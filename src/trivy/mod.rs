@@ -12,7 +12,4 @@ pub mod identity;
 pub mod report;
 
 pub use identity::{OwnerLookup, ReplicaSetInfo, Revision, Workload, newest_by_key, workload_of};
-pub use report::{
-    Finding, FindingKey, Image, Keyed, Malformed, ObjectMeta, Owner, OwnerReference, Report,
-    ReportKind, Severity, dedupe_findings, parse_report,
-};
+pub use report::{Keyed, Malformed, ObjectMeta, Owner, Report, ReportKind, parse_report};

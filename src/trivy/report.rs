@@ -11,6 +11,8 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::Deserialize;
 
+use crate::text::{cleaned, safe_link};
+
 /// The report kinds the agent reads. Later kinds (ExposedSecretReport, ConfigAuditReport) get
 /// their own variant and finding type; the metadata handling below is shared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -94,7 +96,8 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
-/// Labels and annotations set by the operator (trivy-operator.md §1.2).
+/// Labels and annotations Trivy Operator sets on every report (see the upstream sample reports
+/// in tests/fixtures/trivy).
 pub const LABEL_OWNER_KIND: &str = "trivy-operator.resource.kind";
 pub const LABEL_OWNER_NAME: &str = "trivy-operator.resource.name";
 pub const LABEL_OWNER_NAMESPACE: &str = "trivy-operator.resource.namespace";
@@ -102,8 +105,6 @@ pub const LABEL_CONTAINER: &str = "trivy-operator.container.name";
 pub const LABEL_SPEC_HASH: &str = "resource-spec-hash";
 /// Holds the owner name when it is not a valid label value (the label then carries a hash).
 pub const ANNOTATION_OWNER_NAME: &str = "trivy-operator.resource.name";
-/// `0s` means "historical": the operator deletes the report soon (old ReplicaSet revision).
-pub const ANNOTATION_REPORT_TTL: &str = "trivy-operator.aquasecurity.github.io/report-ttl";
 
 /// The workload a report was produced for, as the operator recorded it (the direct owner, e.g.
 /// a ReplicaSet; see [`crate::trivy::workload_of`] for the Deployment above it).
@@ -168,20 +169,16 @@ pub struct Finding {
     pub target: String,
 }
 
-/// A vulnerability is the same finding when the ID, the package and (if known) the path agree.
-/// The installed version is deliberately left out: a version bump that still carries the CVE
-/// is the same, persisting problem, not "fixed" plus "new". `score` is never part of it
-/// because the operator picks it from a Go map and it changes between identical scans.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FindingKey {
-    pub vulnerability_id: String,
-    pub package: String,
-    /// `packagePath`, else `target`, else empty.
-    pub path: String,
-}
+/// A vulnerability is the same finding when the ID, the package and (if known) the path agree:
+/// the lifecycle's key, computed here and nowhere else. The installed version is deliberately
+/// left out: a version bump that still carries the CVE is the same, persisting problem, not
+/// "fixed" plus "new". `score` is never part of it because the operator picks it from a Go map
+/// and it changes between identical scans.
+pub use crate::lifecycle::FindingKey;
 
 impl Keyed for Finding {
     type Key = FindingKey;
+    /// `package_path` is the report's `packagePath`, else its `target`, else empty.
     fn key(&self) -> FindingKey {
         let path = if !self.package_path.is_empty() {
             &self.package_path
@@ -191,7 +188,7 @@ impl Keyed for Finding {
         FindingKey {
             vulnerability_id: self.vulnerability_id.clone(),
             package: self.package.clone(),
-            path: path.clone(),
+            package_path: path.clone(),
         }
     }
 }
@@ -407,11 +404,13 @@ fn from_raw(hint: ReportKind, raw: RawReport) -> Result<Report, Malformed> {
     .ok()
     .flatten();
     let artifact = data.artifact.unwrap_or_default();
+    // Report text is untrusted: control and bidi characters go here, once (see crate::text).
+    let text = |s: Option<String>| cleaned(s.unwrap_or_default());
     let image = Image {
-        registry: data.registry.and_then(|r| r.server).unwrap_or_default(),
-        repository: artifact.repository.unwrap_or_default(),
-        tag: artifact.tag.unwrap_or_default(),
-        digest: artifact.digest.unwrap_or_default(),
+        registry: text(data.registry.and_then(|r| r.server)),
+        repository: text(artifact.repository),
+        tag: text(artifact.tag),
+        digest: text(artifact.digest),
     };
     let mut findings = Vec::new();
     for (i, v) in data
@@ -420,8 +419,8 @@ fn from_raw(hint: ReportKind, raw: RawReport) -> Result<Report, Malformed> {
         .into_iter()
         .enumerate()
     {
-        let id = v.vulnerability_id.unwrap_or_default();
-        let package = v.resource.unwrap_or_default();
+        let id = text(v.vulnerability_id);
+        let package = text(v.resource);
         if id.is_empty() {
             return Err(malformed(format!(
                 "report.vulnerabilities[{i}].vulnerabilityID is missing"
@@ -435,16 +434,17 @@ fn from_raw(hint: ReportKind, raw: RawReport) -> Result<Report, Malformed> {
         findings.push(Finding {
             vulnerability_id: id,
             package,
-            installed_version: v.installed_version.unwrap_or_default(),
-            fixed_version: v
-                .fixed_version
-                .map(StringOrList::into_string)
-                .unwrap_or_default(),
+            installed_version: text(v.installed_version),
+            fixed_version: text(v.fixed_version.map(StringOrList::into_string)),
             severity: Severity::from_trivy(v.severity.as_deref().unwrap_or("")),
-            title: v.title.unwrap_or_default(),
-            primary_link: v.primary_link.unwrap_or_default(),
-            package_path: v.package_path.unwrap_or_default(),
-            target: v.target.unwrap_or_default(),
+            title: text(v.title),
+            // Becomes the clickable CVE link in messages: only https (or loopback http).
+            primary_link: v
+                .primary_link
+                .filter(|l| safe_link(l).is_some())
+                .unwrap_or_default(),
+            package_path: text(v.package_path),
+            target: text(v.target),
         });
     }
     let findings = dedupe_findings(findings);
@@ -625,7 +625,7 @@ mod tests {
         assert_eq!(r.findings[0].severity, Severity::Critical);
         assert_eq!(r.findings[0].fixed_versions(), vec!["1.1", "1.2"]);
         assert_eq!(r.findings[1].package_path, "/app/x.jar");
-        assert_eq!(r.findings[1].key().path, "/app/x.jar");
+        assert_eq!(r.findings[1].key().package_path, "/app/x.jar");
     }
 
     #[test]
@@ -693,13 +693,11 @@ mod tests {
         assert_eq!(r.container, "");
     }
 
-    /// Extra check against the upstream-derived samples, when this machine has them.
+    /// The upstream Trivy Operator samples (tests/fixtures/trivy/SOURCES.md) all parse.
     #[test]
-    fn shared_upstream_samples_parse() {
-        let dir = std::path::Path::new("/work/shared/fixtures/trivy");
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
+    fn upstream_samples_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/trivy");
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let mut n = 0;
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -715,7 +713,29 @@ mod tests {
             );
             n += 1;
         }
-        assert!(n > 0, "no samples in {}", dir.display());
+        assert_eq!(n, 3, "the three samples in {}", dir.display());
+    }
+
+    #[test]
+    fn report_text_is_sanitised_and_unsafe_links_dropped() {
+        let json = report_json(
+            LABELS,
+            "",
+            &[
+                r#"{"vulnerabilityID":"CVE-1","resource":"openssl","installedVersion":"1.0\u0000-evil\u202e","severity":"HIGH","title":"bell\u0007 and\nline","primaryLink":"javascript:alert(1)"}"#.to_owned(),
+                vuln("CVE-2", "zlib", "2.0", "HIGH", ""),
+            ]
+            .join(","),
+            "",
+        );
+        let r = parse_report(ReportKind::VulnerabilityReport, &json).unwrap();
+        assert_eq!(r.findings[0].installed_version, "1.0-evil");
+        assert_eq!(r.findings[0].title, "bell and line");
+        assert_eq!(
+            r.findings[0].primary_link, "",
+            "a javascript: link is dropped"
+        );
+        assert_eq!(r.findings[1].primary_link, "https://avd/CVE-2");
     }
 
     #[test]

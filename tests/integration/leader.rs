@@ -130,7 +130,10 @@ fn two_agents_one_leader_and_a_fast_takeover() {
         "a standby is ready (it serves probes and could take over at once)"
     );
     assert!(db.events(CLUSTER).is_empty(), "baseline records no events");
-    let open_critical = metric(leader_addr, "kijo_findings_open{severity=\"CRITICAL\"}");
+    let open_critical = metric(
+        leader_addr,
+        "kijo_findings_open{severity=\"CRITICAL\",namespace=\"shop\"}",
+    );
     assert!(
         open_critical.is_some_and(|v| v > 0.0),
         "open-findings gauge: {open_critical:?}"
@@ -284,7 +287,7 @@ fn racing_writers_record_each_change_once() {
                     package: "openssl".into(),
                     package_path: String::new(),
                 },
-                severity: "HIGH".into(),
+                severity: kijo_agent::severity::Severity::High,
                 ..Finding::default()
             })
             .collect(),

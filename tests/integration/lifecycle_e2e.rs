@@ -206,3 +206,50 @@ fn scenario_on_postgres() {
 fn scenario_on_sqlite() {
     scenario(Db::sqlite("e2e"));
 }
+
+/// A NUL in a package version (image metadata, controlled by whoever built the image) used to
+/// make PostgreSQL refuse that report's transaction and abort every cycle at it, so no later
+/// workload was ever recorded. The report model now strips it; the cycle records both.
+#[test]
+fn nul_in_a_report_does_not_stop_later_workloads_on_postgres() {
+    let db = Db::postgres("nul");
+    let sb = Sandbox::start(&["--load", &Sandbox::fixtures_dir().display().to_string()]);
+    let mut seen = Vec::new();
+    let hour = Duration::from_secs(3600);
+    assert_eq!(once(&sb, &db)["baseline"], true);
+
+    // Listed first (namespace "data"): a finding whose installed version carries NUL and
+    // control characters.
+    let mut first = get(&sb, VR, "data", "statefulset-postgres-postgres");
+    rescan(&mut first, hour, |v| {
+        let mut bad = vulnerability("CVE-2099-0100", "libpq5", "CRITICAL");
+        bad["installedVersion"] = json!("16.1\u{0}-evil\u{7}");
+        v.push(bad);
+    });
+    replace(&sb, &first);
+    // Listed after it (namespace "shop").
+    let mut later = get(&sb, VR, "shop", NGINX);
+    rescan(&mut later, hour, |v| {
+        v.push(vulnerability("CVE-2099-0101", "zlib1g", "CRITICAL"))
+    });
+    replace(&sb, &later);
+
+    assert_eq!(
+        step(&sb, &db, &mut seen),
+        [
+            "new Deployment/web/nginx CVE-2099-0101",
+            "new StatefulSet/postgres/postgres CVE-2099-0100",
+        ]
+    );
+    let mut client = postgres::Client::connect(&db.url(), postgres::NoTls).unwrap();
+    let versions: Vec<String> = client
+        .query(
+            "SELECT installed_version FROM vulnerability_history WHERE cve_id = 'CVE-2099-0100'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, ["16.1-evil"], "stored without NUL or BEL");
+}

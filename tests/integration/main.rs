@@ -14,6 +14,7 @@ mod notify_e2e;
 mod observability;
 mod outbox;
 mod sandbox;
+mod secrets;
 mod shell;
 mod store;
 mod support;

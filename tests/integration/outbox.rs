@@ -3,6 +3,7 @@
 
 use jiff::Timestamp;
 use kijo_agent::lifecycle::{AssetId, Finding, FindingKey, Observation};
+use kijo_agent::notify::plan::{assign_messages, due_messages};
 use kijo_agent::severity::Severity;
 use kijo_agent::store::{DatabaseTarget, MessageUpdate, Store};
 
@@ -22,7 +23,7 @@ fn finding(cve: &str, severity: &str) -> Finding {
             package: "openssl".to_owned(),
             package_path: String::new(),
         },
-        severity: severity.to_owned(),
+        severity: severity.parse().expect("a severity name"),
         installed_version: "3.0.1".to_owned(),
         fixed_version: "3.0.9".to_owned(),
         title: String::new(),
@@ -65,9 +66,7 @@ fn exercise(target: &DatabaseTarget) {
             )
             .unwrap();
     }
-    let a = store
-        .assign_messages("outbox", Severity::Critical, false, now)
-        .unwrap();
+    let a = assign_messages(&mut store, "outbox", Severity::Critical, false, now).unwrap();
     assert_eq!(
         (a.messages, a.filtered),
         (0, 0),
@@ -93,21 +92,17 @@ fn exercise(target: &DatabaseTarget) {
             )
             .unwrap();
     }
-    let a = store
-        .assign_messages("outbox", Severity::Critical, false, now)
-        .unwrap();
+    let a = assign_messages(&mut store, "outbox", Severity::Critical, false, now).unwrap();
     assert_eq!(a.messages, 2, "one message per target");
     assert_eq!(
         a.filtered, 4,
         "the LOW findings of both workloads, per target"
     );
     // Grouping happens once.
-    let again = store
-        .assign_messages("outbox", Severity::Critical, false, now)
-        .unwrap();
+    let again = assign_messages(&mut store, "outbox", Severity::Critical, false, now).unwrap();
     assert_eq!((again.messages, again.filtered), (0, 0));
 
-    let due = store.due_messages("outbox", "slack", now, 10).unwrap();
+    let due = due_messages(&mut store, "outbox", "slack", now, 10).unwrap();
     assert_eq!(due.len(), 1);
     let m = &due[0].message;
     assert_eq!(m.count(), 2);
@@ -115,20 +110,18 @@ fn exercise(target: &DatabaseTarget) {
     assert_eq!(due[0].attempts, 0);
     let id = m.id.clone();
     assert!(
-        store
-            .due_messages("outbox", "slack", now, 10)
+        due_messages(&mut store, "outbox", "slack", now, 10)
             .unwrap()
             .is_empty(),
         "a claimed message is not handed out twice"
     );
-    let webhook = store.due_messages("outbox", "webhook", now, 10).unwrap();
+    let webhook = due_messages(&mut store, "outbox", "webhook", now, 10).unwrap();
     assert_eq!(
         webhook[0].message.id, id,
         "same events, same id on every target"
     );
     assert!(
-        store
-            .due_messages("outbox", "saas", now, 10)
+        due_messages(&mut store, "outbox", "saas", now, 10)
             .unwrap()
             .is_empty()
     );
@@ -146,8 +139,7 @@ fn exercise(target: &DatabaseTarget) {
         )
         .unwrap();
     assert!(
-        store
-            .due_messages("outbox", "slack", now, 10)
+        due_messages(&mut store, "outbox", "slack", now, 10)
             .unwrap()
             .is_empty()
     );
@@ -158,14 +150,13 @@ fn exercise(target: &DatabaseTarget) {
     );
     let unclaimed: Timestamp = "2026-11-27T12:00:31Z".parse().unwrap();
     assert_eq!(
-        store
-            .due_messages("outbox", "webhook", unclaimed, 10)
+        due_messages(&mut store, "outbox", "webhook", unclaimed, 10)
             .unwrap()
             .len(),
         1,
         "a claim that was never resolved (a crash) expires"
     );
-    let due = store.due_messages("outbox", "slack", later, 10).unwrap();
+    let due = due_messages(&mut store, "outbox", "slack", later, 10).unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].attempts, 1);
     assert_eq!(due[0].message, *m, "a retry sends exactly the same message");
@@ -192,14 +183,12 @@ fn exercise(target: &DatabaseTarget) {
         )
         .unwrap();
     assert!(
-        store
-            .due_messages("outbox", "slack", later, 10)
+        due_messages(&mut store, "outbox", "slack", later, 10)
             .unwrap()
             .is_empty()
     );
     assert!(
-        store
-            .due_messages("outbox", "webhook", later, 10)
+        due_messages(&mut store, "outbox", "webhook", later, 10)
             .unwrap()
             .is_empty()
     );
@@ -217,8 +206,7 @@ fn exercise(target: &DatabaseTarget) {
         )
         .unwrap();
     assert!(
-        store
-            .due_messages("outbox", "slack", later, 10)
+        due_messages(&mut store, "outbox", "slack", later, 10)
             .unwrap()
             .is_empty()
     );

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use kijo_agent::lifecycle::{AssetId, EventKind, Finding, FindingKey, Observation};
+use kijo_agent::severity::Severity;
 use kijo_agent::store::{DatabaseTarget, Pinger, ReportVersion, Store, StoreError, check_only};
 
 use crate::support::pg::{self, admin};
@@ -210,7 +211,7 @@ fn finding(spec: &str) -> Finding {
             package: "openssl".into(),
             package_path: String::new(),
         },
-        severity: sev.into(),
+        severity: sev.parse().expect("a severity name"),
         installed_version: "3.0.1".into(),
         fixed_version: "3.0.2".into(),
         title: format!("{id} in openssl"),
@@ -430,8 +431,8 @@ fn full_lifecycle_with_exact_events(kind: Kind) {
         .iter()
         .find(|e| e.kind == EventKind::SeverityChanged)
         .unwrap();
-    assert_eq!(sev.previous_severity.as_deref(), Some("HIGH"));
-    assert_eq!(sev.finding.severity, "CRITICAL");
+    assert_eq!(sev.previous_severity, Some(Severity::High));
+    assert_eq!(sev.finding.severity, Severity::Critical);
     assert_eq!(sev.occurred_at, ts("2026-01-05T00:00:00Z"));
     assert_eq!(sev.image, "registry.example/shop/web:1.2@sha256:abc");
     assert_eq!(sev.finding.link, "https://avd.aquasec.com/nvd/cve-1");
@@ -1151,42 +1152,101 @@ fn interrupted_baseline_stays_a_baseline(kind: Kind) {
 }
 both!(interrupted_baseline_stays_a_baseline);
 
-fn removed_container_closes_only_its_findings(kind: Kind) {
-    let db = TestDb::new(kind, "container");
+/// One aggregate query gives the open findings per severity and namespace, and the oldest first
+/// sighting among those first seen after the baseline (the baseline's own are never announced).
+fn open_findings_by_severity_and_namespace(kind: Kind) {
+    let db = TestDb::new(kind, "openfindings");
     let mut s = db.open();
-    let sidecar = asset("shop", "Deployment", "web", "sidecar");
+    let db_asset = asset("data", "StatefulSet", "postgres", "postgres");
+    let cluster_wide = asset("", "Node", "cluster", "");
     s.apply(
-        &obs("prod", &web(), "2026-01-01T00:00:00Z", &["CVE-1:HIGH"]),
+        &obs(
+            "prod",
+            &web(),
+            "2026-01-01T00:00:00Z",
+            &["CVE-1:CRITICAL", "CVE-2:LOW"],
+        ),
         None,
         true,
         &[],
     )
     .unwrap();
-    s.apply(
-        &obs("prod", &sidecar, "2026-01-01T00:00:00Z", &["CVE-2:LOW"]),
-        None,
-        true,
-        &[],
-    )
-    .unwrap();
-    assert_eq!(s.known_assets("prod").unwrap(), [web(), sidecar.clone()]);
-    let a = s
-        .remove_container("prod", &sidecar, ts("2026-01-02T00:00:00Z"), &targets())
+    s.finish_baseline("prod", ts("2026-01-01T01:00:00Z"))
         .unwrap();
-    assert_eq!(a.events.len(), 1);
+    s.apply(
+        &obs(
+            "prod",
+            &web(),
+            "2026-01-02T00:00:00Z",
+            &["CVE-1:CRITICAL", "CVE-2:LOW", "CVE-3:CRITICAL"],
+        ),
+        None,
+        false,
+        &[],
+    )
+    .unwrap();
+    s.apply(
+        &obs("prod", &db_asset, "2026-01-03T00:00:00Z", &["CVE-4:HIGH"]),
+        None,
+        false,
+        &[],
+    )
+    .unwrap();
+    s.apply(
+        &obs(
+            "prod",
+            &cluster_wide,
+            "2026-01-04T00:00:00Z",
+            &["CVE-5:HIGH"],
+        ),
+        None,
+        false,
+        &[],
+    )
+    .unwrap();
+    let rows: Vec<(Severity, String, u64, Option<Timestamp>)> = s
+        .open_findings("prod")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.severity, r.namespace, r.open, r.oldest_announced))
+        .collect();
     assert_eq!(
-        event_lines(&mut s, "prod"),
-        ["workload_removed shop/web/sidecar CVE-2"]
+        rows,
+        [
+            (
+                Severity::Critical,
+                "shop".into(),
+                2,
+                Some(ts("2026-01-02T00:00:00Z"))
+            ),
+            (
+                Severity::High,
+                "".into(),
+                1,
+                Some(ts("2026-01-04T00:00:00Z"))
+            ),
+            (
+                Severity::High,
+                "data".into(),
+                1,
+                Some(ts("2026-01-03T00:00:00Z"))
+            ),
+            (Severity::Low, "shop".into(), 1, None),
+        ]
     );
-    assert_eq!(s.known_assets("prod").unwrap(), [web()]);
+    let totals: Vec<(Severity, u64)> = s
+        .open_counts_by_severity("prod")
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.severity, c.open))
+        .collect();
     assert_eq!(
-        s.known_workloads("prod").unwrap().len(),
-        1,
-        "the workload itself remains"
-    );
-    assert_eq!(
-        db.count("SELECT count(*) FROM vulnerability_history WHERE state = 'open'"),
-        1
+        totals,
+        [
+            (Severity::Critical, 2),
+            (Severity::High, 2),
+            (Severity::Low, 1)
+        ]
     );
 }
-both!(removed_container_closes_only_its_findings);
+both!(open_findings_by_severity_and_namespace);

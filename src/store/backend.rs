@@ -1,0 +1,168 @@
+//! The seam between the store's algorithms and a database dialect.
+//!
+//! [`super::Store`] writes each algorithm once (apply a scan, remove a workload, group and claim
+//! outbox rows) over [`Tx`], one open write transaction. A backend implements [`Backend`] and
+//! [`Tx`] with its SQL and row mapping only: how a statement is spelled, how a row becomes a
+//! value, and how it batches (PostgreSQL writes a whole report with one `UNNEST` statement per
+//! table, SQLite with prepared statements in a loop). No lifecycle or outbox decision is made
+//! behind this trait.
+
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+
+use super::{
+    KnownReport, MessageUpdate, OpenFindings, OutboxStats, Removal, ReportVersion, SchemaStatus,
+    StoreError,
+};
+use crate::lifecycle::{AssetId, Event, Observation, StoredFinding};
+use crate::severity::Severity;
+
+/// A message row's head as [`Tx::due_heads`] reads it: id, creation time, attempts so far.
+pub(crate) type MessageHead = (String, Timestamp, u32);
+
+/// One open write transaction. Every method is one statement (or one batch) of the dialect;
+/// the transaction commits when the algorithm given to [`Backend::transaction`] returns `Ok`.
+pub(crate) trait Tx {
+    /// Serialises writers of one workload container, also one never seen before (there is no
+    /// row to lock yet). A backend whose transactions lock the whole database does nothing.
+    fn lock_asset(&mut self, cluster: &str, asset: &AssetId) -> Result<(), StoreError>;
+    /// The newest scan applied to the container, `None` for one never seen.
+    fn last_scan(
+        &mut self,
+        cluster: &str,
+        asset: &AssetId,
+    ) -> Result<Option<Timestamp>, StoreError>;
+    /// Every stored finding row of the container.
+    fn load_findings(
+        &mut self,
+        cluster: &str,
+        asset: &AssetId,
+    ) -> Result<Vec<StoredFinding>, StoreError>;
+    /// Records the scan time and image of the container and marks it present.
+    fn upsert_container(&mut self, obs: &Observation) -> Result<(), StoreError>;
+    /// Inserts or updates finding rows of the container by key (never called with none).
+    fn upsert_findings(
+        &mut self,
+        cluster: &str,
+        asset: &AssetId,
+        rows: &[StoredFinding],
+    ) -> Result<(), StoreError>;
+    /// Records events and queues one outbox row per event and target (never called with none).
+    fn insert_events(&mut self, events: &[Event], targets: &[String]) -> Result<(), StoreError>;
+    /// Records the report's version for the container the observation describes.
+    fn upsert_report(
+        &mut self,
+        obs: &Observation,
+        report: &ReportVersion,
+    ) -> Result<(), StoreError>;
+    /// The containers of a workload not yet removed, in container order, with their last scan.
+    fn live_containers(
+        &mut self,
+        cluster: &str,
+        workload: &Removal<'_>,
+    ) -> Result<Vec<(String, Timestamp)>, StoreError>;
+    /// Marks every container of the workload removed at `at`.
+    fn mark_removed(
+        &mut self,
+        cluster: &str,
+        workload: &Removal<'_>,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Forgets the report versions recorded for the workload.
+    fn forget_reports(&mut self, cluster: &str, workload: &Removal<'_>) -> Result<(), StoreError>;
+
+    /// Pending outbox rows not yet grouped, as (target, event), in event order; a backend that
+    /// can lock rows locks them for the transaction.
+    fn queued_rows(&mut self, cluster: &str) -> Result<Vec<(String, Event)>, StoreError>;
+    /// Creates a pending message due at `now` (nothing when it already exists).
+    fn insert_message(
+        &mut self,
+        cluster: &str,
+        target: &str,
+        message_id: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Assigns outbox rows of one target to a message.
+    fn assign_rows(
+        &mut self,
+        target: &str,
+        message_id: &str,
+        event_ids: &[String],
+    ) -> Result<(), StoreError>;
+    /// Marks outbox rows (target, event id) as filtered: recorded, never sent.
+    fn mark_filtered(&mut self, rows: &[(String, String)]) -> Result<(), StoreError>;
+    /// Up to `limit` pending messages of one target due at `now`, oldest first; a backend that
+    /// can skip rows locked by another agent skips them.
+    fn due_heads(
+        &mut self,
+        cluster: &str,
+        target: &str,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<MessageHead>, StoreError>;
+    /// Moves a message's next attempt to `until`.
+    fn claim(&mut self, target: &str, message_id: &str, until: Timestamp)
+    -> Result<(), StoreError>;
+    /// The events of one message, in event order.
+    fn message_events(&mut self, target: &str, message_id: &str) -> Result<Vec<Event>, StoreError>;
+    /// Writes an attempt's outcome to a pending message and its outbox rows.
+    fn record_attempt(
+        &mut self,
+        target: &str,
+        message_id: &str,
+        update: &MessageUpdate,
+    ) -> Result<(), StoreError>;
+}
+
+/// The work given to [`Backend::transaction`]; it may run twice (see there).
+pub(crate) type Work<'w> = dyn FnMut(&mut dyn Tx) -> Result<(), StoreError> + 'w;
+
+/// One database connection of one dialect.
+pub(crate) trait Backend: Send {
+    /// Runs `work` in one write transaction and commits it when it returns `Ok`; an error rolls
+    /// everything back. After a connection loss a backend that reconnects runs `work` once more
+    /// on the fresh connection, so `work` must be idempotent (every algorithm is: a committed
+    /// scan is stale the second time). `context` names the work in error messages.
+    fn transaction(&mut self, context: &'static str, work: &mut Work<'_>)
+    -> Result<(), StoreError>;
+
+    fn ping(&mut self) -> Result<(), StoreError>;
+    fn schema_status(&mut self) -> Result<SchemaStatus, StoreError>;
+    fn is_empty_for_cluster(&mut self, cluster: &str) -> Result<bool, StoreError>;
+    fn baseline_pending(&mut self, cluster: &str) -> Result<bool, StoreError>;
+    fn finish_baseline(&mut self, cluster: &str, at: Timestamp) -> Result<(), StoreError>;
+    fn report_versions(
+        &mut self,
+        cluster: &str,
+    ) -> Result<HashMap<String, KnownReport>, StoreError>;
+    fn report_version(&mut self, cluster: &str, uid: &str) -> Result<Option<String>, StoreError>;
+    fn retain_report_versions(
+        &mut self,
+        cluster: &str,
+        live: &[String],
+    ) -> Result<usize, StoreError>;
+    fn known_assets(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError>;
+    fn known_workloads(
+        &mut self,
+        cluster: &str,
+    ) -> Result<Vec<(String, String, String)>, StoreError>;
+    fn recent_events(&mut self, cluster: &str, limit: u32) -> Result<Vec<Event>, StoreError>;
+    /// Open findings per (severity, namespace), with the oldest `first_seen` among those that
+    /// were announced (opened after the baseline).
+    fn open_findings(&mut self, cluster: &str) -> Result<Vec<OpenFindings>, StoreError>;
+    fn outbox_stats(&mut self, cluster: &str) -> Result<Vec<OutboxStats>, StoreError>;
+    fn next_due(&mut self, cluster: &str) -> Result<Option<Timestamp>, StoreError>;
+}
+
+/// The `lifecycle_events` columns (alias `le`) every backend's event row mapping reads, in
+/// this order.
+pub(crate) const EVENT_COLUMNS: &str = "le.event_id, le.kind, le.cluster_name, le.namespace,
+    le.workload_kind, le.workload, le.container, le.image, le.cve_id, le.package,
+    le.package_path, le.installed_version, le.fixed_version, le.severity, le.previous_severity,
+    le.title, le.link, le.reintroduced_count, le.occurred_at";
+
+/// Reads a severity column: the store writes [`Severity::as_str`], so this never guesses.
+pub(crate) fn severity_of(column: &str) -> Severity {
+    Severity::from_trivy(column)
+}

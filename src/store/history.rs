@@ -143,7 +143,10 @@ mod tests {
         e.finding.fixed_version = "2\n0".into();
         let text = render_history("prod", &[], &[e]);
         let line = text.lines().last().unwrap();
-        assert!(line.ends_with("[app]  openssl 1.0[2J (fixed in 2 0)"), "{line:?}");
+        assert!(
+            line.ends_with("[app]  openssl 1.0[2J (fixed in 2 0)"),
+            "{line:?}"
+        );
         assert!(
             !text.chars().any(|c| c.is_control() && c != '\n'),
             "{text:?}"

@@ -183,8 +183,10 @@ fn add_critical_finding(sb: &Sandbox, fixture: &str, cve: &str) {
         "primaryLink": format!("https://avd.aquasec.com/nvd/{}", cve.to_lowercase()),
         "links": [], "target": ""
     }));
-    let patch =
-        json!({"report": {"updateTimestamp": "2026-11-21T08:00:00Z", "vulnerabilities": vulns}});
+    // Scanned now, as Trivy Operator stamps a rescan: a finding first seen after the baseline
+    // completed is an announced one (the oldest-open gauge counts only those).
+    let scanned = jiff::Timestamp::now().to_string();
+    let patch = json!({"report": {"updateTimestamp": scanned, "vulnerabilities": vulns}});
     sb.kubectl_ok(&[
         "patch",
         "vulnerabilityreports",

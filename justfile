@@ -1,10 +1,11 @@
-# kijo-agent development commands. `just --list` shows them all.
+# kijo-agent development commands. `.ci/dev --list` shows them all; `.ci/dev RECIPE` installs
+# what the recipes need (just included) into target/tools/ and runs `just RECIPE`.
 
 default:
     @just --list
 
 # Everything CI runs: formatting, lints, all tests, deployment validation, the static binary in an empty root.
-test: lint
+test: install-deploy-tools lint
     cargo build --example sandbox
     cargo test --all-targets
     just validate-deploy
@@ -37,7 +38,7 @@ build-static:
     cargo build --release --locked --target x86_64-unknown-linux-musl
     @stat -c '%s' target/x86_64-unknown-linux-musl/release/kijo-agent | awk '{ printf "target/x86_64-unknown-linux-musl/release/kijo-agent: %d bytes (%.2f MiB)\n", $1, $1 / 1048576 }'
 
-# The static binary in an empty root as 65534:65534 (as root): `--full` adds the sandbox checks.
+# The static binary in an empty root as 65534:65534 (a user namespace when not root): `--full` adds the sandbox checks.
 static-binary-test *ARGS:
     .ci/static-binary-test {{ARGS}}
 

@@ -24,7 +24,7 @@ build:
 run *ARGS:
     cargo run --quiet -- {{ARGS}}
 
-# Start the Kubernetes-API sandbox (see README "Kubernetes API sandbox")
+# Start the Kubernetes-API sandbox (see docs/sandbox.md)
 sandbox *ARGS:
     cargo run --quiet --example sandbox -- {{ARGS}}
 

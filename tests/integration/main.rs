@@ -3,6 +3,7 @@
 //! receivers.
 
 mod crash;
+mod docs_links;
 mod kube;
 mod leader;
 mod lifecycle_e2e;

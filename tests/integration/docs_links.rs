@@ -43,14 +43,19 @@ fn parse(text: &str) -> Doc {
         }
         None
     };
-    let options = Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS;
+    let options =
+        Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS;
     for event in Parser::new_with_broken_link_callback(text, options, Some(&mut broken)) {
         match event {
             Event::Start(Tag::Heading { .. }) => heading = Some(String::new()),
             Event::End(TagEnd::Heading(_)) => {
                 let base = slug(&heading.take().unwrap_or_default());
                 let n = seen.entry(base.clone()).or_insert(0);
-                doc.anchors.push(if *n == 0 { base.clone() } else { format!("{base}-{n}") });
+                doc.anchors.push(if *n == 0 {
+                    base.clone()
+                } else {
+                    format!("{base}-{n}")
+                });
                 *n += 1;
             }
             Event::Text(t) | Event::Code(t) => {
@@ -116,12 +121,17 @@ fn problems(docs: &BTreeMap<PathBuf, Doc>, exists: &dyn Fn(&Path) -> bool) -> Ve
                 normalize(&file.parent().unwrap_or(Path::new("")).join(path))
             };
             let Some(target) = target else {
-                out.push(format!("{here}: link `{link}`: climbs out of the repository"));
+                out.push(format!(
+                    "{here}: link `{link}`: climbs out of the repository"
+                ));
                 continue;
             };
             let target_doc = docs.get(&target);
             if target_doc.is_none() && !exists(&target) {
-                out.push(format!("{here}: link `{link}`: {} does not exist", target.display()));
+                out.push(format!(
+                    "{here}: link `{link}`: {} does not exist",
+                    target.display()
+                ));
                 continue;
             }
             let Some(anchor) = anchor else { continue };
@@ -174,9 +184,17 @@ fn readme_and_docs_links_and_anchors_resolve() {
         })
         .collect();
     let links: usize = docs.values().map(|d| d.links.len()).sum();
-    assert!(links > 20, "only {links} links found: is the parser seeing the files?");
+    assert!(
+        links > 20,
+        "only {links} links found: is the parser seeing the files?"
+    );
     let bad = problems(&docs, &|p| root.join(p).exists());
-    assert!(bad.is_empty(), "{} broken links:\n{}", bad.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} broken links:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -215,7 +233,10 @@ fn broken_links_are_reported_with_file_link_and_reason() {
          [abs](/docs/a.md) [up](../outside.md) [src](src/lib.rs#intro) [ref][undefined]\n",
     );
     let a = parse("# A\n## Part two\n[back](../README.md#top) [bad](../README.md#bottom)\n");
-    let docs = BTreeMap::from([(PathBuf::from("README.md"), readme), (PathBuf::from("docs/a.md"), a)]);
+    let docs = BTreeMap::from([
+        (PathBuf::from("README.md"), readme),
+        (PathBuf::from("docs/a.md"), a),
+    ]);
     let bad = problems(&docs, &|p| p == Path::new("src/lib.rs"));
     assert_eq!(
         bad,

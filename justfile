@@ -1,18 +1,22 @@
-# kijo-agent development commands. `just --list` shows them all.
+# kijo-agent development commands. `.ci/dev --list` shows them all; `.ci/dev RECIPE` installs
+# what the recipes need (just included) into target/tools/ and runs `just RECIPE`.
 
 default:
     @just --list
 
-# Everything CI runs: formatting, lints, docs, MSRV, dependency policy, all tests, deployment validation, the static binary in an empty root.
-test: lint
-    .ci/install-rust-tools
-    .ci/check-docs
-    .ci/check-msrv
-    .ci/check-deny
+# Everything the suite checks: formatting, lints, all tests, deployment validation, the static binary in an empty root.
+test: install-deploy-tools lint
     cargo build --example sandbox
     cargo test --all-targets
     just validate-deploy
     just static-binary-test --full
+
+# CI's checks beside the suite (.ci/run runs them): rustdoc with warnings as errors, the declared rust-version, dependency policy (cargo deny).
+ci-checks:
+    .ci/install-rust-tools
+    .ci/check-docs
+    .ci/check-msrv
+    .ci/check-deny
 
 # Formatting and clippy with warnings as errors (and std APIs newer than rust-version denied), on every target of the workspace.
 lint:
@@ -27,7 +31,7 @@ build:
 run *ARGS:
     cargo run --quiet -- {{ARGS}}
 
-# Start the Kubernetes-API sandbox (see README "Kubernetes API sandbox")
+# Start the Kubernetes-API sandbox (see docs/sandbox.md)
 sandbox *ARGS:
     cargo run --quiet --example sandbox -- {{ARGS}}
 
@@ -45,7 +49,7 @@ build-static:
 sbom *ARGS:
     .ci/sbom {{ARGS}}
 
-# The static binary in an empty root as 65534:65534 (as root): `--full` adds the sandbox checks.
+# The static binary in an empty root as 65534:65534 (a user namespace when not root): `--full` adds the sandbox checks.
 static-binary-test *ARGS:
     .ci/static-binary-test {{ARGS}}
 

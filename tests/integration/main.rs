@@ -4,6 +4,7 @@
 
 mod crash;
 mod demo;
+mod docs_links;
 mod health;
 mod kube;
 mod leader;

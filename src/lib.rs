@@ -7,6 +7,8 @@
 //! `main.rs` only wires them together.
 
 pub mod config;
+#[cfg(fuzzing)]
+pub mod fuzz_api;
 pub mod health;
 pub mod kube;
 pub mod leader;

@@ -1,0 +1,27 @@
+//! The streaming list-page decoder and the parse of each item it hands out, on arbitrary
+//! bytes. Besides never panicking: a page the decoder accepts must be one valid JSON object,
+//! because an accepted page that was really truncated or corrupt would end a listing early and
+//! make the missing reports' findings look fixed.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(items) = kijo_agent::fuzz_api::list_page(data) else {
+        return;
+    };
+    let page: serde_json::Value = match serde_json::from_slice(data) {
+        Ok(v) => v,
+        Err(e) => panic!("the decoder accepted a page that is not valid JSON ({e})"),
+    };
+    assert!(page.is_object(), "the decoder accepted a page that is not an object");
+    // With duplicate "items" keys the decoder delivers every copy and `Value` keeps the last,
+    // so only a lower bound holds.
+    if let Some(list) = page.get("items").and_then(|v| v.as_array()) {
+        assert!(
+            items >= list.len() as u64,
+            "the decoder delivered {items} items of a page holding {}",
+            list.len()
+        );
+    }
+});

@@ -12,7 +12,7 @@
 use std::str::FromStr;
 
 use libfuzzer_sys::fuzz_target;
-use postgres::Config;
+use tokio_postgres::Config;
 
 /// The control password: URL-safe, so replacing the original by it never changes how the rest
 /// of the URL is read.

@@ -24,7 +24,8 @@ fuzz_target!(|data: &[u8]| {
             HeadOutcome::Incomplete => {}
             decided => {
                 assert_eq!(
-                    decided, whole,
+                    decided,
+                    whole,
                     "the first {n} bytes are decided differently from all {} bytes",
                     data.len()
                 );

@@ -20,7 +20,10 @@ fuzz_target!(|data: &[u8]| {
         Err(e) if !e.is_eof() && is_string_escape_complaint(&e) => return,
         Err(e) => panic!("the decoder accepted a page that is not valid JSON ({e})"),
     };
-    assert!(page.is_object(), "the decoder accepted a page that is not an object");
+    assert!(
+        page.is_object(),
+        "the decoder accepted a page that is not an object"
+    );
     // With duplicate "items" keys the decoder delivers every copy and `Value` keeps the last,
     // so only a lower bound holds.
     if let Some(list) = page.get("items").and_then(|v| v.as_array()) {

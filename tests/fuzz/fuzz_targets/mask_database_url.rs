@@ -44,7 +44,11 @@ fn candidate_regions(url: &str) -> Vec<(usize, usize)> {
 
 /// True when replacing `url[start..end]` by [`NEUTRAL`] leaves every setting the client reads
 /// unchanged except the password, which becomes [`NEUTRAL`].
-fn is_password_region(original: &Config, url: &str, (start, end): (usize, usize)) -> Option<String> {
+fn is_password_region(
+    original: &Config,
+    url: &str,
+    (start, end): (usize, usize),
+) -> Option<String> {
     let control = format!("{}{NEUTRAL}{}", &url[..start], &url[end..]);
     let parsed = Config::from_str(&control).ok()?;
     let mut expected = original.clone();
@@ -53,7 +57,11 @@ fn is_password_region(original: &Config, url: &str, (start, end): (usize, usize)
 }
 
 fn contains(haystack: &str, needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.as_bytes().windows(needle.len()).any(|w| w == needle)
+    !needle.is_empty()
+        && haystack
+            .as_bytes()
+            .windows(needle.len())
+            .any(|w| w == needle)
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -64,7 +72,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(config) = Config::from_str(url) else {
         return;
     };
-    let Some(password) = config.get_password().filter(|p| !p.is_empty() && *p != NEUTRAL.as_bytes())
+    let Some(password) = config
+        .get_password()
+        .filter(|p| !p.is_empty() && *p != NEUTRAL.as_bytes())
     else {
         return;
     };

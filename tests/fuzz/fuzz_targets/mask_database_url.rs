@@ -83,7 +83,7 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         let masked_control = kijo_agent::fuzz_api::mask_database_url(&control);
-        let raw = url[region.0..region.1].as_bytes();
+        let raw = &url.as_bytes()[region.0..region.1];
         for (form, text) in [("decoded", password), ("as written", raw)] {
             assert!(
                 !contains(&masked, text) || contains(&masked_control, text),

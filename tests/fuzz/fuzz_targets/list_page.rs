@@ -39,7 +39,12 @@ fuzz_target!(|data: &[u8]| {
 
 fn is_unrepresentable_value(e: &serde_json::Error) -> bool {
     let message = e.to_string();
-    ["surrogate", "unicode code point", "escape", "number out of range"]
-        .iter()
-        .any(|m| message.contains(m))
+    [
+        "surrogate",
+        "unicode code point",
+        "escape",
+        "number out of range",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }

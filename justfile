@@ -74,3 +74,7 @@ bench-lifecycle *ARGS:
 demo:
     cargo build --quiet --bin kijo-agent --example sandbox --example demo
     target/debug/examples/demo
+
+# cargo-fuzz targets (tests/fuzz) for SECONDS each, default 30; e.g. `just fuzz 600` or `just fuzz 60 report`
+fuzz *ARGS:
+    .ci/fuzz {{ARGS}}

@@ -9,6 +9,8 @@
 pub(crate) mod backoff;
 pub(crate) mod check;
 pub mod config;
+#[cfg(fuzzing)]
+pub mod fuzz_api;
 pub mod health;
 pub mod kube;
 pub(crate) mod leader;

@@ -46,7 +46,7 @@ pub struct ListStats {
 /// The list's own `metadata`.
 #[derive(Deserialize, Default, Debug)]
 #[serde(default, rename_all = "camelCase")]
-struct ListMeta {
+pub(crate) struct ListMeta {
     #[serde(rename = "continue")]
     continue_token: Option<String>,
     resource_version: Option<String>,
@@ -129,8 +129,8 @@ impl<'de, F: FnMut(Box<RawValue>)> Visitor<'de> for ItemsSeed<'_, F> {
 }
 
 /// Streams one list body into `on_item`; returns the list metadata. Trailing data and
-/// truncated bodies are errors.
-fn decode_list<R: Read>(
+/// truncated bodies are errors. `pub(crate)` for the fuzzing facade (`crate::fuzz_api`).
+pub(crate) fn decode_list<R: Read>(
     reader: R,
     on_item: &mut impl FnMut(Box<RawValue>),
 ) -> Result<ListMeta, serde_json::Error> {

@@ -8,8 +8,8 @@
 
 use std::path::Path;
 
-use crate::health::{self, HealthState, Reply};
-use crate::metrics::Registry;
+use crate::health::HealthState;
+use crate::health::server::{Reply, parse_head, route};
 use crate::trivy::{ReportKind, parse_report};
 
 /// Parses one report object as every kind the agent lists (the caller's kind is only a hint
@@ -63,11 +63,11 @@ pub enum HeadOutcome {
 /// Parses a request head and, when it is complete, routes it against a fresh state whose
 /// probes are healthy.
 pub fn health_head(buf: &[u8]) -> HeadOutcome {
-    match health::parse_head(buf) {
+    match parse_head(buf) {
         Ok(None) => HeadOutcome::Incomplete,
         Ok(Some(head)) => {
             let state = HealthState::new(std::time::Duration::from_secs(600));
-            let Reply { status, .. } = health::route(&head, &state, &Registry::default());
+            let Reply { status, .. } = route(&head, &state, &[]);
             HeadOutcome::Routed {
                 method: head.method,
                 path: head.path,

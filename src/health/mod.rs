@@ -9,7 +9,7 @@
 
 mod metrics;
 mod proc;
-mod server;
+pub(crate) mod server;
 
 pub use server::HealthServer;
 

@@ -7,7 +7,7 @@ pub mod config;
 mod dry_run;
 mod error;
 mod exec;
-mod list;
+pub(crate) mod list;
 mod metrics;
 mod options;
 mod owner;

@@ -1,5 +1,5 @@
 //! kijo sandbox: a small Kubernetes-API-compatible server for tests, demos and benchmarks.
-//! Not part of the release binary. See README "Kubernetes API sandbox" for the flags.
+//! Not part of the release binary. See docs/sandbox.md for the flags.
 //!
 //! `cargo run --example sandbox -- [--listen ADDR] [--plain-http] [--token TOKEN]
 //!   [--client-ca-dir DIR] [--kubeconfig PATH] [--load DIR]... [--synthetic W:V[:SEED]] [--fault SPEC]...

@@ -101,7 +101,7 @@ impl fmt::Display for KubeError {
                     }
                     403 => {
                         "; the agent's identity lacks RBAC for this request: see \
-                         \"Running against a real cluster\" in the README for the ClusterRole"
+                         \"Required RBAC\" in docs/kubernetes.md for the ClusterRole"
                     }
                     404 => {
                         "; not found (for a report collection: is the Trivy Operator CRD installed?)"

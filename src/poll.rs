@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::health::HealthState;
 use crate::kube::workload::Existence;
 use crate::kube::{Client, KubeError, KubeMetrics, KubeOptions, ListEvent, OwnerResolver};
@@ -280,6 +280,9 @@ pub struct Poller {
     committed: Option<crossbeam_channel::Sender<()>>,
     /// `None` without leader election: this agent always works.
     leader: Option<Arc<LeaderState>>,
+    /// The open-findings gauges reflect the store as this process last wrote it; false at start
+    /// and after a failed cycle (another agent may have written meanwhile).
+    open_gauges_fresh: bool,
 }
 
 impl Poller {
@@ -303,6 +306,7 @@ impl Poller {
             stop: None,
             committed: None,
             leader: None,
+            open_gauges_fresh: false,
         }
     }
 
@@ -359,6 +363,9 @@ impl Poller {
             let started = Instant::now();
             let result = self.cycle();
             let took = started.elapsed();
+            if result.is_err() {
+                self.open_gauges_fresh = false;
+            }
             if matches!(result, Err(CycleError::NotLeader)) {
                 self.metrics.count_outcome("lost_lease");
             } else {
@@ -494,10 +501,23 @@ impl Poller {
             store.finish_baseline(&cluster, jiff::Timestamp::now())?;
         }
         self.owners.prune();
-        // The gauge is a read, not a write: a failure here does not undo the cycle.
-        match store.open_findings(&cluster) {
-            Ok(rows) => self.metrics.set_open(&rows),
-            Err(e) => log::warn!(error:% = e; "cannot count open findings for the metrics"),
+        // The gauges are read only through /metrics, which `--once` does not serve, and a cycle
+        // that wrote nothing leaves them as the last refresh set them: the aggregate reads every
+        // open finding, the largest read of a quiet cycle, so it runs only when it can differ.
+        let wrote =
+            summary.baseline || summary.reports_changed > 0 || summary.workloads_removed > 0;
+        if self.config.mode != Mode::Once && (wrote || !self.open_gauges_fresh) {
+            // A read, not a write: a failure here does not undo the cycle.
+            match store.open_findings(&cluster) {
+                Ok(rows) => {
+                    self.metrics.set_open(&rows);
+                    self.open_gauges_fresh = true;
+                }
+                Err(e) => {
+                    self.open_gauges_fresh = false;
+                    log::warn!(error:% = e; "cannot count open findings for the metrics");
+                }
+            }
         }
         Ok(summary)
     }

@@ -13,9 +13,9 @@ use super::group::Message;
 use super::metrics::NotifyMetrics;
 use super::policy::{DeliveryPolicy, Disposition, Outcome, classify};
 use super::signature;
-use crate::config::target_url::is_loopback;
 use super::{saas, slack, webhook};
 use crate::backoff;
+use crate::config::target_url::is_loopback;
 use crate::secret::{Secret, mask_target_url};
 
 /// Where messages go. URLs and keys are [`Secret`]s: a Slack webhook URL *is* a credential.

@@ -35,10 +35,10 @@ const SHUTDOWN_BUDGET: Duration = Duration::from_secs(9);
 /// taken to be blocked (on a hung store, typically) and abandoned; the rest of the budget is
 /// left for the notify thread and the probes.
 const POLL_STOP_WAIT: Duration = Duration::from_secs(6);
-/// How often the readiness checker pings the store.
-const READINESS_INTERVAL: Duration = Duration::from_secs(2);
-/// How long one readiness ping may take before the store counts as unavailable: with the 2 s
-/// interval a hung store shows as unready within about 2 s.
+/// How often the readiness checker pings the store: one trivial query a second, so that with
+/// `PING_TIMEOUT` a hung store shows as unready within about 2 s.
+const READINESS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long one readiness ping may take before the store counts as unavailable.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often the readiness checker asks the API whether it still accepts the credential: a
 /// token that stops working shows within this long, at one small request per interval.

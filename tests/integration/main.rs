@@ -5,6 +5,7 @@
 mod crash;
 mod demo;
 mod health;
+mod hung_store;
 mod kube;
 mod leader;
 mod lifecycle_e2e;

@@ -2,11 +2,13 @@
 //!
 //! Threads: `signals` (turns SIGTERM/SIGINT into a channel message), `poll` (one cycle at a
 //! time), `health` (probes and metrics), `ready-database` and `ready-kubernetes` (keep the
-//! readiness answer fresh) and, with targets, `notify`.
+//! readiness answer fresh, each running its check on a detached `check-…` worker so that a hung
+//! check never holds them up) and, with targets, `notify`.
 //! They share an [`HealthState`] and one stop channel whose sender is dropped on shutdown, which
 //! every thread sees at once as a disconnect.
 //! With leader election a `leader` thread renews the Lease; it is stopped (and releases the
-//! Lease) only after the poll loop finished, so a successor never overlaps our last write.
+//! Lease) only after the poll loop finished, so a successor never overlaps our last write; a
+//! poll loop abandoned at shutdown (blocked on a hung store) keeps the Lease until it expires.
 //!
 //! Crash-only: a panicking thread takes the whole process down (see [`install_panic_hook`]) and
 //! Kubernetes restarts it; there is never a half-alive agent whose probes still pass.

@@ -2,11 +2,13 @@
 //!
 //! Threads: `signals` (turns SIGTERM/SIGINT into a channel message), `poll` (one cycle at a
 //! time), `health` (probes and metrics), `ready-database` and `ready-kubernetes` (keep the
-//! readiness answer fresh) and, with targets, `notify`.
+//! readiness answer fresh, each running its check on a detached `check-…` worker so that a hung
+//! check never holds them up) and, with targets, `notify`.
 //! They share an [`HealthState`] and one stop channel whose sender is dropped on shutdown, which
 //! every thread sees at once as a disconnect.
 //! With leader election a `leader` thread renews the Lease; it is stopped (and releases the
-//! Lease) only after the poll loop finished, so a successor never overlaps our last write.
+//! Lease) only after the poll loop finished, so a successor never overlaps our last write; a
+//! poll loop abandoned at shutdown (blocked on a hung store) keeps the Lease until it expires.
 //!
 //! Crash-only: a panicking thread takes the whole process down (see [`install_panic_hook`]) and
 //! Kubernetes restarts it; there is never a half-alive agent whose probes still pass.
@@ -31,8 +33,13 @@ use crate::store::{self, Pinger};
 /// Time allowed between a signal and exit, inside Kubernetes' default 30 s grace period and the
 /// 10 s this agent promises.
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(9);
-/// How often the readiness checker pings the store.
-const READINESS_INTERVAL: Duration = Duration::from_secs(2);
+/// How long shutdown waits for the poll loop to finish its unit of work. Past it the loop is
+/// taken to be blocked (on a hung store, typically) and abandoned; the rest of the budget is
+/// left for the notify thread and the probes.
+const POLL_STOP_WAIT: Duration = Duration::from_secs(6);
+/// How often the readiness checker pings the store: one trivial query a second, so that with
+/// `PING_TIMEOUT` a hung store shows as unready within about 2 s.
+const READINESS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long one readiness ping may take before the store counts as unavailable.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often the readiness checker asks the API whether it still accepts the credential: a
@@ -178,6 +185,7 @@ impl Probes {
             Arc::clone(health),
             "database",
             READINESS_INTERVAL,
+            Some(PING_TIMEOUT),
             stop.clone(),
             move || pinger.ping(PING_TIMEOUT).map_err(|e| e.to_string()),
         );
@@ -197,6 +205,9 @@ impl Probes {
             Arc::clone(health),
             "kubernetes",
             KUBE_READINESS_INTERVAL,
+            // The client's own request timeouts bound it, and an API that cannot be reached
+            // does not make the agent unready.
+            None,
             stop.clone(),
             move || credential.check(),
         );
@@ -327,8 +338,10 @@ impl Delivery {
             Ok(()) => {
                 let _ = handle.join();
             }
+            // Not joined: the thread may be blocked on a hung store, which never returns.
             Err(_) => log::warn!(
-                "a notification was still being sent at shutdown; it stays queued and is sent again after the restart"
+                thread = "notify";
+                "the notify thread did not stop in time (a send or a store call in flight); abandoning it: its message stays queued and is sent again after the restart"
             ),
         }
     }
@@ -387,14 +400,16 @@ pub fn run(config: &Config, signals: Signals) -> bool {
     let Some((poll_thread, done_rx)) = spawn_poll(poller, stop_rx.clone(), once) else {
         return false;
     };
-    let started = Instant::now();
-    let ok = select! {
+    // `stopping`: when shutdown began; the budget counts from the signal.
+    let (ok, poll_stopped, stopping) = select! {
         recv(signals.receiver()) -> signal => {
             log::info!(signal = signal.unwrap_or_default(); "signal received, shutting down");
             if let Some(client) = kube_handle.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
                 client.shutdown();
             }
-            shutdown(&health, stop_tx, &done_rx)
+            let stopping = Instant::now();
+            let stopped = shutdown(&health, stop_tx, &done_rx);
+            (true, stopped, stopping)
         }
         recv(done_rx) -> outcome => {
             let ok = outcome.unwrap_or(false);
@@ -404,14 +419,21 @@ pub fn run(config: &Config, signals: Signals) -> bool {
             }
             health.begin_shutdown();
             drop(stop_tx);
-            ok && once
+            (ok && once, true, Instant::now())
         }
     };
-    let _ = poll_thread.join();
-    delivery.finish(started);
-    // Only now, with the poll loop stopped, may a successor start: release the Lease.
-    if let Some(e) = elector {
-        e.stop();
+    if poll_stopped {
+        let _ = poll_thread.join();
+    }
+    delivery.finish(stopping);
+    match elector {
+        // Only now, with the poll loop stopped, may a successor start: release the Lease.
+        Some(e) if poll_stopped => e.stop(),
+        // The abandoned poll thread could still commit if the store woke up before the process
+        // exits: keep the Lease (never released, never dropped) so that no successor starts
+        // before it expires.
+        Some(e) => std::mem::forget(e),
+        None => {}
     }
     if let Some(probes) = probes {
         probes.stop();
@@ -450,12 +472,15 @@ fn poll_loop_ended(health: &HealthState, once: bool) {
 
 /// Flips readiness, tells the threads to stop and waits for the poll loop to finish its unit of
 /// work. The poll loop commits or rolls back per workload, so stopping between units loses
-/// nothing.
+/// nothing. Returns whether it stopped; if it did not within `POLL_STOP_WAIT` it is blocked
+/// (a hung store never answers, and no client timeout covers a server that accepts bytes but
+/// never replies) and is abandoned, not joined: its transaction is never committed, so the
+/// store keeps the last complete unit and the next start redoes the rest.
 fn shutdown(health: &HealthState, stop_tx: Sender<()>, done_rx: &Receiver<bool>) -> bool {
     health.begin_shutdown();
     drop(stop_tx);
     let started = Instant::now();
-    match done_rx.recv_timeout(SHUTDOWN_BUDGET) {
+    match done_rx.recv_timeout(POLL_STOP_WAIT) {
         Ok(_) => {
             log::info!(
                 elapsed_ms = started.elapsed().as_millis() as u64;
@@ -465,12 +490,11 @@ fn shutdown(health: &HealthState, stop_tx: Sender<()>, done_rx: &Receiver<bool>)
         }
         Err(_) => {
             log::error!(
-                "poll loop did not stop within {}s; exiting anyway",
-                SHUTDOWN_BUDGET.as_secs()
+                thread = "poll";
+                "the poll loop did not stop within {}s (blocked on the store or the API); abandoning it: its open transaction is never committed, the next start redoes the cycle",
+                POLL_STOP_WAIT.as_secs()
             );
-            log::logger().flush();
-            // Nothing half-written survives: every unit of work is one transaction.
-            std::process::exit(1);
+            false
         }
     }
 }

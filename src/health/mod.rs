@@ -122,13 +122,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Checks one readiness condition every `interval` on its own thread, so that probes read a
-/// cached answer and never wait for the database. The check itself must bound its own time
-/// (the store's ping uses a 1 s timeout).
+/// Checks one readiness condition every `interval`, so that probes read a cached answer and
+/// never wait for the database.
+///
+/// The check runs on a worker thread of its own and the checker only waits `timeout` for its
+/// answer: a check still in flight after that (a store that accepts the connection but never
+/// answers) fails the condition at once, and so does an answer that came too late. Nothing
+/// waits for the worker: a check stuck for good (a PostgreSQL client whose `Drop` blocks on a
+/// silent server, rust-postgres issue 755) neither delays readiness nor shutdown; the next check
+/// is only asked for once it answered, so there is never more than one stuck.
+/// `timeout: None` is for checks that bound their own time.
 pub(crate) fn spawn_readiness_checker<F>(
     state: Arc<HealthState>,
     condition: &'static str,
     interval: Duration,
+    timeout: Option<Duration>,
     stop: crossbeam_channel::Receiver<()>,
     mut check: F,
 ) -> io::Result<JoinHandle<()>>
@@ -136,11 +144,31 @@ where
     F: FnMut() -> Result<(), String> + Send + 'static,
 {
     state.require(condition);
+    let (ask_tx, ask_rx) = crossbeam_channel::bounded::<()>(1);
+    let (answer_tx, answer_rx) = crossbeam_channel::bounded::<Result<(), String>>(1);
+    // Detached on purpose; it ends when the checker drops `ask_tx`, or with the process.
+    thread::Builder::new()
+        .name(format!("check-{condition}"))
+        .spawn(move || {
+            for () in ask_rx {
+                if answer_tx.send(check()).is_err() {
+                    return;
+                }
+            }
+        })?;
     thread::Builder::new()
         .name(format!("ready-{condition}"))
         .spawn(move || {
             loop {
-                let outcome = check();
+                let asked = Instant::now();
+                if ask_tx.send(()).is_err() {
+                    return;
+                }
+                let Some(outcome) = await_answer(&state, condition, timeout, &answer_rx, &stop)
+                else {
+                    return;
+                };
+                let outcome = judge(outcome, asked.elapsed(), timeout);
                 if let Err(reason) = &outcome {
                     log::debug!(condition = condition, reason = reason.as_str(); "readiness check failed");
                 }
@@ -151,6 +179,52 @@ where
                 }
             }
         })
+}
+
+/// Waits for the worker's answer; once `timeout` passes without one, marks the condition failed
+/// and keeps waiting. `None` when told to stop (or the worker is gone).
+fn await_answer(
+    state: &HealthState,
+    condition: &'static str,
+    timeout: Option<Duration>,
+    answers: &crossbeam_channel::Receiver<Result<(), String>>,
+    stop: &crossbeam_channel::Receiver<()>,
+) -> Option<Result<(), String>> {
+    let never = crossbeam_channel::never();
+    let deadline = match timeout {
+        Some(t) => crossbeam_channel::after(t),
+        None => never.clone(),
+    };
+    crossbeam_channel::select! {
+        recv(answers) -> a => return a.ok(),
+        recv(stop) -> _ => return None,
+        recv(deadline) -> _ => {}
+    }
+    let timeout = timeout.unwrap_or_default();
+    let reason = format!("no answer within {}ms", timeout.as_millis());
+    log::debug!(condition = condition, reason = reason.as_str(); "readiness check failed");
+    state.set_condition(condition, Err(reason));
+    crossbeam_channel::select! {
+        recv(answers) -> a => a.ok(),
+        recv(stop) -> _ => None,
+    }
+}
+
+/// A check's outcome, failed if it came after `timeout`: readiness promises an answer within
+/// that bound, so a store that answers slower than that is not ready.
+fn judge(
+    outcome: Result<(), String>,
+    took: Duration,
+    timeout: Option<Duration>,
+) -> Result<(), String> {
+    match (outcome, timeout) {
+        (Ok(()), Some(t)) if took > t => Err(format!(
+            "answered after {}ms, over the {}ms bound",
+            took.as_millis(),
+            t.as_millis()
+        )),
+        (outcome, _) => outcome,
+    }
 }
 
 #[cfg(test)]
@@ -203,5 +277,66 @@ mod tests {
             stall_bound_for(Duration::from_secs(30)),
             Duration::from_secs(360)
         );
+    }
+
+    /// A check that never answers fails readiness within its timeout, and stopping the checker
+    /// does not wait for it.
+    #[test]
+    fn a_hung_check_fails_readiness_and_does_not_hold_up_stop() {
+        let state = HealthState::new(Duration::from_secs(60));
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let (hang_tx, hang_rx) = crossbeam_channel::bounded::<()>(0);
+        let mut calls = 0;
+        let checker = spawn_readiness_checker(
+            Arc::clone(&state),
+            "database",
+            Duration::from_millis(50),
+            Some(Duration::from_millis(200)),
+            stop_rx,
+            move || {
+                calls += 1;
+                if calls > 1 {
+                    // Hangs until the test ends (the sender is dropped then).
+                    let _ = hang_rx.recv();
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while state.readiness().is_err() && Instant::now() < until {
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(state.readiness(), Ok(()));
+        let hung = Instant::now();
+        while state.readiness().is_ok() && Instant::now() < until {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let took = hung.elapsed();
+        assert_eq!(
+            state.readiness(),
+            Err("database: no answer within 200ms".into())
+        );
+        assert!(took < Duration::from_secs(1), "unready after {took:?}");
+        let stopping = Instant::now();
+        drop(stop_tx);
+        checker.join().unwrap();
+        assert!(stopping.elapsed() < Duration::from_secs(1));
+        drop(hang_tx);
+    }
+
+    #[test]
+    fn a_late_answer_counts_as_a_failure() {
+        let t = Some(Duration::from_millis(100));
+        assert_eq!(judge(Ok(()), Duration::from_millis(50), t), Ok(()));
+        assert_eq!(
+            judge(Ok(()), Duration::from_millis(150), t),
+            Err("answered after 150ms, over the 100ms bound".into())
+        );
+        assert_eq!(
+            judge(Err("refused".into()), Duration::from_millis(150), t),
+            Err("refused".into())
+        );
+        assert_eq!(judge(Ok(()), Duration::from_secs(60), None), Ok(()));
     }
 }

@@ -10,6 +10,7 @@ pub mod error;
 mod history;
 mod metrics;
 pub mod outbox;
+mod ping;
 mod postgres;
 mod sqlite;
 mod target;
@@ -17,7 +18,6 @@ mod tls;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
 
 use jiff::Timestamp;
 
@@ -25,6 +25,7 @@ pub use error::StoreError;
 pub use history::render_history;
 pub use metrics::StoreMetrics;
 pub use outbox::{Assigned, MessageUpdate, OutboxStats, Plan, StoredMessage};
+pub use ping::Pinger;
 pub use target::{DatabaseTarget, PgSslMode, PgTarget, mask_database_url};
 
 use self::backend::{Backend, Tx};
@@ -573,57 +574,6 @@ impl Store {
 
 pub(crate) fn truncate_micros(t: Timestamp) -> Timestamp {
     Timestamp::from_microsecond(t.as_microsecond()).unwrap_or(t)
-}
-
-/// A separate, cheap connection for the readiness probe. It never blocks the writer and opens a
-/// new connection by itself after a failure.
-pub struct Pinger {
-    target: DatabaseTarget,
-    pg: Option<::postgres::Client>,
-    sqlite: Option<rusqlite::Connection>,
-}
-
-impl Pinger {
-    pub fn new(target: &DatabaseTarget) -> Pinger {
-        Pinger {
-            target: target.clone(),
-            pg: None,
-            sqlite: None,
-        }
-    }
-
-    pub fn ping(&mut self, timeout: Duration) -> Result<(), StoreError> {
-        match &self.target {
-            DatabaseTarget::Postgres(pg) => {
-                if self.pg.is_none() {
-                    let mut pg = pg.clone();
-                    pg.config.connect_timeout(timeout);
-                    self.pg = Some(postgres::connect(&pg)?);
-                }
-                let client = self.pg.as_mut().expect("connected above");
-                client.is_valid(timeout).map_err(|e| {
-                    self.pg = None;
-                    match &self.target {
-                        DatabaseTarget::Postgres(pg) => {
-                            StoreError::ConnectionLost(error::redact(&e.to_string(), &pg.secrets))
-                        }
-                        DatabaseTarget::Sqlite(_) => unreachable!(),
-                    }
-                })
-            }
-            DatabaseTarget::Sqlite(path) => {
-                if self.sqlite.is_none() {
-                    self.sqlite = Some(sqlite::open_existing(path, timeout)?);
-                }
-                let conn = self.sqlite.as_ref().expect("opened above");
-                conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
-                    .map_err(|e| {
-                        self.sqlite = None;
-                        StoreError::ConnectionLost(format!("{}: {e}", path.display()))
-                    })
-            }
-        }
-    }
 }
 
 /// For `--dry-run`: connects and reads which migrations are applied, changing nothing.

@@ -6,6 +6,7 @@ mod crash;
 mod demo;
 mod docs_links;
 mod health;
+mod hung_store;
 mod kube;
 mod leader;
 mod lifecycle_e2e;

@@ -6,6 +6,7 @@
 //! - [`sandbox`]: starts the Kubernetes-API sandbox (`examples/sandbox`) and talks to it.
 //! - [`http`]: HTTP/1.1 request parsing and response writing for loopback servers.
 //! - [`receiver`]: a recording, scripted HTTP receiver on 127.0.0.1 (Slack, webhooks, SaaS).
+//! - [`tcp_proxy`]: a loopback TCP proxy that can stop forwarding (a hung server).
 //! - [`tempdir`], [`wait`]: temporary directories and waiting for a condition.
 
 pub mod agent;
@@ -13,5 +14,6 @@ pub mod build;
 pub mod http;
 pub mod receiver;
 pub mod sandbox;
+pub mod tcp_proxy;
 pub mod tempdir;
 pub mod wait;

@@ -30,4 +30,6 @@ macro_rules! test_visible_modules {
     )*};
 }
 
-test_visible_modules!(health, kube, lifecycle, metrics, notify, poll, secret, severity, store, trivy);
+test_visible_modules!(
+    health, kube, lifecycle, metrics, notify, poll, secret, severity, store, trivy
+);

@@ -330,6 +330,7 @@ impl Client {
         })
     }
 
+    #[cfg(feature = "test-support")]
     /// Full listing of a report kind. Malformed reports are logged and counted here and
     /// still handed to the caller (as `Err`), so it can keep their previous state instead of
     /// treating their findings as gone.

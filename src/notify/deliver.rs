@@ -11,7 +11,9 @@ use jiff::Timestamp;
 
 use super::group::Message;
 use super::metrics::NotifyMetrics;
-use super::policy::{DeliveryPolicy, Disposition, Outcome, classify};
+#[cfg(feature = "test-support")]
+use super::policy::Disposition;
+use super::policy::{DeliveryPolicy, Outcome, classify};
 use super::signature;
 use crate::config::target_url::is_loopback;
 use super::{saas, slack, webhook};
@@ -92,6 +94,7 @@ pub(crate) struct Prepared {
     pub event: String,
 }
 
+#[cfg(feature = "test-support")]
 /// The report of [`Deliverer::deliver_until`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveryReport {
@@ -193,11 +196,6 @@ impl Deliverer {
                 event,
             },
         }
-    }
-
-    /// One attempt to deliver one message. `attempt` (0 for the first) sizes the backoff.
-    pub fn send(&self, target: &Target, message: &Message, attempt: u32) -> Outcome {
-        self.send_batch(target, std::slice::from_ref(message), attempt)
     }
 
     /// One attempt to deliver several messages in one SaaS request. For Slack and webhooks,
@@ -304,6 +302,7 @@ impl Deliverer {
         }
     }
 
+    #[cfg(feature = "test-support")]
     /// Delivers `messages` to `target`, retrying per the policy, until each is delivered or
     /// dead-lettered or `deadline` passes. In memory only: the outbox owner persists state;
     /// this serves `--once` (bounded wait) and tests. Message age counts from the call.
@@ -340,7 +339,7 @@ impl Deliverer {
                     continue;
                 }
                 let message = &messages[p.index];
-                let outcome = self.send(target, message, p.attempt);
+                let outcome = self.send_batch(target, std::slice::from_ref(message), p.attempt);
                 let ts_now = Timestamp::now();
                 match self.config.policy.dispose(&outcome, created, ts_now) {
                     Disposition::Delivered => report.delivered.push(message.id.clone()),

@@ -331,7 +331,8 @@ impl Client {
     }
 
     #[cfg(feature = "test-support")]
-    /// Full listing of a report kind. Malformed reports are logged and counted here and
+    /// Full listing of a report kind. Test hook (`test-support`): the poll loop lists metadata
+    /// only and fetches each changed report (`list_metadata`, `get_report`). Malformed reports are logged and counted here and
     /// still handed to the caller (as `Err`), so it can keep their previous state instead of
     /// treating their findings as gone.
     pub fn list_reports(

@@ -1,8 +1,8 @@
 //! HTTP delivery to Slack, webhooks and the SaaS: [`Deliverer`] is the thin shell that builds
 //! one request, makes one attempt and reports a typed [`Outcome`] (classified by the pure
-//! [`super::policy`]). Whoever owns the outbox decides when to call it again;
-//! [`Deliverer::deliver_until`] is a small in-memory loop built from the same pieces for
-//! `--once`-style use and for tests.
+//! [`super::policy`]). Whoever owns the outbox (the `Dispatcher`) decides when to call it
+//! again. `Deliverer::deliver_until` (feature `test-support`) is a small in-memory loop built
+//! from the same pieces, used only by tests; the agent never runs it.
 
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -304,8 +304,8 @@ impl Deliverer {
 
     #[cfg(feature = "test-support")]
     /// Delivers `messages` to `target`, retrying per the policy, until each is delivered or
-    /// dead-lettered or `deadline` passes. In memory only: the outbox owner persists state;
-    /// this serves `--once` (bounded wait) and tests. Message age counts from the call.
+    /// dead-lettered or `deadline` passes. In memory only. Message age counts from the call.
+    /// Test hook: the agent delivers through the outbox's `Dispatcher` instead.
     pub fn deliver_until(
         &self,
         target: &Target,

@@ -22,7 +22,8 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
 }
 
 #[cfg(feature = "test-support")]
-/// Constant-time check of a signature header, for receivers written in Rust (and our tests).
+/// Constant-time check of a signature header, as a receiver does it; the agent only signs,
+/// so this is a test hook (`test-support`).
 /// Does not check the timestamp's age; receivers should also reject stale timestamps.
 pub fn verify(secret: &[u8], timestamp: &str, body: &[u8], signature: &str) -> bool {
     let Some(hex_sig) = signature.strip_prefix("sha256=") else {

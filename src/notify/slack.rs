@@ -387,8 +387,8 @@ pub(crate) fn render_test(cluster: &str, now: Timestamp) -> Value {
 }
 
 #[cfg(feature = "test-support")]
-/// A Slack body as plain terminal text, for the local demo and `send a test message`
-/// previews: one line per block, mrkdwn links shown as their URL, entities unescaped. Control
+/// A Slack body as plain terminal text, for the local demo (`examples/demo.rs`; hence
+/// `test-support`): one line per block, mrkdwn links shown as their URL, entities unescaped. Control
 /// characters other than the line breaks between blocks are dropped, so no text from a report
 /// can move the cursor, ring the bell or recolour the terminal (escape sequences start with
 /// ESC), and no bidirectional override can reorder what is shown.

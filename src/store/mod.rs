@@ -230,6 +230,7 @@ impl Store {
         Ok(out.expect("the transaction committed, so the work ran to its end"))
     }
 
+    /// Test hooks (`test-support`): the agent itself never asks these.
     #[cfg(feature = "test-support")]
     pub fn ping(&mut self) -> Result<(), StoreError> {
         self.backend.ping()
@@ -270,7 +271,8 @@ impl Store {
     }
 
     #[cfg(feature = "test-support")]
-    /// The resourceVersion recorded for a report uid, `None` for a report never applied.
+    /// The resourceVersion recorded for a report uid, `None` for a report never applied. Test
+    /// hook; the poll loop reads them all at once with [`Store::report_versions`].
     pub fn report_version(
         &mut self,
         cluster: &str,

@@ -18,10 +18,11 @@ ci-checks:
     .ci/check-msrv
     .ci/check-deny
 
-# Formatting and clippy with warnings as errors (and std APIs newer than rust-version denied), on every target of the workspace.
+# Formatting and clippy with warnings as errors (and std APIs newer than rust-version denied), on every target of the workspace; no dead code in the binary's view.
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --locked -- -D warnings -D clippy::incompatible_msrv
+    .ci/check-dead-code
 
 # Debug build of the agent.
 build:

@@ -8,21 +8,30 @@
 
 pub(crate) mod backoff;
 pub(crate) mod check;
-pub mod config;
 #[cfg(fuzzing)]
 pub mod fuzz_api;
-pub mod health;
-pub mod kube;
 pub(crate) mod leader;
-pub mod lifecycle;
-pub mod logging;
-pub mod metrics;
-pub mod notify;
-pub mod poll;
-pub mod secret;
-pub mod service;
-pub mod severity;
-pub mod store;
 pub(crate) mod text;
 pub(crate) mod tls_verifier;
-pub mod trivy;
+
+// What main.rs uses: public in every build.
+pub mod config;
+pub mod logging;
+pub mod service;
+
+/// Declares modules that only the integration tests, examples and benchmarks reach from outside
+/// the crate. They are `pub` in a normal build; under `--cfg kijo_bin_view` (`.ci/check-dead-code`)
+/// they are private, so rustc sees the crate as the binary does and reports every item that only
+/// a test uses as dead code. Without this view, `pub` hides dead code from rustc entirely.
+macro_rules! test_visible_modules {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(not(kijo_bin_view))]
+        pub mod $name;
+        #[cfg(kijo_bin_view)]
+        pub(crate) mod $name;
+    )*};
+}
+
+test_visible_modules!(
+    health, kube, lifecycle, metrics, notify, poll, secret, severity, store, trivy
+);

@@ -86,7 +86,10 @@ pub struct ClusterConfig {
     pub proxy_url: Option<String>,
     pub client_cert: Option<ClientCertPem>,
     pub auth: AuthConfig,
-    /// The default namespace (context namespace, or the pod's namespace in-cluster).
+    /// The default namespace (context namespace, or the pod's namespace in-cluster). Only tests
+    /// read it: the agent names namespaces explicitly and the Lease namespace is resolved by
+    /// `leader`.
+    #[cfg(feature = "test-support")]
     pub namespace: String,
 }
 
@@ -152,6 +155,7 @@ impl ClusterConfig {
         })?;
         check_ca_pem(&ca, &ca_path.display().to_string())?;
         read_token_file(&token_path)?;
+        #[cfg(feature = "test-support")]
         let namespace = std::env::var("POD_NAMESPACE")
             .ok()
             .filter(|s| !s.is_empty())
@@ -174,6 +178,7 @@ impl ClusterConfig {
                 path: token_path,
                 fallback: None,
             },
+            #[cfg(feature = "test-support")]
             namespace,
         })
     }
@@ -331,6 +336,7 @@ struct NamedContext {
 struct RawContext {
     cluster: Option<String>,
     user: Option<String>,
+    #[cfg(feature = "test-support")]
     namespace: Option<String>,
 }
 
@@ -450,6 +456,7 @@ fn resolve_merged(
         proxy_url: endpoint.proxy_url,
         client_cert,
         auth,
+        #[cfg(feature = "test-support")]
         namespace: ctx
             .namespace
             .clone()

@@ -330,7 +330,9 @@ impl Client {
         })
     }
 
-    /// Full listing of a report kind. Malformed reports are logged and counted here and
+    #[cfg(feature = "test-support")]
+    /// Full listing of a report kind. Test hook (`test-support`): the poll loop lists metadata
+    /// only and fetches each changed report (`list_metadata`, `get_report`). Malformed reports are logged and counted here and
     /// still handed to the caller (as `Err`), so it can keep their previous state instead of
     /// treating their findings as gone.
     pub fn list_reports(

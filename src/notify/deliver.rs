@@ -1,8 +1,8 @@
 //! HTTP delivery to Slack, webhooks and the SaaS: [`Deliverer`] is the thin shell that builds
 //! one request, makes one attempt and reports a typed [`Outcome`] (classified by the pure
-//! [`super::policy`]). Whoever owns the outbox decides when to call it again;
-//! [`Deliverer::deliver_until`] is a small in-memory loop built from the same pieces for
-//! `--once`-style use and for tests.
+//! [`super::policy`]). Whoever owns the outbox (the `Dispatcher`) decides when to call it
+//! again. `Deliverer::deliver_until` (feature `test-support`) is a small in-memory loop built
+//! from the same pieces, used only by tests; the agent never runs it.
 
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -11,7 +11,9 @@ use jiff::Timestamp;
 
 use super::group::Message;
 use super::metrics::NotifyMetrics;
-use super::policy::{DeliveryPolicy, Disposition, Outcome, classify};
+#[cfg(feature = "test-support")]
+use super::policy::Disposition;
+use super::policy::{DeliveryPolicy, Outcome, classify};
 use super::signature;
 use super::{saas, slack, webhook};
 use crate::backoff;
@@ -92,6 +94,7 @@ pub(crate) struct Prepared {
     pub event: String,
 }
 
+#[cfg(feature = "test-support")]
 /// The report of [`Deliverer::deliver_until`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveryReport {
@@ -193,11 +196,6 @@ impl Deliverer {
                 event,
             },
         }
-    }
-
-    /// One attempt to deliver one message. `attempt` (0 for the first) sizes the backoff.
-    pub fn send(&self, target: &Target, message: &Message, attempt: u32) -> Outcome {
-        self.send_batch(target, std::slice::from_ref(message), attempt)
     }
 
     /// One attempt to deliver several messages in one SaaS request. For Slack and webhooks,
@@ -304,9 +302,10 @@ impl Deliverer {
         }
     }
 
+    #[cfg(feature = "test-support")]
     /// Delivers `messages` to `target`, retrying per the policy, until each is delivered or
-    /// dead-lettered or `deadline` passes. In memory only: the outbox owner persists state;
-    /// this serves `--once` (bounded wait) and tests. Message age counts from the call.
+    /// dead-lettered or `deadline` passes. In memory only. Message age counts from the call.
+    /// Test hook: the agent delivers through the outbox's `Dispatcher` instead.
     pub fn deliver_until(
         &self,
         target: &Target,
@@ -340,7 +339,7 @@ impl Deliverer {
                     continue;
                 }
                 let message = &messages[p.index];
-                let outcome = self.send(target, message, p.attempt);
+                let outcome = self.send_batch(target, std::slice::from_ref(message), p.attempt);
                 let ts_now = Timestamp::now();
                 match self.config.policy.dispose(&outcome, created, ts_now) {
                     Disposition::Delivered => report.delivered.push(message.id.clone()),

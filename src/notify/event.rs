@@ -28,16 +28,6 @@ impl ChangeKind {
             ChangeKind::WorkloadRemoved => "workload_removed",
         }
     }
-
-    /// Short label for metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChangeKind::New => "new",
-            ChangeKind::Fixed => "fixed",
-            ChangeKind::Reintroduced => "reintroduced",
-            ChangeKind::WorkloadRemoved => "workload_removed",
-        }
-    }
 }
 
 /// One finding's lifecycle change, as it should be told to people.

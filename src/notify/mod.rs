@@ -8,13 +8,13 @@
 //! `test_message` is `notify-test`. The outbox that makes delivery durable is kept by the
 //! store; [`outbox::Dispatcher`] (the notify thread) delivers it.
 
-pub(crate) mod deliver;
+pub mod deliver;
 pub mod event;
 pub mod group;
 pub mod metrics;
 pub mod outbox;
 pub mod plan;
-pub(crate) mod policy;
+pub mod policy;
 pub(crate) mod saas;
 pub mod settings;
 pub mod signature;
@@ -22,11 +22,9 @@ pub mod slack;
 pub(crate) mod test_message;
 pub(crate) mod webhook;
 
-pub use deliver::{Deliverer, DelivererConfig, DeliveryReport, Target};
-pub use event::{Change, ChangeKind, Severity};
-pub use group::{Message, group, select};
+pub use deliver::{Deliverer, Target};
 pub use metrics::NotifyMetrics;
 pub use outbox::Dispatcher;
-pub use policy::{DeliveryPolicy, Outcome};
+pub use policy::Outcome;
 pub use settings::NotifySettings;
 pub use test_message::send_test_message;

@@ -1,6 +1,6 @@
 //! The delivery retry policy, pure so that it is table-tested: how an HTTP answer is classified
-//! ([`classify`]), how long to wait ([`DeliveryPolicy::backoff`], [`parse_retry_after`]) and
-//! what becomes of the message ([`DeliveryPolicy::dispose`]). Nothing is dropped silently:
+//! (`classify`), how long to wait ([`DeliveryPolicy::backoff`], `parse_retry_after`) and
+//! what becomes of the message (`DeliveryPolicy::dispose`). Nothing is dropped silently:
 //! every message ends delivered, or dead-lettered with a reason and a counter.
 
 use std::time::Duration;

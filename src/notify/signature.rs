@@ -21,7 +21,9 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     format!("sha256={}", hex(ctx.sign().as_ref()))
 }
 
-/// Constant-time check of a signature header, for receivers written in Rust (and our tests).
+#[cfg(feature = "test-support")]
+/// Constant-time check of a signature header, as a receiver does it; the agent only signs,
+/// so this is a test hook (`test-support`).
 /// Does not check the timestamp's age; receivers should also reject stale timestamps.
 pub fn verify(secret: &[u8], timestamp: &str, body: &[u8], signature: &str) -> bool {
     let Some(hex_sig) = signature.strip_prefix("sha256=") else {
@@ -38,6 +40,7 @@ pub fn verify(secret: &[u8], timestamp: &str, body: &[u8], signature: &str) -> b
     hmac::verify(&key, &data, &tag).is_ok()
 }
 
+#[cfg(feature = "test-support")]
 fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;

@@ -386,8 +386,9 @@ pub(crate) fn render_test(cluster: &str, now: Timestamp) -> Value {
     })
 }
 
-/// A Slack body as plain terminal text, for the local demo and `send a test message`
-/// previews: one line per block, mrkdwn links shown as their URL, entities unescaped. Control
+#[cfg(feature = "test-support")]
+/// A Slack body as plain terminal text, for the local demo (`examples/demo.rs`; hence
+/// `test-support`): one line per block, mrkdwn links shown as their URL, entities unescaped. Control
 /// characters other than the line breaks between blocks are dropped, so no text from a report
 /// can move the cursor, ring the bell or recolour the terminal (escape sequences start with
 /// ESC), and no bidirectional override can reorder what is shown.
@@ -432,6 +433,7 @@ pub(crate) fn terminal_safe(text: &str) -> String {
         .collect()
 }
 
+#[cfg(feature = "test-support")]
 fn mrkdwn_to_plain(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;

@@ -11,9 +11,10 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 
+#[cfg(feature = "test-support")]
+use super::SchemaStatus;
 use super::{
-    KnownReport, MessageUpdate, OpenFindings, OutboxStats, Removal, ReportVersion, SchemaStatus,
-    StoreError,
+    KnownReport, MessageUpdate, OpenFindings, OutboxStats, Removal, ReportVersion, StoreError,
 };
 use crate::lifecycle::{AssetId, Event, Observation, StoredFinding};
 use crate::severity::Severity;
@@ -127,8 +128,11 @@ pub(crate) trait Backend: Send {
     fn transaction(&mut self, context: &'static str, work: &mut Work<'_>)
     -> Result<(), StoreError>;
 
+    #[cfg(feature = "test-support")]
     fn ping(&mut self) -> Result<(), StoreError>;
+    #[cfg(feature = "test-support")]
     fn schema_status(&mut self) -> Result<SchemaStatus, StoreError>;
+    #[cfg(feature = "test-support")]
     fn is_empty_for_cluster(&mut self, cluster: &str) -> Result<bool, StoreError>;
     fn baseline_pending(&mut self, cluster: &str) -> Result<bool, StoreError>;
     fn finish_baseline(&mut self, cluster: &str, at: Timestamp) -> Result<(), StoreError>;
@@ -136,13 +140,13 @@ pub(crate) trait Backend: Send {
         &mut self,
         cluster: &str,
     ) -> Result<HashMap<String, KnownReport>, StoreError>;
+    #[cfg(feature = "test-support")]
     fn report_version(&mut self, cluster: &str, uid: &str) -> Result<Option<String>, StoreError>;
     fn retain_report_versions(
         &mut self,
         cluster: &str,
         live: &[String],
     ) -> Result<usize, StoreError>;
-    fn known_assets(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError>;
     fn known_workloads(
         &mut self,
         cluster: &str,

@@ -231,14 +231,18 @@ impl Store {
         Ok(out.expect("the transaction committed, so the work ran to its end"))
     }
 
+    /// Test hooks (`test-support`): the agent itself never asks these.
+    #[cfg(feature = "test-support")]
     pub fn ping(&mut self) -> Result<(), StoreError> {
         self.backend.ping()
     }
 
+    #[cfg(feature = "test-support")]
     pub fn schema_status(&mut self) -> Result<SchemaStatus, StoreError> {
         self.backend.schema_status()
     }
 
+    #[cfg(feature = "test-support")]
     /// True when this cluster has never recorded a scan. Prefer [`Store::baseline_pending`] for
     /// the baseline decision: it stays true when the first cycle was interrupted halfway.
     pub fn is_empty_for_cluster(&mut self, cluster: &str) -> Result<bool, StoreError> {
@@ -267,7 +271,9 @@ impl Store {
         self.backend.report_versions(cluster)
     }
 
-    /// The resourceVersion recorded for a report uid, `None` for a report never applied.
+    #[cfg(feature = "test-support")]
+    /// The resourceVersion recorded for a report uid, `None` for a report never applied. Test
+    /// hook; the poll loop reads them all at once with [`Store::report_versions`].
     pub fn report_version(
         &mut self,
         cluster: &str,
@@ -285,15 +291,6 @@ impl Store {
         live_uids: &[String],
     ) -> Result<usize, StoreError> {
         self.backend.retain_report_versions(cluster, live_uids)
-    }
-
-    /// The stored state of one workload container (what `diff` compares against).
-    pub fn load_asset(
-        &mut self,
-        cluster: &str,
-        asset: &AssetId,
-    ) -> Result<StoredAsset, StoreError> {
-        self.transaction("loading findings", |tx| load_asset(tx, cluster, asset))
     }
 
     /// Applies one scan of one workload container: loads its stored findings, diffs, writes the
@@ -345,11 +342,6 @@ impl Store {
         result
     }
 
-    /// Every workload container with a recorded scan and not removed.
-    pub fn known_assets(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError> {
-        self.backend.known_assets(cluster)
-    }
-
     /// Workloads (namespace, kind, name) with a recorded scan and not yet removed; the caller
     /// compares them with the cluster to find removed ones.
     pub fn known_workloads(
@@ -383,15 +375,6 @@ impl Store {
     ) -> Result<Vec<SeverityCount>, StoreError> {
         Ok(SeverityCount::totals(&self.open_findings(cluster)?))
     }
-}
-
-/// The stored state of one workload container, read in the caller's transaction.
-fn load_asset(tx: &mut dyn Tx, cluster: &str, asset: &AssetId) -> Result<StoredAsset, StoreError> {
-    let last_scan_at = tx.last_scan(cluster, asset)?;
-    Ok(StoredAsset {
-        last_scan_at,
-        findings: tx.load_findings(cluster, asset)?,
-    })
 }
 
 /// The changed rows, then the events with their outbox rows.

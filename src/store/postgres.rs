@@ -173,6 +173,7 @@ pub(crate) struct Statements {
     insert_outbox: Statement,
     upsert_container: Statement,
     upsert_report: Statement,
+    #[cfg(feature = "test-support")]
     report_version: Statement,
 }
 
@@ -226,6 +227,7 @@ impl Statements {
                          namespace = EXCLUDED.namespace, workload_kind = EXCLUDED.workload_kind,
                          workload = EXCLUDED.workload, container = EXCLUDED.container,
                          recorded_at = now()")?,
+            #[cfg(feature = "test-support")]
             report_version: c.prepare("SELECT resource_version FROM report_versions WHERE cluster_name = $1 AND report_uid = $2")?,
         })
     }
@@ -344,6 +346,7 @@ impl Backend for PgStore {
         })
     }
 
+    #[cfg(feature = "test-support")]
     fn ping(&mut self) -> Result<(), StoreError> {
         self.run(false, |c, _, s| {
             c.simple_query("SELECT 1")
@@ -352,10 +355,12 @@ impl Backend for PgStore {
         })
     }
 
+    #[cfg(feature = "test-support")]
     fn schema_status(&mut self) -> Result<SchemaStatus, StoreError> {
         self.query("reading the schema version", |c, _| schema_status_of(c))
     }
 
+    #[cfg(feature = "test-support")]
     fn is_empty_for_cluster(&mut self, cluster: &str) -> Result<bool, StoreError> {
         self.query("checking for a baseline", |c, _| {
             c.query_one(
@@ -418,6 +423,7 @@ impl Backend for PgStore {
         })
     }
 
+    #[cfg(feature = "test-support")]
     fn report_version(&mut self, cluster: &str, uid: &str) -> Result<Option<String>, StoreError> {
         self.query("reading a report version", |c, st| {
             c.query_opt(&st.report_version, &[&cluster, &uid])
@@ -436,26 +442,6 @@ impl Backend for PgStore {
                 &[&cluster, &live],
             )
             .map(|n| n as usize)
-        })
-    }
-
-    fn known_assets(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError> {
-        self.query("listing containers", |c, _| {
-            c.query(
-                "SELECT namespace, workload_kind, workload, container FROM scanned_containers
-                 WHERE cluster_name = $1 AND removed_at IS NULL ORDER BY 1, 2, 3, 4",
-                &[&cluster],
-            )
-            .map(|rows| {
-                rows.iter()
-                    .map(|r| AssetId {
-                        namespace: r.get(0),
-                        workload_kind: r.get(1),
-                        workload: r.get(2),
-                        container: r.get(3),
-                    })
-                    .collect()
-            })
         })
     }
 

@@ -234,16 +234,19 @@ impl Backend for SqliteStore {
         tx.tx.commit().map_err(|e| sql_err(path, e, context))
     }
 
+    #[cfg(feature = "test-support")]
     fn ping(&mut self) -> Result<(), StoreError> {
         self.query("pinging", |c| {
             c.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
         })
     }
 
+    #[cfg(feature = "test-support")]
     fn schema_status(&mut self) -> Result<SchemaStatus, StoreError> {
         self.query("reading the schema version", schema_status_of)
     }
 
+    #[cfg(feature = "test-support")]
     fn is_empty_for_cluster(&mut self, cluster: &str) -> Result<bool, StoreError> {
         self.query("checking for a baseline", |c| {
             c.query_row(
@@ -302,6 +305,7 @@ impl Backend for SqliteStore {
         })
     }
 
+    #[cfg(feature = "test-support")]
     fn report_version(&mut self, cluster: &str, uid: &str) -> Result<Option<String>, StoreError> {
         self.query("reading a report version", |c| {
             c.query_row(
@@ -344,26 +348,6 @@ impl Backend for SqliteStore {
         tx.execute_batch("DELETE FROM live_uids;").map_err(q)?;
         tx.commit().map_err(q)?;
         Ok(n)
-    }
-
-    fn known_assets(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError> {
-        self.query("listing containers", |c| {
-            collect(
-                &mut c.prepare(
-                    "SELECT namespace, workload_kind, workload, container FROM scanned_containers
-                     WHERE cluster_name = ?1 AND removed_at IS NULL ORDER BY 1, 2, 3, 4",
-                )?,
-                [cluster],
-                |r| {
-                    Ok(AssetId {
-                        namespace: r.get(0)?,
-                        workload_kind: r.get(1)?,
-                        workload: r.get(2)?,
-                        container: r.get(3)?,
-                    })
-                },
-            )
-        })
     }
 
     fn known_workloads(

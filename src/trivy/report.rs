@@ -193,17 +193,6 @@ impl Keyed for Finding {
     }
 }
 
-impl Finding {
-    /// The individual versions in `fixed_version` (`"1.4.13, 1.5.10"` → two entries).
-    pub fn fixed_versions(&self) -> Vec<&str> {
-        self.fixed_version
-            .split(',')
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .collect()
-    }
-}
-
 /// A parsed report with its findings deduplicated by key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report<F = Finding> {
@@ -623,7 +612,7 @@ mod tests {
         );
         assert_eq!(r.findings.len(), 2);
         assert_eq!(r.findings[0].severity, Severity::Critical);
-        assert_eq!(r.findings[0].fixed_versions(), vec!["1.1", "1.2"]);
+        assert_eq!(r.findings[0].fixed_version, "1.1, 1.2");
         assert_eq!(r.findings[1].package_path, "/app/x.jar");
         assert_eq!(r.findings[1].key().package_path, "/app/x.jar");
     }

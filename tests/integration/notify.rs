@@ -3,11 +3,12 @@
 use std::time::{Duration, Instant};
 
 use kijo_agent::metrics::Registry;
+use kijo_agent::notify::deliver::DelivererConfig;
+use kijo_agent::notify::event::{Change, ChangeKind, Severity};
+use kijo_agent::notify::group::{Message, group, select};
 use kijo_agent::notify::metrics::{FailureLabels, TargetLabels};
-use kijo_agent::notify::{
-    Change, ChangeKind, Deliverer, DelivererConfig, DeliveryPolicy, Message, NotifyMetrics,
-    Outcome, Severity, Target, group, select, send_test_message, signature,
-};
+use kijo_agent::notify::policy::DeliveryPolicy;
+use kijo_agent::notify::{Deliverer, NotifyMetrics, Outcome, Target, send_test_message, signature};
 use kijo_agent::secret::Secret;
 
 use crate::support::receiver::{Receiver, Reply, wait_until};
@@ -74,7 +75,11 @@ fn webhook_body_has_readme_fields_and_signature_verifies() {
     let d = deliverer(None);
     let message = one_message();
     assert_eq!(
-        d.send(&webhook(&receiver, Some("whsec_123")), &message, 0),
+        d.send_batch(
+            &webhook(&receiver, Some("whsec_123")),
+            std::slice::from_ref(&message),
+            0
+        ),
         Outcome::Delivered
     );
     let req = receiver.wait_for_requests(1, WAIT).remove(0);
@@ -110,7 +115,7 @@ fn webhook_body_has_readme_fields_and_signature_verifies() {
     assert_eq!(findings[1]["fixed_version"], "0.31.0");
 
     // Without a secret there is no signature.
-    d.send(&webhook(&receiver, None), &message, 0);
+    d.send_batch(&webhook(&receiver, None), std::slice::from_ref(&message), 0);
     let unsigned = receiver.wait_for_requests(2, WAIT).remove(1);
     assert_eq!(unsigned.header("x-kijo-signature"), None);
 }
@@ -135,7 +140,10 @@ fn slack_gets_a_valid_post_within_limits_for_5000_findings() {
     let target = Target::Slack {
         url: Secret::new(receiver.url("/services/T000/B000/XXXX")),
     };
-    assert_eq!(d.send(&target, &messages[0], 0), Outcome::Delivered);
+    assert_eq!(
+        d.send_batch(&target, std::slice::from_ref(&messages[0]), 0),
+        Outcome::Delivered
+    );
     let body = receiver.wait_for_requests(1, WAIT).remove(0).json();
     let blocks = body["blocks"].as_array().unwrap();
     assert!(blocks.len() <= 50, "{} blocks", blocks.len());
@@ -163,7 +171,7 @@ fn too_many_requests_with_retry_after_is_retried_after_that_delay() {
     let d = deliverer(None);
     let target = webhook(&receiver, None);
     let message = one_message();
-    match d.send(&target, &message, 0) {
+    match d.send_batch(&target, std::slice::from_ref(&message), 0) {
         Outcome::Retry { after, reason } => {
             assert_eq!(after, Duration::from_secs(17));
             assert!(reason.contains("429"), "{reason}");
@@ -171,7 +179,7 @@ fn too_many_requests_with_retry_after_is_retried_after_that_delay() {
         other => panic!("expected retry, got {other:?}"),
     }
     assert!(matches!(
-        d.send(&target, &message, 1),
+        d.send_batch(&target, std::slice::from_ref(&message), 1),
         Outcome::Retry { after, .. } if after == Duration::from_secs(2)
     ));
 }
@@ -187,7 +195,7 @@ fn bad_request_is_permanent_and_dead_lettered_without_a_retry_storm() {
         url: Secret::new(receiver.url("/services/T/B/SECRETTOKEN")),
     };
     let message = one_message();
-    match d.send(&target, &message, 0) {
+    match d.send_batch(&target, std::slice::from_ref(&message), 0) {
         Outcome::Permanent { status, reason } => {
             assert_eq!(status, Some(400));
             assert!(
@@ -230,7 +238,7 @@ fn saas_rejected_key_is_a_distinct_outcome_and_a_metric() {
     };
     let message = one_message();
     assert!(matches!(
-        d.send(&target, &message, 0),
+        d.send_batch(&target, std::slice::from_ref(&message), 0),
         Outcome::AuthRejected { status: 401, reason } if reason.contains("invalid_key")
     ));
     let rejected = || {
@@ -246,7 +254,10 @@ fn saas_rejected_key_is_a_distinct_outcome_and_a_metric() {
         d.heartbeat(&target, 0),
         Outcome::AuthRejected { status: 403, .. }
     ));
-    assert_eq!(d.send(&target, &message, 0), Outcome::Delivered);
+    assert_eq!(
+        d.send_batch(&target, std::slice::from_ref(&message), 0),
+        Outcome::Delivered
+    );
     assert_eq!(rejected(), 0, "cleared by an accepted request");
 
     let reqs = receiver.wait_for_requests(3, WAIT);
@@ -269,7 +280,11 @@ fn receiver_down_is_a_retry_without_the_url_in_the_reason() {
     let mut receiver = Receiver::start();
     receiver.stop();
     let d = deliverer(None);
-    match d.send(&webhook(&receiver, None), &one_message(), 0) {
+    match d.send_batch(
+        &webhook(&receiver, None),
+        std::slice::from_ref(&one_message()),
+        0,
+    ) {
         Outcome::Retry { after, reason } => {
             assert!(after <= Duration::from_millis(40));
             assert!(
@@ -411,7 +426,11 @@ fn a_hung_target_times_out_and_is_retried() {
     config.timeout = Duration::from_millis(500);
     let d = Deliverer::new(config, None);
     let started = Instant::now();
-    let outcome = d.send(&webhook(&receiver, None), &one_message(), 0);
+    let outcome = d.send_batch(
+        &webhook(&receiver, None),
+        std::slice::from_ref(&one_message()),
+        0,
+    );
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "bounded by the request timeout"
@@ -422,7 +441,11 @@ fn a_hung_target_times_out_and_is_retried() {
     }
     // The next attempt goes through.
     assert_eq!(
-        d.send(&webhook(&receiver, None), &one_message(), 1),
+        d.send_batch(
+            &webhook(&receiver, None),
+            std::slice::from_ref(&one_message()),
+            1
+        ),
         Outcome::Delivered
     );
 }

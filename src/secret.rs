@@ -59,9 +59,11 @@ mod tests {
                 "postgres://kijo:s3cret@db:5432/kijo",
                 "postgres://kijo:***@db:5432/kijo",
             ),
+            // More than one `@`: the driver's password and parameters may sit anywhere in it
+            // (a fuzz-found leak), so none of it is shown.
             (
                 "postgresql://kijo:p@ss@word@db/kijo?sslmode=require",
-                "postgresql://kijo:***@db/kijo?sslmode=require",
+                "postgresql://***",
             ),
             ("postgres://kijo@db/kijo", "postgres://kijo@db/kijo"),
             (

@@ -21,7 +21,10 @@ fn is_unsafe(c: char) -> bool {
 /// one space (a title keeps its word boundaries), every other unsafe character is dropped.
 /// Borrowed when nothing had to change, which is the usual case.
 pub(crate) fn clean(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(is_unsafe) {
+    // Printable ASCII, the usual case, is checked a byte at a time (the compiler vectorises
+    // it); only text with other bytes is decoded to characters.
+    let printable_ascii = text.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if printable_ascii || !text.chars().any(is_unsafe) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());

@@ -101,10 +101,35 @@ impl std::error::Error for StoreError {}
 
 /// Removes every occurrence of the secrets from a driver's message. Drivers do not echo passwords
 /// today as far as we know, but that is their implementation detail, not a promise.
+///
+/// One pass over the original text: every byte that any secret's occurrence covers (overlapping
+/// occurrences included) is masked, and each run of masked bytes becomes one `***`. Replacing
+/// secret after secret instead would search text the previous replacement wrote: a secret `*`
+/// turns `***` into `*********`, and twenty such parameters (the fuzzer built one) grow the
+/// message as 3^20.
 pub(crate) fn redact(message: &str, secrets: &[String]) -> String {
-    let mut out = message.to_owned();
-    for s in secrets.iter().filter(|s| !s.is_empty()) {
-        out = out.replace(s.as_str(), "***");
+    let mut masked = vec![false; message.len()];
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        let mut from = 0;
+        while let Some(at) = message[from..].find(secret.as_str()) {
+            let start = from + at;
+            masked[start..start + secret.len()].fill(true);
+            // Next search one character on, so that overlapping occurrences are found too.
+            from = start + message[start..].chars().next().map_or(1, char::len_utf8);
+        }
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut in_mask = false;
+    for (i, c) in message.char_indices() {
+        if masked[i] {
+            if !in_mask {
+                out.push_str("***");
+            }
+            in_mask = true;
+        } else {
+            out.push(c);
+            in_mask = false;
+        }
     }
     out
 }
@@ -127,10 +152,37 @@ mod tests {
                 vec![String::new()],
                 "empty secret ignored",
             ),
+            // Overlapping occurrences and adjacent secrets: one mask per run.
+            ("xaaay", vec!["aa".to_owned()], "x***y"),
+            (
+                "user:hunter2hunter3@",
+                vec!["hunter2".to_owned(), "hunter3".to_owned()],
+                "user:***@",
+            ),
+            // The replacement text is never searched again.
+            ("a * b", vec!["*".to_owned(), "*".to_owned()], "a *** b"),
+            ("ü pw ü", vec!["ü".to_owned()], "*** pw ***"),
         ];
         for (msg, secrets, want) in cases {
             assert_eq!(redact(msg, &secrets), want);
         }
+    }
+
+    /// The output is bounded by the input, whatever the secrets: no replacement feeds another.
+    #[test]
+    fn redaction_never_grows_the_message_beyond_three_bytes_per_byte() {
+        let message = "x".repeat(50) + &"*".repeat(50);
+        let secrets: Vec<String> = ["*", "**", "x*", "***", "x"]
+            .iter()
+            .cycle()
+            .take(40)
+            .map(|s| (*s).to_owned())
+            .collect();
+        let out = redact(&message, &secrets);
+        assert_eq!(out, "***");
+        let sparse = "a*b*c*d".repeat(20);
+        let out = redact(&sparse, &secrets[..1]);
+        assert_eq!(out.len(), sparse.len() + 2 * sparse.matches('*').count());
     }
 
     #[test]

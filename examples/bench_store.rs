@@ -23,13 +23,14 @@ fn observation(w: usize, findings: usize, at: Timestamp, shift: usize) -> Observ
         },
         image: format!("registry.example/app-{w}:1.0@sha256:{w:064x}"),
         scanned_at: at,
+        revision: None,
         findings: (shift..findings + shift)
             .map(|f| Finding {
                 key: FindingKey {
                     vulnerability_id: format!("CVE-2026-{f:05}"),
                     package: format!("pkg-{}", f % 40),
-                    package_path: String::new(),
                 },
+                package_path: String::new(),
                 severity: [
                     Severity::Critical,
                     Severity::High,

@@ -5,22 +5,39 @@
 //! happened. Nothing here does I/O, so every rule of the lifecycle is a table-driven unit test and
 //! both stores behave identically because neither makes a lifecycle decision itself.
 //!
-//! The rules, in short:
-//! - only a *newer* scan of the same workload container moves state; an older or equally old one
-//!   changes nothing, which makes applying the same scan twice harmless;
-//! - a finding missing from a newer scan is `fixed`; a report that merely vanished is never passed
-//!   here (absence is not a fix), only a workload that is gone closes findings, as
-//!   `workload_removed` ([`workload_removed`]);
-//! - a closed finding that shows up again is `reintroduced` and counted;
-//! - during a baseline (a cluster's first cycle with an empty store) findings are recorded without
-//!   any event, so nobody is flooded on first start.
+//! The rules follow from one promise: a message states only what the agent has evidence for.
+//! - **Identity** is (workload container, vulnerability id, package name). Path, scan target
+//!   and installed version are attributes: several entries of one scan with the same identity
+//!   are instances of one finding ([`merge_instances`]), open while any instance is listed.
+//! - **Order**: only a newer scan of the container moves state; a scan of a higher Deployment
+//!   revision (a rollout, or a rollback to a ReplicaSet whose report is older) is newer whatever
+//!   its scan time ([`is_stale`]). Applying the same scan twice is harmless.
+//! - **Absence is not a fix.** A report that vanished is never passed here. A finding missing
+//!   from a newer scan is `fixed` only with evidence that what runs changed (another image
+//!   digest, another installed version of the package); without it the scanner stopped
+//!   reporting it (configuration or vulnerability database) and it is `withdrawn`
+//!   ([`closing_kind`]).
+//! - **Returns**: a fixed finding listed again is `reintroduced`, a withdrawn one
+//!   `reported_again`; one closed because its workload or container went away reopens silently
+//!   when they come back.
+//! - **News**: during a baseline (a cluster's first cycle) findings are recorded without any
+//!   event; a finding that another container of the same workload held is not new either (a
+//!   renamed container).
+//! - **Severity**: a change is recorded (`severity_changed`); `peak_severity` remembers the
+//!   highest severity of the current open period, so the closing of a finding announced as
+//!   CRITICAL is told even if it was lowered meanwhile.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use crate::severity::Severity;
+
+/// How far in the future a scan may be dated before it is refused: clocks of nodes and the
+/// operator drift by seconds, not minutes. A scan dated later would freeze its container (every
+/// real scan before that date would look stale), so it is skipped and logged instead.
+pub const MAX_CLOCK_SKEW: SignedDuration = SignedDuration::from_mins(5);
 
 /// One workload container: what a report describes after ReplicaSets are resolved to their
 /// Deployment. `namespace` is empty for cluster-scoped reports.
@@ -32,25 +49,89 @@ pub struct AssetId {
     pub container: String,
 }
 
-/// What makes two findings of one container the same finding across scans. Score, title, links
-/// and the installed version are attributes, not identity: a rebuilt package with the same
-/// vulnerability is still the same open problem.
+/// What makes two findings of one container the same finding across scans: the vulnerability
+/// and the package. Path, target, installed version, score, title and links are attributes: a
+/// tag bump changes Trivy's `target`, a versioned path (`requests-2.31.0.dist-info`) changes
+/// with the package, and neither makes a still-present vulnerability "fixed and new".
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct FindingKey {
     pub vulnerability_id: String,
     pub package: String,
-    /// Package path or scan target, empty when the report has none.
-    pub package_path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Finding {
     pub key: FindingKey,
     pub severity: Severity,
+    /// Installed versions of every instance: sorted, distinct, joined by ", ".
     pub installed_version: String,
     pub fixed_version: String,
     pub title: String,
     pub link: String,
+    /// Package paths (else scan targets) of every instance: sorted, distinct, joined by ", ";
+    /// empty when the report has none.
+    pub package_path: String,
+}
+
+/// The separator of several instances' values in one attribute.
+const INSTANCE_SEPARATOR: &str = ", ";
+
+/// Merges entries with the same key into one finding per key, in first-seen order: the
+/// instances' installed versions and paths become sorted distinct lists, the severity the
+/// highest, the other attributes those of the first instance. Log4j in `a.jar` and `b.jar` is
+/// one finding that stays open until neither jar has it.
+pub fn merge_instances(findings: Vec<Finding>) -> Vec<Finding> {
+    struct Merged {
+        finding: Finding,
+        versions: BTreeSet<String>,
+        paths: BTreeSet<String>,
+    }
+    let mut order: Vec<FindingKey> = Vec::new();
+    let mut by_key: BTreeMap<FindingKey, Merged> = BTreeMap::new();
+    for f in findings {
+        match by_key.get_mut(&f.key) {
+            Some(m) => {
+                m.finding.severity = m.finding.severity.max(f.severity);
+                m.versions.extend(split_instances(&f.installed_version));
+                m.paths.extend(split_instances(&f.package_path));
+                if m.finding.fixed_version.is_empty() {
+                    m.finding.fixed_version = f.fixed_version;
+                }
+            }
+            None => {
+                order.push(f.key.clone());
+                let versions = split_instances(&f.installed_version).collect();
+                let paths = split_instances(&f.package_path).collect();
+                by_key.insert(
+                    f.key.clone(),
+                    Merged {
+                        finding: f,
+                        versions,
+                        paths,
+                    },
+                );
+            }
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|k| by_key.remove(&k))
+        .map(|m| {
+            let join = |s: BTreeSet<String>| s.into_iter().collect::<Vec<_>>().join(INSTANCE_SEPARATOR);
+            Finding {
+                installed_version: join(m.versions),
+                package_path: join(m.paths),
+                ..m.finding
+            }
+        })
+        .collect()
+}
+
+fn split_instances(value: &str) -> impl Iterator<Item = String> + '_ {
+    value
+        .split(INSTANCE_SEPARATOR)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
 }
 
 /// One scan of one workload container, taken from a report.
@@ -62,14 +143,22 @@ pub struct Observation {
     pub image: String,
     /// The report's `updateTimestamp`: when Trivy scanned, not when we read it.
     pub scanned_at: Timestamp,
+    /// The Deployment revision of the report's ReplicaSet (`deployment.kubernetes.io/revision`),
+    /// `None` for other owners or when it could not be read.
+    pub revision: Option<u64>,
     pub findings: Vec<Finding>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FindingState {
     Open,
+    /// Gone after what runs changed.
     Fixed,
+    /// No longer reported by the scanner although the image did not change.
+    Withdrawn,
     WorkloadRemoved,
+    /// The workload's current revision no longer has the container.
+    ContainerRemoved,
 }
 
 impl FindingState {
@@ -77,7 +166,9 @@ impl FindingState {
         match self {
             FindingState::Open => "open",
             FindingState::Fixed => "fixed",
+            FindingState::Withdrawn => "withdrawn",
             FindingState::WorkloadRemoved => "workload_removed",
+            FindingState::ContainerRemoved => "container_removed",
         }
     }
 
@@ -85,7 +176,9 @@ impl FindingState {
         Some(match s {
             "open" => FindingState::Open,
             "fixed" => FindingState::Fixed,
+            "withdrawn" => FindingState::Withdrawn,
             "workload_removed" => FindingState::WorkloadRemoved,
+            "container_removed" => FindingState::ContainerRemoved,
             _ => return None,
         })
     }
@@ -99,9 +192,12 @@ pub struct StoredFinding {
     pub state: FindingState,
     pub first_seen: Timestamp,
     pub last_seen: Timestamp,
-    /// When the finding stopped being open (fixed or its workload removed).
+    /// When the finding stopped being open (fixed, withdrawn, or its workload or container
+    /// removed).
     pub fixed_at: Option<Timestamp>,
     pub reintroduced_count: u32,
+    /// The highest severity of the current (or last) open period: what people were told.
+    pub peak_severity: Severity,
 }
 
 /// Everything stored about one workload container.
@@ -109,16 +205,26 @@ pub struct StoredFinding {
 pub struct StoredAsset {
     /// The newest scan applied so far; `None` for a container never seen.
     pub last_scan_at: Option<Timestamp>,
+    /// The image of the scan last applied; empty for a container never seen.
+    pub image: String,
+    /// The Deployment revision of the report last applied, when known.
+    pub revision: Option<u64>,
     pub findings: Vec<StoredFinding>,
+    /// Keys open, or closed as `container_removed`, in the workload's other containers; `None`
+    /// until loaded (see [`Changes::needs_siblings`]).
+    pub sibling_keys: Option<BTreeSet<FindingKey>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventKind {
     New,
     Fixed,
+    Withdrawn,
     Reintroduced,
+    ReportedAgain,
     SeverityChanged,
     WorkloadRemoved,
+    ContainerRemoved,
 }
 
 impl EventKind {
@@ -126,9 +232,12 @@ impl EventKind {
         match self {
             EventKind::New => "new",
             EventKind::Fixed => "fixed",
+            EventKind::Withdrawn => "withdrawn",
             EventKind::Reintroduced => "reintroduced",
+            EventKind::ReportedAgain => "reported_again",
             EventKind::SeverityChanged => "severity_changed",
             EventKind::WorkloadRemoved => "workload_removed",
+            EventKind::ContainerRemoved => "container_removed",
         }
     }
 
@@ -136,11 +245,25 @@ impl EventKind {
         Some(match s {
             "new" => EventKind::New,
             "fixed" => EventKind::Fixed,
+            "withdrawn" => EventKind::Withdrawn,
             "reintroduced" => EventKind::Reintroduced,
+            "reported_again" => EventKind::ReportedAgain,
             "severity_changed" => EventKind::SeverityChanged,
             "workload_removed" => EventKind::WorkloadRemoved,
+            "container_removed" => EventKind::ContainerRemoved,
             _ => return None,
         })
+    }
+
+    /// Kinds that end an open period; people hear of them by `peak_severity`.
+    pub fn is_closing(self) -> bool {
+        matches!(
+            self,
+            EventKind::Fixed
+                | EventKind::Withdrawn
+                | EventKind::WorkloadRemoved
+                | EventKind::ContainerRemoved
+        )
     }
 }
 
@@ -164,6 +287,9 @@ pub struct Event {
     /// The finding as of the event (for `severity_changed`, with the new severity).
     pub finding: Finding,
     pub previous_severity: Option<Severity>,
+    /// The highest severity of the finding's open period as of the event: for a closing event,
+    /// the severity people were told of.
+    pub peak_severity: Severity,
     pub reintroduced_count: u32,
     pub occurred_at: Timestamp,
 }
@@ -176,6 +302,9 @@ pub struct Changes {
     /// Complete new versions of every row that changes (inserted or updated by key).
     pub rows: Vec<StoredFinding>,
     pub events: Vec<Event>,
+    /// The diff would announce a new finding but [`StoredAsset::sibling_keys`] was not loaded:
+    /// load them and diff again. Keeps the sibling query off every scan without news.
+    pub needs_siblings: bool,
 }
 
 /// A stable event id: SHA-256 over the change's identity, 32 hex digits. `moment` is the scan
@@ -197,7 +326,6 @@ pub fn event_id(
         &asset.container,
         &key.vulnerability_id,
         &key.package,
-        &key.package_path,
         kind.as_str(),
     ] {
         ctx.update(part.as_bytes());
@@ -211,30 +339,113 @@ pub fn event_id(
         .collect()
 }
 
+/// Whether a scan must not move the stored state: it is not newer than the scan last applied.
+/// A scan of a higher Deployment revision than the one last applied is newer whatever its scan
+/// time: a rollback makes an old ReplicaSet current again, and its report, scanned before the
+/// revision it replaces, speaks for what runs now. A lower revision is compared by time only:
+/// the poll cycle passes only the current revision's report, and a re-created Deployment starts
+/// counting revisions at 1 again.
+pub fn is_stale(stored: &StoredAsset, obs: &Observation) -> bool {
+    let Some(last) = stored.last_scan_at else {
+        return false;
+    };
+    match (stored.revision, obs.revision) {
+        (Some(applied), Some(seen)) if seen > applied => false,
+        _ => obs.scanned_at <= last,
+    }
+}
+
+/// Whether a scan is dated further in the future than clocks drift ([`MAX_CLOCK_SKEW`]).
+pub fn is_future(scanned_at: Timestamp, now: Timestamp) -> bool {
+    scanned_at.duration_since(now) > MAX_CLOCK_SKEW
+}
+
+/// The digest of an image string (`repo:tag@sha256:…`), if it carries one.
+fn digest_of(image: &str) -> Option<&str> {
+    image.split_once('@').map(|(_, d)| d).filter(|d| !d.is_empty())
+}
+
+/// The image reference without its digest (`repo:tag`).
+fn reference_of(image: &str) -> &str {
+    image.split_once('@').map_or(image, |(r, _)| r)
+}
+
+/// The installed versions of each package a set of findings lists.
+fn package_versions<'a>(
+    findings: impl IntoIterator<Item = &'a Finding>,
+) -> BTreeMap<&'a str, BTreeSet<&'a str>> {
+    let mut out: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for f in findings {
+        out.entry(f.key.package.as_str())
+            .or_default()
+            .extend(f.installed_version.split(INSTANCE_SEPARATOR).filter(|v| !v.is_empty()));
+    }
+    out
+}
+
+/// Whether the container's image provably changed between the stored state and a scan: two
+/// digests that differ (equal digests prove it did not); without a digest on either side, a
+/// different reference (`repo:tag`) or a package both scans list at different installed
+/// versions. Without any such sign the image counts as unchanged: "fixed" needs evidence.
+fn image_changed(
+    stored_image: &str,
+    stored: &BTreeMap<&str, BTreeSet<&str>>,
+    obs_image: &str,
+    seen: &BTreeMap<&str, BTreeSet<&str>>,
+) -> bool {
+    if let (Some(a), Some(b)) = (digest_of(stored_image), digest_of(obs_image)) {
+        return a != b;
+    }
+    reference_of(stored_image) != reference_of(obs_image)
+        || stored
+            .iter()
+            .any(|(package, versions)| seen.get(package).is_some_and(|v| v != versions))
+}
+
+/// How an open finding that a newer scan no longer lists closes: `fixed` when its package is
+/// listed at another installed version, or is not listed and the image changed
+/// ([`image_changed`]); `withdrawn` when the package is listed at the very same version (the
+/// scanner stopped reporting the vulnerability, e.g. `ignoreUnfixed` or a database update), or
+/// nothing shows the image changed.
+fn closing_kind(
+    old: &Finding,
+    seen: &BTreeMap<&str, BTreeSet<&str>>,
+    image_changed: bool,
+) -> EventKind {
+    let old_versions: BTreeSet<&str> = old
+        .installed_version
+        .split(INSTANCE_SEPARATOR)
+        .filter(|v| !v.is_empty())
+        .collect();
+    match seen.get(old.key.package.as_str()) {
+        Some(versions) if *versions == old_versions => EventKind::Withdrawn,
+        Some(_) => EventKind::Fixed,
+        None if image_changed => EventKind::Fixed,
+        None => EventKind::Withdrawn,
+    }
+}
+
 /// Compares a newer scan with the stored state of the same workload container.
 ///
 /// With `baseline`, findings never seen are recorded as open without a `new` event (the README
-/// calls this the baseline); every other transition produces its event as usual. Duplicate keys
-/// within one scan count once (the first occurrence wins).
+/// calls this the baseline); every other transition produces its event as usual. Entries with
+/// the same key are instances of one finding ([`merge_instances`]).
 pub fn diff(stored: &StoredAsset, obs: &Observation, baseline: bool) -> Changes {
-    if stored
-        .last_scan_at
-        .is_some_and(|last| obs.scanned_at <= last)
-    {
+    if is_stale(stored, obs) {
         return Changes {
             stale: true,
             ..Changes::default()
         };
     }
     let at = obs.scanned_at;
+    let findings = merge_instances(obs.findings.clone());
     let known: BTreeMap<&FindingKey, &StoredFinding> = stored
         .findings
         .iter()
         .map(|f| (&f.finding.key, f))
         .collect();
-    let mut seen = BTreeSet::new();
     let mut changes = Changes::default();
-    let event = |kind, finding: &Finding, previous: Option<Severity>, count| Event {
+    let event = |kind, finding: &Finding, previous, peak, count| Event {
         event_id: event_id(&obs.cluster, &obs.asset, &finding.key, kind, at),
         kind,
         cluster: obs.cluster.clone(),
@@ -242,14 +453,23 @@ pub fn diff(stored: &StoredAsset, obs: &Observation, baseline: bool) -> Changes 
         image: obs.image.clone(),
         finding: finding.clone(),
         previous_severity: previous,
+        peak_severity: peak,
         reintroduced_count: count,
         occurred_at: at,
     };
+    let reopened = |finding: &Finding, old: &StoredFinding, count| StoredFinding {
+        finding: finding.clone(),
+        image: obs.image.clone(),
+        state: FindingState::Open,
+        first_seen: old.first_seen,
+        last_seen: at,
+        fixed_at: None,
+        reintroduced_count: count,
+        peak_severity: finding.severity,
+    };
 
-    for finding in &obs.findings {
-        if !seen.insert(&finding.key) {
-            continue;
-        }
+    for finding in &findings {
+        let sev = finding.severity;
         match known.get(&finding.key) {
             None => {
                 changes.rows.push(StoredFinding {
@@ -260,54 +480,100 @@ pub fn diff(stored: &StoredAsset, obs: &Observation, baseline: bool) -> Changes 
                     last_seen: at,
                     fixed_at: None,
                     reintroduced_count: 0,
+                    peak_severity: sev,
                 });
-                if !baseline {
-                    changes.events.push(event(EventKind::New, finding, None, 0));
+                if baseline {
+                    continue;
+                }
+                match &stored.sibling_keys {
+                    None => changes.needs_siblings = true,
+                    // Held by another container of the workload: a rename, not news.
+                    Some(siblings) if siblings.contains(&finding.key) => {}
+                    Some(_) => changes
+                        .events
+                        .push(event(EventKind::New, finding, None, sev, 0)),
                 }
             }
-            Some(old) if old.state == FindingState::Open => {
-                if old.finding.severity != finding.severity {
-                    changes.events.push(event(
-                        EventKind::SeverityChanged,
-                        finding,
-                        Some(old.finding.severity),
-                        old.reintroduced_count,
-                    ));
+            Some(old) => match old.state {
+                FindingState::Open => {
+                    let peak = old.peak_severity.max(sev);
+                    if old.finding.severity != sev {
+                        changes.events.push(event(
+                            EventKind::SeverityChanged,
+                            finding,
+                            Some(old.finding.severity),
+                            peak,
+                            old.reintroduced_count,
+                        ));
+                    }
+                    changes.rows.push(StoredFinding {
+                        finding: finding.clone(),
+                        image: obs.image.clone(),
+                        last_seen: at,
+                        peak_severity: peak,
+                        ..(*old).clone()
+                    });
                 }
-                changes.rows.push(StoredFinding {
-                    finding: finding.clone(),
-                    image: obs.image.clone(),
-                    last_seen: at,
-                    ..(*old).clone()
-                });
-            }
-            Some(old) => {
-                let count = old.reintroduced_count + 1;
-                changes
-                    .events
-                    .push(event(EventKind::Reintroduced, finding, None, count));
-                changes.rows.push(StoredFinding {
-                    finding: finding.clone(),
-                    image: obs.image.clone(),
-                    state: FindingState::Open,
-                    first_seen: old.first_seen,
-                    last_seen: at,
-                    fixed_at: None,
-                    reintroduced_count: count,
-                });
-            }
+                FindingState::Fixed => {
+                    let count = old.reintroduced_count + 1;
+                    changes
+                        .events
+                        .push(event(EventKind::Reintroduced, finding, None, sev, count));
+                    changes.rows.push(reopened(finding, old, count));
+                }
+                FindingState::Withdrawn => {
+                    let count = old.reintroduced_count;
+                    changes
+                        .events
+                        .push(event(EventKind::ReportedAgain, finding, None, sev, count));
+                    changes.rows.push(reopened(finding, old, count));
+                }
+                // Its workload or container is back: nothing was fixed, so nothing is news.
+                FindingState::WorkloadRemoved | FindingState::ContainerRemoved => {
+                    changes
+                        .rows
+                        .push(reopened(finding, old, old.reintroduced_count));
+                }
+            },
         }
     }
+    if changes.needs_siblings {
+        return Changes {
+            needs_siblings: true,
+            ..Changes::default()
+        };
+    }
 
+    let listed: BTreeSet<&FindingKey> = findings.iter().map(|f| &f.key).collect();
+    let seen = package_versions(&findings);
+    let stored_open = package_versions(
+        stored
+            .findings
+            .iter()
+            .filter(|f| f.state == FindingState::Open)
+            .map(|f| &f.finding),
+    );
+    let changed = image_changed(&stored.image, &stored_open, &obs.image, &seen);
     for old in &stored.findings {
-        if old.state != FindingState::Open || seen.contains(&old.finding.key) {
+        if old.state != FindingState::Open || listed.contains(&old.finding.key) {
             continue;
         }
-        let mut ev = event(EventKind::Fixed, &old.finding, None, old.reintroduced_count);
+        let kind = closing_kind(&old.finding, &seen, changed);
+        let mut ev = event(
+            kind,
+            &old.finding,
+            None,
+            old.peak_severity,
+            old.reintroduced_count,
+        );
         ev.image = old.image.clone();
         changes.events.push(ev);
         changes.rows.push(StoredFinding {
-            state: FindingState::Fixed,
+            state: if kind == EventKind::Fixed {
+                FindingState::Fixed
+            } else {
+                FindingState::Withdrawn
+            },
             fixed_at: Some(at),
             ..old.clone()
         });
@@ -324,6 +590,31 @@ pub fn workload_removed(
     stored: &StoredAsset,
     at: Timestamp,
 ) -> Changes {
+    close_all(cluster, asset, stored, at, EventKind::WorkloadRemoved)
+}
+
+/// Closes every open finding of a container that the workload's current revision no longer
+/// has (a sidecar dropped by a rollout): removed, not fixed. Ids as in [`workload_removed`].
+pub fn container_removed(
+    cluster: &str,
+    asset: &AssetId,
+    stored: &StoredAsset,
+    at: Timestamp,
+) -> Changes {
+    close_all(cluster, asset, stored, at, EventKind::ContainerRemoved)
+}
+
+fn close_all(
+    cluster: &str,
+    asset: &AssetId,
+    stored: &StoredAsset,
+    at: Timestamp,
+    kind: EventKind,
+) -> Changes {
+    let state = match kind {
+        EventKind::ContainerRemoved => FindingState::ContainerRemoved,
+        _ => FindingState::WorkloadRemoved,
+    };
     let mut changes = Changes::default();
     for old in stored
         .findings
@@ -331,24 +622,19 @@ pub fn workload_removed(
         .filter(|f| f.state == FindingState::Open)
     {
         changes.events.push(Event {
-            event_id: event_id(
-                cluster,
-                asset,
-                &old.finding.key,
-                EventKind::WorkloadRemoved,
-                old.last_seen,
-            ),
-            kind: EventKind::WorkloadRemoved,
+            event_id: event_id(cluster, asset, &old.finding.key, kind, old.last_seen),
+            kind,
             cluster: cluster.to_owned(),
             asset: asset.clone(),
             image: old.image.clone(),
             finding: old.finding.clone(),
             previous_severity: None,
+            peak_severity: old.peak_severity,
             reintroduced_count: old.reintroduced_count,
             occurred_at: at,
         });
         changes.rows.push(StoredFinding {
-            state: FindingState::WorkloadRemoved,
+            state,
             fixed_at: Some(at),
             ..old.clone()
         });
@@ -400,8 +686,8 @@ mod tests {
             key: FindingKey {
                 vulnerability_id: id.into(),
                 package: "pkg".into(),
-                package_path: String::new(),
             },
+            package_path: String::new(),
             severity: sev.parse().expect("a severity name"),
             installed_version: "1.0".into(),
             fixed_version: "1.1".into(),
@@ -416,6 +702,7 @@ mod tests {
             asset: asset(),
             image: "docker.io/library/web:1@sha256:aa".into(),
             scanned_at: ts(at),
+            revision: None,
             findings: specs.iter().map(|s| finding(s)).collect(),
         }
     }
@@ -424,6 +711,9 @@ mod tests {
     fn stored(last_scan: &str, rows: &[&str]) -> StoredAsset {
         StoredAsset {
             last_scan_at: Some(ts(last_scan)),
+            image: "docker.io/library/web:0@sha256:00".into(),
+            revision: None,
+            sibling_keys: Some(BTreeSet::new()),
             findings: rows
                 .iter()
                 .map(|r| {
@@ -437,6 +727,7 @@ mod tests {
                         last_seen: ts(last_scan),
                         fixed_at: (state != FindingState::Open).then(|| ts(last_scan)),
                         reintroduced_count: parts.get(3).map_or(0, |c| c.parse().unwrap()),
+                        peak_severity: parts[1].parse().unwrap(),
                     }
                 })
                 .collect(),

@@ -751,6 +751,7 @@ fn observe(cluster: &str, workload: &Workload, report: &Report) -> Observation {
             container: report.container.clone(),
         },
         image: report.image.to_string(),
+        revision: None,
         // A report without updateTimestamp is dated by its creation; never "now", which would
         // make every re-read look like a newer scan.
         scanned_at: report
@@ -767,6 +768,11 @@ fn observe(cluster: &str, workload: &Workload, report: &Report) -> Observation {
                 fixed_version: f.fixed_version.clone(),
                 title: f.title.clone(),
                 link: f.primary_link.clone(),
+                package_path: if f.package_path.is_empty() {
+                    f.target.clone()
+                } else {
+                    f.package_path.clone()
+                },
             })
             .collect(),
     }
@@ -778,7 +784,11 @@ fn count_events(summary: &mut CycleSummary, metrics: &PollMetrics, events: &[Eve
             EventKind::New => summary.new += 1,
             EventKind::Fixed => summary.fixed += 1,
             EventKind::Reintroduced => summary.reintroduced += 1,
-            EventKind::SeverityChanged | EventKind::WorkloadRemoved => {}
+            EventKind::Withdrawn
+            | EventKind::ReportedAgain
+            | EventKind::SeverityChanged
+            | EventKind::WorkloadRemoved
+            | EventKind::ContainerRemoved => {}
         }
         metrics
             .events

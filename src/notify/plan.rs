@@ -66,7 +66,11 @@ pub fn change_of(event: &Event) -> Option<Change> {
         EventKind::Fixed => ChangeKind::Fixed,
         EventKind::Reintroduced => ChangeKind::Reintroduced,
         EventKind::WorkloadRemoved => ChangeKind::WorkloadRemoved,
-        EventKind::SeverityChanged => return None,
+        // TODO(notify helper): the new kinds reach people.
+        EventKind::SeverityChanged
+        | EventKind::Withdrawn
+        | EventKind::ReportedAgain
+        | EventKind::ContainerRemoved => return None,
     };
     let f = &event.finding;
     let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
@@ -166,8 +170,8 @@ mod tests {
                 key: FindingKey {
                     vulnerability_id: format!("CVE-{id}"),
                     package: "openssl".to_owned(),
-                    package_path: String::new(),
                 },
+                package_path: String::new(),
                 severity,
                 installed_version: "1.0".to_owned(),
                 fixed_version: String::new(),
@@ -175,6 +179,7 @@ mod tests {
                 link: String::new(),
             },
             previous_severity: None,
+            peak_severity: severity,
             reintroduced_count: 0,
             occurred_at: "2026-11-27T10:00:00Z".parse().unwrap(),
         }

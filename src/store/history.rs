@@ -85,8 +85,8 @@ mod tests {
                 key: FindingKey {
                     vulnerability_id: "CVE-2024-1".into(),
                     package: "openssl".into(),
-                    package_path: String::new(),
                 },
+                package_path: String::new(),
                 severity: Severity::Critical,
                 installed_version: "3.0.1".into(),
                 fixed_version: "3.0.2".into(),
@@ -94,6 +94,7 @@ mod tests {
                 link: "l".into(),
             },
             previous_severity: previous.map(|p| p.parse().expect("a severity name")),
+            peak_severity: Severity::Critical,
             reintroduced_count: count,
             occurred_at: "2026-01-05T00:00:00Z".parse().unwrap(),
         }

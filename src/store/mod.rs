@@ -415,9 +415,13 @@ fn apply_scan(
             ..Applied::default()
         }
     } else {
+        // TODO(store helper): load image, revision and (on demand) sibling keys.
         let stored = StoredAsset {
             last_scan_at: last,
+            image: String::new(),
+            revision: None,
             findings: tx.load_findings(cluster, asset)?,
+            sibling_keys: Some(Default::default()),
         };
         let changes = lifecycle::diff(&stored, obs, baseline);
         tx.upsert_container(obs)?;
@@ -456,6 +460,7 @@ fn remove_workload(
         let stored = StoredAsset {
             last_scan_at: tx.last_scan(cluster, &asset)?.or(Some(listed_scan)),
             findings: tx.load_findings(cluster, &asset)?,
+            ..StoredAsset::default()
         };
         let changes = lifecycle::workload_removed(cluster, &asset, &stored, at);
         write_changes(tx, cluster, &asset, &changes, targets)?;

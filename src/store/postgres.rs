@@ -617,8 +617,8 @@ impl Tx for PgTx<'_> {
                         key: FindingKey {
                             vulnerability_id: r.get(0),
                             package: r.get(1),
-                            package_path: r.get(2),
                         },
+                        package_path: r.get(2),
                         severity: severity_of(r.get(3)),
                         installed_version: r.get(4),
                         fixed_version: r.get(5),
@@ -631,6 +631,7 @@ impl Tx for PgTx<'_> {
                     last_seen: from_sys(r.get(11)),
                     fixed_at: r.get::<_, Option<SystemTime>>(12).map(from_sys),
                     reintroduced_count: r.get::<_, i32>(13).max(0) as u32,
+                    peak_severity: severity_of(r.get(3)),
                 })
             })
             .collect())
@@ -667,7 +668,7 @@ impl Tx for PgTx<'_> {
         let col = |f: fn(&StoredFinding) -> &str| -> Vec<&str> { rows.iter().map(f).collect() };
         let ids = col(|r| &r.finding.key.vulnerability_id);
         let packages = col(|r| &r.finding.key.package);
-        let paths = col(|r| &r.finding.key.package_path);
+        let paths = col(|r| &r.finding.package_path);
         let severities = col(|r| r.finding.severity.as_str());
         let installed = col(|r| &r.finding.installed_version);
         let fixed = col(|r| &r.finding.fixed_version);
@@ -726,7 +727,7 @@ impl Tx for PgTx<'_> {
         let images = col(|e| &e.image);
         let ids = col(|e| &e.finding.key.vulnerability_id);
         let packages = col(|e| &e.finding.key.package);
-        let paths = col(|e| &e.finding.key.package_path);
+        let paths = col(|e| &e.finding.package_path);
         let installed = col(|e| &e.finding.installed_version);
         let fixed = col(|e| &e.finding.fixed_version);
         let severities = col(|e| e.finding.severity.as_str());
@@ -1039,8 +1040,8 @@ fn event_of_row(r: &::postgres::Row) -> Option<Event> {
             key: FindingKey {
                 vulnerability_id: r.get(8),
                 package: r.get(9),
-                package_path: r.get(10),
             },
+            package_path: r.get(10),
             installed_version: r.get(11),
             fixed_version: r.get(12),
             severity: severity_of(r.get(13)),
@@ -1048,6 +1049,7 @@ fn event_of_row(r: &::postgres::Row) -> Option<Event> {
             link: r.get(16),
         },
         previous_severity: r.get::<_, Option<&str>>(14).map(severity_of),
+        peak_severity: severity_of(r.get(13)),
         reintroduced_count: r.get::<_, i32>(17).max(0) as u32,
         occurred_at: from_sys(r.get(18)),
     })

@@ -526,8 +526,8 @@ impl Tx for SqliteTx<'_> {
                         key: FindingKey {
                             vulnerability_id: r.get(0)?,
                             package: r.get(1)?,
-                            package_path: r.get(2)?,
                         },
+                        package_path: r.get(2)?,
                         severity: severity_of(&r.get::<_, String>(3)?),
                         installed_version: r.get(4)?,
                         fixed_version: r.get(5)?,
@@ -540,6 +540,7 @@ impl Tx for SqliteTx<'_> {
                     last_seen: parse_ts(&last),
                     fixed_at: fixed.as_deref().map(parse_ts),
                     reintroduced_count: r.get(13)?,
+                    peak_severity: severity_of(&r.get::<_, String>(3)?),
                 }))
             },
         )
@@ -608,7 +609,7 @@ impl Tx for SqliteTx<'_> {
                     asset.container,
                     r.finding.key.vulnerability_id,
                     r.finding.key.package,
-                    r.finding.key.package_path,
+                    r.finding.package_path,
                     r.finding.severity.as_str(),
                     r.finding.installed_version,
                     r.finding.fixed_version,
@@ -656,7 +657,7 @@ impl Tx for SqliteTx<'_> {
                     e.image,
                     e.finding.key.vulnerability_id,
                     e.finding.key.package,
-                    e.finding.key.package_path,
+                    e.finding.package_path,
                     e.finding.installed_version,
                     e.finding.fixed_version,
                     e.finding.severity.as_str(),
@@ -930,8 +931,8 @@ fn event_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Event>> {
             key: FindingKey {
                 vulnerability_id: r.get(8)?,
                 package: r.get(9)?,
-                package_path: r.get(10)?,
             },
+            package_path: r.get(10)?,
             installed_version: r.get(11)?,
             fixed_version: r.get(12)?,
             severity: severity_of(&r.get::<_, String>(13)?),
@@ -939,6 +940,7 @@ fn event_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Event>> {
             link: r.get(16)?,
         },
         previous_severity: previous.as_deref().map(severity_of),
+        peak_severity: severity_of(&r.get::<_, String>(13)?),
         reintroduced_count: r.get(17)?,
         occurred_at: parse_ts(&occurred),
     }))

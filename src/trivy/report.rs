@@ -178,17 +178,10 @@ pub use crate::lifecycle::FindingKey;
 
 impl Keyed for Finding {
     type Key = FindingKey;
-    /// `package_path` is the report's `packagePath`, else its `target`, else empty.
     fn key(&self) -> FindingKey {
-        let path = if !self.package_path.is_empty() {
-            &self.package_path
-        } else {
-            &self.target
-        };
         FindingKey {
             vulnerability_id: self.vulnerability_id.clone(),
             package: self.package.clone(),
-            package_path: path.clone(),
         }
     }
 }
@@ -614,7 +607,6 @@ mod tests {
         assert_eq!(r.findings[0].severity, Severity::Critical);
         assert_eq!(r.findings[0].fixed_version, "1.1, 1.2");
         assert_eq!(r.findings[1].package_path, "/app/x.jar");
-        assert_eq!(r.findings[1].key().package_path, "/app/x.jar");
     }
 
     #[test]

@@ -280,13 +280,14 @@ fn racing_writers_record_each_change_once() {
         },
         image: "ghcr.io/acme/w:1".into(),
         scanned_at: "2026-11-20T06:00:00Z".parse().unwrap(),
+        revision: None,
         findings: (0..50)
             .map(|j| Finding {
                 key: FindingKey {
                     vulnerability_id: format!("CVE-2024-{j:05}"),
                     package: "openssl".into(),
-                    package_path: String::new(),
                 },
+                package_path: String::new(),
                 severity: kijo_agent::severity::Severity::High,
                 ..Finding::default()
             })

@@ -21,8 +21,8 @@ fn finding(cve: &str, severity: &str) -> Finding {
         key: FindingKey {
             vulnerability_id: cve.to_owned(),
             package: "openssl".to_owned(),
-            package_path: String::new(),
         },
+        package_path: String::new(),
         severity: severity.parse().expect("a severity name"),
         installed_version: "3.0.1".to_owned(),
         fixed_version: "3.0.9".to_owned(),
@@ -42,6 +42,7 @@ fn observation(workload: &str, at: &str, findings: Vec<Finding>) -> Observation 
         },
         image: "nginx:1.25.3".to_owned(),
         scanned_at: at.parse().unwrap(),
+        revision: None,
         findings,
     }
 }

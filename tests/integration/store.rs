@@ -209,8 +209,8 @@ fn finding(spec: &str) -> Finding {
         key: FindingKey {
             vulnerability_id: id.into(),
             package: "openssl".into(),
-            package_path: String::new(),
         },
+        package_path: String::new(),
         severity: sev.parse().expect("a severity name"),
         installed_version: "3.0.1".into(),
         fixed_version: "3.0.2".into(),
@@ -225,6 +225,7 @@ fn obs(cluster: &str, asset: &AssetId, at: &str, specs: &[&str]) -> Observation 
         asset: asset.clone(),
         image: "registry.example/shop/web:1.2@sha256:abc".into(),
         scanned_at: ts(at),
+        revision: None,
         findings: specs.iter().map(|s| finding(s)).collect(),
     }
 }

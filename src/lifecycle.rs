@@ -646,25 +646,11 @@ fn close_all(
 mod tests {
     use super::*;
 
-    /// Applies changes to a stored asset in memory, as a store would.
-    fn apply_in_memory(stored: &mut StoredAsset, changes: &Changes, scanned_at: Option<Timestamp>) {
-        if changes.stale {
-            return;
-        }
-        for row in &changes.rows {
-            match stored
-                .findings
-                .iter_mut()
-                .find(|f| f.finding.key == row.finding.key)
-            {
-                Some(existing) => *existing = row.clone(),
-                None => stored.findings.push(row.clone()),
-            }
-        }
-        if let Some(at) = scanned_at {
-            stored.last_scan_at = Some(at);
-        }
-    }
+    const T0: &str = "2026-01-01T00:00:00Z";
+    const T1: &str = "2026-01-02T00:00:00Z";
+    const T2: &str = "2026-01-03T00:00:00Z";
+    const IMG_A: &str = "docker.io/library/web:1@sha256:aa";
+    const IMG_B: &str = "docker.io/library/web:1@sha256:bb";
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -679,61 +665,82 @@ mod tests {
         }
     }
 
-    /// "CVE-1:HIGH" → a finding in package "pkg".
+    /// "CVE-1 HIGH pkg=openssl@1.0 path=/a.jar" → a finding; package `pkg@1.0` by default.
     fn finding(spec: &str) -> Finding {
-        let (id, sev) = spec.split_once(':').unwrap();
+        let mut words = spec.split_whitespace();
+        let id = words.next().unwrap();
+        let severity = words.next().unwrap().parse().expect("a severity name");
+        let (mut package, mut version, mut path) = ("pkg", "1.0", "");
+        for w in words {
+            match w.split_once('=') {
+                Some(("pkg", p)) => {
+                    let (name, v) = p.split_once('@').unwrap_or((p, "1.0"));
+                    package = name;
+                    version = v;
+                }
+                Some(("path", p)) => path = p,
+                _ => {}
+            }
+        }
         Finding {
             key: FindingKey {
                 vulnerability_id: id.into(),
-                package: "pkg".into(),
+                package: package.into(),
             },
-            package_path: String::new(),
-            severity: sev.parse().expect("a severity name"),
-            installed_version: "1.0".into(),
-            fixed_version: "1.1".into(),
+            severity,
+            installed_version: version.into(),
+            fixed_version: "9.9".into(),
             title: format!("{id} title"),
             link: format!("https://avd.aquasec.com/nvd/{id}"),
+            package_path: path.into(),
         }
     }
 
-    fn obs(at: &str, specs: &[&str]) -> Observation {
+    fn obs(at: &str, image: &str, specs: &[&str]) -> Observation {
         Observation {
             cluster: "prod".into(),
             asset: asset(),
-            image: "docker.io/library/web:1@sha256:aa".into(),
+            image: image.into(),
             scanned_at: ts(at),
             revision: None,
             findings: specs.iter().map(|s| finding(s)).collect(),
         }
     }
 
-    /// "CVE-1:HIGH:open:2" → stored row, reintroduced twice.
-    fn stored(last_scan: &str, rows: &[&str]) -> StoredAsset {
+    /// Rows as "CVE-1 HIGH open [count=2] [peak=CRITICAL] [pkg=…]"; no sibling keys.
+    fn stored(last_scan: &str, image: &str, rows: &[&str]) -> StoredAsset {
         StoredAsset {
             last_scan_at: Some(ts(last_scan)),
-            image: "docker.io/library/web:0@sha256:00".into(),
+            image: image.into(),
             revision: None,
             sibling_keys: Some(BTreeSet::new()),
             findings: rows
                 .iter()
                 .map(|r| {
-                    let parts: Vec<&str> = r.split(':').collect();
-                    let state = FindingState::parse(parts[2]).unwrap();
+                    let words: Vec<&str> = r.split_whitespace().collect();
+                    let state = FindingState::parse(words[2]).unwrap();
+                    let opt = |k: &str| {
+                        words
+                            .iter()
+                            .find_map(|w| w.strip_prefix(k)?.strip_prefix('='))
+                    };
+                    let f = finding(&words.join(" ").replacen(&format!(" {}", words[2]), "", 1));
                     StoredFinding {
-                        finding: finding(&format!("{}:{}", parts[0], parts[1])),
-                        image: "docker.io/library/web:0@sha256:00".into(),
+                        peak_severity: opt("peak").map_or(f.severity, |p| p.parse().unwrap()),
+                        finding: f,
+                        image: image.into(),
                         state,
-                        first_seen: ts("2026-01-01T00:00:00Z"),
+                        first_seen: ts(T0),
                         last_seen: ts(last_scan),
                         fixed_at: (state != FindingState::Open).then(|| ts(last_scan)),
-                        reintroduced_count: parts.get(3).map_or(0, |c| c.parse().unwrap()),
-                        peak_severity: parts[1].parse().unwrap(),
+                        reintroduced_count: opt("count").map_or(0, |c| c.parse().unwrap()),
                     }
                 })
                 .collect(),
         }
     }
 
+    /// Events as "kind:id" and rows as "id:state:count:peak", each sorted.
     fn summary(c: &Changes) -> (Vec<String>, Vec<String>) {
         let mut events: Vec<String> = c
             .events
@@ -746,10 +753,11 @@ mod tests {
             .iter()
             .map(|r| {
                 format!(
-                    "{}:{}:{}",
+                    "{}:{}:{}:{}",
                     r.finding.key.vulnerability_id,
                     r.state.as_str(),
-                    r.reintroduced_count
+                    r.reintroduced_count,
+                    r.peak_severity
                 )
             })
             .collect();
@@ -757,154 +765,432 @@ mod tests {
         (events, rows)
     }
 
-    const T1: &str = "2026-01-02T00:00:00Z";
-    const T2: &str = "2026-01-03T00:00:00Z";
+    /// Applies changes to a stored asset in memory, as a store would.
+    fn apply_in_memory(stored: &mut StoredAsset, changes: &Changes, obs: Option<&Observation>) {
+        if changes.stale {
+            return;
+        }
+        for row in &changes.rows {
+            match stored
+                .findings
+                .iter_mut()
+                .find(|f| f.finding.key == row.finding.key)
+            {
+                Some(existing) => *existing = row.clone(),
+                None => stored.findings.push(row.clone()),
+            }
+        }
+        if let Some(o) = obs {
+            stored.last_scan_at = Some(o.scanned_at);
+            stored.image = o.image.clone();
+            stored.revision = o.revision.or(stored.revision);
+        }
+    }
+
+    struct Case {
+        name: &'static str,
+        stored: StoredAsset,
+        obs: Observation,
+        baseline: bool,
+        events: &'static [&'static str],
+        rows: &'static [&'static str],
+    }
+
+    fn check(cases: Vec<Case>) {
+        for c in cases {
+            let got = diff(&c.stored, &c.obs, c.baseline);
+            assert!(!got.stale && !got.needs_siblings, "{}", c.name);
+            let (events, rows) = summary(&got);
+            assert_eq!(events, c.events, "{}: events", c.name);
+            assert_eq!(rows, c.rows, "{}: rows", c.name);
+        }
+    }
 
     #[test]
-    fn diff_follows_every_rule() {
-        struct Case {
-            name: &'static str,
-            stored: StoredAsset,
-            obs: Observation,
-            baseline: bool,
-            stale: bool,
-            events: &'static [&'static str],
-            rows: &'static [&'static str],
-        }
-        let cases = [
+    fn opening_and_persisting() {
+        check(vec![
             Case {
                 name: "new: never seen finding on a known container",
-                stored: stored(T1, &[]),
-                obs: obs(T2, &["CVE-1:HIGH"]),
+                stored: stored(T1, IMG_A, &[]),
+                obs: obs(T2, IMG_A, &["CVE-1 HIGH"]),
                 baseline: false,
-                stale: false,
                 events: &["new:CVE-1"],
-                rows: &["CVE-1:open:0"],
+                rows: &["CVE-1:open:0:HIGH"],
             },
             Case {
                 name: "new: a workload deployed after the baseline",
-                stored: StoredAsset::default(),
-                obs: obs(T2, &["CVE-1:HIGH", "CVE-2:LOW"]),
+                stored: StoredAsset {
+                    sibling_keys: Some(BTreeSet::new()),
+                    ..StoredAsset::default()
+                },
+                obs: obs(T2, IMG_A, &["CVE-1 HIGH", "CVE-2 LOW"]),
                 baseline: false,
-                stale: false,
                 events: &["new:CVE-1", "new:CVE-2"],
-                rows: &["CVE-1:open:0", "CVE-2:open:0"],
+                rows: &["CVE-1:open:0:HIGH", "CVE-2:open:0:LOW"],
             },
             Case {
                 name: "baseline: recorded open, no event",
                 stored: StoredAsset::default(),
-                obs: obs(T2, &["CVE-1:HIGH", "CVE-2:LOW"]),
+                obs: obs(T2, IMG_A, &["CVE-1 HIGH", "CVE-2 LOW"]),
                 baseline: true,
-                stale: false,
                 events: &[],
-                rows: &["CVE-1:open:0", "CVE-2:open:0"],
+                rows: &["CVE-1:open:0:HIGH", "CVE-2:open:0:LOW"],
             },
             Case {
                 name: "persistent: row rewritten with new last_seen, no event",
-                stored: stored(T1, &["CVE-1:HIGH:open"]),
-                obs: obs(T2, &["CVE-1:HIGH"]),
+                stored: stored(T1, IMG_A, &["CVE-1 HIGH open"]),
+                obs: obs(T2, IMG_A, &["CVE-1 HIGH"]),
                 baseline: false,
-                stale: false,
                 events: &[],
-                rows: &["CVE-1:open:0"],
+                rows: &["CVE-1:open:0:HIGH"],
             },
             Case {
-                name: "fixed: newer scan lacks an open finding",
-                stored: stored(T1, &["CVE-1:HIGH:open", "CVE-2:LOW:open"]),
-                obs: obs(T2, &["CVE-2:LOW"]),
+                name: "persistent across an image change: an upgraded package still vulnerable",
+                stored: stored(T1, IMG_A, &["CVE-1 HIGH open pkg=zlib@1.0"]),
+                obs: obs(T2, IMG_B, &["CVE-1 HIGH pkg=zlib@1.1"]),
                 baseline: false,
-                stale: false,
+                events: &[],
+                rows: &["CVE-1:open:0:HIGH"],
+            },
+            Case {
+                name: "a renamed container: the key another container held is not news",
+                stored: StoredAsset {
+                    sibling_keys: Some(BTreeSet::from([finding("CVE-1 HIGH").key])),
+                    ..StoredAsset::default()
+                },
+                obs: obs(T2, IMG_A, &["CVE-1 HIGH", "CVE-2 HIGH"]),
+                baseline: false,
+                events: &["new:CVE-2"],
+                rows: &["CVE-1:open:0:HIGH", "CVE-2:open:0:HIGH"],
+            },
+        ]);
+    }
+
+    #[test]
+    fn closing_needs_evidence_that_what_runs_changed() {
+        let no_digest_a = "registry.example/web:1.0";
+        let no_digest_b = "registry.example/web:1.1";
+        check(vec![
+            Case {
+                name: "fixed: the digest changed and the package is gone",
+                stored: stored(T1, IMG_A, &["CVE-1 HIGH open pkg=zlib", "CVE-2 LOW open"]),
+                obs: obs(T2, IMG_B, &["CVE-2 LOW"]),
+                baseline: false,
                 events: &["fixed:CVE-1"],
-                rows: &["CVE-1:fixed:0", "CVE-2:open:0"],
+                rows: &["CVE-1:fixed:0:HIGH", "CVE-2:open:0:LOW"],
             },
             Case {
-                name: "fixed: an empty newer scan fixes everything open",
-                stored: stored(T1, &["CVE-1:HIGH:open", "CVE-2:LOW:fixed"]),
-                obs: obs(T2, &[]),
+                name: "fixed: the package is listed at another installed version",
+                stored: stored(T1, IMG_A, &["CVE-1 HIGH open pkg=ssl@3.0", "CVE-2 LOW open pkg=ssl@3.0"]),
+                obs: obs(T2, IMG_B, &["CVE-2 LOW pkg=ssl@3.1"]),
                 baseline: false,
-                stale: false,
                 events: &["fixed:CVE-1"],
-                rows: &["CVE-1:fixed:0"],
+                rows: &["CVE-1:fixed:0:HIGH", "CVE-2:open:0:LOW"],
             },
             Case {
-                name: "already fixed and still absent: untouched",
-                stored: stored(T1, &["CVE-1:HIGH:fixed"]),
-                obs: obs(T2, &[]),
+                name: "fixed: an empty newer scan of another digest fixes everything open",
+                stored: stored(T1, IMG_A, &["CVE-1 HIGH open", "CVE-2 LOW fixed"]),
+                obs: obs(T2, IMG_B, &[]),
                 baseline: false,
-                stale: false,
+                events: &["fixed:CVE-1"],
+                rows: &["CVE-1:fixed:0:HIGH"],
+            },
+            Case {
+                name: "withdrawn: the same digest no longer lists it (ignoreUnfixed, severity filter, database)",
+                stored: stored(T1, IMG_A, &["CVE-1 HIGH open pkg=zlib", "CVE-2 LOW open"]),
+                obs: obs(T2, IMG_A, &["CVE-2 LOW"]),
+                baseline: false,
+                events: &["withdrawn:CVE-1"],
+                rows: &["CVE-1:withdrawn:0:HIGH", "CVE-2:open:0:LOW"],
+            },
+            Case {
+                name: "withdrawn: another digest, but the package is listed at the same version",
+                stored: stored(T1, IMG_A, &["CVE-1 HIGH open pkg=ssl@3.0", "CVE-2 LOW open pkg=ssl@3.0"]),
+                obs: obs(T2, IMG_B, &["CVE-2 LOW pkg=ssl@3.0"]),
+                baseline: false,
+                events: &["withdrawn:CVE-1"],
+                rows: &["CVE-1:withdrawn:0:HIGH", "CVE-2:open:0:LOW"],
+            },
+            Case {
+                name: "no digest: another tag is evidence",
+                stored: stored(T1, no_digest_a, &["CVE-1 HIGH open pkg=zlib"]),
+                obs: obs(T2, no_digest_b, &[]),
+                baseline: false,
+                events: &["fixed:CVE-1"],
+                rows: &["CVE-1:fixed:0:HIGH"],
+            },
+            Case {
+                name: "no digest: same tag, another installed version of a package both list",
+                stored: stored(T1, no_digest_a, &["CVE-1 HIGH open pkg=zlib", "CVE-2 LOW open pkg=ssl@3.0"]),
+                obs: obs(T2, no_digest_a, &["CVE-2 LOW pkg=ssl@3.1"]),
+                baseline: false,
+                events: &["fixed:CVE-1"],
+                rows: &["CVE-1:fixed:0:HIGH", "CVE-2:open:0:LOW"],
+            },
+            Case {
+                name: "no digest: same tag, same versions: no evidence, withdrawn",
+                stored: stored(T1, no_digest_a, &["CVE-1 HIGH open pkg=zlib", "CVE-2 LOW open pkg=ssl@3.0"]),
+                obs: obs(T2, no_digest_a, &["CVE-2 LOW pkg=ssl@3.0"]),
+                baseline: false,
+                events: &["withdrawn:CVE-1"],
+                rows: &["CVE-1:withdrawn:0:HIGH", "CVE-2:open:0:LOW"],
+            },
+            Case {
+                name: "a digest on one side only: judged by reference and versions",
+                stored: stored(T1, "docker.io/library/web:1", &["CVE-1 HIGH open pkg=zlib"]),
+                obs: obs(T2, IMG_A, &[]),
+                baseline: false,
+                events: &["withdrawn:CVE-1"],
+                rows: &["CVE-1:withdrawn:0:HIGH"],
+            },
+            Case {
+                name: "already closed and still absent: untouched",
+                stored: stored(T1, IMG_A, &["CVE-1 HIGH fixed", "CVE-2 HIGH withdrawn"]),
+                obs: obs(T2, IMG_B, &[]),
+                baseline: false,
                 events: &[],
                 rows: &[],
             },
             Case {
-                name: "reintroduced: a fixed finding is back, counted",
-                stored: stored(T1, &["CVE-1:HIGH:fixed:1"]),
-                obs: obs(T2, &["CVE-1:HIGH"]),
+                name: "the closing event carries the peak severity people were told",
+                stored: stored(T1, IMG_A, &["CVE-1 LOW open peak=CRITICAL"]),
+                obs: obs(T2, IMG_B, &[]),
                 baseline: false,
-                stale: false,
-                events: &["reintroduced:CVE-1"],
-                rows: &["CVE-1:open:2"],
+                events: &["fixed:CVE-1"],
+                rows: &["CVE-1:fixed:0:CRITICAL"],
             },
+        ]);
+    }
+
+    #[test]
+    fn returning_findings() {
+        check(vec![
             Case {
-                name: "reintroduced: after its workload was removed and redeployed",
-                stored: stored(T1, &["CVE-1:HIGH:workload_removed"]),
-                obs: obs(T2, &["CVE-1:HIGH"]),
+                name: "reintroduced: a fixed finding is back, counted",
+                stored: stored(T1, IMG_A, &["CVE-1 HIGH fixed count=1"]),
+                obs: obs(T2, IMG_B, &["CVE-1 HIGH"]),
                 baseline: false,
-                stale: false,
                 events: &["reintroduced:CVE-1"],
-                rows: &["CVE-1:open:1"],
+                rows: &["CVE-1:open:2:HIGH"],
             },
             Case {
                 name: "reintroduced even during a baseline (only new is silenced)",
-                stored: stored(T1, &["CVE-1:HIGH:fixed"]),
-                obs: obs(T2, &["CVE-1:HIGH"]),
+                stored: stored(T1, IMG_A, &["CVE-1 HIGH fixed"]),
+                obs: obs(T2, IMG_B, &["CVE-1 HIGH"]),
                 baseline: true,
-                stale: false,
                 events: &["reintroduced:CVE-1"],
-                rows: &["CVE-1:open:1"],
+                rows: &["CVE-1:open:1:HIGH"],
             },
             Case {
-                name: "severity change on an open finding is recorded",
-                stored: stored(T1, &["CVE-1:MEDIUM:open"]),
-                obs: obs(T2, &["CVE-1:CRITICAL"]),
+                name: "reported again: a withdrawn finding listed again, not counted",
+                stored: stored(T1, IMG_A, &["CVE-1 HIGH withdrawn count=1"]),
+                obs: obs(T2, IMG_A, &["CVE-1 HIGH"]),
                 baseline: false,
-                stale: false,
+                events: &["reported_again:CVE-1"],
+                rows: &["CVE-1:open:1:HIGH"],
+            },
+            Case {
+                name: "a returning workload reopens silently",
+                stored: stored(T1, IMG_A, &["CVE-1 HIGH workload_removed"]),
+                obs: obs(T2, IMG_A, &["CVE-1 HIGH"]),
+                baseline: false,
+                events: &[],
+                rows: &["CVE-1:open:0:HIGH"],
+            },
+            Case {
+                name: "a returning container reopens silently",
+                stored: stored(T1, IMG_A, &["CVE-1 HIGH container_removed count=2"]),
+                obs: obs(T2, IMG_B, &["CVE-1 MEDIUM"]),
+                baseline: false,
+                events: &[],
+                rows: &["CVE-1:open:2:MEDIUM"],
+            },
+            Case {
+                name: "a reopened finding starts a new open period: peak is its severity",
+                stored: stored(T1, IMG_A, &["CVE-1 LOW fixed peak=CRITICAL"]),
+                obs: obs(T2, IMG_B, &["CVE-1 LOW"]),
+                baseline: false,
+                events: &["reintroduced:CVE-1"],
+                rows: &["CVE-1:open:1:LOW"],
+            },
+        ]);
+    }
+
+    #[test]
+    fn severity_changes_and_peak() {
+        check(vec![
+            Case {
+                name: "a rise is recorded with the previous severity; peak rises",
+                stored: stored(T1, IMG_A, &["CVE-1 MEDIUM open"]),
+                obs: obs(T2, IMG_A, &["CVE-1 CRITICAL"]),
+                baseline: false,
                 events: &["severity_changed:CVE-1"],
-                rows: &["CVE-1:open:0"],
+                rows: &["CVE-1:open:0:CRITICAL"],
             },
             Case {
-                name: "older scan does not regress state",
-                stored: stored(T2, &["CVE-1:HIGH:open"]),
-                obs: obs(T1, &[]),
+                name: "a lowering is recorded; peak stays what people were told",
+                stored: stored(T1, IMG_A, &["CVE-1 CRITICAL open"]),
+                obs: obs(T2, IMG_A, &["CVE-1 LOW"]),
                 baseline: false,
-                stale: true,
+                events: &["severity_changed:CVE-1"],
+                rows: &["CVE-1:open:0:CRITICAL"],
+            },
+        ]);
+        let c = diff(
+            &stored(T1, IMG_A, &["CVE-1 MEDIUM open"]),
+            &obs(T2, IMG_A, &["CVE-1 CRITICAL"]),
+            false,
+        );
+        assert_eq!(c.events[0].previous_severity, Some(Severity::Medium));
+        assert_eq!(c.events[0].finding.severity, Severity::Critical);
+        assert_eq!(c.events[0].peak_severity, Severity::Critical);
+    }
+
+    #[test]
+    fn instances_are_one_finding() {
+        let a = "CVE-44228 CRITICAL pkg=log4j@2.14 path=/a.jar";
+        let b = "CVE-44228 CRITICAL pkg=log4j@2.14 path=/b.jar";
+        let b_old = "CVE-44228 CRITICAL pkg=log4j@2.13 path=/b.jar";
+        check(vec![
+            Case {
+                name: "two jars, one finding",
+                stored: stored(T1, IMG_A, &[]),
+                obs: obs(T2, IMG_A, &[a, b]),
+                baseline: false,
+                events: &["new:CVE-44228"],
+                rows: &["CVE-44228:open:0:CRITICAL"],
+            },
+            Case {
+                name: "one jar upgraded: still open through the other",
+                stored: stored(T1, IMG_A, &["CVE-44228 CRITICAL open pkg=log4j@2.14"]),
+                obs: obs(T2, IMG_B, &[b]),
+                baseline: false,
                 events: &[],
-                rows: &[],
+                rows: &["CVE-44228:open:0:CRITICAL"],
             },
             Case {
-                name: "same-timestamp scan is a no-op (idempotence)",
-                stored: stored(T2, &["CVE-1:HIGH:open"]),
-                obs: obs(T2, &["CVE-2:HIGH"]),
+                name: "a path change (tag bump changes Trivy's target) is not fixed+new",
+                stored: stored(T1, IMG_A, &["CVE-44228 CRITICAL open pkg=log4j@2.14 path=/a.jar"]),
+                obs: obs(T2, IMG_B, &[b]),
                 baseline: false,
-                stale: true,
                 events: &[],
-                rows: &[],
+                rows: &["CVE-44228:open:0:CRITICAL"],
             },
-            Case {
-                name: "duplicate keys within a scan count once",
-                stored: stored(T1, &[]),
-                obs: obs(T2, &["CVE-1:HIGH", "CVE-1:LOW"]),
-                baseline: false,
-                stale: false,
-                events: &["new:CVE-1"],
-                rows: &["CVE-1:open:0"],
-            },
+        ]);
+        let merged = merge_instances(vec![finding(b), finding(a), finding(b_old), finding(a)]);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].installed_version, "2.13, 2.14");
+        assert_eq!(merged[0].package_path, "/a.jar, /b.jar");
+        let rows = diff(&stored(T1, IMG_A, &[]), &obs(T2, IMG_A, &[a, b]), false).rows;
+        assert_eq!(rows[0].finding.package_path, "/a.jar, /b.jar");
+    }
+
+    #[test]
+    fn merge_instances_keeps_first_seen_order_and_the_highest_severity() {
+        /// (id, severity, installed versions) of each merged finding.
+        type Merged<'a> = &'a [(&'a str, &'a str, &'a str)];
+        let cases: &[(&[&str], Merged)] = &[
+            (&[], &[]),
+            (
+                &["CVE-2 LOW pkg=a", "CVE-1 HIGH pkg=b"],
+                &[("CVE-2", "LOW", "1.0"), ("CVE-1", "HIGH", "1.0")],
+            ),
+            (
+                &["CVE-1 LOW pkg=a@1", "CVE-1 HIGH pkg=a@2", "CVE-1 LOW pkg=a@1"],
+                &[("CVE-1", "HIGH", "1, 2")],
+            ),
+            // Same vulnerability in two packages: two findings.
+            (
+                &["CVE-1 LOW pkg=a", "CVE-1 LOW pkg=b"],
+                &[("CVE-1", "LOW", "1.0"), ("CVE-1", "LOW", "1.0")],
+            ),
         ];
-        for c in cases {
-            let got = diff(&c.stored, &c.obs, c.baseline);
-            assert_eq!(got.stale, c.stale, "{}", c.name);
-            let (events, rows) = summary(&got);
-            assert_eq!(events, c.events, "{}", c.name);
-            assert_eq!(rows, c.rows, "{}", c.name);
+        for (input, want) in cases {
+            let got: Vec<(String, String, String)> =
+                merge_instances(input.iter().map(|s| finding(s)).collect())
+                    .into_iter()
+                    .map(|f| {
+                        (
+                            f.key.vulnerability_id,
+                            f.severity.as_str().to_owned(),
+                            f.installed_version,
+                        )
+                    })
+                    .collect();
+            let want: Vec<(String, String, String)> = want
+                .iter()
+                .map(|(a, b, c)| ((*a).into(), (*b).into(), (*c).into()))
+                .collect();
+            assert_eq!(got, want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn siblings_are_loaded_only_when_a_finding_would_be_new() {
+        let unloaded = |rows: &[&str]| StoredAsset {
+            sibling_keys: None,
+            ..stored(T1, IMG_A, rows)
+        };
+        let cases = [
+            ("would announce new", unloaded(&[]), &["CVE-1 HIGH"][..], false, true),
+            ("nothing new", unloaded(&["CVE-1 HIGH open"]), &["CVE-1 HIGH"][..], false, false),
+            ("baseline never announces", unloaded(&[]), &["CVE-1 HIGH"][..], true, false),
+            ("only closings", unloaded(&["CVE-1 HIGH open"]), &[][..], false, false),
+        ];
+        for (name, s, specs, baseline, needs) in cases {
+            let c = diff(&s, &obs(T2, IMG_B, specs), baseline);
+            assert_eq!(c.needs_siblings, needs, "{name}");
+            if needs {
+                assert!(c.rows.is_empty() && c.events.is_empty(), "{name}: nothing half-done");
+            }
+        }
+    }
+
+    #[test]
+    fn which_scan_is_newer() {
+        let with = |last: &str, rev: Option<u64>| StoredAsset {
+            revision: rev,
+            ..stored(last, IMG_A, &[])
+        };
+        let scan = |at: &str, rev: Option<u64>| Observation {
+            revision: rev,
+            ..obs(at, IMG_A, &[])
+        };
+        let cases = [
+            ("never seen", StoredAsset::default(), scan(T1, None), false),
+            ("newer scan", with(T1, None), scan(T2, None), false),
+            ("same scan again (idempotence)", with(T2, None), scan(T2, None), true),
+            ("older scan", with(T2, None), scan(T1, None), true),
+            ("rollback: higher revision, older scan", with(T2, Some(2)), scan(T1, Some(3)), false),
+            ("same revision, older scan", with(T2, Some(3)), scan(T1, Some(3)), true),
+            ("same revision, newer scan (TTL rescan)", with(T1, Some(3)), scan(T2, Some(3)), false),
+            ("re-created Deployment: revision 1 again, newer scan", with(T1, Some(5)), scan(T2, Some(1)), false),
+            ("lower revision, older scan", with(T2, Some(5)), scan(T1, Some(1)), true),
+            ("revision unknown on one side", with(T2, Some(2)), scan(T1, None), true),
+        ];
+        for (name, s, o, want) in cases {
+            assert_eq!(is_stale(&s, &o), want, "{name}");
+            let c = diff(&s, &o, false);
+            assert_eq!(c.stale, want, "{name}: diff agrees");
+            if want {
+                assert!(c.rows.is_empty() && c.events.is_empty(), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn scans_from_the_future_are_recognised() {
+        let now = ts("2026-06-01T12:00:00Z");
+        let cases = [
+            ("2026-06-01T12:00:00Z", false),
+            ("2026-06-01T11:00:00Z", false),
+            ("2026-06-01T12:04:59Z", false),
+            ("2026-06-01T12:05:00Z", false),
+            ("2026-06-01T12:05:01Z", true),
+            ("2026-06-01T14:00:00Z", true),
+        ];
+        for (at, want) in cases {
+            assert_eq!(is_future(ts(at), now), want, "{at}");
         }
     }
 
@@ -912,9 +1198,10 @@ mod tests {
     fn row_timestamps_follow_the_scan() {
         let s = stored(
             T1,
-            &["CVE-1:HIGH:open", "CVE-2:HIGH:open", "CVE-3:HIGH:fixed:0"],
+            IMG_A,
+            &["CVE-1 HIGH open", "CVE-2 HIGH open pkg=zlib", "CVE-3 HIGH fixed"],
         );
-        let c = diff(&s, &obs(T2, &["CVE-1:HIGH", "CVE-3:HIGH"]), false);
+        let c = diff(&s, &obs(T2, IMG_B, &["CVE-1 HIGH", "CVE-3 HIGH"]), false);
         let row = |id: &str| {
             c.rows
                 .iter()
@@ -923,34 +1210,33 @@ mod tests {
         };
         // persistent: last_seen moves to the scan, first_seen stays
         assert_eq!(row("CVE-1").last_seen, ts(T2));
-        assert_eq!(row("CVE-1").first_seen, ts("2026-01-01T00:00:00Z"));
-        assert_eq!(row("CVE-1").image, "docker.io/library/web:1@sha256:aa");
+        assert_eq!(row("CVE-1").first_seen, ts(T0));
+        assert_eq!(row("CVE-1").image, IMG_B);
         // fixed: fixed_at is the scan that no longer has it, last_seen stays the last sighting
+        assert_eq!(row("CVE-2").state, FindingState::Fixed);
         assert_eq!(row("CVE-2").fixed_at, Some(ts(T2)));
         assert_eq!(row("CVE-2").last_seen, ts(T1));
         // reintroduced: open again, fixed_at cleared, first_seen kept
         assert_eq!(row("CVE-3").fixed_at, None);
-        assert_eq!(row("CVE-3").first_seen, ts("2026-01-01T00:00:00Z"));
+        assert_eq!(row("CVE-3").first_seen, ts(T0));
     }
 
     #[test]
     fn events_carry_what_a_notification_needs() {
-        let s = stored(T1, &["CVE-1:MEDIUM:open", "CVE-2:LOW:open"]);
-        let c = diff(&s, &obs(T2, &["CVE-1:CRITICAL", "CVE-3:HIGH"]), false);
+        let s = stored(T1, IMG_A, &["CVE-2 LOW open pkg=zlib"]);
+        let c = diff(&s, &obs(T2, IMG_B, &["CVE-3 HIGH"]), false);
         let by_kind = |k| c.events.iter().find(|e| e.kind == k).unwrap();
-        let sev = by_kind(EventKind::SeverityChanged);
-        assert_eq!(sev.previous_severity, Some(Severity::Medium));
-        assert_eq!(sev.finding.severity, Severity::Critical);
         let new = by_kind(EventKind::New);
         assert_eq!(new.cluster, "prod");
         assert_eq!(new.asset, asset());
-        assert_eq!(new.image, "docker.io/library/web:1@sha256:aa");
+        assert_eq!(new.image, IMG_B);
         assert_eq!(new.finding.title, "CVE-3 title");
-        assert_eq!(new.finding.fixed_version, "1.1");
+        assert_eq!(new.finding.fixed_version, "9.9");
         assert_eq!(new.occurred_at, ts(T2));
+        assert_eq!(new.peak_severity, Severity::High);
         // a fixed event names the image the finding was last seen in
         let fixed = by_kind(EventKind::Fixed);
-        assert_eq!(fixed.image, "docker.io/library/web:0@sha256:00");
+        assert_eq!(fixed.image, IMG_A);
         assert_eq!(fixed.finding.key.vulnerability_id, "CVE-2");
     }
 
@@ -958,27 +1244,46 @@ mod tests {
     fn applying_the_same_scan_twice_yields_no_second_events() {
         let mut state = StoredAsset::default();
         let scans = [
-            (obs(T1, &["CVE-1:HIGH"]), true, 0),
-            (obs(T2, &["CVE-2:HIGH"]), false, 2),
+            (obs(T1, IMG_A, &["CVE-1 HIGH"]), true, 0),
+            (obs(T2, IMG_B, &["CVE-2 HIGH"]), false, 2),
         ];
         for (o, baseline, want) in scans {
+            state.sibling_keys = Some(BTreeSet::new());
             let first = diff(&state, &o, baseline);
             assert_eq!(first.events.len(), want);
-            apply_in_memory(&mut state, &first, Some(o.scanned_at));
+            apply_in_memory(&mut state, &first, Some(&o));
             let again = diff(&state, &o, baseline);
             assert!(again.stale && again.events.is_empty() && again.rows.is_empty());
         }
     }
 
+    /// The sequence for a scanner change, applied in memory: withdrawn, then reported
+    /// again — never fixed, never reintroduced.
+    #[test]
+    fn a_scanner_change_and_its_revert_are_not_a_fix() {
+        let mut state = stored(T0, IMG_A, &["CVE-1 HIGH open", "CVE-2 LOW open"]);
+        let steps = [
+            (T1, vec!["CVE-2 LOW"], vec!["withdrawn:CVE-1"]),
+            (T2, vec!["CVE-1 HIGH", "CVE-2 LOW"], vec!["reported_again:CVE-1"]),
+        ];
+        for (at, specs, want) in steps {
+            let o = obs(at, IMG_A, &specs);
+            let c = diff(&state, &o, false);
+            assert_eq!(summary(&c).0, want, "{at}");
+            apply_in_memory(&mut state, &c, Some(&o));
+        }
+    }
+
     #[test]
     fn event_ids_are_stable_and_distinct() {
-        let k = finding("CVE-1:HIGH").key;
+        let k = finding("CVE-1 HIGH").key;
         let a = event_id("prod", &asset(), &k, EventKind::New, ts(T1));
         assert_eq!(a, event_id("prod", &asset(), &k, EventKind::New, ts(T1)));
         assert_eq!(a.len(), 32);
         let others = [
             event_id("stage", &asset(), &k, EventKind::New, ts(T1)),
             event_id("prod", &asset(), &k, EventKind::Fixed, ts(T1)),
+            event_id("prod", &asset(), &k, EventKind::Withdrawn, ts(T1)),
             event_id("prod", &asset(), &k, EventKind::New, ts(T2)),
             event_id("prod", &AssetId::default(), &k, EventKind::New, ts(T1)),
         ];
@@ -988,35 +1293,61 @@ mod tests {
     }
 
     #[test]
-    fn workload_removal_closes_only_open_findings() {
+    fn removals_close_only_open_findings() {
         let s = stored(
             T1,
-            &["CVE-1:HIGH:open", "CVE-2:LOW:fixed", "CVE-3:LOW:open:2"],
+            IMG_A,
+            &["CVE-1 HIGH open", "CVE-2 LOW fixed", "CVE-3 LOW open count=2 peak=HIGH"],
         );
         let at = ts("2026-02-01T00:00:00Z");
-        let c = workload_removed("prod", &asset(), &s, at);
-        let (events, rows) = summary(&c);
-        assert_eq!(events, ["workload_removed:CVE-1", "workload_removed:CVE-3"]);
-        assert_eq!(
-            rows,
-            ["CVE-1:workload_removed:0", "CVE-3:workload_removed:2"]
-        );
-        assert!(c.rows.iter().all(|r| r.fixed_at == Some(at)));
-        // noticed later by another agent: same ids
-        let later = workload_removed("prod", &asset(), &s, ts("2026-02-02T00:00:00Z"));
-        let ids = |c: &Changes| {
-            c.events
-                .iter()
-                .map(|e| e.event_id.clone())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(ids(&c), ids(&later));
-        // nothing open: nothing happens
-        let mut after = s.clone();
-        apply_in_memory(&mut after, &c, None);
-        assert_eq!(
-            workload_removed("prod", &asset(), &after, at),
-            Changes::default()
-        );
+        type Remove = fn(&str, &AssetId, &StoredAsset, Timestamp) -> Changes;
+        let cases: [(Remove, &str); 2] = [
+            (workload_removed, "workload_removed"),
+            (container_removed, "container_removed"),
+        ];
+        for (remove, kind) in cases {
+            let c = remove("prod", &asset(), &s, at);
+            let (events, rows) = summary(&c);
+            assert_eq!(events, [format!("{kind}:CVE-1"), format!("{kind}:CVE-3")]);
+            assert_eq!(
+                rows,
+                [format!("CVE-1:{kind}:0:HIGH"), format!("CVE-3:{kind}:2:HIGH")]
+            );
+            assert!(c.rows.iter().all(|r| r.fixed_at == Some(at)));
+            assert_eq!(c.events[1].peak_severity, Severity::High, "{kind}: told HIGH");
+            // noticed later by another agent: same ids
+            let later = remove("prod", &asset(), &s, ts("2026-02-02T00:00:00Z"));
+            let ids = |c: &Changes| c.events.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>();
+            assert_eq!(ids(&c), ids(&later));
+            // nothing open: nothing happens
+            let mut after = s.clone();
+            apply_in_memory(&mut after, &c, None);
+            assert_eq!(remove("prod", &asset(), &after, at), Changes::default());
+        }
+    }
+
+    #[test]
+    fn kinds_and_states_round_trip_their_stored_names() {
+        for k in [
+            EventKind::New,
+            EventKind::Fixed,
+            EventKind::Withdrawn,
+            EventKind::Reintroduced,
+            EventKind::ReportedAgain,
+            EventKind::SeverityChanged,
+            EventKind::WorkloadRemoved,
+            EventKind::ContainerRemoved,
+        ] {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+        }
+        for s in [
+            FindingState::Open,
+            FindingState::Fixed,
+            FindingState::Withdrawn,
+            FindingState::WorkloadRemoved,
+            FindingState::ContainerRemoved,
+        ] {
+            assert_eq!(FindingState::parse(s.as_str()), Some(s));
+        }
     }
 }

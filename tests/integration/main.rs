@@ -20,3 +20,4 @@ mod secrets;
 mod shell;
 mod store;
 mod support;
+mod upgrade;

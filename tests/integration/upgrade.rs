@@ -1,0 +1,280 @@
+//! Upgrading a store written by schema 2 (finding identity with the package path) to the
+//! current schema, end to end with the release binary: the migration writes no event, and the
+//! next cycles over an unchanged cluster — even one whose every report was re-created by Trivy
+//! Operator's 24 h TTL with a newer scan — produce no event and no message.
+//!
+//! The schema-2 store is built as the previous agent left it: the embedded migrations 1 and 2
+//! applied by hand, and the data of a completed baseline copied into it in schema 2's shape —
+//! the finding whose report lists two instances (`/app/a.jar`, `/app/b.jar`) as the two rows the
+//! old identity made of it.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::agent::run;
+use crate::support::lifecycle::{Db, create, get, replace, rescan};
+use crate::support::receiver::Receiver;
+use crate::support::sandbox::Sandbox;
+
+const CLUSTER: &str = "upgrade";
+const VR: &str = "vulnerabilityreports";
+const NGINX: &str = "replicaset-web-7c9d8f6b5d-nginx";
+const LOG4SHELL: &str = "CVE-2021-44228";
+
+/// The schema-2 tables and the columns they had, in copy order.
+const OLD_TABLES: &[(&str, &str)] = &[
+    ("clusters", "cluster_name, baseline_completed_at"),
+    (
+        "scanned_containers",
+        "cluster_name, namespace, workload_kind, workload, container, image, last_scan_at, removed_at",
+    ),
+    (
+        "report_versions",
+        "cluster_name, report_uid, resource_version, update_timestamp, namespace, workload_kind, workload, container, recorded_at",
+    ),
+    (
+        "vulnerability_history",
+        "cluster_name, namespace, workload, cve_id, severity, first_seen, last_seen, fixed_at, workload_kind, container, package, package_path, installed_version, fixed_version, title, link, image, state, reintroduced_count",
+    ),
+];
+
+fn once(sb: &Sandbox, db: &Db, slack: &Receiver) -> String {
+    let kubeconfig = sb.kubeconfig.display().to_string();
+    let url = db.url();
+    let slack_url = slack.url("/slack");
+    let (status, _, err) = run(
+        &[
+            ("KIJO_DATABASE_URL", url.as_str()),
+            ("KIJO_CLUSTER_NAME", CLUSTER),
+            ("KIJO_KUBECONFIG", kubeconfig.as_str()),
+            ("KIJO_NOTIFY_SLACK", slack_url.as_str()),
+            ("KIJO_NOTIFY_SEVERITY", "LOW"),
+            ("KIJO_NOTIFY_WORKLOAD_REMOVED", "true"),
+            ("KIJO_NOTIFY_ONCE_WAIT", "10s"),
+        ],
+        &["--once"],
+    );
+    assert!(status.success(), "--once failed:\n{err}");
+    err
+}
+
+/// Two instances of Log4Shell in the nginx report, at two paths.
+fn add_instances(sb: &Sandbox) {
+    let mut r = get(sb, VR, "shop", NGINX);
+    let instance = |path: &str| {
+        json!({
+            "vulnerabilityID": LOG4SHELL, "resource": "org.apache.logging.log4j:log4j-core",
+            "installedVersion": "2.14.1", "fixedVersion": "2.15.0", "severity": "CRITICAL",
+            "title": "log4j-core: Remote code execution in Log4j 2.x",
+            "primaryLink": "https://avd.aquasec.com/nvd/cve-2021-44228", "links": [],
+            "packagePath": path, "target": "Java"
+        })
+    };
+    rescan(&mut r, Duration::from_secs(60), |v| {
+        v.push(instance("/app/a.jar"));
+        v.push(instance("/app/b.jar"));
+    });
+    replace(sb, &r);
+}
+
+/// Creates schema 2 in `old` exactly as the previous agent's migrations did.
+fn create_schema_2(old: &Db) {
+    let dialect = match old {
+        Db::Pg(_) => "postgres",
+        Db::Sqlite(..) => "sqlite",
+    };
+    let sql = |file: &str| {
+        std::fs::read_to_string(format!(
+            "{}/sql/{dialect}/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    };
+    let bookkeeping = match old {
+        Db::Pg(_) => {
+            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+        }
+        Db::Sqlite(..) => {
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                 applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000Z'));"
+        }
+    };
+    let script = format!(
+        "{bookkeeping}\n{}\n{}\nINSERT INTO schema_migrations (version, name) VALUES (1, 'init'), (2, 'notification_messages');",
+        sql("0001_init.sql"),
+        sql("0002_notification_messages.sql")
+    );
+    execute(old, &script);
+}
+
+fn execute(db: &Db, script: &str) {
+    match db {
+        Db::Pg(t) => {
+            let url = format!("postgres://postgres@127.0.0.1:5432/{}", t.name);
+            postgres::Client::connect(&url, postgres::NoTls)
+                .unwrap()
+                .batch_execute(script)
+                .unwrap();
+        }
+        Db::Sqlite(_, path) => rusqlite::Connection::open(path)
+            .unwrap()
+            .execute_batch(script)
+            .unwrap(),
+    }
+}
+
+/// Copies the schema-2 columns of every table from `new` into `old`.
+fn copy_old_columns(new: &Db, old: &Db) {
+    match (new, old) {
+        (Db::Pg(n), Db::Pg(o)) => {
+            let connect = |name: &str| {
+                let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+                postgres::Client::connect(&url, postgres::NoTls).unwrap()
+            };
+            let (mut from, mut to) = (connect(&n.name), connect(&o.name));
+            for (table, columns) in OLD_TABLES {
+                let rows = from
+                    .query(
+                        &format!(
+                            "SELECT row_to_json(r)::text FROM (SELECT {columns} FROM {table}) r"
+                        ),
+                        &[],
+                    )
+                    .unwrap();
+                for row in rows {
+                    let json: String = row.get(0);
+                    to.execute(
+                        &format!(
+                            "INSERT INTO {table} ({columns}) SELECT {columns} FROM json_populate_record(NULL::{table}, $1::text::json)"
+                        ),
+                        &[&json],
+                    )
+                    .unwrap();
+                }
+            }
+        }
+        (Db::Sqlite(_, n), Db::Sqlite(_, o)) => {
+            let c = rusqlite::Connection::open(o).unwrap();
+            c.execute("ATTACH DATABASE ?1 AS new", [n.display().to_string()])
+                .unwrap();
+            for (table, columns) in OLD_TABLES {
+                c.execute_batch(&format!(
+                    "INSERT INTO main.{table} ({columns}) SELECT {columns} FROM new.{table}"
+                ))
+                .unwrap();
+            }
+        }
+        _ => unreachable!("same dialect"),
+    }
+}
+
+/// Splits the merged Log4Shell row into the two rows schema 2's identity kept, one per path.
+fn split_instances(old: &Db) {
+    let columns = OLD_TABLES[3].1;
+    let b_row = columns.replace("package_path", "'/app/b.jar'");
+    execute(
+        old,
+        &format!(
+            "INSERT INTO vulnerability_history ({columns})
+                 SELECT {b_row} FROM vulnerability_history WHERE cve_id = '{LOG4SHELL}';
+             UPDATE vulnerability_history SET package_path = '/app/a.jar'
+                 WHERE cve_id = '{LOG4SHELL}' AND package_path <> '/app/b.jar';"
+        ),
+    );
+}
+
+fn log4shell_rows(db: &Db) -> Vec<Vec<String>> {
+    db.findings(CLUSTER)
+        .into_iter()
+        .filter(|r| r[4] == LOG4SHELL)
+        .collect()
+}
+
+/// Every report re-created by the TTL: new uid, same findings, scanned an hour later.
+fn ttl_rescan_everything(sb: &Sandbox) {
+    let list: Value =
+        serde_json::from_str(&sb.kubectl_ok(&["get", VR, "-A", "-o", "json"])).unwrap();
+    for item in list["items"].as_array().unwrap() {
+        let ns = item["metadata"]["namespace"].as_str().unwrap();
+        let name = item["metadata"]["name"].as_str().unwrap();
+        sb.kubectl_ok(&["delete", VR, "-n", ns, name]);
+        let mut again = item.clone();
+        rescan(&mut again, Duration::from_secs(3600), |_| {});
+        create(sb, &again);
+    }
+}
+
+fn upgrade(new: Db, old: Db) {
+    let which = new.name();
+    let sb = Sandbox::start(&["--load", &Sandbox::fixtures_dir().display().to_string()]);
+    let slack = Receiver::start();
+    add_instances(&sb);
+
+    // The data of a completed baseline, in schema 2's shape.
+    once(&sb, &new, &slack);
+    assert_eq!(
+        new.count("lifecycle_events", CLUSTER),
+        0,
+        "{which}: baseline"
+    );
+    create_schema_2(&old);
+    copy_old_columns(&new, &old);
+    split_instances(&old);
+    let paths: Vec<String> = log4shell_rows(&old).iter().map(|r| r[6].clone()).collect();
+    assert_eq!(
+        paths,
+        ["/app/a.jar", "/app/b.jar"],
+        "{which}: schema 2 had two rows"
+    );
+    let findings_before = old.findings(CLUSTER).len();
+    assert!(
+        findings_before > 2,
+        "{which}: the fixture cluster's findings"
+    );
+
+    // Migrate and run a cycle over the unchanged cluster: no event, no message, and the two
+    // instance rows are one finding.
+    let log = once(&sb, &old, &slack);
+    assert!(
+        log.contains("database migration applied"),
+        "{which}: migrated:\n{log}"
+    );
+    let merged = log4shell_rows(&old);
+    assert_eq!(merged.len(), 1, "{which}: {merged:?}");
+    assert_eq!(merged[0][6], "/app/a.jar, /app/b.jar", "{which}");
+    assert_eq!(merged[0][8], "open", "{which}");
+    assert_eq!(old.findings(CLUSTER).len(), findings_before - 1, "{which}");
+
+    // Trivy's TTL re-creates every report with a newer scan: the diff runs against the migrated
+    // rows, and still nothing happened.
+    ttl_rescan_everything(&sb);
+    let log = once(&sb, &old, &slack);
+    assert!(log.contains("\"reports_changed\":"), "{which}:\n{log}");
+    assert_eq!(
+        old.count("lifecycle_events", CLUSTER),
+        0,
+        "{which}: no event after the upgrade: {:?}",
+        old.events(CLUSTER)
+    );
+    assert!(
+        slack.requests().is_empty(),
+        "{which}: no message after the upgrade: {:?}",
+        slack
+            .requests()
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_schema_2_store_upgrades_without_an_event_on_postgres() {
+    upgrade(Db::postgres("upgrade_new"), Db::postgres("upgrade_old"));
+}
+
+#[test]
+fn a_schema_2_store_upgrades_without_an_event_on_sqlite() {
+    upgrade(Db::sqlite("upgrade-new"), Db::sqlite("upgrade-old"));
+}

@@ -28,7 +28,10 @@ fn files() -> Vec<PathBuf> {
     if let Ok(only) = std::env::var("KIJO_SCENARIO") {
         let only = only.trim_end_matches(".yaml").to_owned();
         all.retain(|p| p.file_stem().is_some_and(|s| s.to_string_lossy() == only));
-        assert!(!all.is_empty(), "KIJO_SCENARIO={only}: no tests/scenarios/{only}.yaml");
+        assert!(
+            !all.is_empty(),
+            "KIJO_SCENARIO={only}: no tests/scenarios/{only}.yaml"
+        );
     }
     all
 }
@@ -79,9 +82,12 @@ fn scenarios_on_postgres() {
 #[test]
 fn a_misspelt_field_names_the_file_and_step() {
     let text = "steps:\n  - cycle: {expect: []}\n  - workload:\n      deployment: {name: web, containers: {app: nginx}, revison: 2}\n";
-    let err = parse("typo.yaml", text).err().expect("a typo is an error");
-    assert!(err.starts_with("typo.yaml: step 1 (workload): unknown field `revison`"), "{err}");
-    let err = parse("top.yaml", "stesp: []\n").err().expect("a typo is an error");
+    let err = parse("typo.yaml", text).expect_err("a typo is an error");
+    assert!(
+        err.starts_with("typo.yaml: step 1 (workload): unknown field `revison`"),
+        "{err}"
+    );
+    let err = parse("top.yaml", "stesp: []\n").expect_err("a typo is an error");
     assert!(err.starts_with("top.yaml: "), "{err}");
     assert!(err.contains("stesp"), "{err}");
 }

@@ -104,7 +104,10 @@ pub fn upsert(sb: &Sandbox, plural: &str, ns: &str, obj: &Value) -> Result<Value
         s => return Err(format!("PUT {path}/{name}: {s} {}", put.body)),
     };
     if !(200..300).contains(&reply.status) {
-        return Err(format!("write {path}/{name}: {} {}", reply.status, reply.body));
+        return Err(format!(
+            "write {path}/{name}: {} {}",
+            reply.status, reply.body
+        ));
     }
     Ok(reply.json())
 }
@@ -127,7 +130,13 @@ pub fn delete(sb: &Sandbox, plural: &str, ns: &str, name: &str) -> Result<(), St
     Ok(())
 }
 
-pub fn merge_patch(sb: &Sandbox, plural: &str, ns: &str, name: &str, patch: &Value) -> Result<(), String> {
+pub fn merge_patch(
+    sb: &Sandbox,
+    plural: &str,
+    ns: &str,
+    name: &str,
+    patch: &Value,
+) -> Result<(), String> {
     let path = format!("{}/{name}", collection(plural, ns));
     let r = sb.http(
         "PATCH",
@@ -237,7 +246,12 @@ pub fn template_images(kind: Kind, obj: &Value) -> BTreeMap<String, String> {
     ["containers", "initContainers"]
         .iter()
         .flat_map(|k| spec[k].as_array().cloned().unwrap_or_default())
-        .filter_map(|c| Some((c["name"].as_str()?.to_owned(), c["image"].as_str()?.to_owned())))
+        .filter_map(|c| {
+            Some((
+                c["name"].as_str()?.to_owned(),
+                c["image"].as_str()?.to_owned(),
+            ))
+        })
         .collect()
 }
 
@@ -253,7 +267,9 @@ pub fn artifact(image: &str) -> (String, Value) {
         _ => (rest, None),
     };
     let (registry, repository) = match name.split_once('/') {
-        Some((first, repo)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+        Some((first, repo))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
             (first.to_owned(), repo.to_owned())
         }
         Some(_) => ("index.docker.io".to_owned(), name.to_owned()),
@@ -272,9 +288,17 @@ pub fn vulnerability(v: &Value) -> Result<Value, String> {
     let line = match v {
         Value::Object(_) => return Ok(v.clone()),
         Value::String(s) => s,
-        other => return Err(format!("a vulnerability is a line or an object, got {other}")),
+        other => {
+            return Err(format!(
+                "a vulnerability is a line or an object, got {other}"
+            ));
+        }
     };
-    let bad = |why: &str| format!("vulnerability {line:?}: {why}; expected `ID PACKAGE INSTALLED [-> FIXED] SEVERITY [path=… target=… title=… link=…]`");
+    let bad = |why: &str| {
+        format!(
+            "vulnerability {line:?}: {why}; expected `ID PACKAGE INSTALLED [-> FIXED] SEVERITY [path=… target=… title=… link=…]`"
+        )
+    };
     let mut words: Vec<&str> = line.split_whitespace().collect();
     let mut attrs = BTreeMap::new();
     while let Some((k, val)) = words.last().and_then(|w| w.split_once('=')) {
@@ -282,7 +306,11 @@ pub fn vulnerability(v: &Value) -> Result<Value, String> {
             return Err(bad(&format!("unknown attribute {k}")));
         }
         // Titles have no spaces in a compact line: `title=zlib:_heap_overflow`.
-        let val = if k == "title" { val.replace('_', " ") } else { val.to_owned() };
+        let val = if k == "title" {
+            val.replace('_', " ")
+        } else {
+            val.to_owned()
+        };
         attrs.insert(k, val);
         words.pop();
     }

@@ -210,7 +210,8 @@ impl World<'_> {
         let rs_name = format!("{}-{hash}", spec.name);
         let labels = json!({"app": spec.name});
         let rev = revision.to_string();
-        let template = json!({"metadata": {"labels": labels}, "spec": cluster::pod_spec(spec, None)});
+        let template =
+            json!({"metadata": {"labels": labels}, "spec": cluster::pod_spec(spec, None)});
         let deployment = json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels,
@@ -218,7 +219,11 @@ impl World<'_> {
             "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": template},
         });
         let stored = cluster::upsert(&self.sb, "deployments", &spec.namespace, &deployment)?;
-        if let Some(old) = self.deployments.get(&key).filter(|d| d.current_rs != rs_name) {
+        if let Some(old) = self
+            .deployments
+            .get(&key)
+            .filter(|d| d.current_rs != rs_name)
+        {
             cluster::merge_patch(
                 &self.sb,
                 "replicasets",
@@ -264,7 +269,9 @@ impl World<'_> {
                 let d = self
                     .deployments
                     .get(&(ns.to_owned(), name.clone()))
-                    .ok_or_else(|| format!("deployment {ns}/{name} was not created by a workload step"))?;
+                    .ok_or_else(|| {
+                        format!("deployment {ns}/{name} was not created by a workload step")
+                    })?;
                 let rs = match revision {
                     Some(r) => d
                         .by_revision
@@ -318,11 +325,12 @@ impl World<'_> {
     fn rescan(&mut self, r: &Rescan) -> Result<(), String> {
         let (_, _, name) = self.resolve(&r.owner, &r.namespace, &r.container, r.revision)?;
         let key = (r.namespace.clone(), name.clone());
-        let mut state = self
-            .reports
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| format!("no report {}/{name} to rescan (write it with a report step)", r.namespace))?;
+        let mut state = self.reports.get(&key).cloned().ok_or_else(|| {
+            format!(
+                "no report {}/{name} to rescan (write it with a report step)",
+                r.namespace
+            )
+        })?;
         if let Some(after) = &r.after {
             self.clock += duration(after)?;
         }
@@ -439,7 +447,10 @@ impl World<'_> {
         let (status, _, log) = run(&env, &["--once"]);
         let mut mismatches = Vec::new();
         if !status.success() {
-            mismatches.push(format!("kijo-agent --once exited with {status}:\n{}", indent(&log)));
+            mismatches.push(format!(
+                "kijo-agent --once exited with {status}:\n{}",
+                indent(&log)
+            ));
         }
         let requests: Vec<_> = self
             .slack
@@ -447,7 +458,10 @@ impl World<'_> {
             .into_iter()
             .filter(|r| r.path == "/slack")
             .collect();
-        let mut got: Vec<String> = requests[self.received..].iter().map(|r| person_text(&r.json())).collect();
+        let mut got: Vec<String> = requests[self.received..]
+            .iter()
+            .map(|r| person_text(&r.json()))
+            .collect();
         self.received = requests.len();
         let mut want: Vec<String> = c.expect.iter().map(|m| m.trim_end().to_owned()).collect();
         got.sort();
@@ -458,7 +472,7 @@ impl World<'_> {
         for needle in &c.expect_log {
             if !log.contains(needle.as_str()) {
                 mismatches.push(format!(
-                    "the agent's log has no {needle:?}; its warnings:\n{}",
+                    "the agent's log has no {needle:?}; its warnings (all its lines when none):\n{}",
                     indent(&warnings(&log))
                 ));
             }
@@ -488,7 +502,10 @@ pub fn person_text(body: &Value) -> String {
 }
 
 fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("    | {l}")).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .map(|l| format!("    | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn show(messages: &[String]) -> String {
@@ -502,7 +519,7 @@ fn show(messages: &[String]) -> String {
         .join("\n    ---\n")
 }
 
-/// Both sides in full, then what only one side has.
+/// Both sides in full; when they share some messages, also what only one side has.
 fn message_diff(want: &[String], got: &[String]) -> String {
     let mut only_want = want.to_vec();
     let mut only_got = Vec::new();
@@ -514,15 +531,21 @@ fn message_diff(want: &[String], got: &[String]) -> String {
             None => only_got.push(g.clone()),
         }
     }
-    format!(
-        "messages differ\n  expected {} message(s):\n{}\n  received {} message(s):\n{}\n  expected but not received:\n{}\n  received but not expected:\n{}",
+    let mut out = format!(
+        "messages differ\n  expected {} message(s):\n{}\n  received {} message(s):\n{}",
         want.len(),
         show(want),
         got.len(),
         show(got),
-        show(&only_want),
-        show(&only_got),
-    )
+    );
+    if only_want.len() < want.len() {
+        out.push_str(&format!(
+            "\n  expected, not received:\n{}\n  received, not expected:\n{}",
+            show(&only_want),
+            show(&only_got)
+        ));
+    }
+    out
 }
 
 /// The log lines at warn or error (all lines when none), for a failed `expect_log`.
@@ -531,5 +554,9 @@ fn warnings(log: &str) -> String {
         .lines()
         .filter(|l| l.contains("\"level\":\"warn") || l.contains("\"level\":\"error"))
         .collect();
-    if w.is_empty() { log.to_owned() } else { w.join("\n") }
+    if w.is_empty() {
+        log.to_owned()
+    } else {
+        w.join("\n")
+    }
 }

@@ -16,6 +16,7 @@ mod notify_e2e;
 mod observability;
 mod outbox;
 mod sandbox;
+mod scenarios;
 mod secrets;
 mod shell;
 mod store;

@@ -5,3 +5,4 @@ pub mod lifecycle;
 pub mod pg;
 pub mod receiver;
 pub mod sandbox;
+pub mod scenario;

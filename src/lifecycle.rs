@@ -210,9 +210,10 @@ pub struct StoredAsset {
     /// The Deployment revision of the report last applied, when known.
     pub revision: Option<u64>,
     pub findings: Vec<StoredFinding>,
-    /// Keys open, or closed as `container_removed`, in the workload's other containers; `None`
-    /// until loaded (see [`Changes::needs_siblings`]).
-    pub sibling_keys: Option<BTreeSet<FindingKey>>,
+    /// Keys open, or closed as `container_removed`, in the workload's other containers, each
+    /// with its earliest `first_seen` there; `None` until loaded (see
+    /// [`Changes::needs_siblings`]).
+    pub sibling_keys: Option<BTreeMap<FindingKey, Timestamp>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -305,6 +306,21 @@ pub struct Changes {
     /// The diff would announce a new finding but [`StoredAsset::sibling_keys`] was not loaded:
     /// load them and diff again. Keeps the sibling query off every scan without news.
     pub needs_siblings: bool,
+}
+
+/// How far apart the reports of one scan may be dated. Trivy Operator scans every container of a
+/// workload in one job, so their reports carry nearly the same `updateTimestamp`; a finding a
+/// sibling container got within this window came with the same scan (a CVE new in two
+/// containers at once is news in both), one it had before came with an earlier revision (a
+/// renamed container is not news).
+pub const SAME_SCAN_WINDOW: SignedDuration = SignedDuration::from_mins(10);
+
+/// Whether another container of the workload held `key` since a scan earlier than `at`'s
+/// ([`SAME_SCAN_WINDOW`]).
+fn held_before(siblings: &BTreeMap<FindingKey, Timestamp>, key: &FindingKey, at: Timestamp) -> bool {
+    siblings
+        .get(key)
+        .is_some_and(|first_seen| at.duration_since(*first_seen) >= SAME_SCAN_WINDOW)
 }
 
 /// A stable event id: SHA-256 over the change's identity, 32 hex digits. `moment` is the scan
@@ -487,8 +503,9 @@ pub fn diff(stored: &StoredAsset, obs: &Observation, baseline: bool) -> Changes 
                 }
                 match &stored.sibling_keys {
                     None => changes.needs_siblings = true,
-                    // Held by another container of the workload: a rename, not news.
-                    Some(siblings) if siblings.contains(&finding.key) => {}
+                    // Held by another container of the workload since an earlier scan: a
+                    // rename, not news.
+                    Some(siblings) if held_before(siblings, &finding.key, at) => {}
                     Some(_) => changes
                         .events
                         .push(event(EventKind::New, finding, None, sev, 0)),
@@ -713,7 +730,7 @@ mod tests {
             last_scan_at: Some(ts(last_scan)),
             image: image.into(),
             revision: None,
-            sibling_keys: Some(BTreeSet::new()),
+            sibling_keys: Some(BTreeMap::new()),
             findings: rows
                 .iter()
                 .map(|r| {
@@ -820,7 +837,7 @@ mod tests {
             Case {
                 name: "new: a workload deployed after the baseline",
                 stored: StoredAsset {
-                    sibling_keys: Some(BTreeSet::new()),
+                    sibling_keys: Some(BTreeMap::new()),
                     ..StoredAsset::default()
                 },
                 obs: obs(T2, IMG_A, &["CVE-1 HIGH", "CVE-2 LOW"]),
@@ -855,13 +872,27 @@ mod tests {
             Case {
                 name: "a renamed container: the key another container held is not news",
                 stored: StoredAsset {
-                    sibling_keys: Some(BTreeSet::from([finding("CVE-1 HIGH").key])),
+                    sibling_keys: Some(BTreeMap::from([(finding("CVE-1 HIGH").key, ts(T1))])),
                     ..StoredAsset::default()
                 },
                 obs: obs(T2, IMG_A, &["CVE-1 HIGH", "CVE-2 HIGH"]),
                 baseline: false,
                 events: &["new:CVE-2"],
                 rows: &["CVE-1:open:0:HIGH", "CVE-2:open:0:HIGH"],
+            },
+            Case {
+                name: "new in two containers with the same scan: news in both",
+                stored: StoredAsset {
+                    sibling_keys: Some(BTreeMap::from([(
+                        finding("CVE-1 HIGH").key,
+                        ts("2026-01-02T23:55:00Z"),
+                    )])),
+                    ..StoredAsset::default()
+                },
+                obs: obs(T2, IMG_A, &["CVE-1 HIGH"]),
+                baseline: false,
+                events: &["new:CVE-1"],
+                rows: &["CVE-1:open:0:HIGH"],
             },
         ]);
     }
@@ -1248,7 +1279,7 @@ mod tests {
             (obs(T2, IMG_B, &["CVE-2 HIGH"]), false, 2),
         ];
         for (o, baseline, want) in scans {
-            state.sibling_keys = Some(BTreeSet::new());
+            state.sibling_keys = Some(BTreeMap::new());
             let first = diff(&state, &o, baseline);
             assert_eq!(first.events.len(), want);
             apply_in_memory(&mut state, &first, Some(&o));

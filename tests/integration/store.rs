@@ -1825,3 +1825,266 @@ fn returning_workload_reopens_silently(kind: Kind) {
     );
 }
 both!(returning_workload_reopens_silently);
+
+/// A database as the agent before schema 0003 left it: the embedded 0001 and 0002 applied and
+/// recorded, nothing else.
+fn old_schema_db(kind: Kind) -> TestDb {
+    let db = TestDb::new(kind, "upgrade");
+    match kind {
+        Kind::Postgres => db.exec(&format!(
+            "{}\n{}\nCREATE TABLE schema_migrations (version BIGINT PRIMARY KEY,
+                 name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+             INSERT INTO schema_migrations (version, name)
+                 VALUES (1, 'init'), (2, 'notification_messages');",
+            include_str!("../../sql/postgres/0001_init.sql"),
+            include_str!("../../sql/postgres/0002_notification_messages.sql"),
+        )),
+        Kind::Sqlite => db.exec(&format!(
+            "{}\n{}\nCREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,
+                 name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT '2026-01-01T00:00:00.000000Z');
+             INSERT INTO schema_migrations (version, name)
+                 VALUES (1, 'init'), (2, 'notification_messages');",
+            include_str!("../../sql/sqlite/0001_init.sql"),
+            include_str!("../../sql/sqlite/0002_notification_messages.sql"),
+        )),
+    }
+    db
+}
+
+/// The old agent's last scan of shop/web/app (2026-01-03): CVE-1 in two paths of openssl,
+/// CVE-2 in a.jar only (b.jar had been upgraded away, so its row was closed as fixed).
+fn old_agents_scan(at: &str) -> Observation {
+    let mut o = obs("prod", &web(), at, &[]);
+    o.findings = vec![
+        instance("CVE-1:HIGH", "usr/lib/b", "3.0.1"),
+        instance("CVE-1:HIGH", "usr/lib/B", "3.0.1"),
+        instance("CVE-2:CRITICAL:log4j", "app/a.jar", "2.14"),
+    ];
+    o
+}
+
+/// Issue 10's acceptance on the store: 0003 merges rows that differed only in package_path as
+/// specified, writes no event, keeps every event, outbox row and guard, and the same scans
+/// applied again (or rescanned unchanged) produce no event.
+fn upgrade_from_schema_2_merges_rows_without_events(kind: Kind) {
+    let db = old_schema_db(kind);
+    let d = |day: u32| format!("'2026-01-{day:02}T00:00:00.000000Z'");
+    let img = "'registry.example/shop/web:1.2@sha256:abc'";
+    let (d1, d2, d3) = (d(1), d(2), d(3));
+    db.exec(&format!(
+        "INSERT INTO clusters VALUES ('prod', {d1});
+         INSERT INTO scanned_containers (cluster_name, namespace, workload_kind, workload,
+             container, image, last_scan_at, removed_at) VALUES
+             ('prod', 'shop', 'Deployment', 'web', 'app', {img}, {d3}, NULL),
+             ('prod', 'shop', 'Deployment', 'old', 'app', {img}, {d2}, {d3});
+         INSERT INTO report_versions (cluster_name, report_uid, resource_version,
+             update_timestamp, namespace, workload_kind, workload, container) VALUES
+             ('prod', 'uid-web-rs1', '5', {d2}, 'shop', 'Deployment', 'web', 'app'),
+             ('prod', 'uid-web', '9', {d3}, 'shop', 'Deployment', 'web', 'app');
+         INSERT INTO vulnerability_history (cluster_name, namespace, workload_kind, workload,
+             container, cve_id, package, package_path, severity, installed_version,
+             fixed_version, title, link, image, state, first_seen, last_seen, fixed_at,
+             reintroduced_count) VALUES
+             ('prod', 'shop', 'Deployment', 'web', 'app', 'CVE-1', 'openssl', 'usr/lib/b',
+              'HIGH', '3.0.1', '3.0.2', 'CVE-1 in openssl', 'https://avd.aquasec.com/nvd/cve-1',
+              {img}, 'open', {d2}, {d3}, NULL, 0),
+             ('prod', 'shop', 'Deployment', 'web', 'app', 'CVE-1', 'openssl', 'usr/lib/B',
+              'HIGH', '3.0.1', '3.0.2', 'CVE-1 in openssl', 'https://avd.aquasec.com/nvd/cve-1',
+              {img}, 'open', {d1}, {d3}, NULL, 0),
+             ('prod', 'shop', 'Deployment', 'web', 'app', 'CVE-2', 'log4j', 'app/a.jar',
+              'CRITICAL', '2.14', '3.0.2', 'CVE-2 in openssl', 'https://avd.aquasec.com/nvd/cve-2',
+              {img}, 'open', {d2}, {d3}, NULL, 0),
+             ('prod', 'shop', 'Deployment', 'web', 'app', 'CVE-2', 'log4j', 'app/b.jar',
+              'HIGH', '2.13', '2.17', 'old title', 'old link',
+              'registry.example/shop/web:1.1', 'fixed', {d1}, {d2}, {d3}, 1),
+             ('prod', 'shop', 'Deployment', 'web', 'app', 'CVE-3', 'zlib', '',
+              'MEDIUM', '1.2', '1.3', 't3', 'l3', {img}, 'fixed', {d1}, {d2}, {d3}, 0),
+             ('prod', 'shop', 'Deployment', 'web', 'app', 'CVE-4', 'curl', 'x',
+              'HIGH', '8.0', '8.1', 'older', 'l4', {img}, 'fixed', {d1}, {d1}, {d2}, 2),
+             ('prod', 'shop', 'Deployment', 'web', 'app', 'CVE-4', 'curl', 'y',
+              'LOW', '8.0', '8.1', 'newer', 'l4', {img}, 'fixed', {d1}, {d2}, {d3}, 0),
+             ('prod', 'shop', 'Deployment', 'old', 'app', 'CVE-5', 'openssl', '',
+              'HIGH', '3.0.1', '', 't5', 'l5', {img}, 'workload_removed', {d1}, {d2}, {d3}, 0);
+         INSERT INTO lifecycle_events (event_id, kind, cluster_name, namespace, workload_kind,
+             workload, container, image, cve_id, package, package_path, installed_version,
+             fixed_version, severity, previous_severity, title, link, reintroduced_count,
+             occurred_at) VALUES
+             ('e-new', 'new', 'prod', 'shop', 'Deployment', 'web', 'app', {img}, 'CVE-2',
+              'log4j', 'app/a.jar', '2.14', '3.0.2', 'CRITICAL', NULL, 't', 'l', 0, {d2}),
+             ('e-fixed', 'fixed', 'prod', 'shop', 'Deployment', 'web', 'app', {img}, 'CVE-2',
+              'log4j', 'app/b.jar', '2.13', '2.17', 'HIGH', NULL, 't', 'l', 1, {d3}),
+             ('e-removed', 'workload_removed', 'prod', 'shop', 'Deployment', 'old', 'app',
+              {img}, 'CVE-5', 'openssl', '', '3.0.1', '', 'HIGH', NULL, 't', 'l', 0, {d3});
+         INSERT INTO notification_messages (message_id, target, cluster_name, created_at,
+             state, attempts, next_attempt_at, delivered_at) VALUES
+             ('m1', 'slack', 'prod', {d2}, 'delivered', 1, {d2}, {d2});
+         INSERT INTO notification_outbox (event_id, target, state, attempts, next_attempt_at,
+             delivered_at, message_id) VALUES
+             ('e-new', 'slack', 'delivered', 1, {d2}, {d2}, 'm1'),
+             ('e-fixed', 'slack', 'pending', 0, {d3}, NULL, NULL),
+             ('e-removed', 'webhook', 'filtered', 0, {d3}, NULL, NULL);"
+    ));
+    let events_before = db.query(
+        "SELECT seq, event_id, kind, severity, occurred_at FROM lifecycle_events ORDER BY seq",
+    );
+    let outbox = |db: &TestDb| {
+        db.query(
+            "SELECT event_id, target, state, attempts, message_id, delivered_at
+             FROM notification_outbox ORDER BY event_id, target",
+        )
+    };
+    let outbox_before = outbox(&db);
+    assert_eq!(outbox_before.len(), 3);
+
+    let mut s = db.open();
+    assert_eq!(s.schema_status().unwrap().applied, [1, 2, 3]);
+
+    let rows = |db: &TestDb| -> Vec<String> {
+        db.query(
+            "SELECT workload, cve_id, package, state, package_path, installed_version, severity,
+                    peak_severity, first_seen, last_seen, fixed_at, reintroduced_count,
+                    fixed_version, title, image
+             FROM vulnerability_history ORDER BY workload, cve_id",
+        )
+        .iter()
+        .map(|r| {
+            let c = |i: usize| r[i].clone().unwrap_or_else(|| "-".into());
+            format!(
+                "{} {} {} {} [{}] [{}] {} peak {} {} {} {} n{} {} {} {}",
+                c(0),
+                c(1),
+                c(2),
+                c(3),
+                c(4),
+                c(5),
+                c(6),
+                c(7),
+                date_of(&r[8]),
+                date_of(&r[9]),
+                r[10].as_ref().map_or("-".into(), |_| date_of(&r[10])),
+                c(11),
+                c(12),
+                c(13),
+                c(14)
+            )
+        })
+        .collect()
+    };
+    let abc = "registry.example/shop/web:1.2@sha256:abc";
+    assert_eq!(
+        rows(&db),
+        [
+            format!(
+                "old CVE-5 openssl workload_removed [] [3.0.1] HIGH peak HIGH \
+                 2026-01-01 2026-01-02 2026-01-03 n0  t5 {abc}"
+            ),
+            format!(
+                "web CVE-1 openssl open [usr/lib/B, usr/lib/b] [3.0.1] HIGH peak HIGH \
+                 2026-01-01 2026-01-03 - n0 3.0.2 CVE-1 in openssl {abc}"
+            ),
+            // open because one instance was; attributes of the newest sighting
+            format!(
+                "web CVE-2 log4j open [app/a.jar, app/b.jar] [2.13, 2.14] CRITICAL peak CRITICAL \
+                 2026-01-01 2026-01-03 - n1 3.0.2 CVE-2 in openssl {abc}"
+            ),
+            format!(
+                "web CVE-3 zlib fixed [] [1.2] MEDIUM peak MEDIUM \
+                 2026-01-01 2026-01-02 2026-01-03 n0 1.3 t3 {abc}"
+            ),
+            // both closed: fixed_at the latest, attributes of the most recently seen row
+            format!(
+                "web CVE-4 curl fixed [x, y] [8.0] LOW peak LOW \
+                 2026-01-01 2026-01-02 2026-01-03 n2 8.1 newer {abc}"
+            ),
+        ]
+    );
+    // no event written, every event kept with its seq; old events read their peak as severity
+    assert_eq!(
+        db.query(
+            "SELECT seq, event_id, kind, severity, occurred_at FROM lifecycle_events ORDER BY seq"
+        ),
+        events_before
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM lifecycle_events WHERE peak_severity IS NULL"),
+        3
+    );
+    let old_events = s.recent_events("prod", 10).unwrap();
+    assert_eq!(old_events.len(), 3);
+    assert!(
+        old_events
+            .iter()
+            .all(|e| e.peak_severity == e.finding.severity)
+    );
+    assert_eq!(outbox(&db), outbox_before);
+    // the guards survive: append-only, and outbox rows still need their event
+    let refused = db.try_exec("DELETE FROM lifecycle_events").unwrap_err();
+    assert!(refused.contains("append-only"), "{refused}");
+    let refused = db
+        .try_exec("UPDATE lifecycle_events SET kind = 'fixed'")
+        .unwrap_err();
+    assert!(refused.contains("append-only"), "{refused}");
+    let orphan = "INSERT INTO notification_outbox (event_id, target) VALUES ('nope', 'slack')";
+    let refused = match kind {
+        Kind::Postgres => db.try_exec(orphan),
+        Kind::Sqlite => db.try_exec(&format!("PRAGMA foreign_keys = ON; {orphan}")),
+    }
+    .unwrap_err();
+    assert!(refused.to_lowercase().contains("foreign key"), "{refused}");
+    // the container knows which report was applied last
+    assert_eq!(
+        db.query("SELECT workload, revision, report_uid FROM scanned_containers ORDER BY workload"),
+        [
+            vec![Some("old".to_owned()), None, Some(String::new())],
+            vec![Some("web".to_owned()), None, Some("uid-web".to_owned())],
+        ]
+    );
+    let known = s.report_versions("prod").unwrap();
+    assert!(known["uid-web"].current && !known["uid-web-rs1"].current);
+    assert_eq!(s.live_containers("prod").unwrap(), [web()]);
+    assert!(!s.baseline_pending("prod").unwrap());
+
+    // the same scan again: stale, nothing happens
+    let t = targets();
+    let same = s
+        .apply(
+            &old_agents_scan("2026-01-03T00:00:00Z"),
+            Some(&rv("uid-web", "9")),
+            false,
+            &t,
+        )
+        .unwrap();
+    assert!(same.stale && same.events.is_empty());
+    // a rescan with the same findings: applied, still no event
+    let rescan = s
+        .apply(
+            &old_agents_scan("2026-01-04T00:00:00Z"),
+            Some(&rv("uid-web", "10")),
+            false,
+            &t,
+        )
+        .unwrap();
+    assert!(!rescan.stale && rescan.events.is_empty(), "{rescan:?}");
+    assert_eq!(rescan.rows_written, 2);
+    assert_eq!(db.count("SELECT count(*) FROM lifecycle_events"), 3);
+    assert_eq!(outbox(&db), outbox_before);
+    assert_eq!(s.sibling_lookups(), 0);
+
+    // the rebuilt event table takes new kinds and continues the sequence
+    let mut gone = old_agents_scan("2026-01-05T00:00:00Z");
+    gone.findings.truncate(2);
+    let a = s.apply(&gone, None, false, &t).unwrap();
+    assert_eq!(
+        a.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [EventKind::Withdrawn]
+    );
+    assert_eq!(
+        db.query("SELECT seq, kind, peak_severity FROM lifecycle_events WHERE seq > 3"),
+        [vec![
+            Some("4".to_owned()),
+            Some("withdrawn".to_owned()),
+            Some("CRITICAL".to_owned())
+        ]]
+    );
+}
+both!(upgrade_from_schema_2_merges_rows_without_events);

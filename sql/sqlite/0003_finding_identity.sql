@@ -42,18 +42,20 @@ SELECT r.id, r.cluster_name, r.namespace, r.workload, r.cve_id, r.severity,
        r.g_first_seen, r.g_last_seen,
        CASE WHEN r.any_open THEN NULL ELSE r.g_fixed_at END,
        r.workload_kind, r.container, r.package,
-       coalesce((SELECT group_concat(p, ', ' ORDER BY p) FROM (
+       CASE WHEN r.g_rows = 1 THEN r.package_path ELSE coalesce((
+         SELECT group_concat(p, ', ' ORDER BY p) FROM (
            SELECT DISTINCT o.package_path AS p FROM vulnerability_history o
            WHERE o.cluster_name = r.cluster_name AND o.namespace = r.namespace
              AND o.workload_kind = r.workload_kind AND o.workload = r.workload
              AND o.container = r.container AND o.cve_id = r.cve_id AND o.package = r.package
-             AND o.package_path <> '')), ''),
-       coalesce((SELECT group_concat(v, ', ' ORDER BY v) FROM (
+             AND o.package_path <> '')), '') END,
+       CASE WHEN r.g_rows = 1 THEN r.installed_version ELSE coalesce((
+         SELECT group_concat(v, ', ' ORDER BY v) FROM (
            SELECT DISTINCT o.installed_version AS v FROM vulnerability_history o
            WHERE o.cluster_name = r.cluster_name AND o.namespace = r.namespace
              AND o.workload_kind = r.workload_kind AND o.workload = r.workload
              AND o.container = r.container AND o.cve_id = r.cve_id AND o.package = r.package
-             AND o.installed_version <> '')), ''),
+             AND o.installed_version <> '')), '') END,
        r.fixed_version, r.title, r.link, r.image,
        CASE WHEN r.any_open THEN 'open' ELSE r.state END,
        r.g_count, r.severity
@@ -67,7 +69,8 @@ FROM (
            min(h.first_seen) OVER w           AS g_first_seen,
            max(h.last_seen) OVER w            AS g_last_seen,
            max(h.fixed_at) OVER w             AS g_fixed_at,
-           max(h.reintroduced_count) OVER w   AS g_count
+           max(h.reintroduced_count) OVER w   AS g_count,
+           count(*) OVER w                    AS g_rows
     FROM vulnerability_history h
     WINDOW w AS (PARTITION BY h.cluster_name, h.namespace, h.workload_kind, h.workload,
                               h.container, h.cve_id, h.package)

@@ -310,9 +310,11 @@ impl Store {
         self.backend.retain_report_versions(cluster, live_uids)
     }
 
-    /// Applies one scan of one workload container: loads its stored findings, diffs, writes the
-    /// changed rows, the events, one outbox row per event and target, and the report version,
-    /// all in one transaction. On a connection loss the whole transaction is retried once on a
+    /// Applies one scan of one workload container: loads its stored state, skips a stale scan
+    /// ([`lifecycle::is_stale`]: by Deployment revision, then by scan time), diffs (loading the
+    /// keys of the workload's other containers only when a finding would be new), writes the
+    /// changed rows, the events, one outbox row per event and target, the container's image,
+    /// revision and report uid, and the report version, all in one transaction. On a connection loss the whole transaction is retried once on a
     /// fresh connection (safe: an already committed scan is stale the second time).
     /// The cluster is `observation.cluster`.
     pub fn apply(

@@ -7,7 +7,7 @@
 //! table, SQLite with prepared statements in a loop). No lifecycle or outbox decision is made
 //! behind this trait.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use jiff::Timestamp;
 
@@ -16,8 +16,16 @@ use super::SchemaStatus;
 use super::{
     KnownReport, MessageUpdate, OpenFindings, OutboxStats, Removal, ReportVersion, StoreError,
 };
-use crate::lifecycle::{AssetId, Event, Observation, StoredFinding};
+use crate::lifecycle::{AssetId, Event, FindingKey, Observation, StoredFinding};
 use crate::severity::Severity;
+
+/// A container's row of `scanned_containers`: what the stale check and the diff need of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredContainer {
+    pub last_scan_at: Timestamp,
+    pub image: String,
+    pub revision: Option<u64>,
+}
 
 /// A message row's head as [`Tx::due_heads`] reads it: id, creation time, attempts so far.
 pub(crate) type MessageHead = (String, Timestamp, u32);
@@ -28,20 +36,28 @@ pub(crate) trait Tx {
     /// Serialises writers of one workload container, also one never seen before (there is no
     /// row to lock yet). A backend whose transactions lock the whole database does nothing.
     fn lock_asset(&mut self, cluster: &str, asset: &AssetId) -> Result<(), StoreError>;
-    /// The newest scan applied to the container, `None` for one never seen.
-    fn last_scan(
+    /// What is recorded about the container's last applied scan, `None` for one never seen.
+    fn load_container(
         &mut self,
         cluster: &str,
         asset: &AssetId,
-    ) -> Result<Option<Timestamp>, StoreError>;
+    ) -> Result<Option<StoredContainer>, StoreError>;
     /// Every stored finding row of the container.
     fn load_findings(
         &mut self,
         cluster: &str,
         asset: &AssetId,
     ) -> Result<Vec<StoredFinding>, StoreError>;
-    /// Records the scan time and image of the container and marks it present.
-    fn upsert_container(&mut self, obs: &Observation) -> Result<(), StoreError>;
+    /// Keys open, or closed as `container_removed`, in the workload's other containers, with
+    /// the earliest `first_seen` of each.
+    fn sibling_keys(
+        &mut self,
+        cluster: &str,
+        asset: &AssetId,
+    ) -> Result<BTreeMap<FindingKey, Timestamp>, StoreError>;
+    /// Records the scan time, image, revision and report uid (`""` when unknown) of an applied
+    /// scan and marks the container present.
+    fn upsert_container(&mut self, obs: &Observation, report_uid: &str) -> Result<(), StoreError>;
     /// Inserts or updates finding rows of the container by key (never called with none).
     fn upsert_findings(
         &mut self,
@@ -58,12 +74,13 @@ pub(crate) trait Tx {
         report: &ReportVersion,
     ) -> Result<(), StoreError>;
     /// The containers of a workload not yet removed, in container order, with their last scan.
-    fn live_containers(
+    fn workload_containers(
         &mut self,
         cluster: &str,
         workload: &Removal<'_>,
     ) -> Result<Vec<(String, Timestamp)>, StoreError>;
-    /// Marks every container of the workload removed at `at`.
+    /// Marks every container of the workload removed at `at` (those already removed keep their
+    /// time) and forgets their revisions: a re-created Deployment counts from 1 again.
     fn mark_removed(
         &mut self,
         cluster: &str,
@@ -72,6 +89,16 @@ pub(crate) trait Tx {
     ) -> Result<(), StoreError>;
     /// Forgets the report versions recorded for the workload.
     fn forget_reports(&mut self, cluster: &str, workload: &Removal<'_>) -> Result<(), StoreError>;
+    /// Marks one container removed at `at` (nothing when it already is).
+    fn mark_container_removed(
+        &mut self,
+        cluster: &str,
+        asset: &AssetId,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Forgets the report versions recorded for one container.
+    fn forget_container_reports(&mut self, cluster: &str, asset: &AssetId)
+    -> Result<(), StoreError>;
 
     /// Pending outbox rows not yet grouped, as (target, event), in event order; a backend that
     /// can lock rows locks them for the transaction.
@@ -151,6 +178,8 @@ pub(crate) trait Backend: Send {
         &mut self,
         cluster: &str,
     ) -> Result<Vec<(String, String, String)>, StoreError>;
+    /// Containers with a recorded scan and not removed, in key order.
+    fn live_containers(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError>;
     fn recent_events(&mut self, cluster: &str, limit: u32) -> Result<Vec<Event>, StoreError>;
     /// Open findings per (severity, namespace), with the oldest `first_seen` among those that
     /// were announced (opened after the baseline).
@@ -164,7 +193,10 @@ pub(crate) trait Backend: Send {
 pub(crate) const EVENT_COLUMNS: &str = "le.event_id, le.kind, le.cluster_name, le.namespace,
     le.workload_kind, le.workload, le.container, le.image, le.cve_id, le.package,
     le.package_path, le.installed_version, le.fixed_version, le.severity, le.previous_severity,
-    le.title, le.link, le.reintroduced_count, le.occurred_at";
+    le.title, le.link, le.reintroduced_count, le.occurred_at, le.peak_severity";
+
+/// The column index of the first column after [`EVENT_COLUMNS`].
+pub(crate) const AFTER_EVENT_COLUMNS: usize = 20;
 
 /// Reads a severity column: the store writes [`Severity::as_str`], so this never guesses.
 pub(crate) fn severity_of(column: &str) -> Severity {

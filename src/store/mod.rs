@@ -28,7 +28,7 @@ pub use outbox::{Assigned, MessageUpdate, OutboxStats, Plan, StoredMessage};
 pub use ping::Pinger;
 pub use target::{DatabaseTarget, PgSslMode, PgTarget, mask_database_url};
 
-use self::backend::{Backend, Tx};
+use self::backend::{Backend, StoredContainer, Tx};
 use crate::lifecycle::{self, AssetId, Event, Observation, StoredAsset};
 use crate::severity::Severity;
 
@@ -50,6 +50,11 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         name: "notification_messages",
         sql: include_str!("../../sql/postgres/0002_notification_messages.sql"),
     },
+    Migration {
+        version: 3,
+        name: "finding_identity",
+        sql: include_str!("../../sql/postgres/0003_finding_identity.sql"),
+    },
 ];
 
 pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
@@ -62,6 +67,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "notification_messages",
         sql: include_str!("../../sql/sqlite/0002_notification_messages.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "finding_identity",
+        sql: include_str!("../../sql/sqlite/0003_finding_identity.sql"),
     },
 ];
 
@@ -130,6 +140,9 @@ pub struct Applied {
 pub struct KnownReport {
     pub resource_version: String,
     pub asset: AssetId,
+    /// This report is the one last applied to its container. A known, unchanged report of the
+    /// current revision that is not current means a rollback made it current again: apply it.
+    pub current: bool,
 }
 
 /// The version of a report as the Kubernetes API shows it, recorded so that an unchanged report
@@ -189,6 +202,8 @@ pub(crate) struct Removal<'a> {
 pub struct Store {
     backend: Box<dyn Backend>,
     metrics: Option<StoreMetrics>,
+    #[cfg(feature = "test-support")]
+    sibling_lookups: u64,
 }
 
 impl Store {
@@ -202,6 +217,8 @@ impl Store {
         Ok(Store {
             backend,
             metrics: None,
+            #[cfg(feature = "test-support")]
+            sibling_lookups: 0,
         })
     }
 
@@ -293,9 +310,11 @@ impl Store {
         self.backend.retain_report_versions(cluster, live_uids)
     }
 
-    /// Applies one scan of one workload container: loads its stored findings, diffs, writes the
-    /// changed rows, the events, one outbox row per event and target, and the report version,
-    /// all in one transaction. On a connection loss the whole transaction is retried once on a
+    /// Applies one scan of one workload container: loads its stored state, skips a stale scan
+    /// ([`lifecycle::is_stale`]: by Deployment revision, then by scan time), diffs (loading the
+    /// keys of the workload's other containers only when a finding would be new), writes the
+    /// changed rows, the events, one outbox row per event and target, the container's image,
+    /// revision and report uid, and the report version, all in one transaction. On a connection loss the whole transaction is retried once on a
     /// fresh connection (safe: an already committed scan is stale the second time).
     /// The cluster is `observation.cluster`.
     pub fn apply(
@@ -314,7 +333,44 @@ impl Store {
             apply_scan(tx, &observation, report, baseline, targets)
         });
         self.observe(started, &result);
+        let (applied, _siblings_loaded) = result?;
+        #[cfg(feature = "test-support")]
+        if _siblings_loaded {
+            self.sibling_lookups += 1;
+        }
+        Ok(applied)
+    }
+
+    /// Closes every open finding of one container that the workload's current revision no
+    /// longer has (`container_removed`), marks the container removed and forgets its report
+    /// versions, in one transaction. A later scan of it reopens its findings silently.
+    pub fn remove_container(
+        &mut self,
+        cluster: &str,
+        asset: &AssetId,
+        at: Timestamp,
+        targets: &[String],
+    ) -> Result<Applied, StoreError> {
+        let at = truncate_micros(at);
+        let started = std::time::Instant::now();
+        let result = self.transaction("removing a container", |tx| {
+            remove_container(tx, cluster, asset, at, targets)
+        });
+        self.observe(started, &result);
         result
+    }
+
+    /// Every container with a recorded scan that is not removed, in key order: the candidates
+    /// the poll cycle checks against their workload's pod template.
+    pub fn live_containers(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError> {
+        self.backend.live_containers(cluster)
+    }
+
+    #[cfg(feature = "test-support")]
+    /// How many applies of this store loaded sibling keys (test hook: the query must run only
+    /// for scans with a would-be new finding).
+    pub fn sibling_lookups(&self) -> u64 {
+        self.sibling_lookups
     }
 
     /// Closes every open finding of a workload that no longer exists (`workload_removed`), for
@@ -394,37 +450,52 @@ fn write_changes(
     Ok(())
 }
 
-/// lock → last scan → stale check → load → diff → upsert container → write changes → upsert
-/// report version; the caller commits.
+/// The stored state of a container without its findings: enough for the stale check.
+fn stored_asset(container: Option<StoredContainer>) -> StoredAsset {
+    match container {
+        None => StoredAsset::default(),
+        Some(c) => StoredAsset {
+            last_scan_at: Some(c.last_scan_at),
+            image: c.image,
+            revision: c.revision,
+            ..StoredAsset::default()
+        },
+    }
+}
+
+/// lock → container → stale check → load → diff (→ siblings → diff, only when a finding would
+/// be new) → upsert container → write changes → upsert report version; the caller commits.
+/// Returns what was applied and whether the sibling keys were loaded.
 fn apply_scan(
     tx: &mut dyn Tx,
     obs: &Observation,
     report: Option<&ReportVersion>,
     baseline: bool,
     targets: &[String],
-) -> Result<Applied, StoreError> {
+) -> Result<(Applied, bool), StoreError> {
     let cluster = obs.cluster.as_str();
     let asset = &obs.asset;
     // Serialises writers of the same container: a stale leader racing the new one waits, then
     // sees its commit.
     tx.lock_asset(cluster, asset)?;
-    let last = tx.last_scan(cluster, asset)?;
-    let applied = if last.is_some_and(|l| obs.scanned_at <= l) {
+    let mut stored = stored_asset(tx.load_container(cluster, asset)?);
+    let mut siblings_loaded = false;
+    let applied = if lifecycle::is_stale(&stored, obs) {
         Applied {
             stale: true,
             ..Applied::default()
         }
     } else {
-        // TODO(store helper): load image, revision and (on demand) sibling keys.
-        let stored = StoredAsset {
-            last_scan_at: last,
-            image: String::new(),
-            revision: None,
-            findings: tx.load_findings(cluster, asset)?,
-            sibling_keys: Some(Default::default()),
-        };
-        let changes = lifecycle::diff(&stored, obs, baseline);
-        tx.upsert_container(obs)?;
+        stored.findings = tx.load_findings(cluster, asset)?;
+        let mut changes = lifecycle::diff(&stored, obs, baseline);
+        if changes.needs_siblings {
+            // Only a scan with a would-be new finding pays for this query: a renamed container's
+            // findings are held by its old name.
+            stored.sibling_keys = Some(tx.sibling_keys(cluster, asset)?);
+            siblings_loaded = true;
+            changes = lifecycle::diff(&stored, obs, baseline);
+        }
+        tx.upsert_container(obs, report.map_or("", |r| r.uid.as_str()))?;
         write_changes(tx, cluster, asset, &changes, targets)?;
         Applied {
             stale: false,
@@ -435,7 +506,7 @@ fn apply_scan(
     if let Some(r) = report {
         tx.upsert_report(obs, r)?;
     }
-    Ok(applied)
+    Ok((applied, siblings_loaded))
 }
 
 /// For each live container of the workload, in container order: lock → re-read → load →
@@ -448,7 +519,7 @@ fn remove_workload(
     targets: &[String],
 ) -> Result<Applied, StoreError> {
     let mut applied = Applied::default();
-    for (container, listed_scan) in tx.live_containers(cluster, removal)? {
+    for (container, listed_scan) in tx.workload_containers(cluster, removal)? {
         let asset = AssetId {
             namespace: removal.namespace.to_owned(),
             workload_kind: removal.kind.to_owned(),
@@ -457,11 +528,9 @@ fn remove_workload(
         };
         // Same lock as `apply_scan`, taken in container order; re-read after waiting for it.
         tx.lock_asset(cluster, &asset)?;
-        let stored = StoredAsset {
-            last_scan_at: tx.last_scan(cluster, &asset)?.or(Some(listed_scan)),
-            findings: tx.load_findings(cluster, &asset)?,
-            ..StoredAsset::default()
-        };
+        let mut stored = stored_asset(tx.load_container(cluster, &asset)?);
+        stored.last_scan_at = stored.last_scan_at.or(Some(listed_scan));
+        stored.findings = tx.load_findings(cluster, &asset)?;
         let changes = lifecycle::workload_removed(cluster, &asset, &stored, at);
         write_changes(tx, cluster, &asset, &changes, targets)?;
         applied.rows_written += changes.rows.len();
@@ -470,6 +539,29 @@ fn remove_workload(
     tx.mark_removed(cluster, removal, at)?;
     tx.forget_reports(cluster, removal)?;
     Ok(applied)
+}
+
+/// lock → re-read → close as `container_removed` → mark the container removed → forget its
+/// report versions; the caller commits.
+fn remove_container(
+    tx: &mut dyn Tx,
+    cluster: &str,
+    asset: &AssetId,
+    at: Timestamp,
+    targets: &[String],
+) -> Result<Applied, StoreError> {
+    tx.lock_asset(cluster, asset)?;
+    let mut stored = stored_asset(tx.load_container(cluster, asset)?);
+    stored.findings = tx.load_findings(cluster, asset)?;
+    let changes = lifecycle::container_removed(cluster, asset, &stored, at);
+    write_changes(tx, cluster, asset, &changes, targets)?;
+    tx.mark_container_removed(cluster, asset, at)?;
+    tx.forget_container_reports(cluster, asset)?;
+    Ok(Applied {
+        stale: false,
+        rows_written: changes.rows.len(),
+        events: changes.events,
+    })
 }
 
 /// The notification outbox (see [`outbox`]). Used by the notify thread on its own connection.

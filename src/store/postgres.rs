@@ -5,14 +5,17 @@
 //! each failed attempt. Large reports are written with one `UNNEST` statement per table instead
 //! of one statement per finding.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
 use ::postgres::error::SqlState;
 use ::postgres::{Client, GenericClient, NoTls, Statement, Transaction};
 use jiff::Timestamp;
 
-use super::backend::{Backend, EVENT_COLUMNS, MessageHead, Tx, Work, severity_of};
+use super::backend::{
+    AFTER_EVENT_COLUMNS, Backend, EVENT_COLUMNS, MessageHead, StoredContainer, Tx, Work,
+    severity_of,
+};
 use super::error::redact;
 use super::outbox::{MessageUpdate, OutboxStats};
 use super::{
@@ -166,8 +169,9 @@ pub(crate) fn check_only(target: &PgTarget) -> Result<SchemaStatus, StoreError> 
 /// statement instead of two.
 pub(crate) struct Statements {
     lock_asset: Statement,
-    last_scan: Statement,
+    load_container: Statement,
     load_findings: Statement,
+    sibling_keys: Statement,
     upsert_rows: Statement,
     insert_events: Statement,
     insert_outbox: Statement,
@@ -181,42 +185,52 @@ impl Statements {
     fn prepare(c: &mut Client) -> Result<Statements, ::postgres::Error> {
         Ok(Statements {
             lock_asset: c.prepare("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")?,
-            last_scan: c.prepare("SELECT last_scan_at FROM scanned_containers WHERE cluster_name = $1 AND namespace = $2
-           AND workload_kind = $3 AND workload = $4 AND container = $5")?,
+            load_container: c.prepare("SELECT last_scan_at, image, revision FROM scanned_containers
+         WHERE cluster_name = $1 AND namespace = $2 AND workload_kind = $3 AND workload = $4
+           AND container = $5")?,
             load_findings: c.prepare("SELECT cve_id, package, package_path, severity, installed_version, fixed_version, title,
-                link, image, state, first_seen, last_seen, fixed_at, reintroduced_count
+                link, image, state, first_seen, last_seen, fixed_at, reintroduced_count,
+                peak_severity
          FROM vulnerability_history
          WHERE cluster_name = $1 AND namespace = $2 AND workload_kind = $3 AND workload = $4
            AND container = $5")?,
+            sibling_keys: c.prepare("SELECT cve_id, package, min(first_seen) FROM vulnerability_history
+         WHERE cluster_name = $1 AND namespace = $2 AND workload_kind = $3 AND workload = $4
+           AND container <> $5 AND state IN ('open', 'container_removed')
+         GROUP BY cve_id, package")?,
             upsert_rows: c.prepare("INSERT INTO vulnerability_history AS h (cluster_name, namespace, workload_kind, workload,
                  container, cve_id, package, package_path, severity, installed_version,
                  fixed_version, title, link, image, state, first_seen, last_seen, fixed_at,
-                 reintroduced_count)
+                 reintroduced_count, peak_severity)
              SELECT $1, $2, $3, $4, $5, u.* FROM UNNEST($6::text[], $7::text[], $8::text[],
                  $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
                  $15::text[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[],
-                 $19::int4[]) AS u
+                 $19::int4[], $20::text[]) AS u
              ON CONFLICT ON CONSTRAINT vulnerability_history_finding DO UPDATE SET
+                 package_path = EXCLUDED.package_path,
                  severity = EXCLUDED.severity, installed_version = EXCLUDED.installed_version,
                  fixed_version = EXCLUDED.fixed_version, title = EXCLUDED.title,
                  link = EXCLUDED.link, image = EXCLUDED.image, state = EXCLUDED.state,
                  first_seen = EXCLUDED.first_seen, last_seen = EXCLUDED.last_seen,
-                 fixed_at = EXCLUDED.fixed_at, reintroduced_count = EXCLUDED.reintroduced_count")?,
+                 fixed_at = EXCLUDED.fixed_at, reintroduced_count = EXCLUDED.reintroduced_count,
+                 peak_severity = EXCLUDED.peak_severity")?,
             insert_events: c.prepare("INSERT INTO lifecycle_events (event_id, kind, cluster_name, namespace, workload_kind,
              workload, container, image, cve_id, package, package_path, installed_version,
              fixed_version, severity, previous_severity, title, link, reintroduced_count,
-             occurred_at)
+             occurred_at, peak_severity)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
              $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[],
-             $18::int4[], $19::timestamptz[])")?,
+             $18::int4[], $19::timestamptz[], $20::text[])")?,
             insert_outbox: c.prepare("INSERT INTO notification_outbox (event_id, target)
              SELECT e, t FROM UNNEST($1::text[]) AS e CROSS JOIN UNNEST($2::text[]) AS t")?,
             upsert_container: c.prepare("INSERT INTO scanned_containers
-                         (cluster_name, namespace, workload_kind, workload, container, image, last_scan_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                         (cluster_name, namespace, workload_kind, workload, container, image,
+                          last_scan_at, revision, report_uid)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                      ON CONFLICT (cluster_name, namespace, workload_kind, workload, container)
                      DO UPDATE SET image = EXCLUDED.image, last_scan_at = EXCLUDED.last_scan_at,
+                                   revision = EXCLUDED.revision, report_uid = EXCLUDED.report_uid,
                                    removed_at = NULL")?,
             upsert_report: c.prepare("INSERT INTO report_versions (cluster_name, report_uid, resource_version,
                          update_timestamp, namespace, workload_kind, workload, container)
@@ -398,8 +412,13 @@ impl Backend for PgStore {
     ) -> Result<HashMap<String, KnownReport>, StoreError> {
         self.query("reading report versions", |c, _| {
             c.query(
-                "SELECT report_uid, resource_version, namespace, workload_kind, workload, container
-                 FROM report_versions WHERE cluster_name = $1",
+                "SELECT rv.report_uid, rv.resource_version, rv.namespace, rv.workload_kind,
+                        rv.workload, rv.container, coalesce(sc.report_uid = rv.report_uid, false)
+                 FROM report_versions rv
+                 LEFT JOIN scanned_containers sc ON sc.cluster_name = rv.cluster_name
+                   AND sc.namespace = rv.namespace AND sc.workload_kind = rv.workload_kind
+                   AND sc.workload = rv.workload AND sc.container = rv.container
+                 WHERE rv.cluster_name = $1",
                 &[&cluster],
             )
             .map(|rows| {
@@ -415,6 +434,7 @@ impl Backend for PgStore {
                                     workload: r.get(4),
                                     container: r.get(5),
                                 },
+                                current: r.get(6),
                             },
                         )
                     })
@@ -458,6 +478,26 @@ impl Backend for PgStore {
             .map(|rows| {
                 rows.iter()
                     .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect()
+            })
+        })
+    }
+
+    fn live_containers(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError> {
+        self.query("listing containers", |c, _| {
+            c.query(
+                "SELECT namespace, workload_kind, workload, container FROM scanned_containers
+                 WHERE cluster_name = $1 AND removed_at IS NULL ORDER BY 1, 2, 3, 4",
+                &[&cluster],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| AssetId {
+                        namespace: r.get(0),
+                        workload_kind: r.get(1),
+                        workload: r.get(2),
+                        container: r.get(3),
+                    })
                     .collect()
             })
         })
@@ -568,15 +608,15 @@ impl Tx for PgTx<'_> {
             .map_err(q)
     }
 
-    fn last_scan(
+    fn load_container(
         &mut self,
         cluster: &str,
         asset: &AssetId,
-    ) -> Result<Option<Timestamp>, StoreError> {
+    ) -> Result<Option<StoredContainer>, StoreError> {
         let q = self.err();
         self.tx
             .query_opt(
-                &self.st.last_scan,
+                &self.st.load_container,
                 &[
                     &cluster,
                     &asset.namespace,
@@ -585,7 +625,15 @@ impl Tx for PgTx<'_> {
                     &asset.container,
                 ],
             )
-            .map(|r| r.map(|r| from_sys(r.get(0))))
+            .map(|r| {
+                r.map(|r| StoredContainer {
+                    last_scan_at: from_sys(r.get(0)),
+                    image: r.get(1),
+                    revision: r
+                        .get::<_, Option<i64>>(2)
+                        .and_then(|v| u64::try_from(v).ok()),
+                })
+            })
             .map_err(q)
     }
 
@@ -631,15 +679,49 @@ impl Tx for PgTx<'_> {
                     last_seen: from_sys(r.get(11)),
                     fixed_at: r.get::<_, Option<SystemTime>>(12).map(from_sys),
                     reintroduced_count: r.get::<_, i32>(13).max(0) as u32,
-                    peak_severity: severity_of(r.get(3)),
+                    peak_severity: severity_of(r.get(14)),
                 })
             })
             .collect())
     }
 
-    fn upsert_container(&mut self, obs: &Observation) -> Result<(), StoreError> {
+    fn sibling_keys(
+        &mut self,
+        cluster: &str,
+        asset: &AssetId,
+    ) -> Result<BTreeMap<FindingKey, Timestamp>, StoreError> {
+        let q = self.err();
+        self.tx
+            .query(
+                &self.st.sibling_keys,
+                &[
+                    &cluster,
+                    &asset.namespace,
+                    &asset.workload_kind,
+                    &asset.workload,
+                    &asset.container,
+                ],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        let key = FindingKey {
+                            vulnerability_id: r.get(0),
+                            package: r.get(1),
+                        };
+                        (key, from_sys(r.get(2)))
+                    })
+                    .collect()
+            })
+            .map_err(q)
+    }
+
+    fn upsert_container(&mut self, obs: &Observation, report_uid: &str) -> Result<(), StoreError> {
         let q = self.err();
         let asset = &obs.asset;
+        let revision = obs
+            .revision
+            .map(|r| i64::try_from(r).unwrap_or(i64::MAX));
         self.tx
             .execute(
                 &self.st.upsert_container,
@@ -651,6 +733,8 @@ impl Tx for PgTx<'_> {
                     &asset.container,
                     &obs.image,
                     &to_sys(obs.scanned_at),
+                    &revision,
+                    &report_uid,
                 ],
             )
             .map(|_| ())
@@ -684,6 +768,7 @@ impl Tx for PgTx<'_> {
             .iter()
             .map(|r| i32::try_from(r.reintroduced_count).unwrap_or(i32::MAX))
             .collect();
+        let peaks = col(|r| r.peak_severity.as_str());
         self.tx
             .execute(
                 &self.st.upsert_rows,
@@ -707,6 +792,7 @@ impl Tx for PgTx<'_> {
                     &last,
                     &fixed_at,
                     &counts,
+                    &peaks,
                 ],
             )
             .map_err(&q)?;
@@ -742,6 +828,7 @@ impl Tx for PgTx<'_> {
             .map(|e| i32::try_from(e.reintroduced_count).unwrap_or(i32::MAX))
             .collect();
         let occurred: Vec<SystemTime> = ev.iter().map(|e| to_sys(e.occurred_at)).collect();
+        let peaks = col(|e| e.peak_severity.as_str());
         self.tx
             .execute(
                 &self.st.insert_events,
@@ -765,6 +852,7 @@ impl Tx for PgTx<'_> {
                     &links,
                     &counts,
                     &occurred,
+                    &peaks,
                 ],
             )
             .map_err(&q)?;
@@ -801,7 +889,7 @@ impl Tx for PgTx<'_> {
             .map_err(q)
     }
 
-    fn live_containers(
+    fn workload_containers(
         &mut self,
         cluster: &str,
         w: &Removal<'_>,
@@ -832,9 +920,10 @@ impl Tx for PgTx<'_> {
         let q = self.err();
         self.tx
             .execute(
-                "UPDATE scanned_containers SET removed_at = $5
+                "UPDATE scanned_containers SET removed_at = coalesce(removed_at, $5),
+                     revision = NULL
                  WHERE cluster_name = $1 AND namespace = $2 AND workload_kind = $3
-                   AND workload = $4 AND removed_at IS NULL",
+                   AND workload = $4",
                 &[&cluster, &w.namespace, &w.kind, &w.name, &to_sys(at)],
             )
             .map(|_| ())
@@ -848,6 +937,43 @@ impl Tx for PgTx<'_> {
                 "DELETE FROM report_versions WHERE cluster_name = $1 AND namespace = $2
                    AND workload_kind = $3 AND workload = $4",
                 &[&cluster, &w.namespace, &w.kind, &w.name],
+            )
+            .map(|_| ())
+            .map_err(q)
+    }
+
+    fn mark_container_removed(
+        &mut self,
+        cluster: &str,
+        a: &AssetId,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let q = self.err();
+        self.tx
+            .execute(
+                "UPDATE scanned_containers SET removed_at = $6
+                 WHERE cluster_name = $1 AND namespace = $2 AND workload_kind = $3
+                   AND workload = $4 AND container = $5 AND removed_at IS NULL",
+                &[
+                    &cluster,
+                    &a.namespace,
+                    &a.workload_kind,
+                    &a.workload,
+                    &a.container,
+                    &to_sys(at),
+                ],
+            )
+            .map(|_| ())
+            .map_err(q)
+    }
+
+    fn forget_container_reports(&mut self, cluster: &str, a: &AssetId) -> Result<(), StoreError> {
+        let q = self.err();
+        self.tx
+            .execute(
+                "DELETE FROM report_versions WHERE cluster_name = $1 AND namespace = $2
+                   AND workload_kind = $3 AND workload = $4 AND container = $5",
+                &[&cluster, &a.namespace, &a.workload_kind, &a.workload, &a.container],
             )
             .map(|_| ())
             .map_err(q)
@@ -871,7 +997,7 @@ impl Tx for PgTx<'_> {
             .map_err(q)?;
         Ok(rows
             .iter()
-            .filter_map(|r| Some((r.get::<_, String>(19), event_of_row(r)?)))
+            .filter_map(|r| Some((r.get::<_, String>(AFTER_EVENT_COLUMNS), event_of_row(r)?)))
             .collect())
     }
 
@@ -1025,6 +1151,7 @@ impl Tx for PgTx<'_> {
 /// A `lifecycle_events` row (selected with [`EVENT_COLUMNS`]); `None` for an unknown kind.
 fn event_of_row(r: &::postgres::Row) -> Option<Event> {
     let kind: String = r.get(1);
+    let severity = severity_of(r.get(13));
     Some(Event {
         event_id: r.get(0),
         kind: EventKind::parse(&kind)?,
@@ -1044,12 +1171,13 @@ fn event_of_row(r: &::postgres::Row) -> Option<Event> {
             package_path: r.get(10),
             installed_version: r.get(11),
             fixed_version: r.get(12),
-            severity: severity_of(r.get(13)),
+            severity,
             title: r.get(15),
             link: r.get(16),
         },
         previous_severity: r.get::<_, Option<&str>>(14).map(severity_of),
-        peak_severity: severity_of(r.get(13)),
+        // NULL for events recorded before schema 0003: their severity was all that was told.
+        peak_severity: r.get::<_, Option<&str>>(19).map_or(severity, severity_of),
         reintroduced_count: r.get::<_, i32>(17).max(0) as u32,
         occurred_at: from_sys(r.get(18)),
     })

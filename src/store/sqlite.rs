@@ -6,7 +6,7 @@
 //! the health thread's reads from blocking the writer; temp_store=MEMORY because a scratch image
 //! has no /tmp.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,10 @@ use rusqlite::{
     Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 
-use super::backend::{Backend, EVENT_COLUMNS, MessageHead, Tx, Work, severity_of};
+use super::backend::{
+    AFTER_EVENT_COLUMNS, Backend, EVENT_COLUMNS, MessageHead, StoredContainer, Tx, Work,
+    severity_of,
+};
 use super::outbox::{MessageUpdate, OutboxStats};
 use super::{
     KnownReport, OpenFindings, Removal, ReportVersion, SQLITE_MIGRATIONS, SchemaStatus, StoreError,
@@ -284,8 +287,13 @@ impl Backend for SqliteStore {
     ) -> Result<HashMap<String, KnownReport>, StoreError> {
         self.query("reading report versions", |c| {
             let mut stmt = c.prepare(
-                "SELECT report_uid, resource_version, namespace, workload_kind, workload, container
-                 FROM report_versions WHERE cluster_name = ?1",
+                "SELECT rv.report_uid, rv.resource_version, rv.namespace, rv.workload_kind,
+                        rv.workload, rv.container, coalesce(sc.report_uid = rv.report_uid, 0)
+                 FROM report_versions rv
+                 LEFT JOIN scanned_containers sc ON sc.cluster_name = rv.cluster_name
+                   AND sc.namespace = rv.namespace AND sc.workload_kind = rv.workload_kind
+                   AND sc.workload = rv.workload AND sc.container = rv.container
+                 WHERE rv.cluster_name = ?1",
             )?;
             let rows = stmt.query_map([cluster], |r| {
                 Ok((
@@ -298,6 +306,7 @@ impl Backend for SqliteStore {
                             workload: r.get(4)?,
                             container: r.get(5)?,
                         },
+                        current: r.get(6)?,
                     },
                 ))
             })?;
@@ -362,6 +371,26 @@ impl Backend for SqliteStore {
                 )?,
                 [cluster],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+        })
+    }
+
+    fn live_containers(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError> {
+        self.query("listing containers", |c| {
+            collect(
+                &mut c.prepare(
+                    "SELECT namespace, workload_kind, workload, container FROM scanned_containers
+                     WHERE cluster_name = ?1 AND removed_at IS NULL ORDER BY 1, 2, 3, 4",
+                )?,
+                [cluster],
+                |r| {
+                    Ok(AssetId {
+                        namespace: r.get(0)?,
+                        workload_kind: r.get(1)?,
+                        workload: r.get(2)?,
+                        container: r.get(3)?,
+                    })
+                },
             )
         })
     }
@@ -460,14 +489,14 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn last_scan(
+    fn load_container(
         &mut self,
         cluster: &str,
         asset: &AssetId,
-    ) -> Result<Option<Timestamp>, StoreError> {
+    ) -> Result<Option<StoredContainer>, StoreError> {
         self.tx
             .prepare(
-                "SELECT last_scan_at FROM scanned_containers WHERE cluster_name = ?1
+                "SELECT last_scan_at, image, revision FROM scanned_containers WHERE cluster_name = ?1
                    AND namespace = ?2 AND workload_kind = ?3 AND workload = ?4 AND container = ?5",
             )
             .and_then(|mut s| {
@@ -479,11 +508,18 @@ impl Tx for SqliteTx<'_> {
                         &asset.workload,
                         &asset.container,
                     ],
-                    |r| r.get::<_, String>(0),
+                    |r| {
+                        Ok(StoredContainer {
+                            last_scan_at: parse_ts(&r.get::<_, String>(0)?),
+                            image: r.get(1)?,
+                            revision: r
+                                .get::<_, Option<i64>>(2)?
+                                .and_then(|v| u64::try_from(v).ok()),
+                        })
+                    },
                 )
                 .optional()
             })
-            .map(|o| o.map(|s: String| parse_ts(&s)))
             .map_err(self.err())
     }
 
@@ -498,7 +534,7 @@ impl Tx for SqliteTx<'_> {
             .prepare(
                 "SELECT cve_id, package, package_path, severity, installed_version, fixed_version,
                         title, link, image, state, first_seen, last_seen, fixed_at,
-                        reintroduced_count
+                        reintroduced_count, peak_severity
                  FROM vulnerability_history
                  WHERE cluster_name = ?1 AND namespace = ?2 AND workload_kind = ?3
                    AND workload = ?4 AND container = ?5",
@@ -540,7 +576,7 @@ impl Tx for SqliteTx<'_> {
                     last_seen: parse_ts(&last),
                     fixed_at: fixed.as_deref().map(parse_ts),
                     reintroduced_count: r.get(13)?,
-                    peak_severity: severity_of(&r.get::<_, String>(3)?),
+                    peak_severity: severity_of(&r.get::<_, String>(14)?),
                 }))
             },
         )
@@ -548,15 +584,54 @@ impl Tx for SqliteTx<'_> {
         Ok(rows.into_iter().flatten().collect())
     }
 
-    fn upsert_container(&mut self, obs: &Observation) -> Result<(), StoreError> {
+    fn sibling_keys(
+        &mut self,
+        cluster: &str,
+        asset: &AssetId,
+    ) -> Result<BTreeMap<FindingKey, Timestamp>, StoreError> {
+        let q = self.err();
+        let mut stmt = self
+            .tx
+            .prepare(
+                "SELECT cve_id, package, min(first_seen) FROM vulnerability_history
+                 WHERE cluster_name = ?1 AND namespace = ?2 AND workload_kind = ?3
+                   AND workload = ?4 AND container <> ?5
+                   AND state IN ('open', 'container_removed')
+                 GROUP BY cve_id, package",
+            )
+            .map_err(&q)?;
+        let keys = collect(
+            &mut stmt,
+            [
+                cluster,
+                &asset.namespace,
+                &asset.workload_kind,
+                &asset.workload,
+                &asset.container,
+            ],
+            |r| {
+                let first_seen: String = r.get(2)?;
+                let key = FindingKey {
+                    vulnerability_id: r.get(0)?,
+                    package: r.get(1)?,
+                };
+                Ok((key, parse_ts(&first_seen)))
+            },
+        )
+        .map_err(&q)?;
+        Ok(keys.into_iter().collect())
+    }
+
+    fn upsert_container(&mut self, obs: &Observation, report_uid: &str) -> Result<(), StoreError> {
         let asset = &obs.asset;
         self.tx
             .execute(
-                "INSERT INTO scanned_containers
-                     (cluster_name, namespace, workload_kind, workload, container, image, last_scan_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO scanned_containers (cluster_name, namespace, workload_kind, workload,
+                     container, image, last_scan_at, revision, report_uid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (cluster_name, namespace, workload_kind, workload, container)
                  DO UPDATE SET image = excluded.image, last_scan_at = excluded.last_scan_at,
+                               revision = excluded.revision, report_uid = excluded.report_uid,
                                removed_at = NULL",
                 params![
                     obs.cluster,
@@ -565,7 +640,9 @@ impl Tx for SqliteTx<'_> {
                     asset.workload,
                     asset.container,
                     obs.image,
-                    ts(obs.scanned_at)
+                    ts(obs.scanned_at),
+                    obs.revision.map(|r| i64::try_from(r).unwrap_or(i64::MAX)),
+                    report_uid,
                 ],
             )
             .map(|_| ())
@@ -585,18 +662,19 @@ impl Tx for SqliteTx<'_> {
                 "INSERT INTO vulnerability_history (cluster_name, namespace, workload_kind,
                          workload, container, cve_id, package, package_path, severity,
                          installed_version, fixed_version, title, link, image, state, first_seen,
-                         last_seen, fixed_at, reintroduced_count)
+                         last_seen, fixed_at, reintroduced_count, peak_severity)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                         ?16, ?17, ?18, ?19)
+                         ?16, ?17, ?18, ?19, ?20)
                      ON CONFLICT (cluster_name, namespace, workload_kind, workload, container,
-                         cve_id, package, package_path) DO UPDATE SET
-                         severity = excluded.severity,
+                         cve_id, package) DO UPDATE SET
+                         package_path = excluded.package_path, severity = excluded.severity,
                          installed_version = excluded.installed_version,
                          fixed_version = excluded.fixed_version, title = excluded.title,
                          link = excluded.link, image = excluded.image, state = excluded.state,
                          first_seen = excluded.first_seen, last_seen = excluded.last_seen,
                          fixed_at = excluded.fixed_at,
-                         reintroduced_count = excluded.reintroduced_count",
+                         reintroduced_count = excluded.reintroduced_count,
+                         peak_severity = excluded.peak_severity",
             )
             .map_err(&q)?;
         for r in rows {
@@ -621,6 +699,7 @@ impl Tx for SqliteTx<'_> {
                     ts(r.last_seen),
                     r.fixed_at.map(ts),
                     r.reintroduced_count,
+                    r.peak_severity.as_str(),
                 ])
                 .map_err(&q)?;
         }
@@ -635,9 +714,9 @@ impl Tx for SqliteTx<'_> {
                 "INSERT INTO lifecycle_events (event_id, kind, cluster_name, namespace,
                      workload_kind, workload, container, image, cve_id, package, package_path,
                      installed_version, fixed_version, severity, previous_severity, title, link,
-                     reintroduced_count, occurred_at)
+                     reintroduced_count, occurred_at, peak_severity)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                     ?17, ?18, ?19)",
+                     ?17, ?18, ?19, ?20)",
             )
             .map_err(&q)?;
         let mut outbox = self
@@ -666,6 +745,7 @@ impl Tx for SqliteTx<'_> {
                     e.finding.link,
                     e.reintroduced_count,
                     ts(e.occurred_at),
+                    e.peak_severity.as_str(),
                 ])
                 .map_err(&q)?;
             for t in targets {
@@ -707,7 +787,7 @@ impl Tx for SqliteTx<'_> {
             .map_err(self.err())
     }
 
-    fn live_containers(
+    fn workload_containers(
         &mut self,
         cluster: &str,
         w: &Removal<'_>,
@@ -737,9 +817,10 @@ impl Tx for SqliteTx<'_> {
     ) -> Result<(), StoreError> {
         self.tx
             .execute(
-                "UPDATE scanned_containers SET removed_at = ?5
+                "UPDATE scanned_containers SET removed_at = coalesce(removed_at, ?5),
+                     revision = NULL
                  WHERE cluster_name = ?1 AND namespace = ?2 AND workload_kind = ?3
-                   AND workload = ?4 AND removed_at IS NULL",
+                   AND workload = ?4",
                 params![cluster, w.namespace, w.kind, w.name, ts(at)],
             )
             .map(|_| ())
@@ -757,6 +838,41 @@ impl Tx for SqliteTx<'_> {
             .map_err(self.err())
     }
 
+    fn mark_container_removed(
+        &mut self,
+        cluster: &str,
+        a: &AssetId,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.tx
+            .execute(
+                "UPDATE scanned_containers SET removed_at = ?6
+                 WHERE cluster_name = ?1 AND namespace = ?2 AND workload_kind = ?3
+                   AND workload = ?4 AND container = ?5 AND removed_at IS NULL",
+                params![
+                    cluster,
+                    a.namespace,
+                    a.workload_kind,
+                    a.workload,
+                    a.container,
+                    ts(at)
+                ],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    fn forget_container_reports(&mut self, cluster: &str, a: &AssetId) -> Result<(), StoreError> {
+        self.tx
+            .execute(
+                "DELETE FROM report_versions WHERE cluster_name = ?1 AND namespace = ?2
+                   AND workload_kind = ?3 AND workload = ?4 AND container = ?5",
+                params![cluster, a.namespace, a.workload_kind, a.workload, a.container],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
     fn queued_rows(&mut self, cluster: &str) -> Result<Vec<(String, Event)>, StoreError> {
         let q = self.err();
         let mut stmt = self
@@ -769,7 +885,7 @@ impl Tx for SqliteTx<'_> {
             ))
             .map_err(&q)?;
         let rows = collect(&mut stmt, [cluster], |r| {
-            let target: String = r.get(19)?;
+            let target: String = r.get(AFTER_EVENT_COLUMNS)?;
             Ok(event_of_row(r)?.map(|event| (target, event)))
         })
         .map_err(&q)?;
@@ -916,6 +1032,9 @@ fn event_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Event>> {
     };
     let occurred: String = r.get(18)?;
     let previous: Option<String> = r.get(14)?;
+    let severity = severity_of(&r.get::<_, String>(13)?);
+    // NULL for events recorded before schema 0003: their severity was all that was told.
+    let peak: Option<String> = r.get(19)?;
     Ok(Some(Event {
         event_id: r.get(0)?,
         kind,
@@ -935,12 +1054,12 @@ fn event_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Event>> {
             package_path: r.get(10)?,
             installed_version: r.get(11)?,
             fixed_version: r.get(12)?,
-            severity: severity_of(&r.get::<_, String>(13)?),
+            severity,
             title: r.get(15)?,
             link: r.get(16)?,
         },
         previous_severity: previous.as_deref().map(severity_of),
-        peak_severity: severity_of(&r.get::<_, String>(13)?),
+        peak_severity: peak.as_deref().map_or(severity, severity_of),
         reintroduced_count: r.get(17)?,
         occurred_at: parse_ts(&occurred),
     }))

@@ -202,13 +202,14 @@ fn web() -> AssetId {
     asset("shop", "Deployment", "web", "app")
 }
 
-/// "CVE-1:HIGH" → a finding in package openssl.
+/// "CVE-1:HIGH" → a finding in package openssl; "CVE-1:HIGH:zlib" in package zlib.
 fn finding(spec: &str) -> Finding {
-    let (id, sev) = spec.split_once(':').unwrap();
+    let (id, rest) = spec.split_once(':').unwrap();
+    let (sev, package) = rest.split_once(':').unwrap_or((rest, "openssl"));
     Finding {
         key: FindingKey {
             vulnerability_id: id.into(),
-            package: "openssl".into(),
+            package: package.into(),
         },
         package_path: String::new(),
         severity: sev.parse().expect("a severity name"),
@@ -228,6 +229,13 @@ fn obs(cluster: &str, asset: &AssetId, at: &str, specs: &[&str]) -> Observation 
         revision: None,
         findings: specs.iter().map(|s| finding(s)).collect(),
     }
+}
+
+/// The same scan of another build of the image: only the digest differs, which is the evidence
+/// a missing finding needs to count as `fixed` rather than `withdrawn`.
+fn rebuilt(mut o: Observation, digest: &str) -> Observation {
+    o.image = format!("registry.example/shop/web:1.2@sha256:{digest}");
+    o
 }
 
 fn targets() -> Vec<String> {
@@ -300,7 +308,7 @@ fn full_lifecycle_with_exact_events(kind: Kind) {
                 "prod",
                 &web(),
                 "2026-01-01T00:00:00Z",
-                &["CVE-1:HIGH", "CVE-2:LOW"],
+                &["CVE-1:HIGH", "CVE-2:LOW:zlib"],
             ),
             None,
             true,
@@ -332,7 +340,7 @@ fn full_lifecycle_with_exact_events(kind: Kind) {
                 "prod",
                 &web(),
                 "2026-01-02T00:00:00Z",
-                &["CVE-1:HIGH", "CVE-2:LOW", "CVE-3:HIGH"],
+                &["CVE-1:HIGH", "CVE-2:LOW:zlib", "CVE-3:HIGH"],
             ),
             None,
             false,
@@ -353,26 +361,29 @@ fn full_lifecycle_with_exact_events(kind: Kind) {
         &t,
     )
     .unwrap();
-    // fixed
+    // fixed: a new build of the image no longer has zlib's CVE-2
     s.apply(
-        &obs(
-            "prod",
-            &web(),
-            "2026-01-03T00:00:00Z",
-            &["CVE-1:HIGH", "CVE-3:HIGH"],
+        &rebuilt(
+            obs(
+                "prod",
+                &web(),
+                "2026-01-03T00:00:00Z",
+                &["CVE-1:HIGH", "CVE-3:HIGH"],
+            ),
+            "def",
         ),
         None,
         false,
         &t,
     )
     .unwrap();
-    // reintroduced
+    // reintroduced: the previous build is back
     s.apply(
         &obs(
             "prod",
             &web(),
             "2026-01-04T00:00:00Z",
-            &["CVE-1:HIGH", "CVE-2:LOW", "CVE-3:HIGH"],
+            &["CVE-1:HIGH", "CVE-2:LOW:zlib", "CVE-3:HIGH"],
         ),
         None,
         false,
@@ -385,16 +396,19 @@ fn full_lifecycle_with_exact_events(kind: Kind) {
             "prod",
             &web(),
             "2026-01-05T00:00:00Z",
-            &["CVE-1:CRITICAL", "CVE-2:LOW", "CVE-3:HIGH"],
+            &["CVE-1:CRITICAL", "CVE-2:LOW:zlib", "CVE-3:HIGH"],
         ),
         None,
         false,
         &t,
     )
     .unwrap();
-    // cluster-scoped report: fixed
+    // cluster-scoped report: fixed (the rescan is of another build)
     s.apply(
-        &obs("prod", &cluster_scoped, "2026-01-05T00:00:00Z", &[]),
+        &rebuilt(
+            obs("prod", &cluster_scoped, "2026-01-05T00:00:00Z", &[]),
+            "def",
+        ),
         None,
         false,
         &t,
@@ -528,14 +542,22 @@ fn same_observation_twice_is_idempotent(kind: Kind) {
         &t,
     )
     .unwrap();
-    let o = obs(
-        "prod",
-        &web(),
-        "2026-01-02T00:00:00.123456789Z",
-        &["CVE-2:HIGH"],
+    let o = rebuilt(
+        obs(
+            "prod",
+            &web(),
+            "2026-01-02T00:00:00.123456789Z",
+            &["CVE-2:HIGH:zlib"],
+        ),
+        "def",
     );
     let first = s.apply(&o, None, false, &t).unwrap();
-    assert_eq!(first.events.len(), 2, "new CVE-2 and fixed CVE-1");
+    let kinds: Vec<_> = first.events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [EventKind::New, EventKind::Fixed],
+        "new CVE-2 and fixed CVE-1"
+    );
     let second = s.apply(&o, None, false, &t).unwrap();
     assert!(second.stale && second.events.is_empty() && second.rows_written == 0);
     // an older scan arriving late does not regress
@@ -595,11 +617,14 @@ fn failed_transaction_leaves_nothing_and_retry_succeeds(kind: Kind) {
              BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
         ),
     }
-    let o = obs(
-        "prod",
-        &web(),
-        "2026-01-02T00:00:00Z",
-        &["CVE-2:HIGH", "CVE-FAIL:LOW"],
+    let o = rebuilt(
+        obs(
+            "prod",
+            &web(),
+            "2026-01-02T00:00:00Z",
+            &["CVE-2:HIGH:zlib", "CVE-FAIL:LOW:zlib"],
+        ),
+        "def",
     );
     let rv = ReportVersion {
         uid: "uid-1".into(),
@@ -652,7 +677,7 @@ fn clusters_do_not_touch_each_other(kind: Kind) {
     )
     .unwrap();
     b.apply(
-        &obs("us", &web(), "2026-01-02T00:00:00Z", &[]),
+        &rebuilt(obs("us", &web(), "2026-01-02T00:00:00Z", &[]), "def"),
         None,
         false,
         &t,
@@ -773,7 +798,7 @@ fn report_versions_skip_unchanged_reports(kind: Kind) {
     );
     // a rollout: the new ReplicaSet's report for the same Deployment container
     s.apply(
-        &obs("prod", &web(), "2026-01-02T00:00:00Z", &[]),
+        &rebuilt(obs("prod", &web(), "2026-01-02T00:00:00Z", &[]), "def"),
         Some(&rv("uid-b", "20")),
         false,
         &[],
@@ -1251,3 +1276,815 @@ fn open_findings_by_severity_and_namespace(kind: Kind) {
     );
 }
 both!(open_findings_by_severity_and_namespace);
+
+// ---- Issue 10: identity without path, new states and kinds, peak severity, revisions ----
+
+/// "…T…Z" timestamps of a column as their date, for comparing across both databases' text forms.
+fn date_of(v: &Option<String>) -> String {
+    v.as_deref().map(|s| s[..10].to_owned()).unwrap_or_default()
+}
+
+/// An instance of a finding: same key, its own path and installed version.
+fn instance(spec: &str, path: &str, installed: &str) -> Finding {
+    Finding {
+        package_path: path.into(),
+        installed_version: installed.into(),
+        ..finding(spec)
+    }
+}
+
+fn rv(uid: &str, v: &str) -> ReportVersion {
+    ReportVersion {
+        uid: uid.into(),
+        resource_version: v.into(),
+    }
+}
+
+fn new_columns_round_trip(kind: Kind) {
+    let db = TestDb::new(kind, "columns");
+    let mut s = db.open();
+    let t = targets();
+    let mut o = obs(
+        "prod",
+        &web(),
+        "2026-01-01T00:00:00Z",
+        &["CVE-1:HIGH", "CVE-2:MEDIUM:zlib"],
+    );
+    o.revision = Some(3);
+    s.apply(&o, Some(&rv("uid-3", "1")), true, &t).unwrap();
+    assert_eq!(
+        db.query("SELECT image, revision, report_uid, removed_at FROM scanned_containers"),
+        [vec![
+            Some("registry.example/shop/web:1.2@sha256:abc".to_owned()),
+            Some("3".to_owned()),
+            Some("uid-3".to_owned()),
+            None
+        ]]
+    );
+
+    // raised, then lowered: the peak stays CRITICAL; both changes are recorded
+    for (at, sev) in [
+        ("2026-01-02T00:00:00Z", "CVE-1:CRITICAL"),
+        ("2026-01-03T00:00:00Z", "CVE-1:LOW"),
+    ] {
+        let mut o = obs("prod", &web(), at, &[sev, "CVE-2:MEDIUM:zlib"]);
+        o.revision = Some(3);
+        s.apply(&o, Some(&rv("uid-3", "1")), false, &t).unwrap();
+    }
+    assert_eq!(
+        db.query(
+            "SELECT severity, peak_severity, state FROM vulnerability_history WHERE cve_id = 'CVE-1'"
+        ),
+        [vec![
+            Some("LOW".to_owned()),
+            Some("CRITICAL".to_owned()),
+            Some("open".to_owned())
+        ]]
+    );
+    // withdrawn: the same image, zlib's CVE-2 no longer listed (and no other zlib finding)
+    let mut o = obs("prod", &web(), "2026-01-04T00:00:00Z", &["CVE-1:LOW"]);
+    o.revision = Some(3);
+    let a = s.apply(&o, None, false, &t).unwrap();
+    assert_eq!(
+        a.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [EventKind::Withdrawn]
+    );
+    // reported again: first_seen kept, count unchanged
+    let mut o = obs(
+        "prod",
+        &web(),
+        "2026-01-05T00:00:00Z",
+        &["CVE-1:LOW", "CVE-2:MEDIUM:zlib"],
+    );
+    o.revision = Some(3);
+    s.apply(&o, None, false, &t).unwrap();
+    // fixed on a new build: the closing event carries the peak, not the current severity
+    let mut o = rebuilt(obs("prod", &web(), "2026-01-06T00:00:00Z", &[]), "def");
+    o.revision = Some(4);
+    s.apply(&o, Some(&rv("uid-4", "1")), false, &t).unwrap();
+
+    let events = {
+        let mut e = s.recent_events("prod", 100).unwrap();
+        e.reverse();
+        e
+    };
+    let lines: Vec<String> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {} peak {} prev {:?} count {}",
+                e.kind,
+                e.finding.key.vulnerability_id,
+                e.finding.severity,
+                e.peak_severity,
+                e.previous_severity.map(|s| s.as_str()),
+                e.reintroduced_count
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "severity_changed CVE-1 CRITICAL peak CRITICAL prev Some(\"HIGH\") count 0",
+            "severity_changed CVE-1 LOW peak CRITICAL prev Some(\"CRITICAL\") count 0",
+            "withdrawn CVE-2 MEDIUM peak MEDIUM prev None count 0",
+            "reported_again CVE-2 MEDIUM peak MEDIUM prev None count 0",
+            "fixed CVE-1 LOW peak CRITICAL prev None count 0",
+            "fixed CVE-2 MEDIUM peak MEDIUM prev None count 0",
+        ]
+    );
+    // the outbox hands the same events (with their peak) to delivery
+    assert_eq!(
+        db.count("SELECT count(*) FROM lifecycle_events WHERE peak_severity IS NOT NULL"),
+        6
+    );
+    let rows = db.query(
+        "SELECT cve_id, state, severity, peak_severity, first_seen, fixed_at, reintroduced_count
+         FROM vulnerability_history ORDER BY cve_id",
+    );
+    let rows: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {} {} {} {}",
+                r[0].as_deref().unwrap(),
+                r[1].as_deref().unwrap(),
+                r[2].as_deref().unwrap(),
+                r[3].as_deref().unwrap(),
+                date_of(&r[4]),
+                date_of(&r[5]),
+                r[6].as_deref().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "CVE-1 fixed LOW CRITICAL 2026-01-01 2026-01-06 0",
+            "CVE-2 fixed MEDIUM MEDIUM 2026-01-01 2026-01-06 0",
+        ]
+    );
+    assert_eq!(
+        db.query("SELECT image, revision, report_uid FROM scanned_containers"),
+        [vec![
+            Some("registry.example/shop/web:1.2@sha256:def".to_owned()),
+            Some("4".to_owned()),
+            Some("uid-4".to_owned())
+        ]]
+    );
+}
+both!(new_columns_round_trip);
+
+/// Entries with the same key in one scan are instances of one finding: one row, open while any
+/// instance is listed, paths and versions as sorted lists.
+fn instances_merge_into_one_row(kind: Kind) {
+    let db = TestDb::new(kind, "instances");
+    let mut s = db.open();
+    let t = targets();
+    let mut o = obs("prod", &web(), "2026-01-01T00:00:00Z", &[]);
+    o.findings = vec![
+        instance("CVE-1:HIGH:log4j", "app/b.jar", "2.14"),
+        instance("CVE-1:CRITICAL:log4j", "app/a.jar", "2.13"),
+    ];
+    s.apply(&o, None, true, &t).unwrap();
+    s.finish_baseline("prod", ts("2026-01-01T01:00:00Z"))
+        .unwrap();
+    let row = |db: &TestDb| {
+        db.query(
+            "SELECT package_path, installed_version, severity, state FROM vulnerability_history",
+        )
+    };
+    assert_eq!(
+        row(&db),
+        [vec![
+            Some("app/a.jar, app/b.jar".to_owned()),
+            Some("2.13, 2.14".to_owned()),
+            Some("CRITICAL".to_owned()),
+            Some("open".to_owned())
+        ]]
+    );
+    // one jar upgraded away: the finding stays open, its attributes follow
+    let mut o = rebuilt(obs("prod", &web(), "2026-01-02T00:00:00Z", &[]), "def");
+    o.findings = vec![instance("CVE-1:CRITICAL:log4j", "app/a.jar", "2.13")];
+    let a = s.apply(&o, None, false, &t).unwrap();
+    assert!(a.events.is_empty(), "{:?}", a.events);
+    assert_eq!(
+        row(&db),
+        [vec![
+            Some("app/a.jar".to_owned()),
+            Some("2.13".to_owned()),
+            Some("CRITICAL".to_owned()),
+            Some("open".to_owned())
+        ]]
+    );
+    assert_eq!(db.count("SELECT count(*) FROM lifecycle_events"), 0);
+}
+both!(instances_merge_into_one_row);
+
+/// The sibling query runs only when a scan has a finding that would be announced as new; a
+/// finding another container of the workload holds (a renamed container) is not news.
+fn sibling_keys_load_only_for_would_be_new_findings(kind: Kind) {
+    let db = TestDb::new(kind, "siblings");
+    let mut s = db.open();
+    let t = targets();
+    let app = web();
+    let main = asset("shop", "Deployment", "web", "main");
+    // baseline: nothing is announced, so nothing is looked up
+    s.apply(
+        &obs("prod", &app, "2026-01-01T00:00:00Z", &["CVE-1:HIGH"]),
+        None,
+        true,
+        &t,
+    )
+    .unwrap();
+    assert_eq!(s.sibling_lookups(), 0);
+    // a rescan without news: no lookup
+    s.apply(
+        &obs("prod", &app, "2026-01-02T00:00:00Z", &["CVE-1:HIGH"]),
+        None,
+        false,
+        &t,
+    )
+    .unwrap();
+    assert_eq!(s.sibling_lookups(), 0);
+    // the container renamed app → main: CVE-1 is held by app, so it is recorded silently
+    let a = s
+        .apply(
+            &obs("prod", &main, "2026-01-03T00:00:00Z", &["CVE-1:HIGH"]),
+            None,
+            false,
+            &t,
+        )
+        .unwrap();
+    assert!(a.events.is_empty(), "{:?}", a.events);
+    assert_eq!(a.rows_written, 1);
+    assert_eq!(s.sibling_lookups(), 1);
+    // the old name goes away; a later, really new finding in main is announced
+    let gone = s
+        .remove_container("prod", &app, ts("2026-01-04T00:00:00Z"), &t)
+        .unwrap();
+    assert_eq!(gone.events.len(), 1);
+    // a stale scan looks nothing up
+    assert!(
+        s.apply(
+            &obs("prod", &main, "2026-01-03T00:00:00Z", &["CVE-9:LOW"]),
+            None,
+            false,
+            &t
+        )
+        .unwrap()
+        .stale
+    );
+    assert_eq!(s.sibling_lookups(), 1);
+    let a = s
+        .apply(
+            &obs(
+                "prod",
+                &main,
+                "2026-01-05T00:00:00Z",
+                &["CVE-1:HIGH", "CVE-9:LOW"],
+            ),
+            None,
+            false,
+            &t,
+        )
+        .unwrap();
+    assert_eq!(s.sibling_lookups(), 2);
+    assert_eq!(
+        event_lines(&mut s, "prod"),
+        [
+            "container_removed shop/web/app CVE-1",
+            "new shop/web/main CVE-9"
+        ]
+    );
+    assert_eq!(a.events.len(), 1);
+    // a finding held by a container closed as container_removed is not news either
+    let sidecar = asset("shop", "Deployment", "web", "sidecar");
+    let a = s
+        .apply(
+            &obs("prod", &sidecar, "2026-01-06T00:00:00Z", &["CVE-1:HIGH"]),
+            None,
+            false,
+            &t,
+        )
+        .unwrap();
+    assert!(a.events.is_empty(), "{:?}", a.events);
+    assert_eq!(s.sibling_lookups(), 3);
+}
+both!(sibling_keys_load_only_for_would_be_new_findings);
+
+fn remove_container_closes_and_forgets(kind: Kind) {
+    let db = TestDb::new(kind, "rmcontainer");
+    let mut s = db.open();
+    let t = targets();
+    let sidecar = asset("shop", "Deployment", "web", "sidecar");
+    s.apply(
+        &obs("prod", &web(), "2026-01-01T00:00:00Z", &["CVE-1:HIGH"]),
+        Some(&rv("uid-app", "1")),
+        true,
+        &t,
+    )
+    .unwrap();
+    s.apply(
+        &obs(
+            "prod",
+            &sidecar,
+            "2026-01-01T00:00:00Z",
+            &["CVE-2:CRITICAL", "CVE-3:LOW"],
+        ),
+        Some(&rv("uid-side", "1")),
+        true,
+        &t,
+    )
+    .unwrap();
+    s.finish_baseline("prod", ts("2026-01-01T01:00:00Z"))
+        .unwrap();
+    assert_eq!(s.live_containers("prod").unwrap(), [web(), sidecar.clone()]);
+    assert!(s.live_containers("other").unwrap().is_empty());
+
+    let removed = s
+        .remove_container("prod", &sidecar, ts("2026-01-02T00:00:00Z"), &t)
+        .unwrap();
+    assert_eq!(removed.rows_written, 2);
+    assert_eq!(
+        event_lines(&mut s, "prod"),
+        [
+            "container_removed shop/web/sidecar CVE-2",
+            "container_removed shop/web/sidecar CVE-3"
+        ]
+    );
+    let ev = &removed.events[0];
+    assert_eq!(
+        (ev.kind, ev.peak_severity, ev.occurred_at),
+        (
+            EventKind::ContainerRemoved,
+            Severity::Critical,
+            ts("2026-01-02T00:00:00Z")
+        )
+    );
+    assert_eq!(db.count("SELECT count(*) FROM notification_outbox"), 4);
+    assert_eq!(
+        db.query("SELECT container, state FROM vulnerability_history ORDER BY container, cve_id"),
+        [
+            vec![Some("app".to_owned()), Some("open".to_owned())],
+            vec![
+                Some("sidecar".to_owned()),
+                Some("container_removed".to_owned())
+            ],
+            vec![
+                Some("sidecar".to_owned()),
+                Some("container_removed".to_owned())
+            ],
+        ]
+    );
+    assert_eq!(
+        db.query("SELECT container, removed_at IS NULL FROM scanned_containers ORDER BY container")
+            .into_iter()
+            .map(|r| format!("{} {}", r[0].as_deref().unwrap(), r[1].as_deref().unwrap()))
+            .collect::<Vec<_>>(),
+        match kind {
+            Kind::Postgres => ["app t", "sidecar f"],
+            Kind::Sqlite => ["app 1", "sidecar 0"],
+        }
+    );
+    assert_eq!(s.report_version("prod", "uid-side").unwrap(), None);
+    assert_eq!(
+        s.report_version("prod", "uid-app").unwrap().as_deref(),
+        Some("1")
+    );
+    assert_eq!(s.live_containers("prod").unwrap(), [web()]);
+    assert_eq!(s.known_workloads("prod").unwrap().len(), 1);
+    // removing it again changes nothing
+    let again = s
+        .remove_container("prod", &sidecar, ts("2026-01-03T00:00:00Z"), &t)
+        .unwrap();
+    assert!(again.events.is_empty() && again.rows_written == 0);
+    // the container comes back (a rollback to a revision that has it): silently open again
+    let back = s
+        .apply(
+            &obs(
+                "prod",
+                &sidecar,
+                "2026-01-04T00:00:00Z",
+                &["CVE-2:CRITICAL", "CVE-3:LOW"],
+            ),
+            Some(&rv("uid-side-2", "1")),
+            false,
+            &t,
+        )
+        .unwrap();
+    assert!(back.events.is_empty(), "{:?}", back.events);
+    assert_eq!(
+        db.count("SELECT count(*) FROM vulnerability_history WHERE state = 'open'"),
+        3
+    );
+    assert_eq!(s.live_containers("prod").unwrap(), [web(), sidecar]);
+    assert_eq!(db.count("SELECT count(*) FROM lifecycle_events"), 2);
+}
+both!(remove_container_closes_and_forgets);
+
+/// `KnownReport::current` names the report last applied to its container, so the poll cycle
+/// notices a rollback that made another known, unchanged report current.
+fn known_report_current_follows_the_last_applied(kind: Kind) {
+    let db = TestDb::new(kind, "current");
+    let mut s = db.open();
+    let with_rev = |at: &str, rev: u64| {
+        let mut o = obs("prod", &web(), at, &["CVE-1:HIGH"]);
+        o.revision = Some(rev);
+        o
+    };
+    let current = |s: &mut Store| {
+        let mut v: Vec<(String, bool)> = s
+            .report_versions("prod")
+            .unwrap()
+            .into_iter()
+            .map(|(uid, k)| (uid, k.current))
+            .collect();
+        v.sort();
+        v
+    };
+    s.apply(
+        &with_rev("2026-01-01T00:00:00Z", 1),
+        Some(&rv("uid-1", "10")),
+        true,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(current(&mut s), [("uid-1".to_owned(), true)]);
+    s.apply(
+        &with_rev("2026-01-02T00:00:00Z", 2),
+        Some(&rv("uid-2", "20")),
+        false,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        current(&mut s),
+        [("uid-1".to_owned(), false), ("uid-2".to_owned(), true)]
+    );
+    // rollback: revision 1's ReplicaSet becomes revision 3; its report, scanned before
+    // revision 2's, applies because its revision is higher
+    let a = s
+        .apply(
+            &with_rev("2026-01-01T00:00:00Z", 3),
+            Some(&rv("uid-1", "10")),
+            false,
+            &[],
+        )
+        .unwrap();
+    assert!(!a.stale);
+    assert_eq!(
+        current(&mut s),
+        [("uid-1".to_owned(), true), ("uid-2".to_owned(), false)]
+    );
+    // a stale scan records its version but does not become current
+    let a = s
+        .apply(
+            &with_rev("2026-01-01T00:00:00Z", 3),
+            Some(&rv("uid-x", "1")),
+            false,
+            &[],
+        )
+        .unwrap();
+    assert!(a.stale);
+    assert_eq!(
+        current(&mut s),
+        [
+            ("uid-1".to_owned(), true),
+            ("uid-2".to_owned(), false),
+            ("uid-x".to_owned(), false)
+        ]
+    );
+    assert_eq!(db.count("SELECT count(*) FROM lifecycle_events"), 0);
+}
+both!(known_report_current_follows_the_last_applied);
+
+/// A workload removed and deployed again: its findings reopen without an event, its containers
+/// are live again, and the revision counting restarts (the re-created Deployment's revision 1
+/// is not older than the removed one's revision 7).
+fn returning_workload_reopens_silently(kind: Kind) {
+    let db = TestDb::new(kind, "returning");
+    let mut s = db.open();
+    let t = targets();
+    let mut o = obs("prod", &web(), "2026-01-01T00:00:00Z", &["CVE-1:HIGH"]);
+    o.revision = Some(7);
+    s.apply(&o, Some(&rv("uid-7", "1")), true, &t).unwrap();
+    s.finish_baseline("prod", ts("2026-01-01T01:00:00Z"))
+        .unwrap();
+    let gone = s
+        .remove_workload(
+            "prod",
+            "shop",
+            "Deployment",
+            "web",
+            ts("2026-01-02T00:00:00Z"),
+            &t,
+        )
+        .unwrap();
+    assert_eq!(gone.events.len(), 1);
+    let containers = |db: &TestDb| {
+        db.query("SELECT revision, removed_at IS NULL, report_uid FROM scanned_containers")
+    };
+    let yes = |b: bool| match (kind, b) {
+        (Kind::Postgres, true) => "t",
+        (Kind::Postgres, false) => "f",
+        (Kind::Sqlite, true) => "1",
+        (Kind::Sqlite, false) => "0",
+    };
+    assert_eq!(
+        containers(&db),
+        [vec![
+            None,
+            Some(yes(false).to_owned()),
+            Some("uid-7".to_owned())
+        ]]
+    );
+    assert!(s.live_containers("prod").unwrap().is_empty());
+    assert!(s.known_workloads("prod").unwrap().is_empty());
+
+    let mut o = obs("prod", &web(), "2026-01-03T00:00:00Z", &["CVE-1:HIGH"]);
+    o.revision = Some(1);
+    let back = s.apply(&o, Some(&rv("uid-1", "1")), false, &t).unwrap();
+    assert!(!back.stale && back.events.is_empty(), "{back:?}");
+    assert_eq!(
+        containers(&db),
+        [vec![
+            Some("1".to_owned()),
+            Some(yes(true).to_owned()),
+            Some("uid-1".to_owned())
+        ]]
+    );
+    let row = db.query("SELECT state, first_seen, fixed_at FROM vulnerability_history");
+    assert_eq!(row[0][0].as_deref(), Some("open"));
+    assert_eq!(date_of(&row[0][1]), "2026-01-01", "first_seen kept");
+    assert_eq!(row[0][2], None);
+    assert_eq!(s.live_containers("prod").unwrap(), [web()]);
+    assert_eq!(
+        event_lines(&mut s, "prod"),
+        ["workload_removed shop/web/app CVE-1"]
+    );
+}
+both!(returning_workload_reopens_silently);
+
+/// A database as the agent before schema 0003 left it: the embedded 0001 and 0002 applied and
+/// recorded, nothing else.
+fn old_schema_db(kind: Kind) -> TestDb {
+    let db = TestDb::new(kind, "upgrade");
+    match kind {
+        Kind::Postgres => db.exec(&format!(
+            "{}\n{}\nCREATE TABLE schema_migrations (version BIGINT PRIMARY KEY,
+                 name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+             INSERT INTO schema_migrations (version, name)
+                 VALUES (1, 'init'), (2, 'notification_messages');",
+            include_str!("../../sql/postgres/0001_init.sql"),
+            include_str!("../../sql/postgres/0002_notification_messages.sql"),
+        )),
+        Kind::Sqlite => db.exec(&format!(
+            "{}\n{}\nCREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,
+                 name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT '2026-01-01T00:00:00.000000Z');
+             INSERT INTO schema_migrations (version, name)
+                 VALUES (1, 'init'), (2, 'notification_messages');",
+            include_str!("../../sql/sqlite/0001_init.sql"),
+            include_str!("../../sql/sqlite/0002_notification_messages.sql"),
+        )),
+    }
+    db
+}
+
+/// The old agent's last scan of shop/web/app (2026-01-03): CVE-1 in two paths of openssl,
+/// CVE-2 in a.jar only (b.jar had been upgraded away, so its row was closed as fixed).
+fn old_agents_scan(at: &str) -> Observation {
+    let mut o = obs("prod", &web(), at, &[]);
+    o.findings = vec![
+        instance("CVE-1:HIGH", "usr/lib/b", "3.0.1"),
+        instance("CVE-1:HIGH", "usr/lib/B", "3.0.1"),
+        instance("CVE-2:CRITICAL:log4j", "app/a.jar", "2.14"),
+    ];
+    o
+}
+
+/// Issue 10's acceptance on the store: 0003 merges rows that differed only in package_path as
+/// specified, writes no event, keeps every event, outbox row and guard, and the same scans
+/// applied again (or rescanned unchanged) produce no event.
+fn upgrade_from_schema_2_merges_rows_without_events(kind: Kind) {
+    let db = old_schema_db(kind);
+    let d = |day: u32| format!("'2026-01-{day:02}T00:00:00.000000Z'");
+    let img = "'registry.example/shop/web:1.2@sha256:abc'";
+    let (d1, d2, d3) = (d(1), d(2), d(3));
+    db.exec(&format!(
+        "INSERT INTO clusters VALUES ('prod', {d1});
+         INSERT INTO scanned_containers (cluster_name, namespace, workload_kind, workload,
+             container, image, last_scan_at, removed_at) VALUES
+             ('prod', 'shop', 'Deployment', 'web', 'app', {img}, {d3}, NULL),
+             ('prod', 'shop', 'Deployment', 'old', 'app', {img}, {d2}, {d3});
+         INSERT INTO report_versions (cluster_name, report_uid, resource_version,
+             update_timestamp, namespace, workload_kind, workload, container) VALUES
+             ('prod', 'uid-web-rs1', '5', {d2}, 'shop', 'Deployment', 'web', 'app'),
+             ('prod', 'uid-web', '9', {d3}, 'shop', 'Deployment', 'web', 'app');
+         INSERT INTO vulnerability_history (cluster_name, namespace, workload_kind, workload,
+             container, cve_id, package, package_path, severity, installed_version,
+             fixed_version, title, link, image, state, first_seen, last_seen, fixed_at,
+             reintroduced_count) VALUES
+             ('prod', 'shop', 'Deployment', 'web', 'app', 'CVE-1', 'openssl', 'usr/lib/b',
+              'HIGH', '3.0.1', '3.0.2', 'CVE-1 in openssl', 'https://avd.aquasec.com/nvd/cve-1',
+              {img}, 'open', {d2}, {d3}, NULL, 0),
+             ('prod', 'shop', 'Deployment', 'web', 'app', 'CVE-1', 'openssl', 'usr/lib/B',
+              'HIGH', '3.0.1', '3.0.2', 'CVE-1 in openssl', 'https://avd.aquasec.com/nvd/cve-1',
+              {img}, 'open', {d1}, {d3}, NULL, 0),
+             ('prod', 'shop', 'Deployment', 'web', 'app', 'CVE-2', 'log4j', 'app/a.jar',
+              'CRITICAL', '2.14', '3.0.2', 'CVE-2 in openssl', 'https://avd.aquasec.com/nvd/cve-2',
+              {img}, 'open', {d2}, {d3}, NULL, 0),
+             ('prod', 'shop', 'Deployment', 'web', 'app', 'CVE-2', 'log4j', 'app/b.jar',
+              'HIGH', '2.13', '2.17', 'old title', 'old link',
+              'registry.example/shop/web:1.1', 'fixed', {d1}, {d2}, {d3}, 1),
+             ('prod', 'shop', 'Deployment', 'web', 'app', 'CVE-3', 'zlib', '',
+              'MEDIUM', '1.2', '1.3', 't3', 'l3', {img}, 'fixed', {d1}, {d2}, {d3}, 0),
+             ('prod', 'shop', 'Deployment', 'web', 'app', 'CVE-4', 'curl', 'x',
+              'HIGH', '8.0', '8.1', 'older', 'l4', {img}, 'fixed', {d1}, {d1}, {d2}, 2),
+             ('prod', 'shop', 'Deployment', 'web', 'app', 'CVE-4', 'curl', 'y',
+              'LOW', '8.0', '8.1', 'newer', 'l4', {img}, 'fixed', {d1}, {d2}, {d3}, 0),
+             ('prod', 'shop', 'Deployment', 'old', 'app', 'CVE-5', 'openssl', '',
+              'HIGH', '3.0.1', '', 't5', 'l5', {img}, 'workload_removed', {d1}, {d2}, {d3}, 0);
+         INSERT INTO lifecycle_events (event_id, kind, cluster_name, namespace, workload_kind,
+             workload, container, image, cve_id, package, package_path, installed_version,
+             fixed_version, severity, previous_severity, title, link, reintroduced_count,
+             occurred_at) VALUES
+             ('e-new', 'new', 'prod', 'shop', 'Deployment', 'web', 'app', {img}, 'CVE-2',
+              'log4j', 'app/a.jar', '2.14', '3.0.2', 'CRITICAL', NULL, 't', 'l', 0, {d2}),
+             ('e-fixed', 'fixed', 'prod', 'shop', 'Deployment', 'web', 'app', {img}, 'CVE-2',
+              'log4j', 'app/b.jar', '2.13', '2.17', 'HIGH', NULL, 't', 'l', 1, {d3}),
+             ('e-removed', 'workload_removed', 'prod', 'shop', 'Deployment', 'old', 'app',
+              {img}, 'CVE-5', 'openssl', '', '3.0.1', '', 'HIGH', NULL, 't', 'l', 0, {d3});
+         INSERT INTO notification_messages (message_id, target, cluster_name, created_at,
+             state, attempts, next_attempt_at, delivered_at) VALUES
+             ('m1', 'slack', 'prod', {d2}, 'delivered', 1, {d2}, {d2});
+         INSERT INTO notification_outbox (event_id, target, state, attempts, next_attempt_at,
+             delivered_at, message_id) VALUES
+             ('e-new', 'slack', 'delivered', 1, {d2}, {d2}, 'm1'),
+             ('e-fixed', 'slack', 'pending', 0, {d3}, NULL, NULL),
+             ('e-removed', 'webhook', 'filtered', 0, {d3}, NULL, NULL);"
+    ));
+    let events_before = db.query(
+        "SELECT seq, event_id, kind, severity, occurred_at FROM lifecycle_events ORDER BY seq",
+    );
+    let outbox = |db: &TestDb| {
+        db.query(
+            "SELECT event_id, target, state, attempts, message_id, delivered_at
+             FROM notification_outbox ORDER BY event_id, target",
+        )
+    };
+    let outbox_before = outbox(&db);
+    assert_eq!(outbox_before.len(), 3);
+
+    let mut s = db.open();
+    assert_eq!(s.schema_status().unwrap().applied, [1, 2, 3]);
+
+    let rows = |db: &TestDb| -> Vec<String> {
+        db.query(
+            "SELECT workload, cve_id, package, state, package_path, installed_version, severity,
+                    peak_severity, first_seen, last_seen, fixed_at, reintroduced_count,
+                    fixed_version, title, image
+             FROM vulnerability_history ORDER BY workload, cve_id",
+        )
+        .iter()
+        .map(|r| {
+            let c = |i: usize| r[i].clone().unwrap_or_else(|| "-".into());
+            format!(
+                "{} {} {} {} [{}] [{}] {} peak {} {} {} {} n{} {} {} {}",
+                c(0),
+                c(1),
+                c(2),
+                c(3),
+                c(4),
+                c(5),
+                c(6),
+                c(7),
+                date_of(&r[8]),
+                date_of(&r[9]),
+                r[10].as_ref().map_or("-".into(), |_| date_of(&r[10])),
+                c(11),
+                c(12),
+                c(13),
+                c(14)
+            )
+        })
+        .collect()
+    };
+    let abc = "registry.example/shop/web:1.2@sha256:abc";
+    assert_eq!(
+        rows(&db),
+        [
+            format!(
+                "old CVE-5 openssl workload_removed [] [3.0.1] HIGH peak HIGH \
+                 2026-01-01 2026-01-02 2026-01-03 n0  t5 {abc}"
+            ),
+            format!(
+                "web CVE-1 openssl open [usr/lib/B, usr/lib/b] [3.0.1] HIGH peak HIGH \
+                 2026-01-01 2026-01-03 - n0 3.0.2 CVE-1 in openssl {abc}"
+            ),
+            // open because one instance was; attributes of the newest sighting
+            format!(
+                "web CVE-2 log4j open [app/a.jar, app/b.jar] [2.13, 2.14] CRITICAL peak CRITICAL \
+                 2026-01-01 2026-01-03 - n1 3.0.2 CVE-2 in openssl {abc}"
+            ),
+            format!(
+                "web CVE-3 zlib fixed [] [1.2] MEDIUM peak MEDIUM \
+                 2026-01-01 2026-01-02 2026-01-03 n0 1.3 t3 {abc}"
+            ),
+            // both closed: fixed_at the latest, attributes of the most recently seen row
+            format!(
+                "web CVE-4 curl fixed [x, y] [8.0] LOW peak LOW \
+                 2026-01-01 2026-01-02 2026-01-03 n2 8.1 newer {abc}"
+            ),
+        ]
+    );
+    // no event written, every event kept with its seq; old events read their peak as severity
+    assert_eq!(
+        db.query(
+            "SELECT seq, event_id, kind, severity, occurred_at FROM lifecycle_events ORDER BY seq"
+        ),
+        events_before
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM lifecycle_events WHERE peak_severity IS NULL"),
+        3
+    );
+    let old_events = s.recent_events("prod", 10).unwrap();
+    assert_eq!(old_events.len(), 3);
+    assert!(
+        old_events
+            .iter()
+            .all(|e| e.peak_severity == e.finding.severity)
+    );
+    assert_eq!(outbox(&db), outbox_before);
+    // the guards survive: append-only, and outbox rows still need their event
+    let refused = db.try_exec("DELETE FROM lifecycle_events").unwrap_err();
+    assert!(refused.contains("append-only"), "{refused}");
+    let refused = db
+        .try_exec("UPDATE lifecycle_events SET kind = 'fixed'")
+        .unwrap_err();
+    assert!(refused.contains("append-only"), "{refused}");
+    let orphan = "INSERT INTO notification_outbox (event_id, target) VALUES ('nope', 'slack')";
+    let refused = match kind {
+        Kind::Postgres => db.try_exec(orphan),
+        Kind::Sqlite => db.try_exec(&format!("PRAGMA foreign_keys = ON; {orphan}")),
+    }
+    .unwrap_err();
+    assert!(refused.to_lowercase().contains("foreign key"), "{refused}");
+    // the container knows which report was applied last
+    assert_eq!(
+        db.query("SELECT workload, revision, report_uid FROM scanned_containers ORDER BY workload"),
+        [
+            vec![Some("old".to_owned()), None, Some(String::new())],
+            vec![Some("web".to_owned()), None, Some("uid-web".to_owned())],
+        ]
+    );
+    let known = s.report_versions("prod").unwrap();
+    assert!(known["uid-web"].current && !known["uid-web-rs1"].current);
+    assert_eq!(s.live_containers("prod").unwrap(), [web()]);
+    assert!(!s.baseline_pending("prod").unwrap());
+
+    // the same scan again: stale, nothing happens
+    let t = targets();
+    let same = s
+        .apply(
+            &old_agents_scan("2026-01-03T00:00:00Z"),
+            Some(&rv("uid-web", "9")),
+            false,
+            &t,
+        )
+        .unwrap();
+    assert!(same.stale && same.events.is_empty());
+    // a rescan with the same findings: applied, still no event
+    let rescan = s
+        .apply(
+            &old_agents_scan("2026-01-04T00:00:00Z"),
+            Some(&rv("uid-web", "10")),
+            false,
+            &t,
+        )
+        .unwrap();
+    assert!(!rescan.stale && rescan.events.is_empty(), "{rescan:?}");
+    assert_eq!(rescan.rows_written, 2);
+    assert_eq!(db.count("SELECT count(*) FROM lifecycle_events"), 3);
+    assert_eq!(outbox(&db), outbox_before);
+    assert_eq!(s.sibling_lookups(), 0);
+
+    // the rebuilt event table takes new kinds and continues the sequence
+    let mut gone = old_agents_scan("2026-01-05T00:00:00Z");
+    gone.findings.truncate(2);
+    let a = s.apply(&gone, None, false, &t).unwrap();
+    assert_eq!(
+        a.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [EventKind::Withdrawn]
+    );
+    assert_eq!(
+        db.query("SELECT seq, kind, peak_severity FROM lifecycle_events WHERE seq > 3"),
+        [vec![
+            Some("4".to_owned()),
+            Some("withdrawn".to_owned()),
+            Some("CRITICAL".to_owned())
+        ]]
+    );
+}
+both!(upgrade_from_schema_2_merges_rows_without_events);

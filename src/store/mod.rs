@@ -130,6 +130,9 @@ pub struct Applied {
 pub struct KnownReport {
     pub resource_version: String,
     pub asset: AssetId,
+    // STUB(store): the store branch defines and fills this (the report uid last applied to
+    // its container).
+    pub current: bool,
 }
 
 /// The version of a report as the Kubernetes API shows it, recorded so that an unchanged report
@@ -349,6 +352,22 @@ impl Store {
         cluster: &str,
     ) -> Result<Vec<(String, String, String)>, StoreError> {
         self.backend.known_workloads(cluster)
+    }
+
+    // STUB(store): replaced by the store branch's implementation.
+    pub fn live_containers(&mut self, _cluster: &str) -> Result<Vec<AssetId>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    // STUB(store): replaced by the store branch's implementation.
+    pub fn remove_container(
+        &mut self,
+        _cluster: &str,
+        _asset: &AssetId,
+        _at: Timestamp,
+        _targets: &[String],
+    ) -> Result<Applied, StoreError> {
+        Ok(Applied::default())
     }
 
     /// The newest lifecycle events of a cluster, newest first.

@@ -409,6 +409,7 @@ impl Backend for PgStore {
                             r.get(0),
                             KnownReport {
                                 resource_version: r.get(1),
+                                current: true, // STUB(store)
                                 asset: AssetId {
                                     namespace: r.get(2),
                                     workload_kind: r.get(3),

@@ -671,6 +671,42 @@ fn a_rollout_resolves_both_replicasets_to_the_deployment() {
         resolver.resolve(&client, &r.owner).unwrap();
     }
     assert_eq!(sb.count("get", "replicasets"), 0, "{}", sb.stats());
+
+    // A rollback gives the old ReplicaSet the highest revision. The cache still answers the
+    // old one; `refresh` asks the API, once per ReplicaSet per cycle (until `prune`).
+    sb.kubectl_ok(&[
+        "patch",
+        "replicaset",
+        "-n",
+        "shop",
+        "shop-api-aaaa",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"annotations":{"deployment.kubernetes.io/revision":"3"}}}"#,
+    ]);
+    let old = reports
+        .iter()
+        .find(|r| r.name == "replicaset-shop-api-aaaa-api")
+        .unwrap();
+    assert_eq!(resolver.resolve(&client, &old.owner).unwrap().1, Some(1));
+    resolver.prune();
+    sb.reset_stats();
+    for _ in 0..2 {
+        assert_eq!(
+            resolver.refresh(&client, &old.owner).unwrap().revision(),
+            Some(3)
+        );
+    }
+    assert_eq!(resolver.resolve(&client, &old.owner).unwrap().1, Some(3));
+    assert_eq!(sb.count("get", "replicasets"), 1, "{}", sb.stats());
+    resolver.prune();
+    resolver.refresh(&client, &old.owner).unwrap();
+    assert_eq!(
+        sb.count("get", "replicasets"),
+        2,
+        "a new cycle asks again: {}",
+        sb.stats()
+    );
 }
 
 #[test]

@@ -501,6 +501,9 @@ impl Poller {
         let cluster = self.config.cluster_name.clone();
         let targets = NotifySettings::from_config(&self.config).target_names();
         let mut summary = CycleSummary::default();
+        // At the start, not the end: a cycle that failed half-way must not leave its lookups
+        // counted as this cycle's (see `OwnerResolver::refresh`).
+        self.owners.prune();
         still_leading(&self.leader)?;
         summary.baseline = store.baseline_pending(&cluster)?;
         let known = store.report_versions(&cluster)?;
@@ -560,7 +563,6 @@ impl Poller {
         if summary.baseline {
             store.finish_baseline(&cluster, jiff::Timestamp::now())?;
         }
-        self.owners.prune();
         // The gauges are read only through /metrics, which `--once` does not serve, and a cycle
         // that wrote nothing leaves them as the last refresh set them: the aggregate reads every
         // open finding, the largest read of a quiet cycle, so it runs only when it can differ.

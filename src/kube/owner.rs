@@ -109,7 +109,8 @@ impl OwnerResolver {
         Ok((workload_of(owner, &lookup), lookup.revision()))
     }
 
-    /// Drops expired entries and ends the cycle for [`OwnerResolver::refresh`]; call once per cycle to bound memory by the live ReplicaSets.
+    /// Drops expired entries (bounding memory by the live ReplicaSets) and starts a new cycle for
+    /// [`OwnerResolver::refresh`]; call once at the start of every cycle.
     pub fn prune(&mut self) {
         let ttl = self.ttl;
         self.fetched.clear();

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
@@ -23,13 +23,11 @@ use crate::lifecycle::{self, AssetId, Event, EventKind, Observation};
 use crate::metrics::{Counter, Family, Gauge, Histogram, Registry};
 use crate::notify::NotifySettings;
 use crate::severity::Severity;
-use crate::store::{
-    DatabaseTarget, KnownReport, OpenFindings, ReportVersion, Store, StoreError, StoreMetrics,
-};
+use crate::store::{DatabaseTarget, OpenFindings, ReportVersion, Store, StoreError, StoreMetrics};
+#[cfg(doc)]
+use crate::store::KnownReport;
 use crate::trivy::report::{LABEL_CONTAINER, owner_of};
-use crate::trivy::{
-    Keyed, ObjectMeta, Owner, OwnerLookup, Report, ReportKind, Revision, Workload, newest_by_key,
-};
+use crate::trivy::{ObjectMeta, Owner, OwnerLookup, Report, ReportKind, Revision, newest_by_key};
 
 /// A metric's label set.
 type Labels = Vec<(String, String)>;
@@ -77,12 +75,12 @@ impl PollMetrics {
         );
         registry.register(
             "kijo_lifecycle_events",
-            "Lifecycle events recorded, by kind (new, fixed, reintroduced, severity_changed, workload_removed).",
+            "Lifecycle events recorded, by kind (new, fixed, withdrawn, reintroduced, reported_again, severity_changed, workload_removed, container_removed).",
             m.events.clone(),
         );
         registry.register(
             "kijo_reports_skipped",
-            "Reports skipped because they could not be used (malformed, owner unknown).",
+            "Reports skipped because they could not be used (malformed or without their findings list, owner unknown, scan dated in the future).",
             m.malformed.clone(),
         );
         registry.register(
@@ -177,12 +175,21 @@ pub struct CycleSummary {
     pub baseline: bool,
     pub reports_read: u64,
     pub reports_changed: u64,
+    /// Malformed, owner unknown, dated in the future, or refused by the store.
     pub reports_skipped: u64,
+    /// Reports that do not speak for their container: an older revision's, or their ReplicaSet
+    /// is gone.
     pub reports_superseded: u64,
+    /// Read and applied, but not newer than what the store holds (nothing changed).
+    pub reports_stale: u64,
     pub new: u64,
     pub fixed: u64,
+    pub withdrawn: u64,
     pub reintroduced: u64,
+    pub reported_again: u64,
+    pub severity_changed: u64,
     pub workloads_removed: u64,
+    pub containers_removed: u64,
 }
 
 /// Why a cycle failed. A failed cycle leaves every workload it did not finish as it was.
@@ -283,6 +290,9 @@ pub struct Poller {
     /// The open-findings gauges reflect the store as this process last wrote it; false at start
     /// and after a failed cycle (another agent may have written meanwhile).
     open_gauges_fresh: bool,
+    /// Known reports read as their container's head (see [`plan_group`]) whose scan was stale:
+    /// not read again each cycle while nothing about them changes.
+    stale_heads: HashSet<HeadKey>,
 }
 
 impl Poller {
@@ -307,6 +317,7 @@ impl Poller {
             committed: None,
             leader: None,
             open_gauges_fresh: false,
+            stale_heads: HashSet::new(),
         }
     }
 
@@ -384,10 +395,16 @@ impl Poller {
                         reports_read = s.reports_read,
                         reports_changed = s.reports_changed,
                         reports_skipped = s.reports_skipped,
+                        reports_superseded = s.reports_superseded,
+                        reports_stale = s.reports_stale,
                         new_count = s.new,
                         fixed_count = s.fixed,
+                        withdrawn_count = s.withdrawn,
                         reintroduced_count = s.reintroduced,
-                        workloads_removed = s.workloads_removed;
+                        reported_again_count = s.reported_again,
+                        severity_changed_count = s.severity_changed,
+                        workloads_removed = s.workloads_removed,
+                        containers_removed = s.containers_removed;
                         "poll cycle finished"
                     );
                     true
@@ -484,28 +501,75 @@ impl Poller {
         let cluster = self.config.cluster_name.clone();
         let targets = NotifySettings::from_config(&self.config).target_names();
         let mut summary = CycleSummary::default();
+        // At the start, not the end: a cycle that failed half-way must not leave its lookups
+        // counted as this cycle's (see `OwnerResolver::refresh`).
+        self.owners.prune();
         still_leading(&self.leader)?;
         summary.baseline = store.baseline_pending(&cluster)?;
         let known = store.report_versions(&cluster)?;
         let listed = self.list_reports(client)?;
         summary.reports_read = listed.len() as u64;
-        let (changed, mut live) = changed_reports(&listed, &known);
-        for r in changed {
-            self.apply_report(store, client, &listed, r, &targets, &mut live, &mut summary)?;
+        // Every listed report on its workload container: a known, unchanged one where the store
+        // applied it (no API call), a changed one resolved through its owner.
+        let mut live = HashSet::new();
+        let mut placed = Vec::with_capacity(listed.len());
+        for r in &listed {
+            let p = match known.get(&r.uid) {
+                Some(k) if k.resource_version == r.resource_version => Some(Placed {
+                    report: r,
+                    asset: k.asset.clone(),
+                    revision: None,
+                    changed: false,
+                    current: k.current,
+                }),
+                _ => self.place_changed(client, r, &mut summary)?,
+            };
+            if let Some(p) = p {
+                live.insert(workload_key(&p.asset));
+                placed.push(p);
+            }
         }
+        let mut covering: Vec<Cover> = Vec::with_capacity(placed.len());
+        for (asset, group) in group_by_asset(placed.into_iter().map(|p| (p.asset.clone(), p))) {
+            let group = self.refresh_revisions(client, &asset, group, &mut summary)?;
+            let entries: Vec<GroupEntry> = group
+                .iter()
+                .map(|p| GroupEntry {
+                    revision: p.recency(),
+                    changed: p.changed,
+                    current: p.current,
+                    stale_before: self.stale_heads.contains(&p.head_key()),
+                })
+                .collect();
+            let plan = plan_group(asset.workload_kind == "Deployment", &entries);
+            summary.reports_superseded += plan.superseded;
+            for &i in &plan.apply {
+                self.apply_report(store, client, &group[i], &targets, &mut summary)?;
+            }
+            covering.extend(group.iter().map(|p| Cover {
+                asset: p.asset.clone(),
+                owner: p.report.owner.as_ref().map(|o| o.name.clone()).unwrap_or_default(),
+                revision: p.revision,
+            }));
+        }
+        self.remove_gone_containers(store, client, &covering, &targets, &mut summary)?;
         self.remove_gone_workloads(store, client, &live, &targets, &mut summary)?;
         still_leading(&self.leader)?;
         let live_uids: Vec<String> = listed.iter().map(|r| r.uid.clone()).collect();
         store.retain_report_versions(&cluster, &live_uids)?;
+        let listed_uids: HashSet<&str> = live_uids.iter().map(String::as_str).collect();
+        self.stale_heads
+            .retain(|(uid, _, _)| listed_uids.contains(uid.as_str()));
         if summary.baseline {
             store.finish_baseline(&cluster, jiff::Timestamp::now())?;
         }
-        self.owners.prune();
         // The gauges are read only through /metrics, which `--once` does not serve, and a cycle
         // that wrote nothing leaves them as the last refresh set them: the aggregate reads every
         // open finding, the largest read of a quiet cycle, so it runs only when it can differ.
-        let wrote =
-            summary.baseline || summary.reports_changed > 0 || summary.workloads_removed > 0;
+        let wrote = summary.baseline
+            || summary.reports_changed > 0
+            || summary.workloads_removed > 0
+            || summary.containers_removed > 0;
         if self.config.mode != Mode::Once && (wrote || !self.open_gauges_fresh) {
             // A read, not a write: a failure here does not undo the cycle.
             match store.open_findings(&cluster) {
@@ -537,31 +601,25 @@ impl Poller {
         Ok(listed)
     }
 
-    /// Reads and applies one changed report: one transaction for its workload container. A
-    /// store error that concerns only this report (a statement the database refused) skips it:
-    /// logged, counted, and retried next cycle because its version was not recorded.
-    #[allow(clippy::too_many_arguments)]
-    fn apply_report(
+    /// Places a changed (or never applied) report on its workload container through its owner.
+    /// `None` for a report that speaks for nothing: owner unknown (skipped) or its ReplicaSet
+    /// gone (superseded).
+    fn place_changed<'l>(
         &mut self,
-        store: &mut Store,
         client: &Client,
-        listed: &[Listed],
-        r: &Listed,
-        targets: &[String],
-        live: &mut HashSet<WorkloadKey>,
+        r: &'l Listed,
         summary: &mut CycleSummary,
-    ) -> Result<(), CycleError> {
+    ) -> Result<Option<Placed<'l>>, CycleError> {
         if stopping(&self.stop) {
             return Err(CycleError::Interrupted);
         }
-        still_leading(&self.leader)?;
         let owner = match &r.owner {
             Ok(o) => o,
             Err(reason) => {
                 summary.reports_skipped += 1;
                 self.metrics.malformed.inc();
                 log::warn!(kind = r.kind.as_str(), namespace = r.namespace.as_str(), report = r.name.as_str(); "skipping a report whose owner is unknown: {reason}");
-                return Ok(());
+                return Ok(None);
             }
         };
         if self.owners.lookup(client, owner)? == OwnerLookup::Missing {
@@ -569,32 +627,107 @@ impl Poller {
             // recording it under the ReplicaSet's own name would announce old findings as
             // new ones of a workload nobody knows.
             summary.reports_superseded += 1;
-            return Ok(());
+            return Ok(None);
         }
         let (workload, revision) = self.owners.resolve(client, owner)?;
-        live.insert((
-            workload.namespace.clone(),
-            workload.kind.clone(),
-            workload.name.clone(),
-        ));
-        let rivals = rivals(client, &mut self.owners, listed, r, &workload, revision)?;
-        let (newest, _) = newest_by_key(rivals);
-        if newest.values().any(|(_, uid)| *uid != r.uid) {
-            // An older ReplicaSet's report after a rollout: the newer one speaks for the
-            // Deployment.
-            summary.reports_superseded += 1;
-            return Ok(());
+        Ok(Some(Placed {
+            report: r,
+            asset: AssetId {
+                namespace: workload.namespace,
+                workload_kind: workload.kind,
+                workload: workload.name,
+                container: r.container.clone(),
+            },
+            revision,
+            changed: true,
+            current: false,
+        }))
+    }
+
+    /// For a Deployment container with several reports, reads every ReplicaSet's revision
+    /// from the API now: a rollback moves the highest revision to an old ReplicaSet whose
+    /// report is unchanged, and the owner cache would notice only when its entry expires. A
+    /// report whose ReplicaSet is gone leaves the group. Groups of one are returned as they are
+    /// (no API call), so a quiet cluster of single-revision Deployments costs nothing here.
+    fn refresh_revisions<'l>(
+        &mut self,
+        client: &Client,
+        asset: &AssetId,
+        group: Vec<Placed<'l>>,
+        summary: &mut CycleSummary,
+    ) -> Result<Vec<Placed<'l>>, CycleError> {
+        if group.len() < 2 || asset.workload_kind != "Deployment" {
+            return Ok(group);
         }
+        let mut kept = Vec::with_capacity(group.len());
+        for mut p in group {
+            if let Ok(owner) = &p.report.owner
+                && owner.kind == "ReplicaSet"
+            {
+                if stopping(&self.stop) {
+                    return Err(CycleError::Interrupted);
+                }
+                match self.owners.refresh(client, owner)? {
+                    OwnerLookup::Missing => {
+                        if p.changed {
+                            summary.reports_superseded += 1;
+                        }
+                        continue;
+                    }
+                    lookup => p.revision = lookup.revision(),
+                }
+            }
+            kept.push(p);
+        }
+        Ok(kept)
+    }
+
+    /// Reads and applies one report: one transaction for its workload container. A store error
+    /// that concerns only this report (a statement the database refused) skips it: logged,
+    /// counted, and retried next cycle because its version was not recorded. So are a
+    /// malformed report and a scan dated in the future: their container keeps its state.
+    fn apply_report(
+        &mut self,
+        store: &mut Store,
+        client: &Client,
+        p: &Placed,
+        targets: &[String],
+        summary: &mut CycleSummary,
+    ) -> Result<(), CycleError> {
+        if stopping(&self.stop) {
+            return Err(CycleError::Interrupted);
+        }
+        still_leading(&self.leader)?;
+        let r = p.report;
         let report = match client.get_report(r.kind, &r.namespace, &r.name)? {
             None => return Ok(()), // deleted since the listing
             Some(Err(_)) => {
-                // Logged and counted by the client; its previous state stays as it was.
+                // Logged by the client (naming the report and why); its previous state stays.
                 summary.reports_skipped += 1;
+                self.metrics.malformed.inc();
                 return Ok(());
             }
             Some(Ok(report)) => report,
         };
-        let observation = observe(&self.config.cluster_name, &workload, &report);
+        let observation = observe(&self.config.cluster_name, &p.asset, p.revision, &report);
+        let now = jiff::Timestamp::now();
+        if lifecycle::is_future(observation.scanned_at, now) {
+            // Applied, it would make every real scan until that date look stale. Its version is
+            // not recorded: it is read again next cycle, and applies once the clocks agree or
+            // a new scan replaces it.
+            summary.reports_skipped += 1;
+            self.metrics.malformed.inc();
+            log::warn!(
+                kind = r.kind.as_str(),
+                namespace = r.namespace.as_str(),
+                report = r.name.as_str(),
+                scanned_at:% = observation.scanned_at,
+                agent_clock:% = now;
+                "skipping a scan dated more than {} minutes ahead of this agent's clock; check the clocks of the nodes and of Trivy Operator",
+                lifecycle::MAX_CLOCK_SKEW.as_mins()
+            );
+            return Ok(());
+        }
         let version = ReportVersion {
             uid: report.uid.clone(),
             resource_version: report.resource_version.clone(),
@@ -602,6 +735,21 @@ impl Poller {
         match store.apply(&observation, Some(&version), summary.baseline, targets) {
             Ok(applied) => {
                 summary.reports_changed += 1;
+                if applied.stale {
+                    summary.reports_stale += 1;
+                    if !p.changed {
+                        // A known report read again because it heads its group; while it is
+                        // unchanged, reading it again would be as stale.
+                        self.stale_heads.insert(p.head_key());
+                    }
+                    log::debug!(
+                        kind = r.kind.as_str(),
+                        namespace = r.namespace.as_str(),
+                        report = r.name.as_str(),
+                        scanned_at:% = observation.scanned_at;
+                        "stale scan: not newer than the one applied to its container; nothing changes"
+                    );
+                }
                 count_events(summary, &self.metrics, &applied.events);
             }
             Err(e) if e.concerns_one_write() => {
@@ -617,6 +765,49 @@ impl Poller {
             Err(e) => return Err(e.into()),
         }
         self.health.progress();
+        Ok(())
+    }
+
+    /// Stored containers that their workload's current revision has no report for: removed
+    /// from the workload, or just not scanned yet? Only a container the workload's pod template
+    /// no longer declares is closed; a template that cannot be read closes nothing. The
+    /// template is read only for such candidates.
+    fn remove_gone_containers(
+        &mut self,
+        store: &mut Store,
+        client: &Client,
+        covering: &[Cover],
+        targets: &[String],
+        summary: &mut CycleSummary,
+    ) -> Result<(), CycleError> {
+        let cluster = self.config.cluster_name.clone();
+        let stored = store.live_containers(&cluster)?;
+        for ((namespace, kind, name), candidates) in container_candidates(&stored, covering) {
+            if stopping(&self.stop) {
+                return Err(CycleError::Interrupted);
+            }
+            still_leading(&self.leader)?;
+            let Some(declared) = client.workload_containers(&kind, &namespace, &name)? else {
+                continue;
+            };
+            for asset in candidates {
+                if declared.contains(&asset.container) {
+                    continue;
+                }
+                let applied =
+                    store.remove_container(&cluster, &asset, jiff::Timestamp::now(), targets)?;
+                log::info!(
+                    namespace = namespace.as_str(),
+                    kind = kind.as_str(),
+                    workload = name.as_str(),
+                    container = asset.container.as_str(),
+                    closed = applied.events.len();
+                    "container no longer in its workload's pod template; its findings close as container_removed"
+                );
+                summary.containers_removed += 1;
+                count_events(summary, &self.metrics, &applied.events);
+            }
+        }
         Ok(())
     }
 
@@ -660,27 +851,172 @@ impl Poller {
 /// (namespace, kind, name) of a workload.
 type WorkloadKey = (String, String, String);
 
-/// What changed since the last cycle (indices into `listed`), and the workloads kept alive by
-/// the reports that did not change.
-fn changed_reports<'l>(
-    listed: &'l [Listed],
-    known: &HashMap<String, KnownReport>,
-) -> (Vec<&'l Listed>, HashSet<WorkloadKey>) {
-    let mut live = HashSet::new();
-    let mut changed = Vec::new();
-    for r in listed {
-        match known.get(&r.uid) {
-            Some(k) if k.resource_version == r.resource_version => {
-                live.insert((
-                    k.asset.namespace.clone(),
-                    k.asset.workload_kind.clone(),
-                    k.asset.workload.clone(),
-                ));
-            }
-            _ => changed.push(r),
+fn workload_key(asset: &AssetId) -> WorkloadKey {
+    (
+        asset.namespace.clone(),
+        asset.workload_kind.clone(),
+        asset.workload.clone(),
+    )
+}
+
+/// A listed report placed on the workload container it speaks for.
+struct Placed<'l> {
+    report: &'l Listed,
+    asset: AssetId,
+    /// The owning ReplicaSet's Deployment revision, when read this cycle.
+    revision: Option<u64>,
+    /// Its version is not recorded: new, or rescanned since it was applied.
+    changed: bool,
+    /// It is the report last applied to its container ([`KnownReport::current`]).
+    current: bool,
+}
+
+impl Placed<'_> {
+    fn recency(&self) -> Revision {
+        Revision {
+            deployment_revision: self.revision,
+            // The listing carries metadata only; creation time and name break ties.
+            update_timestamp: None,
+            creation_timestamp: self.report.created,
+            name: self.report.name.clone(),
         }
     }
-    (changed, live)
+
+    /// A report version together with the revision it was read at: a head that applied stale
+    /// is not read again until one of them changes.
+    fn head_key(&self) -> HeadKey {
+        (
+            self.report.uid.clone(),
+            self.report.resource_version.clone(),
+            self.revision,
+        )
+    }
+}
+
+/// (uid, resourceVersion, revision) of a report that headed its group and applied stale.
+type HeadKey = (String, String, Option<u64>);
+
+/// Groups items by the workload container they speak for, in container order.
+fn group_by_asset<T>(items: impl IntoIterator<Item = (AssetId, T)>) -> BTreeMap<AssetId, Vec<T>> {
+    let mut groups: BTreeMap<AssetId, Vec<T>> = BTreeMap::new();
+    for (asset, item) in items {
+        groups.entry(asset).or_default().push(item);
+    }
+    groups
+}
+
+/// One report of a group, as [`plan_group`] sees it.
+#[derive(Debug, Clone)]
+struct GroupEntry {
+    revision: Revision,
+    changed: bool,
+    current: bool,
+    /// Read as the group's head before, unchanged since, and it was stale.
+    stale_before: bool,
+}
+
+/// Which reports of one container's group to read and apply (indices), and how many changed
+/// ones were passed over because another report speaks for the container.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct GroupPlan {
+    apply: Vec<usize>,
+    superseded: u64,
+}
+
+/// The reports of one Deployment container are rivals: the newest ([`newest_by_key`]: the
+/// highest ReplicaSet revision) speaks for it. It is applied when it changed, or when it is
+/// not the report last applied although it is known and unchanged: a rollback gives an old
+/// ReplicaSet, and so its old report, the highest revision. Other owners have one report per
+/// container; every changed one is applied (the store orders scans).
+fn plan_group(deployment: bool, entries: &[GroupEntry]) -> GroupPlan {
+    if !deployment {
+        return GroupPlan {
+            apply: (0..entries.len()).filter(|&i| entries[i].changed).collect(),
+            superseded: 0,
+        };
+    }
+    let (winners, _) = newest_by_key(
+        entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| ((), e.revision.clone(), i)),
+    );
+    let Some(&(_, head)) = winners.get(&()) else {
+        return GroupPlan::default();
+    };
+    let e = &entries[head];
+    let rolled_back = entries.len() >= 2 && !e.current && !e.stale_before;
+    GroupPlan {
+        apply: if e.changed || rolled_back {
+            vec![head]
+        } else {
+            vec![]
+        },
+        superseded: entries
+            .iter()
+            .enumerate()
+            .filter(|&(i, o)| i != head && o.changed)
+            .count() as u64,
+    }
+}
+
+/// A listed report as evidence that its container is in its workload's current revision.
+#[derive(Debug, Clone)]
+struct Cover {
+    asset: AssetId,
+    /// The report's direct owner (the ReplicaSet of a Deployment's report).
+    owner: String,
+    /// Its Deployment revision, when read this cycle.
+    revision: Option<u64>,
+}
+
+/// Stored live containers whose workload has listed reports, but none in its current revision
+/// for this container, by workload. A Deployment's current revision is the ReplicaSet of the
+/// highest revision read this cycle (all its reports count, read or not); when no revision was
+/// read, every report counts. A workload without any listed report is not judged here
+/// (`remove_gone_workloads` asks whether it still exists).
+fn container_candidates(
+    stored: &[AssetId],
+    covering: &[Cover],
+) -> BTreeMap<WorkloadKey, Vec<AssetId>> {
+    let by_workload = group_by_asset(covering.iter().map(|c| {
+        let (namespace, kind, name) = workload_key(&c.asset);
+        (
+            AssetId {
+                namespace,
+                workload_kind: kind,
+                workload: name,
+                container: String::new(),
+            },
+            c,
+        )
+    }));
+    let mut out: BTreeMap<WorkloadKey, Vec<AssetId>> = BTreeMap::new();
+    for asset in stored {
+        let workload = AssetId {
+            container: String::new(),
+            ..asset.clone()
+        };
+        let Some(reports) = by_workload.get(&workload) else {
+            continue;
+        };
+        let newest = reports.iter().filter_map(|c| c.revision).max();
+        let current_owners: BTreeSet<&str> = match newest {
+            Some(top) if asset.workload_kind == "Deployment" => reports
+                .iter()
+                .filter(|c| c.revision == Some(top))
+                .map(|c| c.owner.as_str())
+                .collect(),
+            _ => reports.iter().map(|c| c.owner.as_str()).collect(),
+        };
+        let covered = reports
+            .iter()
+            .any(|c| c.asset.container == asset.container && current_owners.contains(c.owner.as_str()));
+        if !covered {
+            out.entry(workload_key(asset)).or_default().push(asset.clone());
+        }
+    }
+    out
 }
 
 /// `Err(NotLeader)` unless this agent may write now: checked before a cycle's first write and
@@ -698,83 +1034,22 @@ fn stopping(stop: &Option<Receiver<()>>) -> bool {
         .is_some_and(|s| matches!(s.try_recv(), Err(TryRecvError::Disconnected)))
 }
 
-/// The listed reports that may speak for the same Deployment container as `report`, itself
-/// included, with how recent each is; [`newest_by_key`] picks the one that does. Only reports of
-/// ReplicaSets named after the Deployment are looked at, so the owner lookups stay few (and
-/// cached).
-fn rivals<'l>(
-    client: &Client,
-    owners: &mut OwnerResolver,
-    listed: &'l [Listed],
-    report: &'l Listed,
-    workload: &Workload,
-    revision: Option<u64>,
-) -> Result<Vec<((), Revision, &'l str)>, KubeError> {
-    let revision_of = |r: &Listed, deployment_revision| Revision {
-        deployment_revision,
-        update_timestamp: None,
-        creation_timestamp: r.created,
-        name: r.name.clone(),
-    };
-    let mut out = vec![((), revision_of(report, revision), report.uid.as_str())];
-    if workload.kind != "Deployment" {
-        return Ok(out);
-    }
-    let prefix = format!("{}-", workload.name);
-    for other in listed {
-        let Ok(owner) = &other.owner else { continue };
-        if other.uid == report.uid
-            || other.kind != report.kind
-            || other.namespace != report.namespace
-            || other.container != report.container
-            || owner.kind != "ReplicaSet"
-            || !owner.name.starts_with(&prefix)
-        {
-            continue;
-        }
-        let (w, rev) = owners.resolve(client, owner)?;
-        if &w == workload {
-            out.push(((), revision_of(other, rev), other.uid.as_str()));
-        }
-    }
-    Ok(out)
-}
-
 /// The lifecycle's view of a report: plain data, no Kubernetes types.
-fn observe(cluster: &str, workload: &Workload, report: &Report) -> Observation {
+fn observe(cluster: &str, asset: &AssetId, revision: Option<u64>, report: &Report) -> Observation {
     Observation {
         cluster: cluster.to_owned(),
-        asset: AssetId {
-            namespace: workload.namespace.clone(),
-            workload_kind: workload.kind.clone(),
-            workload: workload.name.clone(),
-            container: report.container.clone(),
-        },
+        asset: asset.clone(),
         image: report.image.to_string(),
-        revision: None,
+        revision,
         // A report without updateTimestamp is dated by its creation; never "now", which would
         // make every re-read look like a newer scan.
         scanned_at: report
             .update_timestamp
             .or(report.creation_timestamp)
             .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-        findings: report
-            .findings
-            .iter()
-            .map(|f| lifecycle::Finding {
-                key: f.key(),
-                severity: f.severity,
-                installed_version: f.installed_version.clone(),
-                fixed_version: f.fixed_version.clone(),
-                title: f.title.clone(),
-                link: f.primary_link.clone(),
-                package_path: if f.package_path.is_empty() {
-                    f.target.clone()
-                } else {
-                    f.package_path.clone()
-                },
-            })
-            .collect(),
+        // Already one finding per key, its path (packagePath, else target) and installed
+        // versions merged over the instances (see `trivy::report`).
+        findings: report.findings.clone(),
     }
 }
 
@@ -783,12 +1058,12 @@ fn count_events(summary: &mut CycleSummary, metrics: &PollMetrics, events: &[Eve
         match e.kind {
             EventKind::New => summary.new += 1,
             EventKind::Fixed => summary.fixed += 1,
+            EventKind::Withdrawn => summary.withdrawn += 1,
             EventKind::Reintroduced => summary.reintroduced += 1,
-            EventKind::Withdrawn
-            | EventKind::ReportedAgain
-            | EventKind::SeverityChanged
-            | EventKind::WorkloadRemoved
-            | EventKind::ContainerRemoved => {}
+            EventKind::ReportedAgain => summary.reported_again += 1,
+            EventKind::SeverityChanged => summary.severity_changed += 1,
+            // Counted per workload / container by the caller, not per finding.
+            EventKind::WorkloadRemoved | EventKind::ContainerRemoved => {}
         }
         metrics
             .events
@@ -856,5 +1131,229 @@ mod tests {
             "store metrics registered"
         );
         assert!(text.contains("kijo_reports_failed"), "{text}");
+    }
+
+    fn asset(kind: &str, workload: &str, container: &str) -> AssetId {
+        AssetId {
+            namespace: "shop".into(),
+            workload_kind: kind.into(),
+            workload: workload.into(),
+            container: container.into(),
+        }
+    }
+
+    #[test]
+    fn reports_group_by_container() {
+        let a = asset("Deployment", "web", "app");
+        let b = asset("Deployment", "web", "sidecar");
+        let c = asset("StatefulSet", "web", "app");
+        // (input, expected groups)
+        type Case = (Vec<(AssetId, &'static str)>, Vec<(AssetId, Vec<&'static str>)>);
+        let cases: Vec<Case> = vec![
+            (vec![], vec![]),
+            (vec![(a.clone(), "r1")], vec![(a.clone(), vec!["r1"])]),
+            (
+                vec![(a.clone(), "r1"), (b.clone(), "r2"), (a.clone(), "r3"), (c.clone(), "r4")],
+                vec![
+                    (a.clone(), vec!["r1", "r3"]),
+                    (b.clone(), vec!["r2"]),
+                    (c.clone(), vec!["r4"]),
+                ],
+            ),
+        ];
+        for (input, want) in cases {
+            let got: Vec<_> = group_by_asset(input.clone()).into_iter().collect();
+            assert_eq!(got, want, "{input:?}");
+        }
+    }
+
+    fn entry(revision: Option<u64>, name: &str, changed: bool, current: bool) -> GroupEntry {
+        GroupEntry {
+            revision: Revision {
+                deployment_revision: revision,
+                update_timestamp: None,
+                creation_timestamp: Some("2026-01-01T00:00:00Z".parse().unwrap()),
+                name: name.into(),
+            },
+            changed,
+            current,
+            stale_before: false,
+        }
+    }
+
+    #[test]
+    fn the_current_revision_speaks_for_a_deployment_container() {
+        let stale = |mut e: GroupEntry| {
+            e.stale_before = true;
+            e
+        };
+        // (what, deployment?, entries, indices applied, superseded)
+        type Case = (&'static str, bool, Vec<GroupEntry>, Vec<usize>, u64);
+        let cases: Vec<Case> = vec![
+            ("nothing listed", true, vec![], vec![], 0),
+            ("one known report", true, vec![entry(None, "a", false, true)], vec![], 0),
+            (
+                "one known report, not current: a group of one costs nothing",
+                true,
+                vec![entry(None, "a", false, false)],
+                vec![],
+                0,
+            ),
+            ("one changed report", true, vec![entry(Some(1), "a", true, false)], vec![0], 0),
+            (
+                "rollout: the new ReplicaSet's report is applied",
+                true,
+                vec![entry(Some(1), "a", false, true), entry(Some(2), "b", true, false)],
+                vec![1],
+                0,
+            ),
+            (
+                "an old revision rescanned: superseded",
+                true,
+                vec![entry(Some(1), "a", true, false), entry(Some(2), "b", false, true)],
+                vec![],
+                1,
+            ),
+            (
+                "quiet: the head is the report last applied",
+                true,
+                vec![entry(Some(1), "a", false, false), entry(Some(2), "b", false, true)],
+                vec![],
+                0,
+            ),
+            (
+                "rollback: the old ReplicaSet has the highest revision, known and unchanged",
+                true,
+                vec![entry(Some(3), "a", false, false), entry(Some(2), "b", false, true)],
+                vec![0],
+                0,
+            ),
+            (
+                "rollback already read and stale: not read again",
+                true,
+                vec![stale(entry(Some(3), "a", false, false)), entry(Some(2), "b", false, true)],
+                vec![],
+                0,
+            ),
+            (
+                "revisions unknown: the later-created report (then the name) wins",
+                true,
+                vec![entry(None, "b", false, false), entry(None, "a", false, true)],
+                vec![0],
+                0,
+            ),
+            (
+                "both changed: only the head is applied",
+                true,
+                vec![
+                    entry(Some(2), "b", true, false),
+                    entry(Some(1), "a", true, false),
+                    entry(Some(3), "c", true, false),
+                ],
+                vec![2],
+                2,
+            ),
+            (
+                "other owners: every changed report is applied",
+                false,
+                vec![entry(None, "a", true, false), entry(None, "b", false, false), entry(None, "c", true, false)],
+                vec![0, 2],
+                0,
+            ),
+        ];
+        for (what, deployment, entries, apply, superseded) in cases {
+            assert_eq!(
+                plan_group(deployment, &entries),
+                GroupPlan { apply, superseded },
+                "{what}"
+            );
+        }
+    }
+
+    fn cover(a: &AssetId, owner: &str, revision: Option<u64>) -> Cover {
+        Cover {
+            asset: a.clone(),
+            owner: owner.into(),
+            revision,
+        }
+    }
+
+    #[test]
+    fn containers_without_a_report_in_the_current_revision_are_candidates() {
+        let app = asset("Deployment", "web", "app");
+        let sidecar = asset("Deployment", "web", "sidecar");
+        let db = asset("StatefulSet", "db", "main");
+        let db_old = asset("StatefulSet", "db", "old");
+        let other = asset("Deployment", "api", "app");
+        let web = ("shop".to_owned(), "Deployment".to_owned(), "web".to_owned());
+        let dbk = ("shop".to_owned(), "StatefulSet".to_owned(), "db".to_owned());
+        // (what, stored live containers, listed reports, candidates)
+        type Case = (&'static str, Vec<AssetId>, Vec<Cover>, Vec<(WorkloadKey, Vec<AssetId>)>);
+        let cases: Vec<Case> = vec![
+            (
+                "every container reported",
+                vec![app.clone(), sidecar.clone()],
+                vec![cover(&app, "web-1", None), cover(&sidecar, "web-1", None)],
+                vec![],
+            ),
+            (
+                "a workload without any listed report is not judged here",
+                vec![other.clone()],
+                vec![cover(&app, "web-1", None)],
+                vec![],
+            ),
+            (
+                "no report for the container at all",
+                vec![app.clone(), sidecar.clone()],
+                vec![cover(&app, "web-1", None)],
+                vec![(web.clone(), vec![sidecar.clone()])],
+            ),
+            (
+                "only the old ReplicaSet has the container",
+                vec![app.clone(), sidecar.clone()],
+                vec![
+                    cover(&app, "web-1", Some(1)),
+                    cover(&sidecar, "web-1", None),
+                    cover(&app, "web-2", Some(2)),
+                ],
+                vec![(web.clone(), vec![sidecar.clone()])],
+            ),
+            (
+                "the current ReplicaSet's other reports count without their revision",
+                vec![app.clone(), sidecar.clone()],
+                vec![
+                    cover(&app, "web-1", Some(1)),
+                    cover(&app, "web-2", Some(2)),
+                    cover(&sidecar, "web-2", None),
+                ],
+                vec![],
+            ),
+            (
+                "after a rollback the older-named ReplicaSet is current",
+                vec![app.clone(), sidecar.clone()],
+                vec![
+                    cover(&app, "web-1", Some(3)),
+                    cover(&app, "web-2", Some(2)),
+                    cover(&sidecar, "web-2", None),
+                ],
+                vec![(web.clone(), vec![sidecar.clone()])],
+            ),
+            (
+                "no revision read: every report counts",
+                vec![app.clone(), sidecar.clone()],
+                vec![cover(&app, "web-1", None), cover(&sidecar, "web-2", None)],
+                vec![],
+            ),
+            (
+                "other owners: the workload's reports",
+                vec![db.clone(), db_old.clone()],
+                vec![cover(&db, "db", None)],
+                vec![(dbk.clone(), vec![db_old.clone()])],
+            ),
+        ];
+        for (what, stored, covering, want) in cases {
+            let got: Vec<_> = container_candidates(&stored, &covering).into_iter().collect();
+            assert_eq!(got, want, "{what}");
+        }
     }
 }

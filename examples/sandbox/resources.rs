@@ -358,6 +358,15 @@ pub static RESOURCES: &[Resource] = &[
     builtin(
         "",
         "v1",
+        "replicationcontrollers",
+        "replicationcontroller",
+        "ReplicationController",
+        &["rc"],
+        true,
+    ),
+    builtin(
+        "",
+        "v1",
         "namespaces",
         "namespace",
         "Namespace",

@@ -2,7 +2,7 @@
 //! ownerReferences name the Deployment. Lookups are cached because every container of every
 //! workload asks for the same few ReplicaSets each cycle.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -20,6 +20,8 @@ pub struct OwnerResolver {
     cache: HashMap<(String, String), (OwnerLookup, Instant)>,
     ttl: Duration,
     warned_forbidden: bool,
+    /// Entries read from the API since the last [`OwnerResolver::prune`] (this cycle).
+    fetched: HashSet<(String, String)>,
 }
 
 impl Default for OwnerResolver {
@@ -34,6 +36,7 @@ impl OwnerResolver {
             cache: HashMap::new(),
             ttl,
             warned_forbidden: false,
+            fetched: HashSet::new(),
         }
     }
 
@@ -79,8 +82,21 @@ impl OwnerResolver {
             }
             Err(e) => return Err(e),
         };
+        self.fetched.insert(key.clone());
         self.cache.insert(key, (lookup.clone(), Instant::now()));
         Ok(lookup)
+    }
+
+    /// Like [`OwnerResolver::lookup`] but asks the API again unless this cycle already did:
+    /// the revision annotation moves on a rollback (the old ReplicaSet gets the highest
+    /// revision), and the poll cycle needs it now, not when the cache entry expires. Used only
+    /// where a Deployment container has several reports, so a quiet cluster pays nothing.
+    pub fn refresh(&mut self, client: &Client, owner: &Owner) -> Result<OwnerLookup, KubeError> {
+        let key = (owner.namespace.clone(), owner.name.clone());
+        if !self.fetched.contains(&key) {
+            self.cache.remove(&key);
+        }
+        self.lookup(client, owner)
     }
 
     /// The workload and the Deployment revision (when known) of a report owner.
@@ -90,16 +106,14 @@ impl OwnerResolver {
         owner: &Owner,
     ) -> Result<(Workload, Option<u64>), KubeError> {
         let lookup = self.lookup(client, owner)?;
-        let revision = match &lookup {
-            OwnerLookup::Found(rs) => rs.revision,
-            _ => None,
-        };
-        Ok((workload_of(owner, &lookup), revision))
+        Ok((workload_of(owner, &lookup), lookup.revision()))
     }
 
-    /// Drops expired entries; call once per cycle to bound memory by the live ReplicaSets.
+    /// Drops expired entries (bounding memory by the live ReplicaSets) and starts a new cycle for
+    /// [`OwnerResolver::refresh`]; call once at the start of every cycle.
     pub fn prune(&mut self) {
         let ttl = self.ttl;
+        self.fetched.clear();
         self.cache.retain(|_, (_, at)| at.elapsed() < ttl);
     }
 }

@@ -1,6 +1,12 @@
 //! Does a workload still exist? Asked only for workloads whose reports all disappeared, to tell
 //! a removed workload (its findings close as `workload_removed`) from Trivy Operator's 24 h
 //! report TTL or a failed scan (absence is not a fix: nothing changes).
+//!
+//! Which containers does a workload's pod template declare? Asked only for a stored container
+//! that has no report in its workload's current revision, to tell a container removed from the
+//! workload (its findings close as `container_removed`) from one whose scan is pending.
+
+use serde::Deserialize;
 
 use super::client::{Client, encode_query};
 use super::error::KubeError;
@@ -59,9 +65,132 @@ impl Client {
     }
 }
 
+/// Where a kind keeps its pod spec: `spec.template.spec` for the controllers, one level deeper
+/// for a CronJob (`spec.jobTemplate.spec.template.spec`), `spec` for a Pod. `None` for kinds the
+/// agent cannot read.
+fn pod_spec_path(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "ReplicationController"
+        | "Job" => &["spec", "template", "spec"],
+        "CronJob" => &["spec", "jobTemplate", "spec", "template", "spec"],
+        "Pod" => &["spec"],
+        _ => return None,
+    })
+}
+
+/// The container names a workload object declares: `containers` and `initContainers` (a
+/// sidecar is an init container with `restartPolicy: Always`, and Trivy Operator scans init
+/// containers too). Ephemeral containers are debugging sessions, not part of the workload.
+/// `None` when the object has no pod spec where its kind keeps one (an answer we cannot
+/// interpret closes nothing).
+pub(crate) fn template_containers(kind: &str, object: &serde_json::Value) -> Option<Vec<String>> {
+    let mut spec = object;
+    for field in pod_spec_path(kind)? {
+        spec = spec.get(field)?;
+    }
+    if !spec.is_object() {
+        return None;
+    }
+    #[derive(Deserialize)]
+    struct Named {
+        #[serde(default)]
+        name: String,
+    }
+    let mut names = Vec::new();
+    for field in ["containers", "initContainers"] {
+        match spec.get(field) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(list) => {
+                let list: Vec<Named> = serde_json::from_value(list.clone()).ok()?;
+                names.extend(list.into_iter().map(|c| c.name).filter(|n| !n.is_empty()));
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    Some(names)
+}
+
+impl Client {
+    /// The containers of a workload's pod template ([`template_containers`]). `None` when the
+    /// workload is gone (404: [`Client::workload_existence`] decides about that), may not be
+    /// read (403), is of a kind the agent does not know, or has no readable template: nothing
+    /// is closed on a guess. Other errors fail the cycle.
+    pub fn workload_containers(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Vec<String>>, KubeError> {
+        let Some((prefix, plural)) = workload_collection(kind) else {
+            return Ok(None);
+        };
+        if namespace.is_empty() {
+            return Ok(None);
+        }
+        let path = format!(
+            "{prefix}/namespaces/{}/{plural}/{}",
+            encode_query(namespace),
+            encode_query(name)
+        );
+        match self.get_json::<serde_json::Value>(&path) {
+            Ok(Some(object)) => Ok(template_containers(kind, &object)),
+            Ok(None) => Ok(None),
+            Err(e) if e.is_forbidden() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn template_containers_by_kind() {
+        let pod_spec = json!({
+            "containers": [{"name": "app", "image": "a"}, {"name": "sidecar", "image": "b"}],
+            "initContainers": [{"name": "migrate", "image": "c"}],
+            "ephemeralContainers": [{"name": "debugger", "image": "d"}],
+        });
+        let controller = json!({"spec": {"template": {"spec": pod_spec.clone()}}});
+        let cronjob = json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": pod_spec.clone()}}}}});
+        let pod = json!({"spec": pod_spec.clone()});
+        let all = Some(vec![
+            "app".to_owned(),
+            "migrate".to_owned(),
+            "sidecar".to_owned(),
+        ]);
+        // (kind, object, want)
+        let cases: Vec<(&str, serde_json::Value, Option<Vec<String>>)> = vec![
+            ("Deployment", controller.clone(), all.clone()),
+            ("StatefulSet", controller.clone(), all.clone()),
+            ("DaemonSet", controller.clone(), all.clone()),
+            ("ReplicaSet", controller.clone(), all.clone()),
+            ("ReplicationController", controller.clone(), all.clone()),
+            ("Job", controller.clone(), all.clone()),
+            ("CronJob", cronjob.clone(), all.clone()),
+            ("Pod", pod.clone(), all.clone()),
+            // A template read at the wrong depth is no answer, never "no containers".
+            ("CronJob", controller.clone(), None),
+            ("Deployment", pod.clone(), None),
+            ("Deployment", json!({"spec": {"template": {"spec": null}}}), None),
+            ("Deployment", json!({"spec": {"template": {"spec": {"containers": "x"}}}}), None),
+            ("Node", pod.clone(), None),
+            ("ClusterSbomReport", pod, None),
+            // Only init containers, or none listed at all: a real (if odd) answer.
+            (
+                "Job",
+                json!({"spec": {"template": {"spec": {"initContainers": [{"name": "i"}], "containers": null}}}}),
+                Some(vec!["i".to_owned()]),
+            ),
+            ("Deployment", json!({"spec": {"template": {"spec": {}}}}), Some(vec![])),
+        ];
+        for (kind, object, want) in cases {
+            assert_eq!(template_containers(kind, &object), want, "{kind} {object}");
+        }
+    }
 
     #[test]
     fn every_scanned_kind_has_a_collection() {

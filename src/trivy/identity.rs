@@ -44,6 +44,16 @@ pub enum OwnerLookup {
     Forbidden,
 }
 
+impl OwnerLookup {
+    /// The Deployment revision of a ReplicaSet that was found and carries one.
+    pub fn revision(&self) -> Option<u64> {
+        match self {
+            OwnerLookup::Found(rs) => rs.revision,
+            _ => None,
+        }
+    }
+}
+
 /// Resolves a report's owner to the workload users know: a ReplicaSet controlled by a
 /// Deployment becomes the Deployment; anything else (including a ReplicaSet that could not be
 /// read) stays what the operator recorded.

@@ -4,12 +4,13 @@
 //! Everything here is pure: it takes JSON text or plain data and returns plain data, so the
 //! rules that decide what users get notified about are unit-tested without a cluster.
 //!
-//! Extending to ExposedSecretReports or ConfigAuditReports means adding a finding type that
-//! implements [`Keyed`] and a parser for its `report` body; the metadata, owner and lifecycle
+//! There is one finding model, [`crate::lifecycle::Finding`]: the parser fills it directly.
+//! Extending to ExposedSecretReports or ConfigAuditReports means a parser for their `report`
+//! body (and its list field, [`ReportKind::findings_field`]); the metadata, owner and lifecycle
 //! handling in [`Report`] stay the same.
 
 pub mod identity;
 pub mod report;
 
 pub use identity::{OwnerLookup, ReplicaSetInfo, Revision, Workload, newest_by_key, workload_of};
-pub use report::{Keyed, Malformed, ObjectMeta, Owner, Report, ReportKind, parse_report};
+pub use report::{Malformed, ObjectMeta, Owner, Report, ReportKind, parse_report};

@@ -43,6 +43,16 @@ impl ReportKind {
         }
     }
 
+    /// The field of `report` that lists this kind's findings. Missing or null, the report is
+    /// malformed (see [`parse_report`]); an empty list is a scan that found nothing.
+    pub fn findings_field(self) -> &'static str {
+        match self {
+            ReportKind::VulnerabilityReport | ReportKind::ClusterVulnerabilityReport => {
+                "vulnerabilities"
+            }
+        }
+    }
+
     pub fn cluster_scoped(self) -> bool {
         matches!(self, ReportKind::ClusterVulnerabilityReport)
     }
@@ -144,51 +154,15 @@ impl fmt::Display for Image {
 
 pub use crate::severity::Severity;
 
-/// Identity of a finding within one report kind. Each finding type names its own key, so the
-/// lifecycle code can diff any report kind as a set of keys.
-pub trait Keyed {
-    type Key: Ord + Clone + fmt::Debug;
-    fn key(&self) -> Self::Key;
-}
+/// The report model has one finding type, the lifecycle's: parsing fills it directly, so no
+/// second shape of a finding exists between the wire and the store.
+pub use crate::lifecycle::{Finding, FindingKey};
 
-/// One vulnerability entry.
+/// A parsed report. Entries with the same key (one package at several paths, which the
+/// operator lists as separate entries: trivy-operator issues #947, #2502) are instances of one
+/// finding, merged by [`crate::lifecycle::merge_instances`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Finding {
-    pub vulnerability_id: String,
-    /// The package name (`resource` on the wire).
-    pub package: String,
-    pub installed_version: String,
-    /// As written by the operator: may be empty, one version, or a comma-separated list.
-    pub fixed_version: String,
-    pub severity: Severity,
-    pub title: String,
-    pub primary_link: String,
-    /// `packagePath`, filled only when the operator is configured to add it.
-    pub package_path: String,
-    /// `target`, filled only when the operator is configured to add it.
-    pub target: String,
-}
-
-/// A vulnerability is the same finding when the ID, the package and (if known) the path agree:
-/// the lifecycle's key, computed here and nowhere else. The installed version is deliberately
-/// left out: a version bump that still carries the CVE is the same, persisting problem, not
-/// "fixed" plus "new". `score` is never part of it because the operator picks it from a Go map
-/// and it changes between identical scans.
-pub use crate::lifecycle::FindingKey;
-
-impl Keyed for Finding {
-    type Key = FindingKey;
-    fn key(&self) -> FindingKey {
-        FindingKey {
-            vulnerability_id: self.vulnerability_id.clone(),
-            package: self.package.clone(),
-        }
-    }
-}
-
-/// A parsed report with its findings deduplicated by key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Report<F = Finding> {
+pub struct Report {
     pub kind: ReportKind,
     /// `""` for cluster-scoped kinds.
     pub namespace: String,
@@ -207,7 +181,7 @@ pub struct Report<F = Finding> {
     /// All annotations, e.g. `trivy-operator.aquasecurity.github.io/report-ttl` (`0s` marks
     /// a report of an old revision that the operator is about to delete).
     pub annotations: BTreeMap<String, String>,
-    pub findings: Vec<F>,
+    pub findings: Vec<Finding>,
 }
 
 /// A report that could not be used. Carries enough to log and count it.
@@ -394,13 +368,16 @@ fn from_raw(hint: ReportKind, raw: RawReport) -> Result<Report, Malformed> {
         tag: text(artifact.tag),
         digest: text(artifact.digest),
     };
-    let mut findings = Vec::new();
-    for (i, v) in data
-        .vulnerabilities
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-    {
+    // A missing or null list is not "no vulnerabilities": read as an empty scan it would close
+    // every open finding of the container. Only `[]` says the scan found nothing.
+    let Some(vulnerabilities) = data.vulnerabilities else {
+        return Err(malformed(format!(
+            "report.{} is missing or null",
+            kind.findings_field()
+        )));
+    };
+    let mut findings = Vec::with_capacity(vulnerabilities.len());
+    for (i, v) in vulnerabilities.into_iter().enumerate() {
         let id = text(v.vulnerability_id);
         let package = text(v.resource);
         if id.is_empty() {
@@ -413,23 +390,30 @@ fn from_raw(hint: ReportKind, raw: RawReport) -> Result<Report, Malformed> {
                 "report.vulnerabilities[{i}].resource is missing ({id})"
             )));
         }
+        // Trivy writes `packagePath` for language packages and `target` (the scanned file or
+        // OS) always; either locates the instance, neither is identity.
+        let package_path = match text(v.package_path) {
+            p if p.is_empty() => text(v.target),
+            p => p,
+        };
         findings.push(Finding {
-            vulnerability_id: id,
-            package,
+            key: FindingKey {
+                vulnerability_id: id,
+                package,
+            },
             installed_version: text(v.installed_version),
             fixed_version: text(v.fixed_version.map(StringOrList::into_string)),
             severity: Severity::from_trivy(v.severity.as_deref().unwrap_or("")),
             title: text(v.title),
             // Becomes the clickable CVE link in messages: only https (or loopback http).
-            primary_link: v
+            link: v
                 .primary_link
                 .filter(|l| safe_link(l).is_some())
                 .unwrap_or_default(),
-            package_path: text(v.package_path),
-            target: text(v.target),
+            package_path,
         });
     }
-    let findings = dedupe_findings(findings);
+    let findings = crate::lifecycle::merge_instances(findings);
     let namespace = if kind.cluster_scoped() {
         String::new()
     } else {
@@ -497,39 +481,6 @@ pub fn owner_of(meta: &ObjectMeta) -> Result<Owner, String> {
         name,
         namespace,
     })
-}
-
-/// Removes entries with the same key, which the operator writes when two copies of a package
-/// sit at different paths it did not record (trivy-operator issues #947, #2502). The survivor
-/// does not depend on the input order: the most severe entry wins, then the lowest installed
-/// version, fixed version, title and link in byte order. The result is sorted by key.
-pub fn dedupe_findings<F: Keyed + Ord>(mut findings: Vec<F>) -> Vec<F> {
-    findings.sort_by(|a, b| a.key().cmp(&b.key()).then_with(|| a.cmp(b)));
-    findings.dedup_by(|later, first| later.key() == first.key());
-    findings
-}
-
-impl PartialOrd for Finding {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-/// Preference order among duplicates: higher severity first, then byte order of the rest.
-impl Ord for Finding {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        other
-            .severity
-            .cmp(&self.severity)
-            .then_with(|| self.installed_version.cmp(&other.installed_version))
-            .then_with(|| self.fixed_version.cmp(&other.fixed_version))
-            .then_with(|| self.title.cmp(&other.title))
-            .then_with(|| self.primary_link.cmp(&other.primary_link))
-            .then_with(|| self.vulnerability_id.cmp(&other.vulnerability_id))
-            .then_with(|| self.package.cmp(&other.package))
-            .then_with(|| self.package_path.cmp(&other.package_path))
-            .then_with(|| self.target.cmp(&other.target))
-    }
 }
 
 #[cfg(test)]
@@ -607,6 +558,9 @@ mod tests {
         assert_eq!(r.findings[0].severity, Severity::Critical);
         assert_eq!(r.findings[0].fixed_version, "1.1, 1.2");
         assert_eq!(r.findings[1].package_path, "/app/x.jar");
+        assert_eq!(r.findings[0].key.vulnerability_id, "CVE-1");
+        assert_eq!(r.findings[0].key.package, "openssl");
+        assert_eq!(r.findings[0].link, "https://avd/CVE-1");
     }
 
     #[test]
@@ -615,7 +569,10 @@ mod tests {
         let hashed_labels = r#""trivy-operator.resource.kind":"ReplicaSet","trivy-operator.resource.name-hash":"6b7c9","trivy-operator.resource.namespace":"shop","trivy-operator.container.name":"app""#;
         let no_container = r#""trivy-operator.resource.kind":"ReplicaSet","trivy-operator.resource.name":"web-5d8f""#;
         let cases: Vec<(&str, String, Result<usize, &str>)> = vec![
-            ("no vulnerabilities key", report_json(LABELS, "", "", "").replace(r#","vulnerabilities":[]"#, ""), Ok(0)),
+            ("empty vulnerabilities list", report_json(LABELS, "", "", ""), Ok(0)),
+            ("no vulnerabilities key", report_json(LABELS, "", "", "").replace(r#""vulnerabilities":[]"#, r#""notVulnerabilities":[]"#), Err("report.vulnerabilities is missing or null")),
+            ("null vulnerabilities", report_json(LABELS, "", "", "").replace(r#""vulnerabilities":[]"#, r#""vulnerabilities":null"#), Err("report.vulnerabilities is missing or null")),
+            ("cluster report without vulnerabilities", report_json(LABELS, "", "", "").replace(r#""vulnerabilities":[]"#, r#""notVulnerabilities":[]"#).replace(r#""kind":"VulnerabilityReport""#, r#""kind":"ClusterVulnerabilityReport""#), Err("report.vulnerabilities is missing or null")),
             ("null fields", report_json(LABELS, "", r#"{"vulnerabilityID":"CVE-9","resource":"p","installedVersion":null,"fixedVersion":null,"severity":null,"title":null}"#, ""), Ok(1)),
             ("fixedVersion as list", report_json(LABELS, "", r#"{"vulnerabilityID":"CVE-9","resource":"p","fixedVersion":["1","2"]}"#, ""), Ok(1)),
             ("pkgPath is not packagePath", report_json(LABELS, "", r#"{"vulnerabilityID":"CVE-9","resource":"p","pkgPath":"/x"}"#, ""), Ok(1)),
@@ -713,10 +670,10 @@ mod tests {
         assert_eq!(r.findings[0].installed_version, "1.0-evil");
         assert_eq!(r.findings[0].title, "bell and line");
         assert_eq!(
-            r.findings[0].primary_link, "",
+            r.findings[0].link, "",
             "a javascript: link is dropped"
         );
-        assert_eq!(r.findings[1].primary_link, "https://avd/CVE-2");
+        assert_eq!(r.findings[1].link, "https://avd/CVE-2");
     }
 
     #[test]
@@ -737,83 +694,87 @@ mod tests {
         assert!(Severity::Critical > Severity::High && Severity::Low > Severity::Unknown);
     }
 
-    fn finding(
-        id: &str,
-        pkg: &str,
-        installed: &str,
-        path: &str,
-        target: &str,
-        sev: Severity,
-    ) -> Finding {
-        Finding {
-            vulnerability_id: id.into(),
-            package: pkg.into(),
-            installed_version: installed.into(),
-            fixed_version: String::new(),
-            severity: sev,
-            title: String::new(),
-            primary_link: String::new(),
-            package_path: path.into(),
-            target: target.into(),
-        }
-    }
-
+    /// Entries with the same (id, package) are instances of one finding: every installed
+    /// version and path is kept, the highest severity wins, and the order of the entries does
+    /// not matter. The path is `packagePath`, else `target`.
     #[test]
-    fn finding_keys() {
-        use Severity::*;
-        // (a, b, same finding?)
-        let cases = [
+    fn entries_with_one_key_are_instances_of_one_finding() {
+        let entry = |id: &str, pkg: &str, installed: &str, sev: &str, path: &str, target: &str| {
+            let mut extra = String::new();
+            if !path.is_empty() {
+                extra.push_str(&format!(r#","packagePath":"{path}""#));
+            }
+            if !target.is_empty() {
+                extra.push_str(&format!(r#","target":"{target}""#));
+            }
+            vuln(id, pkg, installed, sev, &extra)
+        };
+        // (entries, expected findings as (id, package, installed, path, severity))
+        type Want = Vec<(&'static str, &'static str, &'static str, &'static str, Severity)>;
+        let cases: Vec<(&str, Vec<String>, Want)> = vec![
             (
-                finding("CVE-1", "p", "1.0", "", "", High),
-                finding("CVE-1", "p", "1.1", "", "", High),
-                true,
+                "one package at two paths",
+                vec![
+                    entry("CVE-1", "log4j", "2.14", "MEDIUM", "/b.jar", "Java"),
+                    entry("CVE-1", "log4j", "2.15", "HIGH", "/a.jar", "Java"),
+                ],
+                vec![("CVE-1", "log4j", "2.14, 2.15", "/a.jar, /b.jar", Severity::High)],
             ),
             (
-                finding("CVE-1", "p", "1.0", "", "", High),
-                finding("CVE-1", "p", "1.0", "", "", Low),
-                true,
+                "the same instance twice",
+                vec![
+                    entry("CVE-1", "zlib", "1", "LOW", "", "debian"),
+                    entry("CVE-1", "zlib", "1", "LOW", "", "debian"),
+                ],
+                vec![("CVE-1", "zlib", "1", "debian", Severity::Low)],
             ),
             (
-                finding("CVE-1", "p", "1.0", "", "", High),
-                finding("CVE-2", "p", "1.0", "", "", High),
-                false,
+                "target when there is no packagePath",
+                vec![
+                    entry("CVE-1", "p", "1", "LOW", "", "Node.js"),
+                    entry("CVE-1", "p", "1", "LOW", "/app/node_modules/p", "Node.js"),
+                ],
+                vec![("CVE-1", "p", "1", "/app/node_modules/p, Node.js", Severity::Low)],
             ),
             (
-                finding("CVE-1", "p", "1.0", "", "", High),
-                finding("CVE-1", "q", "1.0", "", "", High),
-                false,
-            ),
-            (
-                finding("CVE-1", "p", "1.0", "/a.jar", "", High),
-                finding("CVE-1", "p", "1.0", "/b.jar", "", High),
-                false,
-            ),
-            (
-                finding("CVE-1", "p", "1.0", "", "Java", High),
-                finding("CVE-1", "p", "1.0", "", "Node.js", High),
-                false,
-            ),
-            (
-                finding("CVE-1", "p", "1.0", "/a.jar", "Java", High),
-                finding("CVE-1", "p", "1.0", "/a.jar", "Other", High),
-                true,
+                "other id or package: other findings",
+                vec![
+                    entry("CVE-1", "p", "1", "LOW", "", ""),
+                    entry("CVE-2", "p", "1", "LOW", "", ""),
+                    entry("CVE-1", "q", "1", "LOW", "", ""),
+                ],
+                vec![
+                    ("CVE-1", "p", "1", "", Severity::Low),
+                    ("CVE-2", "p", "1", "", Severity::Low),
+                    ("CVE-1", "q", "1", "", Severity::Low),
+                ],
             ),
         ];
-        for (a, b, same) in cases {
-            assert_eq!(a.key() == b.key(), same, "{a:?} vs {b:?}");
+        for (what, entries, want) in cases {
+            let mut forward = entries.clone();
+            let mut backward = entries;
+            backward.reverse();
+            for (order, list) in [("forward", &mut forward), ("backward", &mut backward)] {
+                let json = report_json(LABELS, "", &list.join(","), "");
+                let r = parse_report(ReportKind::VulnerabilityReport, &json).unwrap();
+                let mut got: Vec<_> = r
+                    .findings
+                    .iter()
+                    .map(|f| {
+                        (
+                            f.key.vulnerability_id.as_str(),
+                            f.key.package.as_str(),
+                            f.installed_version.as_str(),
+                            f.package_path.as_str(),
+                            f.severity,
+                        )
+                    })
+                    .collect();
+                got.sort();
+                let mut want = want.clone();
+                want.sort();
+                assert_eq!(got, want, "{what} ({order})");
+            }
         }
-    }
-
-    #[test]
-    fn duplicates_are_removed_deterministically() {
-        use Severity::*;
-        let a = finding("CVE-1", "scala-library", "2.12.1", "", "", Medium);
-        let b = finding("CVE-1", "scala-library", "2.13.0", "", "", High);
-        let c = finding("CVE-1", "scala-library", "2.12.1", "", "", Medium);
-        let d = finding("CVE-0", "zlib", "1", "", "", Low);
-        let one = dedupe_findings(vec![a.clone(), b.clone(), c.clone(), d.clone()]);
-        let two = dedupe_findings(vec![d.clone(), c, b.clone(), a]);
-        assert_eq!(one, two);
-        assert_eq!(one, vec![d, b]);
     }
 }

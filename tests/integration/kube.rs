@@ -662,7 +662,7 @@ fn a_rollout_resolves_both_replicasets_to_the_deployment() {
     let (winners, superseded) = newest_by_key(items);
     let current = &winners[&(a, "api".to_string())].1;
     assert_eq!(current.name, "replicaset-shop-api-bbbb-api");
-    assert_eq!(current.findings[0].vulnerability_id, "CVE-NEW");
+    assert_eq!(current.findings[0].key.vulnerability_id, "CVE-NEW");
     assert_eq!(superseded.len(), 1);
 
     // Lookups are cached: one GET per ReplicaSet however often it is asked.
@@ -671,6 +671,42 @@ fn a_rollout_resolves_both_replicasets_to_the_deployment() {
         resolver.resolve(&client, &r.owner).unwrap();
     }
     assert_eq!(sb.count("get", "replicasets"), 0, "{}", sb.stats());
+
+    // A rollback gives the old ReplicaSet the highest revision. The cache still answers the
+    // old one; `refresh` asks the API, once per ReplicaSet per cycle (until `prune`).
+    sb.kubectl_ok(&[
+        "patch",
+        "replicaset",
+        "-n",
+        "shop",
+        "shop-api-aaaa",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"annotations":{"deployment.kubernetes.io/revision":"3"}}}"#,
+    ]);
+    let old = reports
+        .iter()
+        .find(|r| r.name == "replicaset-shop-api-aaaa-api")
+        .unwrap();
+    assert_eq!(resolver.resolve(&client, &old.owner).unwrap().1, Some(1));
+    resolver.prune();
+    sb.reset_stats();
+    for _ in 0..2 {
+        assert_eq!(
+            resolver.refresh(&client, &old.owner).unwrap().revision(),
+            Some(3)
+        );
+    }
+    assert_eq!(resolver.resolve(&client, &old.owner).unwrap().1, Some(3));
+    assert_eq!(sb.count("get", "replicasets"), 1, "{}", sb.stats());
+    resolver.prune();
+    resolver.refresh(&client, &old.owner).unwrap();
+    assert_eq!(
+        sb.count("get", "replicasets"),
+        2,
+        "a new cycle asks again: {}",
+        sb.stats()
+    );
 }
 
 #[test]
@@ -1016,4 +1052,131 @@ fn namespace_scoped_rbac_works_with_namespace_filtering() {
         .find(|c| c.name == "list vulnerabilityreports in all namespaces")
         .unwrap();
     assert!(!list.ok && list.detail.contains("403"), "{wide:#?}");
+}
+
+/// The pod template's containers of every workload kind the operator scans, read from the API
+/// server as the agent reads them when a stored container has no report in its workload's
+/// current revision. 404, 403 and unknown kinds are "no answer" (`None`), never "no
+/// containers".
+#[test]
+fn workload_containers_of_every_kind() {
+    let sb = Sandbox::start(&[
+        "--load",
+        &fixtures(),
+        "--namespaced-token",
+        "ns-token-8=shop",
+    ]);
+    let pod_spec = serde_json::json!({
+        "containers": [{"name": "app", "image": "acme/app:1"}, {"name": "sidecar", "image": "acme/side:1"}],
+        "initContainers": [{"name": "migrate", "image": "acme/migrate:1"}],
+        "ephemeralContainers": [{"name": "debugger", "image": "busybox"}],
+    });
+    let template = serde_json::json!({"metadata": {"labels": {"app": "x"}}, "spec": pod_spec});
+    let selector = serde_json::json!({"matchLabels": {"app": "x"}});
+    // (kind, collection, spec)
+    let kinds = [
+        (
+            "Deployment",
+            "/apis/apps/v1/namespaces/shop/deployments",
+            serde_json::json!({"selector": selector, "template": template}),
+        ),
+        (
+            "StatefulSet",
+            "/apis/apps/v1/namespaces/shop/statefulsets",
+            serde_json::json!({"serviceName": "x", "selector": selector, "template": template}),
+        ),
+        (
+            "DaemonSet",
+            "/apis/apps/v1/namespaces/shop/daemonsets",
+            serde_json::json!({"selector": selector, "template": template}),
+        ),
+        (
+            "ReplicaSet",
+            "/apis/apps/v1/namespaces/shop/replicasets",
+            serde_json::json!({"selector": selector, "template": template}),
+        ),
+        (
+            "ReplicationController",
+            "/api/v1/namespaces/shop/replicationcontrollers",
+            serde_json::json!({"selector": {"app": "x"}, "template": template}),
+        ),
+        (
+            "Job",
+            "/apis/batch/v1/namespaces/shop/jobs",
+            serde_json::json!({"template": template}),
+        ),
+        (
+            "CronJob",
+            "/apis/batch/v1/namespaces/shop/cronjobs",
+            serde_json::json!({"schedule": "0 * * * *", "jobTemplate": {"spec": {"template": template}}}),
+        ),
+        ("Pod", "/api/v1/namespaces/shop/pods", pod_spec.clone()),
+    ];
+    let api_version = |path: &str| {
+        if path.starts_with("/api/v1") {
+            "v1".to_owned()
+        } else {
+            path.trim_start_matches("/apis/")
+                .split('/')
+                .take(2)
+                .collect::<Vec<_>>()
+                .join("/")
+        }
+    };
+    for (kind, path, spec) in &kinds {
+        let body = serde_json::json!({
+            "apiVersion": api_version(path), "kind": kind,
+            "metadata": {"name": "tmpl", "namespace": "shop"},
+            "spec": spec,
+        });
+        create(&sb, path, &body.to_string());
+    }
+    let client = Client::connect(&opts(&sb.kubeconfig)).unwrap();
+    let want = Some(vec![
+        "app".to_owned(),
+        "migrate".to_owned(),
+        "sidecar".to_owned(),
+    ]);
+    for (kind, _, _) in &kinds {
+        assert_eq!(
+            client.workload_containers(kind, "shop", "tmpl").unwrap(),
+            want,
+            "{kind}"
+        );
+        assert_eq!(
+            client.workload_containers(kind, "shop", "absent").unwrap(),
+            None,
+            "{kind}: 404 is no answer"
+        );
+    }
+    // The fixture Deployment as kubectl shows it.
+    assert_eq!(
+        client
+            .workload_containers("Deployment", "shop", "web")
+            .unwrap(),
+        Some(vec!["log-shipper".to_owned(), "nginx".to_owned()])
+    );
+    for (kind, namespace) in [("Rollout", "shop"), ("Node", "shop"), ("Deployment", "")] {
+        assert_eq!(
+            client.workload_containers(kind, namespace, "web").unwrap(),
+            None,
+            "{kind} in {namespace:?}"
+        );
+    }
+    // 403: a token limited to "shop" asking about "data".
+    let kc = write_kubeconfig(&sb, "ns8", "", "    token: ns-token-8\n");
+    let limited = Client::connect(&opts(&kc)).unwrap();
+    assert_eq!(
+        limited
+            .workload_containers("StatefulSet", "shop", "tmpl")
+            .unwrap(),
+        want
+    );
+    assert_eq!(
+        limited
+            .workload_containers("StatefulSet", "data", "postgres")
+            .unwrap(),
+        None,
+        "403 is no answer"
+    );
 }

@@ -173,8 +173,17 @@ fn demo(interrupted: &AtomicBool) -> Result<(), Stop> {
     watch.cycles(2)?;
     watch.print_new();
 
-    step("The next scan no longer has CVE-2024-45491 → one \"fixed\" message.");
+    step(
+        "libexpat1 is upgraded to 2.5.0-1+deb12u1: the next scan no longer has CVE-2024-45491 → one \"fixed\" message.",
+    );
     let fixed: Value = take(&mut vulns, "CVE-2024-45491").ok_or("fixture changed")?;
+    // The other libexpat1 CVE stays, at the new installed version: evidence that the package
+    // changed, so the missing CVE is fixed, not merely no longer reported.
+    for v in &mut vulns {
+        if v["resource"] == "libexpat1" {
+            v["installedVersion"] = json!("2.5.0-1+deb12u1");
+        }
+    }
     cluster.patch_report(nginx, "2026-11-21T09:00:00Z", &vulns)?;
     watch.messages(1)?;
 

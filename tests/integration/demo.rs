@@ -59,7 +59,7 @@ fn assert_story(out: &str) {
         "▶ Kubernetes API sandbox with a small cluster: https://127.0.0.1:",
         "━━ The first cycle records what already exists",
         "━━ Two workloads in shop are rescanned with the same new critical CVE",
-        "━━ The next scan no longer has CVE-2024-45491",
+        "━━ libexpat1 is upgraded to 2.5.0-1+deb12u1: the next scan no longer has CVE-2024-45491",
         "━━ Trivy Operator's TTL deletes the report and rescans",
         "  (no message: a deleted report is not a fix, an identical rescan is not news)",
         "━━ CVE-2024-45491 shows up again",

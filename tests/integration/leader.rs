@@ -181,11 +181,13 @@ fn two_agents_one_leader_and_a_fast_takeover() {
         (leader_gauge(standby_addr) == Some(1)).then_some(())
     });
 
-    // The new leader continues the same history: the fix is recorded once.
+    // The new leader continues the same history: the fix (a rebuilt image without the CVE) is
+    // recorded once.
     let mut r = get(&sb, "vulnerabilityreports", "shop", NGINX);
     rescan(&mut r, Duration::from_secs(3600), |v| {
         v.retain(|f| f["vulnerabilityID"] != "CVE-2099-0002")
     });
+    r["report"]["artifact"]["digest"] = serde_json::json!(format!("sha256:{}", "e".repeat(64)));
     replace(&sb, &r);
     wait_for("the fixed event", Duration::from_secs(60), || {
         (db.events(CLUSTER).len() == 2).then_some(())

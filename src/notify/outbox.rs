@@ -82,17 +82,43 @@ impl Dispatcher {
         let settings = NotifySettings::from_config(config);
         let mut dc = settings.deliverer_config(&config.cluster_name);
         dc.timeout = request_timeout;
-        Dispatcher {
-            cluster: config.cluster_name.clone(),
-            deliverer: Deliverer::new(dc, metrics.clone()),
+        let deliverer = Deliverer::new(dc, metrics.clone());
+        Dispatcher::with_parts(
+            &config.cluster_name,
             settings,
-            database: config.database.clone(),
+            config.database.clone(),
+            deliverer,
+            metrics,
+        )
+        .with_health(health)
+    }
+
+    /// A dispatcher from its parts: what [`Dispatcher::new`] derives from the configuration,
+    /// given directly (tests drive the real delivery loop with a fast retry policy this way).
+    /// The deliverer's policy decides retries and dead letters.
+    pub fn with_parts(
+        cluster: &str,
+        settings: NotifySettings,
+        database: DatabaseTarget,
+        deliverer: Deliverer,
+        metrics: Option<NotifyMetrics>,
+    ) -> Dispatcher {
+        Dispatcher {
+            cluster: cluster.to_owned(),
+            deliverer,
+            settings,
+            database,
             store: None,
             metrics,
-            health,
+            health: None,
             leader: None,
             blocked: HashMap::new(),
         }
+    }
+
+    fn with_health(mut self, health: Option<Arc<HealthState>>) -> Dispatcher {
+        self.health = health;
+        self
     }
 
     /// Delivers only while this agent holds the Lease, like the poll loop. Message claims make

@@ -8,7 +8,7 @@
 
 use jiff::Timestamp;
 
-pub use crate::lifecycle::{AssetId, Finding, FindingKey};
+pub use crate::lifecycle::{AssetId, Finding};
 pub use crate::severity::Severity;
 
 /// The lifecycle transitions that can reach people. Baseline and persistent findings, and a
@@ -32,6 +32,7 @@ pub enum ChangeKind {
 
 impl ChangeKind {
     /// Every kind, in message order (the SaaS contract's enum lists exactly these names).
+    #[cfg(test)]
     pub const ALL: [ChangeKind; 8] = [
         ChangeKind::New,
         ChangeKind::Fixed,

@@ -280,7 +280,8 @@ fn image_groups(changes: &[Change]) -> Vec<ImageGroup> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::notify::event::{AssetId, FindingKey};
+    use crate::lifecycle::FindingKey;
+    use crate::notify::event::AssetId;
 
     /// A change with sensible defaults; tests override what they vary.
     pub(crate) fn change(event_id: &str, workload: &str, cve: &str, severity: Severity) -> Change {

@@ -258,8 +258,9 @@ mod tests {
         use EventKind as K;
         use Severity::{Critical as C, High as H, Low as L, Medium as M, Unknown as U};
         // (what, kind, severity, previous, peak, threshold, KIJO_NOTIFY_WORKLOAD_REMOVED, sent)
+        type Case = (&'static str, K, Severity, Option<Severity>, Severity, Severity, bool, bool);
         #[rustfmt::skip]
-        let cases: &[(&str, K, Severity, Option<Severity>, Severity, Severity, bool, bool)] = &[
+        let cases: &[Case] = &[
             ("new at the threshold", K::New, H, None, H, H, false, true),
             ("new above", K::New, C, None, C, H, false, true),
             ("new below", K::New, M, None, M, H, false, false),

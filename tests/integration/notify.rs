@@ -433,8 +433,13 @@ fn down_for_several_retry_periods_then_up_delivers_each_message_exactly_once() {
         worker.join().unwrap()
     });
 
-    assert_eq!(pending, 0);
     let stored = outbox.messages();
+    let answers: Vec<_> = receiver
+        .requests()
+        .iter()
+        .map(|r| (r.answered, r.header("idempotency-key").map(str::to_owned)))
+        .collect();
+    assert_eq!(pending, 0, "{stored:?} {answers:?}");
     assert_eq!(stored.len(), 3, "one message per namespace");
     for (id, state, _) in &stored {
         assert_eq!(state, "delivered", "message {id}");

@@ -1,8 +1,7 @@
 //! HTTP delivery to Slack, webhooks and the SaaS: [`Deliverer`] is the thin shell that builds
 //! one request, makes one attempt and reports a typed [`Outcome`] (classified by the pure
 //! [`super::policy`]). Whoever owns the outbox (the `Dispatcher`) decides when to call it
-//! again. `Deliverer::deliver_until` (feature `test-support`) is a small in-memory loop built
-//! from the same pieces, used only by tests; the agent never runs it.
+//! again; tests drive that same loop.
 
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -11,8 +10,6 @@ use jiff::Timestamp;
 
 use super::group::Message;
 use super::metrics::NotifyMetrics;
-#[cfg(feature = "test-support")]
-use super::policy::Disposition;
 use super::policy::{DeliveryPolicy, Outcome, classify};
 use super::signature;
 use super::{saas, slack, webhook};
@@ -92,17 +89,6 @@ pub(crate) struct Prepared {
     pub body: Vec<u8>,
     /// Metric label of what is sent.
     pub event: String,
-}
-
-#[cfg(feature = "test-support")]
-/// The report of [`Deliverer::deliver_until`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeliveryReport {
-    pub delivered: Vec<String>,
-    /// (message id, reason)
-    pub dead_lettered: Vec<(String, String)>,
-    /// Still due a retry when the deadline passed.
-    pub pending: Vec<String>,
 }
 
 /// Bounded bytes of a response body kept for the log.
@@ -300,86 +286,6 @@ impl Deliverer {
             }
             Err(err) => classify_error(&err, attempt, policy, backoff::random_unit()),
         }
-    }
-
-    #[cfg(feature = "test-support")]
-    /// Delivers `messages` to `target`, retrying per the policy, until each is delivered or
-    /// dead-lettered or `deadline` passes. In memory only. Message age counts from the call.
-    /// Test hook: the agent delivers through the outbox's `Dispatcher` instead.
-    pub fn deliver_until(
-        &self,
-        target: &Target,
-        messages: &[Message],
-        deadline: Instant,
-    ) -> DeliveryReport {
-        struct Pending {
-            index: usize,
-            attempt: u32,
-            due: Instant,
-        }
-        let created = Timestamp::now();
-        let mut report = DeliveryReport::default();
-        let start = Instant::now();
-        let mut pending: Vec<Pending> = (0..messages.len())
-            .map(|index| Pending {
-                index,
-                attempt: 0,
-                due: start,
-            })
-            .collect();
-        while !pending.is_empty() {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            let mut still = Vec::with_capacity(pending.len());
-            for mut p in pending {
-                if p.due > now || Instant::now() >= deadline {
-                    still.push(p);
-                    continue;
-                }
-                let message = &messages[p.index];
-                let outcome = self.send_batch(target, std::slice::from_ref(message), p.attempt);
-                let ts_now = Timestamp::now();
-                match self.config.policy.dispose(&outcome, created, ts_now) {
-                    Disposition::Delivered => report.delivered.push(message.id.clone()),
-                    Disposition::DeadLetter { reason } => {
-                        log::error!(
-                            notify_target = target.name(),
-                            message_id = message.id.as_str(),
-                            reason = reason.as_str();
-                            "notification dead-lettered"
-                        );
-                        if let Some(m) = &self.metrics {
-                            m.record_dead_letter(target.name(), message.kind.event_name());
-                        }
-                        report.dead_lettered.push((message.id.clone(), reason));
-                    }
-                    Disposition::RetryAt(at) => {
-                        let wait = at
-                            .duration_since(ts_now)
-                            .try_into()
-                            .unwrap_or(Duration::ZERO);
-                        p.attempt += 1;
-                        p.due = Instant::now() + wait;
-                        still.push(p);
-                    }
-                }
-            }
-            pending = still;
-            if let Some(next) = pending.iter().map(|p| p.due).min() {
-                let wake = next.min(deadline);
-                let now = Instant::now();
-                if wake > now {
-                    std::thread::sleep(wake - now);
-                }
-            }
-        }
-        report.pending = pending
-            .into_iter()
-            .map(|p| messages[p.index].id.clone())
-            .collect();
-        report
     }
 }
 

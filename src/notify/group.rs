@@ -9,11 +9,9 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use jiff::Timestamp;
 
-use super::event::{Change, ChangeKind, Severity};
+use super::event::{Change, ChangeKind, Finding, Severity};
 
-/// Keeps the changes people asked to hear about: at or above `min_severity`, and
-/// `WorkloadRemoved` only when `notify_workload_removed` is set. A `WorkloadRemoved` change
-/// without a vulnerability (about the workload itself) is not thresholded: it has no severity.
+/// Keeps the changes people asked to hear about (see [`wanted`]).
 pub fn select(
     changes: Vec<Change>,
     min_severity: Severity,
@@ -21,14 +19,30 @@ pub fn select(
 ) -> Vec<Change> {
     changes
         .into_iter()
-        .filter(|c| match c.kind {
-            ChangeKind::WorkloadRemoved => {
-                notify_workload_removed
-                    && (c.vulnerability_id.is_empty() || c.severity >= min_severity)
-            }
-            _ => c.severity >= min_severity,
-        })
+        .filter(|c| wanted(c, min_severity, notify_workload_removed))
         .collect()
+}
+
+/// Whether one change is sent to a target with threshold `min_severity`:
+/// - new, reintroduced, reported again: by the finding's severity;
+/// - a raised severity: only a real rise, by the new severity;
+/// - fixed, withdrawn, workload or container removed: by the peak severity of the open period
+///   ([`Change::told_severity`]), so people hear the end of every finding they were (or would
+///   have been) told of, and not of one that never reached the threshold;
+/// - workload and container removals only with `notify_workload_removed`; one without a
+///   vulnerability (about the workload itself) has no severity and is not thresholded.
+pub fn wanted(c: &Change, min_severity: Severity, notify_workload_removed: bool) -> bool {
+    if c.kind.is_removal() && !notify_workload_removed {
+        return false;
+    }
+    match c.kind {
+        _ if c.kind.is_removal() && !c.has_finding() => true,
+        ChangeKind::SeverityRaised => {
+            c.previous_severity.is_some_and(|p| c.finding.severity > p)
+                && c.finding.severity >= min_severity
+        }
+        _ => c.told_severity() >= min_severity,
+    }
 }
 
 /// A workload that runs an image, as named in messages.
@@ -39,16 +53,15 @@ pub struct WorkloadRef {
     pub container: String,
 }
 
-/// One vulnerability in one package, independent of which workload runs it.
+/// One vulnerability in one package as a message lists it, independent of which workload runs
+/// it: the lifecycle finding plus the severities the message states.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    pub vulnerability_id: String,
-    pub package: String,
-    pub installed_version: String,
-    pub fixed_version: Option<String>,
+pub struct ListedFinding {
+    pub finding: Finding,
+    /// The severity told ([`Change::told_severity`]), highest over the workloads listed.
     pub severity: Severity,
-    pub title: Option<String>,
-    pub link: Option<String>,
+    /// For a raised severity: the severity before the raise.
+    pub previous_severity: Option<Severity>,
 }
 
 /// Findings of one image that are shared by exactly the same set of workloads.
@@ -58,7 +71,7 @@ pub struct ImageGroup {
     /// Sorted by name, then kind and container.
     pub workloads: Vec<WorkloadRef>,
     /// Highest severity first, then by vulnerability id and package.
-    pub findings: Vec<Finding>,
+    pub findings: Vec<ListedFinding>,
 }
 
 impl ImageGroup {
@@ -80,7 +93,8 @@ pub struct Message {
     pub cluster: String,
     pub namespace: String,
     pub kind: ChangeKind,
-    /// Highest severity among the changes.
+    /// Highest severity told among the changes ([`Change::told_severity`]): for a closing
+    /// kind the highest peak severity, what the user was told, not the current severity.
     pub severity: Severity,
     /// The latest `occurred_at` among the changes.
     pub occurred_at: Timestamp,
@@ -99,7 +113,11 @@ impl Message {
 
     /// Distinct workload names, sorted (the README's `workloads` array).
     pub fn workload_names(&self) -> Vec<String> {
-        let names: BTreeSet<&str> = self.changes.iter().map(|c| c.workload.as_str()).collect();
+        let names: BTreeSet<&str> = self
+            .changes
+            .iter()
+            .map(|c| c.asset.workload.as_str())
+            .collect();
         names.into_iter().map(str::to_owned).collect()
     }
 
@@ -107,7 +125,7 @@ impl Message {
     pub fn workload_count(&self) -> usize {
         self.changes
             .iter()
-            .map(|c| (c.workload_kind.as_str(), c.workload.as_str()))
+            .map(|c| (c.asset.workload_kind.as_str(), c.asset.workload.as_str()))
             .collect::<BTreeSet<_>>()
             .len()
     }
@@ -147,7 +165,7 @@ pub fn group(changes: Vec<Change>) -> Vec<Message> {
         buckets
             .entry((
                 change.cluster.clone(),
-                change.namespace.clone(),
+                change.asset.namespace.clone(),
                 change.kind,
             ))
             .or_default()
@@ -158,19 +176,17 @@ pub fn group(changes: Vec<Change>) -> Vec<Message> {
         .map(|((cluster, namespace, kind), mut changes)| {
             changes.sort_by(|a, b| {
                 (
-                    &a.workload,
-                    &a.workload_kind,
-                    &a.container,
-                    &a.vulnerability_id,
-                    &a.package,
+                    &a.asset.workload,
+                    &a.asset.workload_kind,
+                    &a.asset.container,
+                    &a.finding.key,
                     &a.event_id,
                 )
                     .cmp(&(
-                        &b.workload,
-                        &b.workload_kind,
-                        &b.container,
-                        &b.vulnerability_id,
-                        &b.package,
+                        &b.asset.workload,
+                        &b.asset.workload_kind,
+                        &b.asset.container,
+                        &b.finding.key,
                         &b.event_id,
                     ))
             });
@@ -179,7 +195,11 @@ pub fn group(changes: Vec<Change>) -> Vec<Message> {
                 cluster,
                 namespace,
                 kind,
-                severity: changes.iter().map(|c| c.severity).max().unwrap_or_default(),
+                severity: changes
+                    .iter()
+                    .map(Change::told_severity)
+                    .max()
+                    .unwrap_or_default(),
                 occurred_at: changes
                     .iter()
                     .map(|c| c.occurred_at)
@@ -192,45 +212,44 @@ pub fn group(changes: Vec<Change>) -> Vec<Message> {
         .collect()
 }
 
-type FindingKey = (String, String, String);
+/// What makes two changes of one image one line: the finding, its installed version, and for a
+/// raise the severity it was raised from (two different "was" are two statements).
+type LineKey<'a> = (&'a str, &'a str, &'a str, Option<Severity>);
 
 /// For each image: which workloads have which finding; findings with the same workload set form
 /// one group, so the usual case (every replica-set of an image has the same findings) is one
 /// group per image, and the rare odd workload still gets an accurate line of its own.
 fn image_groups(changes: &[Change]) -> Vec<ImageGroup> {
-    let mut by_image: BTreeMap<&str, BTreeMap<FindingKey, (Finding, BTreeSet<WorkloadRef>)>> =
+    let mut by_image: BTreeMap<&str, BTreeMap<LineKey<'_>, (ListedFinding, BTreeSet<WorkloadRef>)>> =
         BTreeMap::new();
     for c in changes {
         let findings = by_image.entry(c.image.as_str()).or_default();
         let key = (
-            c.vulnerability_id.clone(),
-            c.package.clone(),
-            c.installed_version.clone(),
+            c.finding.key.vulnerability_id.as_str(),
+            c.finding.key.package.as_str(),
+            c.finding.installed_version.as_str(),
+            c.previous_severity,
         );
         let entry = findings.entry(key).or_insert_with(|| {
             (
-                Finding {
-                    vulnerability_id: c.vulnerability_id.clone(),
-                    package: c.package.clone(),
-                    installed_version: c.installed_version.clone(),
-                    fixed_version: c.fixed_version.clone(),
-                    severity: c.severity,
-                    title: c.title.clone(),
-                    link: c.link.clone(),
+                ListedFinding {
+                    finding: c.finding.clone(),
+                    severity: c.told_severity(),
+                    previous_severity: c.previous_severity,
                 },
                 BTreeSet::new(),
             )
         });
-        entry.0.severity = entry.0.severity.max(c.severity);
+        entry.0.severity = entry.0.severity.max(c.told_severity());
         entry.1.insert(WorkloadRef {
-            kind: c.workload_kind.clone(),
-            name: c.workload.clone(),
-            container: c.container.clone(),
+            kind: c.asset.workload_kind.clone(),
+            name: c.asset.workload.clone(),
+            container: c.asset.container.clone(),
         });
     }
     let mut groups = Vec::new();
     for (image, findings) in by_image {
-        let mut by_workloads: BTreeMap<Vec<WorkloadRef>, Vec<Finding>> = BTreeMap::new();
+        let mut by_workloads: BTreeMap<Vec<WorkloadRef>, Vec<ListedFinding>> = BTreeMap::new();
         for (_, (finding, workloads)) in findings {
             let mut workloads: Vec<WorkloadRef> = workloads.into_iter().collect();
             workloads.sort_by(|a, b| {
@@ -240,12 +259,11 @@ fn image_groups(changes: &[Change]) -> Vec<ImageGroup> {
         }
         for (workloads, mut findings) in by_workloads {
             // A workload-level change (no vulnerability) contributes workloads, not findings.
-            findings.retain(|f| !f.vulnerability_id.is_empty());
+            findings.retain(|f| !f.finding.key.vulnerability_id.is_empty());
             findings.sort_by(|a, b| {
                 b.severity
                     .cmp(&a.severity)
-                    .then_with(|| a.vulnerability_id.cmp(&b.vulnerability_id))
-                    .then_with(|| a.package.cmp(&b.package))
+                    .then_with(|| a.finding.key.cmp(&b.finding.key))
             });
             groups.push(ImageGroup {
                 image: image.to_owned(),
@@ -262,6 +280,8 @@ fn image_groups(changes: &[Change]) -> Vec<ImageGroup> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::lifecycle::FindingKey;
+    use crate::notify::event::AssetId;
 
     /// A change with sensible defaults; tests override what they vary.
     pub(crate) fn change(event_id: &str, workload: &str, cve: &str, severity: Severity) -> Change {
@@ -269,22 +289,42 @@ pub(crate) mod tests {
             kind: ChangeKind::New,
             event_id: event_id.to_owned(),
             cluster: "production-eu".to_owned(),
-            namespace: "default".to_owned(),
-            workload_kind: "Deployment".to_owned(),
-            workload: workload.to_owned(),
-            container: "app".to_owned(),
+            asset: AssetId {
+                namespace: "default".to_owned(),
+                workload_kind: "Deployment".to_owned(),
+                workload: workload.to_owned(),
+                container: "app".to_owned(),
+            },
             image: format!("registry.example.com/{workload}:1.0"),
-            vulnerability_id: cve.to_owned(),
-            package: "golang.org/x/crypto".to_owned(),
-            installed_version: "0.1.0".to_owned(),
-            fixed_version: Some("0.31.0".to_owned()),
-            severity,
-            title: Some("a title".to_owned()),
-            link: Some(format!(
-                "https://avd.aquasec.com/nvd/{}",
-                cve.to_lowercase()
-            )),
+            finding: Finding {
+                key: FindingKey {
+                    vulnerability_id: cve.to_owned(),
+                    package: "golang.org/x/crypto".to_owned(),
+                },
+                severity,
+                installed_version: "0.1.0".to_owned(),
+                fixed_version: "0.31.0".to_owned(),
+                title: "a title".to_owned(),
+                link: format!("https://avd.aquasec.com/nvd/{}", cve.to_lowercase()),
+                package_path: String::new(),
+            },
+            previous_severity: None,
+            peak_severity: severity,
             occurred_at: "2024-01-15T10:30:00Z".parse().unwrap(),
+        }
+    }
+
+    /// [`change`] of another kind.
+    pub(crate) fn change_of_kind(
+        kind: ChangeKind,
+        event_id: &str,
+        workload: &str,
+        cve: &str,
+        severity: Severity,
+    ) -> Change {
+        Change {
+            kind,
+            ..change(event_id, workload, cve, severity)
         }
     }
 
@@ -326,9 +366,9 @@ pub(crate) mod tests {
         let mut fixed = change("3", "web-app", "CVE-3", Severity::Critical);
         fixed.kind = ChangeKind::Fixed;
         let mut other_ns = change("4", "web-app", "CVE-1", Severity::Critical);
-        other_ns.namespace = "payments".to_owned();
+        other_ns.asset.namespace = "payments".to_owned();
         let mut api = change("2", "api-server", "CVE-2024-3817", Severity::Critical);
-        api.package = "nginx".to_owned();
+        api.finding.key.package = "nginx".to_owned();
         let messages = group(vec![
             change("1", "web-app", "CVE-2024-45337", Severity::Critical),
             api,
@@ -368,7 +408,7 @@ pub(crate) mod tests {
                     cve,
                     Severity::Critical,
                 );
-                c.workload_kind = "StatefulSet".to_owned();
+                c.asset.workload_kind = "StatefulSet".to_owned();
                 c.image = "postgres:16.1".to_owned();
                 changes.push(c);
             }
@@ -404,7 +444,7 @@ pub(crate) mod tests {
                     g.workloads.iter().map(|w| w.name.as_str()).collect(),
                     g.findings
                         .iter()
-                        .map(|f| f.vulnerability_id.as_str())
+                        .map(|f| f.finding.key.vulnerability_id.as_str())
                         .collect(),
                 )
             })

@@ -12,7 +12,7 @@
 //! transaction, and it wakes on a channel message from the poll loop ("events committed"), when
 //! the earliest retry is due, or every [`IDLE_WAKE`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ pub const IDLE_WAKE: Duration = Duration::from_secs(5);
 /// Whole-request timeout of one delivery attempt in the service. Short enough that a hung
 /// target cannot hold shutdown long; Slack and webhooks answer in well under a second.
 pub const SERVICE_REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
-/// Most messages sent per target and pass before the other targets get their turn.
+/// Most message attempts per target and pass before the other targets get their turn.
 const BATCH: usize = 100;
 /// Messages per SaaS request (`POST /v1/events` takes a batch).
 const SAAS_BATCH: u32 = 50;
@@ -82,17 +82,43 @@ impl Dispatcher {
         let settings = NotifySettings::from_config(config);
         let mut dc = settings.deliverer_config(&config.cluster_name);
         dc.timeout = request_timeout;
-        Dispatcher {
-            cluster: config.cluster_name.clone(),
-            deliverer: Deliverer::new(dc, metrics.clone()),
+        let deliverer = Deliverer::new(dc, metrics.clone());
+        Dispatcher::with_parts(
+            &config.cluster_name,
             settings,
-            database: config.database.clone(),
+            config.database.clone(),
+            deliverer,
+            metrics,
+        )
+        .with_health(health)
+    }
+
+    /// A dispatcher from its parts: what [`Dispatcher::new`] derives from the configuration,
+    /// given directly (tests drive the real delivery loop with a fast retry policy this way).
+    /// The deliverer's policy decides retries and dead letters.
+    pub fn with_parts(
+        cluster: &str,
+        settings: NotifySettings,
+        database: DatabaseTarget,
+        deliverer: Deliverer,
+        metrics: Option<NotifyMetrics>,
+    ) -> Dispatcher {
+        Dispatcher {
+            cluster: cluster.to_owned(),
+            deliverer,
+            settings,
+            database,
             store: None,
             metrics,
-            health,
+            health: None,
             leader: None,
             blocked: HashMap::new(),
         }
+    }
+
+    fn with_health(mut self, health: Option<Arc<HealthState>>) -> Dispatcher {
+        self.health = health;
+        self
     }
 
     /// Delivers only while this agent holds the Lease, like the poll loop. Message claims make
@@ -140,7 +166,10 @@ impl Dispatcher {
         let targets = self.settings.targets.clone();
         'targets: for target in &targets {
             // One message claimed at a time: a stop between two sends leaves nothing claimed.
-            let mut attempted = HashSet::new();
+            // Bounded by attempts, not by distinct messages: a message whose short backoff
+            // is already over is due and claimed again, and is sent; skipping it once claimed
+            // would leave it unsent for a whole claim lease.
+            let mut attempts = 0;
             loop {
                 if self
                     .blocked
@@ -153,7 +182,7 @@ impl Dispatcher {
                     report.interrupted = true;
                     break 'targets;
                 }
-                if attempted.len() >= BATCH {
+                if attempts >= BATCH {
                     report.more = true;
                     continue 'targets;
                 }
@@ -173,11 +202,7 @@ impl Dispatcher {
                 if due.is_empty() {
                     continue 'targets;
                 }
-                if due.iter().any(|m| !attempted.insert(m.message.id.clone())) {
-                    // Due again within this pass (a zero backoff): the next pass takes it.
-                    report.more = true;
-                    continue 'targets;
-                }
+                attempts += due.len();
                 let messages: Vec<_> = due.iter().map(|m| m.message.clone()).collect();
                 let attempt = due.iter().map(|m| m.attempts).max().unwrap_or(0);
                 let outcome = self.deliverer.send_batch(target, &messages, attempt);

@@ -59,37 +59,35 @@ pub fn due_messages(
         .collect())
 }
 
-/// The notifier's view of a lifecycle event; `None` for kinds that never reach people.
+/// The notifier's view of a lifecycle event; `None` for what never reaches people: a lowered
+/// (or unchanged) severity is recorded in the history but is no news, and a `severity_changed`
+/// without a previous severity gives no evidence of a rise.
 pub fn change_of(event: &Event) -> Option<Change> {
     let kind = match event.kind {
         EventKind::New => ChangeKind::New,
         EventKind::Fixed => ChangeKind::Fixed,
+        EventKind::Withdrawn => ChangeKind::Withdrawn,
         EventKind::Reintroduced => ChangeKind::Reintroduced,
+        EventKind::ReportedAgain => ChangeKind::ReportedAgain,
+        EventKind::SeverityChanged => match event.previous_severity {
+            Some(previous) if event.finding.severity > previous => ChangeKind::SeverityRaised,
+            _ => return None,
+        },
         EventKind::WorkloadRemoved => ChangeKind::WorkloadRemoved,
-        // TODO(notify helper): the new kinds reach people.
-        EventKind::SeverityChanged
-        | EventKind::Withdrawn
-        | EventKind::ReportedAgain
-        | EventKind::ContainerRemoved => return None,
+        EventKind::ContainerRemoved => ChangeKind::ContainerRemoved,
     };
-    let f = &event.finding;
-    let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     Some(Change {
         kind,
         event_id: event.event_id.clone(),
         cluster: event.cluster.clone(),
-        namespace: event.asset.namespace.clone(),
-        workload_kind: event.asset.workload_kind.clone(),
-        workload: event.asset.workload.clone(),
-        container: event.asset.container.clone(),
+        asset: event.asset.clone(),
         image: event.image.clone(),
-        vulnerability_id: f.key.vulnerability_id.clone(),
-        package: f.key.package.clone(),
-        installed_version: f.installed_version.clone(),
-        fixed_version: opt(&f.fixed_version),
-        severity: f.severity,
-        title: opt(&f.title),
-        link: opt(&f.link),
+        finding: event.finding.clone(),
+        previous_severity: match kind {
+            ChangeKind::SeverityRaised => event.previous_severity,
+            _ => None,
+        },
+        peak_severity: event.peak_severity,
         occurred_at: event.occurred_at,
     })
 }
@@ -238,6 +236,210 @@ mod tests {
         );
         assert_eq!(with_removed.messages.len(), 1);
         assert!(with_removed.filtered.is_empty());
+    }
+
+    /// `event` with the severities a case varies.
+    fn event_with(
+        kind: EventKind,
+        severity: Severity,
+        previous: Option<Severity>,
+        peak: Severity,
+    ) -> Event {
+        let mut e = event("x", kind, "shop", "web", severity.as_str());
+        e.previous_severity = previous;
+        e.peak_severity = peak;
+        e
+    }
+
+    /// What reaches people (issue 10): every kind against the thresholds and the previous and
+    /// peak severities that matter.
+    #[test]
+    fn what_reaches_people_per_kind_threshold_and_severity() {
+        use EventKind as K;
+        use Severity::{Critical as C, High as H, Low as L, Medium as M, Unknown as U};
+        // (what, kind, severity, previous, peak, threshold, KIJO_NOTIFY_WORKLOAD_REMOVED, sent)
+        type Case = (&'static str, K, Severity, Option<Severity>, Severity, Severity, bool, bool);
+        #[rustfmt::skip]
+        let cases: &[Case] = &[
+            ("new at the threshold", K::New, H, None, H, H, false, true),
+            ("new above", K::New, C, None, C, H, false, true),
+            ("new below", K::New, M, None, M, H, false, false),
+            ("reintroduced at", K::Reintroduced, H, None, H, H, false, true),
+            ("reintroduced below", K::Reintroduced, L, None, L, H, false, false),
+            ("reported again above", K::ReportedAgain, C, None, C, H, false, true),
+            ("reported again below", K::ReportedAgain, M, None, M, H, false, false),
+            ("raise HIGH to CRITICAL at HIGH", K::SeverityChanged, C, Some(H), C, H, false, true),
+            ("raise into the threshold", K::SeverityChanged, H, Some(M), H, H, false, true),
+            ("raise below the threshold", K::SeverityChanged, M, Some(L), M, H, false, false),
+            ("lowering at a low threshold", K::SeverityChanged, L, Some(C), C, L, false, false),
+            ("lowering at UNKNOWN", K::SeverityChanged, L, Some(C), C, U, false, false),
+            ("lowering still above", K::SeverityChanged, H, Some(C), C, H, false, false),
+            ("no change", K::SeverityChanged, H, Some(H), H, U, false, false),
+            ("no previous: no evidence", K::SeverityChanged, C, None, C, U, false, false),
+            ("fixed, was CRITICAL, lowered to LOW", K::Fixed, L, None, C, H, false, true),
+            ("fixed, only ever LOW", K::Fixed, L, None, L, H, false, false),
+            ("fixed, peak below", K::Fixed, H, None, H, C, false, false),
+            ("fixed at", K::Fixed, C, None, C, C, false, true),
+            ("withdrawn, peak at", K::Withdrawn, M, None, H, H, false, true),
+            ("withdrawn, only ever LOW", K::Withdrawn, L, None, L, H, false, false),
+            ("workload removed, switch off", K::WorkloadRemoved, L, None, C, H, false, false),
+            ("workload removed, peak above", K::WorkloadRemoved, L, None, C, H, true, true),
+            ("workload removed, never reached", K::WorkloadRemoved, L, None, L, H, true, false),
+            ("container removed, switch off", K::ContainerRemoved, C, None, C, H, false, false),
+            ("container removed, peak above", K::ContainerRemoved, L, None, C, H, true, true),
+            ("container removed, never reached", K::ContainerRemoved, M, None, M, H, true, false),
+        ];
+        for &(what, kind, severity, previous, peak, threshold, removed, sent) in cases {
+            let e = event_with(kind, severity, previous, peak);
+            let p = plan(vec![("t".to_owned(), e.clone())], threshold, removed);
+            assert_eq!(p.messages.len(), usize::from(sent), "{what}");
+            assert_eq!(p.filtered.len(), usize::from(!sent), "{what}: recorded, not sent");
+            if sent {
+                let m = rebuild(&p.messages[0].1, &[e]).unwrap();
+                let told = if kind.is_closing() { peak } else { severity };
+                assert_eq!(m.severity, told, "{what}: the message severity");
+            }
+        }
+    }
+
+    #[test]
+    fn change_of_maps_every_kind_and_keeps_only_a_raise() {
+        use Severity::{Critical, Low, Medium};
+        let cases = [
+            (EventKind::New, None, Some(ChangeKind::New)),
+            (EventKind::Fixed, None, Some(ChangeKind::Fixed)),
+            (EventKind::Withdrawn, None, Some(ChangeKind::Withdrawn)),
+            (EventKind::Reintroduced, None, Some(ChangeKind::Reintroduced)),
+            (EventKind::ReportedAgain, None, Some(ChangeKind::ReportedAgain)),
+            (EventKind::SeverityChanged, Some(Medium), Some(ChangeKind::SeverityRaised)),
+            (EventKind::SeverityChanged, Some(Critical), None),
+            (EventKind::SeverityChanged, Some(Low), None),
+            (EventKind::SeverityChanged, None, None),
+            (EventKind::WorkloadRemoved, None, Some(ChangeKind::WorkloadRemoved)),
+            (EventKind::ContainerRemoved, None, Some(ChangeKind::ContainerRemoved)),
+        ];
+        for (kind, previous, want) in cases {
+            let mut e = event_with(kind, Low, previous, Critical);
+            if kind == EventKind::SeverityChanged {
+                e.finding.severity = Severity::High;
+                if previous == Some(Low) {
+                    e.finding.severity = Low;
+                }
+            }
+            let c = change_of(&e);
+            assert_eq!(c.as_ref().map(|c| c.kind), want, "{kind} from {previous:?}");
+            if let Some(c) = c {
+                assert_eq!(c.finding, e.finding, "the lifecycle finding, unchanged");
+                assert_eq!(c.asset, e.asset);
+                assert_eq!(c.peak_severity, Critical);
+                let raised = c.kind == ChangeKind::SeverityRaised;
+                assert_eq!(c.previous_severity, previous.filter(|_| raised));
+            }
+        }
+    }
+
+    /// The lifecycle's own events, cycle by cycle: a baseline CRITICAL finding lowered to LOW
+    /// (recorded, not sent) and then fixed is told at HIGH, as CRITICAL; a finding that was
+    /// only ever LOW is not.
+    #[test]
+    fn a_lowered_baseline_finding_is_told_fixed_at_its_peak() {
+        use crate::lifecycle::{Observation, StoredAsset, diff};
+        let asset = AssetId {
+            namespace: "shop".to_owned(),
+            workload_kind: "Deployment".to_owned(),
+            workload: "web".to_owned(),
+            container: "app".to_owned(),
+        };
+        let finding = |cve: &str, severity: Severity| Finding {
+            key: FindingKey {
+                vulnerability_id: cve.to_owned(),
+                package: "openssl".to_owned(),
+            },
+            severity,
+            installed_version: "3.0.1".to_owned(),
+            ..Finding::default()
+        };
+        let scan = |at: &str, image: &str, findings: Vec<Finding>| Observation {
+            cluster: "c".to_owned(),
+            asset: asset.clone(),
+            image: image.to_owned(),
+            scanned_at: at.parse().unwrap(),
+            revision: None,
+            findings,
+        };
+        let mut stored = StoredAsset {
+            sibling_keys: Some(Default::default()),
+            ..StoredAsset::default()
+        };
+        let mut cycles = Vec::new();
+        for (at, image, findings, baseline) in [
+            (
+                "2026-11-27T10:00:00Z",
+                "nginx@sha256:aaaa",
+                vec![finding("CVE-1", Severity::Critical), finding("CVE-2", Severity::Low)],
+                true,
+            ),
+            (
+                "2026-11-27T11:00:00Z",
+                "nginx@sha256:aaaa",
+                vec![finding("CVE-1", Severity::Low), finding("CVE-2", Severity::Low)],
+                false,
+            ),
+            ("2026-11-27T12:00:00Z", "nginx@sha256:bbbb", vec![], false),
+        ] {
+            let obs = scan(at, image, findings);
+            let changes = diff(&stored, &obs, baseline);
+            assert!(!changes.stale && !changes.needs_siblings);
+            for row in &changes.rows {
+                match stored
+                    .findings
+                    .iter_mut()
+                    .find(|f| f.finding.key == row.finding.key)
+                {
+                    Some(old) => *old = row.clone(),
+                    None => stored.findings.push(row.clone()),
+                }
+            }
+            stored.last_scan_at = Some(obs.scanned_at);
+            stored.image = obs.image.clone();
+            cycles.push(changes.events);
+        }
+        assert!(cycles[0].is_empty(), "the baseline is silent");
+        let sent = |events: &[Event]| {
+            let rows = events.iter().map(|e| ("t".to_owned(), e.clone())).collect();
+            let p = plan(rows, Severity::High, false);
+            p.messages
+                .iter()
+                .map(|(_, id, ids)| {
+                    let evs: Vec<Event> = events
+                        .iter()
+                        .filter(|e| ids.contains(&e.event_id))
+                        .cloned()
+                        .collect();
+                    rebuild(id, &evs).unwrap()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            cycles[1].iter().map(|e| e.kind).collect::<Vec<_>>(),
+            [EventKind::SeverityChanged]
+        );
+        assert!(sent(&cycles[1]).is_empty(), "a lowering is never sent");
+        let fixed = sent(&cycles[2]);
+        assert_eq!(fixed.len(), 1, "{:?}", cycles[2]);
+        let m = &fixed[0];
+        assert_eq!(m.kind, ChangeKind::Fixed);
+        assert_eq!(m.severity, Severity::Critical, "told at its peak");
+        let cves: Vec<&str> = m
+            .changes
+            .iter()
+            .map(|c| c.finding.key.vulnerability_id.as_str())
+            .collect();
+        assert_eq!(cves, ["CVE-1"], "CVE-2 was only ever LOW");
+        assert_eq!(
+            crate::notify::slack::title(m),
+            "✅ Critical Vulnerabilities Fixed in c"
+        );
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub(crate) fn heartbeat_body(version: &str, cluster: &str, now: Timestamp) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::event::Severity;
+    use crate::notify::event::{ChangeKind, Severity};
     use crate::notify::group::group;
     use crate::notify::group::tests::change;
     use serde_json::Value;
@@ -131,6 +131,77 @@ mod tests {
     }
 
     #[test]
+    fn spec_lists_every_event_kind_and_the_optional_finding_fields() {
+        let spec = spec();
+        let schemas = &spec["components"]["schemas"];
+        let mut listed: Vec<&str> = schemas["Event"]["properties"]["event"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        // The original four stay first and in their order: the contract only grows.
+        assert_eq!(
+            listed[..4],
+            [
+                "vulnerabilities_detected",
+                "vulnerabilities_fixed",
+                "vulnerabilities_reintroduced",
+                "workload_removed"
+            ]
+        );
+        listed.sort_unstable();
+        let mut kinds: Vec<&str> = ChangeKind::ALL.iter().map(|k| k.event_name()).collect();
+        kinds.sort_unstable();
+        assert_eq!(listed, kinds);
+        let finding = &schemas["Finding"]["properties"];
+        let required = required(&spec, "Finding");
+        for key in ["previous_severity", "peak_severity", "package_path"] {
+            assert!(finding.get(key).is_some(), "Finding lacks {key}");
+            assert!(!required.iter().any(|r| r == key), "{key} is optional");
+        }
+    }
+
+    /// What the agent sends for the new kinds is what the spec declares: every property of an
+    /// event and of a finding is one the spec names.
+    #[test]
+    fn bodies_of_every_kind_use_only_declared_properties() {
+        let spec = spec();
+        let schemas = &spec["components"]["schemas"];
+        let declared = |schema: &str| -> Vec<String> {
+            schemas[schema]["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect()
+        };
+        let (event_props, finding_props) = (declared("Event"), declared("Finding"));
+        for kind in ChangeKind::ALL {
+            let mut c = change("1", "web", "CVE-1", Severity::Critical);
+            c.kind = kind;
+            c.finding.package_path = "usr/lib/libssl.so".to_owned();
+            c.peak_severity = Severity::Critical;
+            if kind == ChangeKind::SeverityRaised {
+                c.previous_severity = Some(Severity::Medium);
+            }
+            if kind.is_closing() {
+                c.finding.severity = Severity::Low;
+            }
+            let body: Value =
+                serde_json::from_slice(&events_body("0.1.0", "prod", &group(vec![c]))).unwrap();
+            let event = &body["events"][0];
+            assert_eq!(event["event"], kind.event_name());
+            for key in event.as_object().unwrap().keys() {
+                assert!(event_props.contains(key), "{kind:?}: event has undeclared {key}");
+            }
+            for key in event["findings"][0].as_object().unwrap().keys() {
+                assert!(finding_props.contains(key), "{kind:?}: finding has undeclared {key}");
+            }
+        }
+    }
+
+    #[test]
     fn urls_and_batch_ids() {
         assert_eq!(
             url("https://api.kijo.io/", EVENTS_PATH),
@@ -144,7 +215,7 @@ mod tests {
         assert_eq!(batch_id(&m), m[0].id);
         let two = group(vec![change("1", "web", "CVE-1", Severity::Critical), {
             let mut c = change("2", "web", "CVE-1", Severity::Critical);
-            c.namespace = "other".to_owned();
+            c.asset.namespace = "other".to_owned();
             c
         }]);
         let reversed: Vec<Message> = two.iter().rev().cloned().collect();

@@ -11,7 +11,8 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
 use super::event::{ChangeKind, Severity};
-use super::group::{ImageGroup, Message};
+use super::event::non_empty;
+use super::group::{ImageGroup, ListedFinding, Message};
 use crate::config::target_url::{CLUSTER_PLACEHOLDER, NAMESPACE_PLACEHOLDER, is_loopback};
 
 pub(crate) const MAX_BLOCKS: usize = 50;
@@ -27,8 +28,22 @@ pub(crate) const MAX_TOTAL_TEXT: usize = 12_000;
 const MAX_NAMES: usize = 5;
 
 /// Blocks that are not image-group sections: header, fields, summary, "…and N more",
-/// details link, context footer.
+/// details link, context footer (plus the [`explanation`] where a kind has one).
 const FIXED_BLOCKS: usize = 6;
+
+/// Shown right after the summary for kinds whose title alone could be misread: "no longer
+/// reported" is not "fixed", and "reported again" is not a regression of what runs.
+pub(crate) fn explanation(kind: ChangeKind) -> Option<&'static str> {
+    match kind {
+        ChangeKind::Withdrawn => {
+            Some("No longer reported by the scanner — the image did not change.")
+        }
+        ChangeKind::ReportedAgain => {
+            Some("Reported again by the scanner after it had stopped reporting them.")
+        }
+        _ => None,
+    }
+}
 
 /// The human title of a message, e.g. "🚨 New Critical Vulnerabilities in production-eu".
 pub(crate) fn title(message: &Message) -> String {
@@ -38,7 +53,13 @@ pub(crate) fn title(message: &Message) -> String {
         ChangeKind::New => format!("🚨 New {sev} Vulnerabilities in {cluster}"),
         ChangeKind::Fixed => format!("✅ {sev} Vulnerabilities Fixed in {cluster}"),
         ChangeKind::Reintroduced => format!("⚠️ {sev} Vulnerabilities Reintroduced in {cluster}"),
+        ChangeKind::Withdrawn => {
+            format!("ℹ️ {sev} Vulnerabilities No Longer Reported in {cluster}")
+        }
+        ChangeKind::ReportedAgain => format!("🔁 {sev} Vulnerabilities Reported Again in {cluster}"),
+        ChangeKind::SeverityRaised => format!("📈 Vulnerabilities Raised to {sev} in {cluster}"),
         ChangeKind::WorkloadRemoved => format!("🗑️ Workloads Removed in {cluster}"),
+        ChangeKind::ContainerRemoved => format!("🗑️ Containers Removed in {cluster}"),
     }
 }
 
@@ -180,26 +201,30 @@ fn join_within(items: &[String], sep: &str, max: usize) -> String {
     out
 }
 
-fn finding_text(f: &super::group::Finding, message_severity: Severity) -> String {
-    let id = escape(&f.vulnerability_id);
+fn finding_text(listed: &ListedFinding, message_severity: Severity) -> String {
+    let f = &listed.finding;
+    let id = escape(&f.key.vulnerability_id);
     // A link that is not https, or could break mrkdwn's <url|label> syntax, is left out,
     // not mangled.
-    let id = match f.link.as_deref().and_then(safe_link) {
+    let id = match non_empty(&f.link).and_then(safe_link) {
         Some(link) => format!("<{}|{id}>", escape(link)),
         None => id,
     };
-    let mut pkg = escape(&f.package);
+    let mut pkg = escape(&f.key.package);
     if !f.installed_version.is_empty() {
         pkg.push(' ');
         pkg.push_str(&escape(&f.installed_version));
     }
-    if let Some(fixed) = f.fixed_version.as_deref().filter(|v| !v.is_empty()) {
+    if let Some(fixed) = non_empty(&f.fixed_version) {
         pkg.push_str(" → ");
         pkg.push_str(&escape(fixed));
     }
     let mut out = format!("{id} ({pkg})");
-    if f.severity != message_severity {
-        out.push_str(&format!(" [{}]", f.severity));
+    if let Some(previous) = listed.previous_severity {
+        // A raise states both ends, so the line reads on its own.
+        out.push_str(&format!(" now {}, was {previous}", listed.severity));
+    } else if listed.severity != message_severity {
+        out.push_str(&format!(" [{}]", listed.severity));
     }
     out
 }
@@ -283,8 +308,8 @@ pub(crate) fn render(message: &Message, details_url_template: Option<&str>) -> V
     let findings = message
         .changes
         .iter()
-        .filter(|c| !c.vulnerability_id.is_empty())
-        .map(|c| c.vulnerability_id.as_str())
+        .filter(|c| c.has_finding())
+        .map(|c| c.finding.key.vulnerability_id.as_str())
         .collect::<std::collections::BTreeSet<_>>()
         .len();
     let workloads = message.workload_count();
@@ -302,6 +327,11 @@ pub(crate) fn render(message: &Message, details_url_template: Option<&str>) -> V
     };
     used += len(&summary);
     blocks.push(section(summary));
+    let explained = explanation(message.kind);
+    if let Some(line) = explained {
+        used += len(line);
+        blocks.push(section(line.to_owned()));
+    }
 
     let details = details_url_template
         .map(|t| details_url(t, &message.cluster, &message.namespace))
@@ -318,7 +348,7 @@ pub(crate) fn render(message: &Message, details_url_template: Option<&str>) -> V
     // Reserve room for the closing blocks before spending the budget on groups.
     let more_reserve = 120;
     let reserved = details.as_ref().map_or(0, |d| len(d)) + len(&footer) + more_reserve;
-    let max_group_sections = MAX_BLOCKS - FIXED_BLOCKS;
+    let max_group_sections = MAX_BLOCKS - FIXED_BLOCKS - usize::from(explained.is_some());
 
     let mut shown = 0;
     for g in &message.groups {
@@ -466,7 +496,7 @@ fn mrkdwn_to_plain(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::notify::group::group;
-    use crate::notify::group::tests::change;
+    use crate::notify::group::tests::{change, change_of_kind};
 
     /// Every limit this module promises, checked on a rendered body.
     fn assert_within_limits(body: &Value) {
@@ -515,7 +545,7 @@ mod tests {
     #[test]
     fn one_finding_looks_like_the_readme_example() {
         let mut c = change("1", "web-app", "CVE-2024-45337", Severity::Critical);
-        c.link = None;
+        c.finding.link = String::new();
         let m = &group(vec![c])[0];
         let body = render(m, Some("https://kijo.example.com/clusters/{cluster}"));
         assert_within_limits(&body);
@@ -556,6 +586,22 @@ mod tests {
                 ChangeKind::WorkloadRemoved,
                 "🗑️ Workloads Removed in production-eu",
             ),
+            (
+                ChangeKind::Withdrawn,
+                "ℹ️ High Vulnerabilities No Longer Reported in production-eu",
+            ),
+            (
+                ChangeKind::ReportedAgain,
+                "🔁 High Vulnerabilities Reported Again in production-eu",
+            ),
+            (
+                ChangeKind::SeverityRaised,
+                "📈 Vulnerabilities Raised to High in production-eu",
+            ),
+            (
+                ChangeKind::ContainerRemoved,
+                "🗑️ Containers Removed in production-eu",
+            ),
         ];
         for (kind, want) in cases {
             let mut c = change("1", "web", "CVE-1", Severity::High);
@@ -563,6 +609,153 @@ mod tests {
             let m = &group(vec![c])[0];
             assert_eq!(title(m), want);
             assert_eq!(render(m, None)["blocks"][0]["text"]["text"], want);
+        }
+    }
+
+    /// The first lines of a message's terminal preview.
+    fn preview(m: &Message) -> Vec<String> {
+        let body = render(m, None);
+        assert_within_limits(&body);
+        to_terminal_text(&body).lines().map(str::to_owned).collect()
+    }
+
+    const FINDING_LINE: &str = "• web-app (Deployment): CVE-2024-45337 (https://avd.aquasec.com/nvd/cve-2024-45337) (golang.org/x/crypto 0.1.0 → 0.31.0)";
+
+    #[test]
+    fn withdrawn_and_reported_again_explain_themselves() {
+        let cases = [
+            (
+                ChangeKind::Withdrawn,
+                "ℹ️ Critical Vulnerabilities No Longer Reported in production-eu",
+                "No longer reported by the scanner — the image did not change.",
+            ),
+            (
+                ChangeKind::ReportedAgain,
+                "🔁 Critical Vulnerabilities Reported Again in production-eu",
+                "Reported again by the scanner after it had stopped reporting them.",
+            ),
+        ];
+        for (kind, want_title, want_line) in cases {
+            let c = change_of_kind(kind, "1", "web-app", "CVE-2024-45337", Severity::Critical);
+            let lines = preview(&group(vec![c])[0]);
+            assert_eq!(lines[0], want_title);
+            assert_eq!(lines[1], "Cluster: production-eu   Namespace: default");
+            assert_eq!(
+                lines[2],
+                "Workloads affected: 1 vulnerability in 1 workload"
+            );
+            assert_eq!(lines[3], want_line, "right after the summary");
+            assert_eq!(lines[4], FINDING_LINE);
+            assert_eq!(lines[5], "      image registry.example.com/web-app:1.0");
+        }
+        // No other kind has an explanation line.
+        for kind in ChangeKind::ALL {
+            let c = change_of_kind(kind, "1", "web-app", "CVE-2024-45337", Severity::Critical);
+            let lines = preview(&group(vec![c])[0]);
+            let explained = matches!(kind, ChangeKind::Withdrawn | ChangeKind::ReportedAgain);
+            assert_eq!(lines[3] == FINDING_LINE, !explained, "{kind:?}: {lines:?}");
+        }
+    }
+
+    #[test]
+    fn a_raised_finding_says_now_and_was() {
+        let mut critical = change("1", "web-app", "CVE-2024-45337", Severity::Critical);
+        critical.kind = ChangeKind::SeverityRaised;
+        critical.previous_severity = Some(Severity::Medium);
+        let mut high = change("2", "web-app", "CVE-2024-1", Severity::High);
+        high.kind = ChangeKind::SeverityRaised;
+        high.previous_severity = Some(Severity::Low);
+        let lines = preview(&group(vec![critical, high])[0]);
+        assert_eq!(
+            lines[0],
+            "📈 Vulnerabilities Raised to Critical in production-eu"
+        );
+        assert_eq!(
+            lines[2],
+            "Workloads affected: 2 vulnerabilities in 1 workload"
+        );
+        assert_eq!(
+            lines[3],
+            format!(
+                "{FINDING_LINE} now CRITICAL, was MEDIUM, CVE-2024-1 (https://avd.aquasec.com/nvd/cve-2024-1) (golang.org/x/crypto 0.1.0 → 0.31.0) now HIGH, was LOW"
+            ),
+            "each finding states both ends, no [HIGH] tag"
+        );
+    }
+
+    #[test]
+    fn a_closing_message_is_told_at_the_peak() {
+        // Announced CRITICAL, lowered to LOW, then fixed: told as CRITICAL, without a [LOW] tag.
+        let mut lowered = change_of_kind(
+            ChangeKind::Fixed,
+            "1",
+            "web-app",
+            "CVE-2024-45337",
+            Severity::Low,
+        );
+        lowered.peak_severity = Severity::Critical;
+        let mut high = change_of_kind(ChangeKind::Fixed, "2", "api", "CVE-2024-1", Severity::High);
+        high.finding.link = String::new();
+        let m = &group(vec![lowered, high])[0];
+        assert_eq!(m.severity, Severity::Critical);
+        let lines = preview(m);
+        assert_eq!(lines[0], "✅ Critical Vulnerabilities Fixed in production-eu");
+        assert_eq!(lines[3], FINDING_LINE);
+        assert_eq!(
+            lines[5],
+            "• api (Deployment): CVE-2024-1 (golang.org/x/crypto 0.1.0 → 0.31.0) [HIGH]"
+        );
+    }
+
+    #[test]
+    fn a_removed_container_is_named_with_its_findings() {
+        let mut c = change_of_kind(
+            ChangeKind::ContainerRemoved,
+            "1",
+            "web-app",
+            "CVE-2024-45337",
+            Severity::Critical,
+        );
+        c.asset.container = "sidecar".to_owned();
+        let lines = preview(&group(vec![c])[0]);
+        assert_eq!(lines[0], "🗑️ Containers Removed in production-eu");
+        assert_eq!(lines[3], FINDING_LINE);
+    }
+
+    #[test]
+    fn every_kind_stays_within_every_limit() {
+        for kind in ChangeKind::ALL {
+            // Many small groups: the block limit binds before the text budget.
+            let mut changes = Vec::new();
+            for w in 0..120 {
+                let mut c = change_of_kind(kind, &format!("{w}"), &format!("w{w}"), "C", Severity::High);
+                c.image = format!("i{w}");
+                c.previous_severity = (kind == ChangeKind::SeverityRaised).then_some(Severity::Low);
+                changes.push(c);
+            }
+            let body = render(&group(changes)[0], Some("https://kijo.example.com/{cluster}"));
+            assert_within_limits(&body);
+            let blocks = body["blocks"].as_array().unwrap();
+            assert_eq!(blocks.len(), MAX_BLOCKS, "{kind:?}: every block used, none more");
+            assert!(all_text(&body).contains("…and "), "{kind:?}");
+            // And the large case.
+            let mut changes = Vec::new();
+            for w in 0..250 {
+                for v in 0..20 {
+                    let mut c = change_of_kind(
+                        kind,
+                        &format!("{w}-{v}"),
+                        &format!("workload-with-a-rather-long-name-{w:04}"),
+                        &format!("CVE-2024-{v:05}"),
+                        Severity::Critical,
+                    );
+                    c.previous_severity =
+                        (kind == ChangeKind::SeverityRaised).then_some(Severity::Medium);
+                    changes.push(c);
+                }
+            }
+            let body = render(&group(changes)[0], Some("https://kijo.example.com/{cluster}"));
+            assert_within_limits(&body);
         }
     }
 
@@ -577,7 +770,7 @@ mod tests {
                     &format!("CVE-2024-{v:05}"),
                     Severity::Critical,
                 );
-                c.package = format!("some/quite/long/package/path/number/{v}");
+                c.finding.key.package = format!("some/quite/long/package/path/number/{v}");
                 changes.push(c);
             }
         }
@@ -641,7 +834,7 @@ mod tests {
     #[test]
     fn terminal_preview_reads_like_the_readme() {
         let mut a = change("1", "web-app", "CVE-2024-45337", Severity::Critical);
-        a.link = Some("https://avd.aquasec.com/nvd/cve-2024-45337".to_owned());
+        a.finding.link = "https://avd.aquasec.com/nvd/cve-2024-45337".to_owned();
         a.image = "a&b:<1>".to_owned();
         let m = &group(vec![a])[0];
         let text = to_terminal_text(&render(
@@ -671,7 +864,7 @@ mod tests {
     fn a_removed_workload_without_findings_is_named() {
         let mut c = change("1", "old-batch", "", Severity::Unknown);
         c.kind = ChangeKind::WorkloadRemoved;
-        c.workload_kind = "CronJob".to_owned();
+        c.asset.workload_kind = "CronJob".to_owned();
         let m = &group(vec![c])[0];
         let body = render(m, None);
         assert_within_limits(&body);
@@ -706,7 +899,7 @@ mod tests {
         ];
         for (link, linked) in cases {
             let mut c = change("1", "web", "CVE-1", Severity::Critical);
-            c.link = Some(link.to_owned());
+            c.finding.link = link.to_owned();
             let body = render(&group(vec![c])[0], None);
             let text = body["blocks"][3]["text"]["text"]
                 .as_str()
@@ -724,13 +917,13 @@ mod tests {
     fn report_text_cannot_fake_lines_ring_bells_or_reorder() {
         let hostile = "a\nb\r\tc\u{7}d\u{1b}[31me\u{202E}f\u{2066}g\u{85}h*i*`j`";
         let mut c = change("1", hostile, hostile, Severity::Critical);
-        c.package = hostile.to_owned();
-        c.installed_version = hostile.to_owned();
-        c.fixed_version = Some(hostile.to_owned());
+        c.finding.key.package = hostile.to_owned();
+        c.finding.installed_version = hostile.to_owned();
+        c.finding.fixed_version = hostile.to_owned();
         c.image = hostile.to_owned();
-        c.namespace = hostile.to_owned();
+        c.asset.namespace = hostile.to_owned();
         c.cluster = hostile.to_owned();
-        c.workload_kind = hostile.to_owned();
+        c.asset.workload_kind = hostile.to_owned();
         let m = &group(vec![c])[0];
         let body = render(m, None);
         assert_within_limits(&body);

@@ -1,47 +1,138 @@
-//! Notification delivery against a real HTTP receiver on 127.0.0.1.
+//! Notification delivery against a real HTTP receiver on 127.0.0.1. Retries and dead letters
+//! are driven by the code the agent runs: the outbox [`Dispatcher`] over a real embedded store,
+//! with the deliverer's retry policy made fast.
 
 use std::time::{Duration, Instant};
 
+use kijo_agent::lifecycle::{AssetId, Finding, FindingKey, Observation};
 use kijo_agent::metrics::Registry;
 use kijo_agent::notify::deliver::DelivererConfig;
 use kijo_agent::notify::event::{Change, ChangeKind, Severity};
 use kijo_agent::notify::group::{Message, group, select};
 use kijo_agent::notify::metrics::{FailureLabels, TargetLabels};
 use kijo_agent::notify::policy::DeliveryPolicy;
-use kijo_agent::notify::{Deliverer, NotifyMetrics, Outcome, Target, send_test_message, signature};
+use kijo_agent::notify::{
+    Deliverer, Dispatcher, NotifyMetrics, NotifySettings, Outcome, Target, send_test_message,
+    signature,
+};
 use kijo_agent::secret::Secret;
+use kijo_agent::store::{DatabaseTarget, Store};
 
+use crate::support::agent::TempDir;
 use crate::support::receiver::{Receiver, Reply, wait_until};
 
 const WAIT: Duration = Duration::from_secs(20);
+const CLUSTER: &str = "production-eu";
+
+fn finding(cve: &str) -> Finding {
+    Finding {
+        key: FindingKey {
+            vulnerability_id: cve.to_owned(),
+            package: "golang.org/x/crypto".to_owned(),
+        },
+        severity: Severity::Critical,
+        installed_version: "0.20.0".to_owned(),
+        fixed_version: "0.31.0".to_owned(),
+        title: "golang.org/x/crypto/ssh: misuse of ServerConfig".to_owned(),
+        link: format!("https://avd.aquasec.com/nvd/{}", cve.to_lowercase()),
+        package_path: String::new(),
+    }
+}
+
+fn asset(namespace: &str, workload: &str) -> AssetId {
+    AssetId {
+        namespace: namespace.to_owned(),
+        workload_kind: "Deployment".to_owned(),
+        workload: workload.to_owned(),
+        container: "app".to_owned(),
+    }
+}
 
 fn change(event_id: &str, namespace: &str, workload: &str, cve: &str) -> Change {
     Change {
         kind: ChangeKind::New,
         event_id: event_id.to_owned(),
-        cluster: "production-eu".to_owned(),
-        namespace: namespace.to_owned(),
-        workload_kind: "Deployment".to_owned(),
-        workload: workload.to_owned(),
-        container: "app".to_owned(),
+        cluster: CLUSTER.to_owned(),
+        asset: asset(namespace, workload),
         image: format!("registry.example.com/{workload}:1.2.3"),
-        vulnerability_id: cve.to_owned(),
-        package: "golang.org/x/crypto".to_owned(),
-        installed_version: "0.20.0".to_owned(),
-        fixed_version: Some("0.31.0".to_owned()),
-        severity: Severity::Critical,
-        title: Some("golang.org/x/crypto/ssh: misuse of ServerConfig".to_owned()),
-        link: Some(format!(
-            "https://avd.aquasec.com/nvd/{}",
-            cve.to_lowercase()
-        )),
+        finding: finding(cve),
+        previous_severity: None,
+        peak_severity: Severity::Critical,
         occurred_at: "2024-01-15T10:30:00Z".parse().unwrap(),
     }
 }
 
+/// A real outbox: an embedded store in which one scan per (namespace, workload, CVE) has
+/// queued a new CRITICAL finding for `target`, so each namespace is one message.
+struct Outbox {
+    dir: TempDir,
+    database: DatabaseTarget,
+}
+
+impl Outbox {
+    fn with_new_findings(target: &str, findings: &[(&str, &str, &str)]) -> Outbox {
+        let dir = TempDir::new("notify-outbox");
+        let database =
+            DatabaseTarget::parse(&format!("sqlite:{}", dir.path().join("k.db").display()))
+                .unwrap();
+        let mut store = Store::open(&database).unwrap();
+        for (namespace, workload, cve) in findings {
+            let observation = Observation {
+                cluster: CLUSTER.to_owned(),
+                asset: asset(namespace, workload),
+                image: format!("registry.example.com/{workload}:1.2.3"),
+                scanned_at: "2024-01-15T10:30:00Z".parse().unwrap(),
+                revision: None,
+                findings: vec![finding(cve)],
+            };
+            store
+                .apply(&observation, None, false, &[target.to_owned()])
+                .unwrap();
+        }
+        Outbox { dir, database }
+    }
+
+    /// The agent's notify loop for `target` over this outbox, retrying per `deliverer`.
+    fn dispatcher(
+        &self,
+        target: Target,
+        deliverer: Deliverer,
+        metrics: Option<NotifyMetrics>,
+    ) -> Dispatcher {
+        let policy = deliverer.config().policy.clone();
+        let settings = NotifySettings {
+            targets: vec![target],
+            min_severity: Severity::Critical,
+            notify_workload_removed: false,
+            details_url: None,
+            max_age: policy.max_age,
+            allow_insecure_http: true,
+            retry_base: policy.base,
+        };
+        Dispatcher::with_parts(CLUSTER, settings, self.database.clone(), deliverer, metrics)
+    }
+
+    /// (message id, state, last error) of every stored message, as an operator inspects them.
+    fn messages(&self) -> Vec<(String, String, Option<String>)> {
+        let c = rusqlite::Connection::open(self.dir.path().join("k.db")).unwrap();
+        let mut stmt = c
+            .prepare("SELECT message_id, state, last_error FROM notification_messages ORDER BY message_id")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+}
+
+/// Runs the dispatcher until nothing is pending (or [`WAIT`] passes); the number still pending.
+fn drain(dispatcher: &mut Dispatcher) -> u64 {
+    dispatcher.drain(Instant::now() + WAIT, &|| false)
+}
+
 /// Fast retries so tests spend milliseconds, not minutes, in backoff.
 fn deliverer(metrics: Option<NotifyMetrics>) -> Deliverer {
-    let mut config = DelivererConfig::new("production-eu");
+    let mut config = DelivererConfig::new(CLUSTER);
     config.timeout = Duration::from_secs(5);
     config.details_url = Some("https://kijo.example.com/clusters/{cluster}".to_owned());
     config.policy = DeliveryPolicy {
@@ -206,14 +297,22 @@ fn bad_request_is_permanent_and_dead_lettered_without_a_retry_storm() {
         }
         other => panic!("expected permanent, got {other:?}"),
     }
-    let report = d.deliver_until(
-        &target,
-        std::slice::from_ref(&message),
-        Instant::now() + WAIT,
+    // The agent's loop over a real outbox: one attempt, dead-lettered, never retried.
+    let outbox = Outbox::with_new_findings("slack", &[("default", "web-app", "CVE-2024-45337")]);
+    let mut dispatcher = outbox.dispatcher(target, d, Some(metrics));
+    assert_eq!(drain(&mut dispatcher), 0, "nothing left pending");
+    let stored = outbox.messages();
+    assert_eq!(stored.len(), 1);
+    let (_, state, reason) = &stored[0];
+    assert_eq!(state, "dead");
+    let reason = reason.as_deref().unwrap_or_default();
+    assert!(reason.contains("HTTP 400"), "{reason}");
+    assert!(reason.contains("invalid_payload"), "{reason}");
+    assert_eq!(
+        dispatcher.pass(&|| false).unwrap().dead_lettered,
+        0,
+        "a dead letter is not tried again"
     );
-    assert!(report.delivered.is_empty() && report.pending.is_empty());
-    assert_eq!(report.dead_lettered.len(), 1);
-    assert!(report.dead_lettered[0].1.contains("HTTP 400"));
     assert_eq!(receiver.requests().len(), 2, "one attempt each, no retries");
     let text = kijo_agent::metrics::render(&registry);
     assert!(text.contains(
@@ -304,15 +403,18 @@ fn down_for_several_retry_periods_then_up_delivers_each_message_exactly_once() {
     let metrics = NotifyMetrics::new(&mut registry);
     let d = deliverer(Some(metrics.clone()));
     let target = webhook(&receiver, Some("k"));
-    let messages = group(vec![
-        change("a", "default", "web-app", "CVE-1"),
-        change("b", "payments", "api", "CVE-2"),
-        change("c", "batch", "job", "CVE-3"),
-    ]);
-    assert_eq!(messages.len(), 3);
+    let outbox = Outbox::with_new_findings(
+        "webhook",
+        &[
+            ("default", "web-app", "CVE-1"),
+            ("payments", "api", "CVE-2"),
+            ("batch", "job", "CVE-3"),
+        ],
+    );
+    let mut dispatcher = outbox.dispatcher(target, d, Some(metrics.clone()));
 
-    let report = std::thread::scope(|s| {
-        let worker = s.spawn(|| d.deliver_until(&target, &messages, Instant::now() + WAIT));
+    let pending = std::thread::scope(|s| {
+        let worker = s.spawn(|| drain(&mut dispatcher));
         let failed = || {
             metrics
                 .failed
@@ -331,13 +433,16 @@ fn down_for_several_retry_periods_then_up_delivers_each_message_exactly_once() {
         worker.join().unwrap()
     });
 
-    let mut want: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
-    let mut got = report.delivered.clone();
-    want.sort();
-    got.sort();
-    assert_eq!(got, want);
-    assert!(report.dead_lettered.is_empty() && report.pending.is_empty());
-    for id in &want {
+    let stored = outbox.messages();
+    let answers: Vec<_> = receiver
+        .requests()
+        .iter()
+        .map(|r| (r.answered, r.header("idempotency-key").map(str::to_owned)))
+        .collect();
+    assert_eq!(pending, 0, "{stored:?} {answers:?}");
+    assert_eq!(stored.len(), 3, "one message per namespace");
+    for (id, state, _) in &stored {
+        assert_eq!(state, "delivered", "message {id}");
         let accepted = receiver
             .requests()
             .iter()
@@ -403,7 +508,8 @@ fn test_message_reaches_every_target() {
 #[test]
 fn below_threshold_and_workload_removed_are_not_sent_unless_configured() {
     let mut low = change("l", "default", "web", "CVE-9");
-    low.severity = Severity::Medium;
+    low.finding.severity = Severity::Medium;
+    low.peak_severity = Severity::Medium;
     let mut removed = change("r", "default", "old", "");
     removed.kind = ChangeKind::WorkloadRemoved;
     let selected = select(
@@ -422,7 +528,7 @@ fn below_threshold_and_workload_removed_are_not_sent_unless_configured() {
 fn a_hung_target_times_out_and_is_retried() {
     let receiver = Receiver::start();
     receiver.script([Reply::Hang(Duration::from_secs(30))]);
-    let mut config = DelivererConfig::new("production-eu");
+    let mut config = DelivererConfig::new(CLUSTER);
     config.timeout = Duration::from_millis(500);
     let d = Deliverer::new(config, None);
     let started = Instant::now();
@@ -455,15 +561,17 @@ fn the_delivery_loop_waits_out_retry_after() {
     let receiver = Receiver::start();
     receiver.script([Reply::status(429).header("Retry-After", "1")]);
     let d = deliverer(None);
-    let message = one_message();
-    let report = d.deliver_until(
-        &webhook(&receiver, None),
-        std::slice::from_ref(&message),
-        Instant::now() + WAIT,
-    );
-    assert_eq!(report.delivered, vec![message.id.clone()]);
+    let outbox = Outbox::with_new_findings("webhook", &[("default", "web-app", "CVE-1")]);
+    let mut dispatcher = outbox.dispatcher(webhook(&receiver, None), d, None);
+    assert_eq!(drain(&mut dispatcher), 0);
+    let stored = outbox.messages();
+    assert_eq!(stored[0].1, "delivered");
     let reqs = receiver.requests();
     assert_eq!(reqs.len(), 2);
+    assert_eq!(
+        reqs[1].header("idempotency-key"),
+        Some(stored[0].0.as_str())
+    );
     let gap = reqs[1].at - reqs[0].at;
     assert!(
         gap >= Duration::from_millis(950),
@@ -475,23 +583,23 @@ fn the_delivery_loop_waits_out_retry_after() {
 fn a_target_failing_past_the_maximum_age_dead_letters_the_message() {
     let receiver = Receiver::start();
     receiver.set_default(Reply::status(503));
-    let mut config = DelivererConfig::new("production-eu");
+    let mut config = DelivererConfig::new(CLUSTER);
     config.timeout = Duration::from_secs(5);
     config.policy.base = Duration::from_millis(20);
     config.policy.cap = Duration::from_millis(50);
     config.policy.max_age = Duration::from_millis(400);
     let d = Deliverer::new(config, None);
-    let message = one_message();
+    let outbox = Outbox::with_new_findings("webhook", &[("default", "web-app", "CVE-1")]);
+    let mut dispatcher = outbox.dispatcher(webhook(&receiver, None), d, None);
     let started = Instant::now();
-    let report = d.deliver_until(
-        &webhook(&receiver, None),
-        std::slice::from_ref(&message),
-        started + WAIT,
-    );
-    assert!(report.delivered.is_empty() && report.pending.is_empty());
-    assert_eq!(report.dead_lettered.len(), 1);
-    assert!(report.dead_lettered[0].1.contains("KIJO_NOTIFY_MAX_AGE"));
-    assert!(report.dead_lettered[0].1.contains("HTTP 503"));
+    assert_eq!(drain(&mut dispatcher), 0, "dead-lettered, not pending");
+    let stored = outbox.messages();
+    assert_eq!(stored.len(), 1);
+    let (_, state, reason) = &stored[0];
+    assert_eq!(state, "dead");
+    let reason = reason.as_deref().unwrap_or_default();
+    assert!(reason.contains("KIJO_NOTIFY_MAX_AGE"), "{reason}");
+    assert!(reason.contains("HTTP 503"), "{reason}");
     assert!(started.elapsed() >= Duration::from_millis(400));
     assert!(
         started.elapsed() < WAIT,

@@ -16,7 +16,7 @@
 //!   from a newer scan is `fixed` only with evidence that what runs changed (another image
 //!   digest, another installed version of the package); without it the scanner stopped
 //!   reporting it (configuration or vulnerability database) and it is `withdrawn`
-//!   ([`closing_kind`]).
+//!   (`closing_kind`).
 //! - **Returns**: a fixed finding listed again is `reintroduced`, a withdrawn one
 //!   `reported_again`; one closed because its workload or container went away reopens silently
 //!   when they come back.
@@ -254,17 +254,6 @@ impl EventKind {
             "container_removed" => EventKind::ContainerRemoved,
             _ => return None,
         })
-    }
-
-    /// Kinds that end an open period; people hear of them by `peak_severity`.
-    pub fn is_closing(self) -> bool {
-        matches!(
-            self,
-            EventKind::Fixed
-                | EventKind::Withdrawn
-                | EventKind::WorkloadRemoved
-                | EventKind::ContainerRemoved
-        )
     }
 }
 

@@ -112,7 +112,7 @@ pub(crate) fn template_containers(kind: &str, object: &serde_json::Value) -> Opt
 }
 
 impl Client {
-    /// The containers of a workload's pod template ([`template_containers`]). `None` when the
+    /// The containers of a workload's pod template (`template_containers`). `None` when the
     /// workload is gone (404: [`Client::workload_existence`] decides about that), may not be
     /// read (403), is of a kind the agent does not know, or has no readable template: nothing
     /// is closed on a guess. Other errors fail the cycle.

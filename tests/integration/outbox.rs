@@ -242,3 +242,80 @@ fn postgres_outbox_groups_once_and_keeps_messages_stable() {
     let target = DatabaseTarget::parse(&db.url_with_password("x")).unwrap();
     exercise(&target);
 }
+
+/// The peak severity survives the store: a finding recorded CRITICAL in the baseline, lowered to
+/// LOW (recorded, not sent) and then fixed by a rebuilt image is announced at threshold HIGH,
+/// because people were told of it as CRITICAL; the lowering itself is filtered.
+fn peak_severity_decides_the_closing(target: &DatabaseTarget) {
+    let mut store = Store::open(target).unwrap();
+    let webhook = vec!["webhook".to_owned()];
+    let scan = |at: &str, image: &str, severity: Option<&str>| Observation {
+        image: image.to_owned(),
+        ..observation(
+            "web",
+            at,
+            severity.map(|s| finding("CVE-1", s)).into_iter().collect(),
+        )
+    };
+    let steps = [
+        (
+            "2026-11-27T10:00:00Z",
+            "nginx@sha256:aaaa",
+            Some("CRITICAL"),
+            true,
+        ),
+        (
+            "2026-11-27T11:00:00Z",
+            "nginx@sha256:aaaa",
+            Some("LOW"),
+            false,
+        ),
+        ("2026-11-27T12:00:00Z", "nginx@sha256:bbbb", None, false),
+    ];
+    for (at, image, severity, baseline) in steps {
+        store
+            .apply(&scan(at, image, severity), None, baseline, &webhook)
+            .unwrap();
+    }
+    let kinds: Vec<(String, Severity, Severity)> = store
+        .recent_events("outbox", 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind.to_string(), e.finding.severity, e.peak_severity))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("fixed".to_owned(), Severity::Low, Severity::Critical),
+            (
+                "severity_changed".to_owned(),
+                Severity::Low,
+                Severity::Critical
+            ),
+        ]
+    );
+    let assigned = assign_messages(
+        &mut store,
+        "outbox",
+        Severity::High,
+        false,
+        Timestamp::now(),
+    )
+    .unwrap();
+    assert_eq!((assigned.messages, assigned.filtered), (1, 1));
+}
+
+#[test]
+fn sqlite_keeps_the_peak_severity_for_the_closing() {
+    let dir = TempDir::new("outbox-peak");
+    let target =
+        DatabaseTarget::parse(&format!("sqlite:{}", dir.path().join("k.db").display())).unwrap();
+    peak_severity_decides_the_closing(&target);
+}
+
+#[test]
+fn postgres_keeps_the_peak_severity_for_the_closing() {
+    let db = TestDb::create("outbox_peak");
+    let target = DatabaseTarget::parse(&db.url_with_password("x")).unwrap();
+    peak_severity_decides_the_closing(&target);
+}

@@ -295,8 +295,12 @@ mod tests {
             assert_eq!(p.messages.len(), usize::from(sent), "{what}");
             assert_eq!(p.filtered.len(), usize::from(!sent), "{what}: recorded, not sent");
             if sent {
-                let m = rebuild(&p.messages[0].1, &[e]).unwrap();
-                let told = if kind.is_closing() { peak } else { severity };
+                let m = rebuild(&p.messages[0].1, std::slice::from_ref(&e)).unwrap();
+                let told = if change_of(&e).is_some_and(|c| c.kind.is_closing()) {
+                    peak
+                } else {
+                    severity
+                };
                 assert_eq!(m.severity, told, "{what}: the message severity");
             }
         }

@@ -81,6 +81,13 @@ const INSTANCE_SEPARATOR: &str = ", ";
 /// highest, the other attributes those of the first instance. Log4j in `a.jar` and `b.jar` is
 /// one finding that stays open until neither jar has it.
 pub fn merge_instances(findings: Vec<Finding>) -> Vec<Finding> {
+    // Most reports list every key once: then there is nothing to merge, and the list is passed
+    // on without copying a string.
+    let mut keys = std::collections::HashSet::with_capacity(findings.len());
+    if findings.iter().all(|f| keys.insert(&f.key)) {
+        return findings;
+    }
+    drop(keys);
     struct Merged {
         finding: Finding,
         versions: BTreeSet<String>,

@@ -7,6 +7,7 @@
 //! With leader election (`crate::leader`) the loop waits on standby until this agent holds the
 //! Lease, and checks it still does before a cycle's first write and before each unit of work.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -517,7 +518,7 @@ impl Poller {
             let p = match known.get(&r.uid) {
                 Some(k) if k.resource_version == r.resource_version => Some(Placed {
                     report: r,
-                    asset: k.asset.clone(),
+                    asset: Cow::Borrowed(&k.asset),
                     revision: None,
                     changed: false,
                     current: k.current,
@@ -530,6 +531,8 @@ impl Poller {
             }
         }
         let mut covering: Vec<Cover> = Vec::with_capacity(placed.len());
+        // Known reports borrow their asset from `known`: a quiet cycle of a large cluster holds
+        // no second copy of every workload container's name.
         for (asset, group) in group_by_asset(placed.into_iter().map(|p| (p.asset.clone(), p))) {
             let group = self.refresh_revisions(client, &asset, group, &mut summary)?;
             let entries: Vec<GroupEntry> = group
@@ -548,7 +551,7 @@ impl Poller {
             }
             covering.extend(group.iter().map(|p| Cover {
                 asset: p.asset.clone(),
-                owner: p.report.owner.as_ref().map(|o| o.name.clone()).unwrap_or_default(),
+                owner: p.report.owner.as_ref().map_or("", |o| o.name.as_str()),
                 revision: p.revision,
             }));
         }
@@ -632,12 +635,12 @@ impl Poller {
         let (workload, revision) = self.owners.resolve(client, owner)?;
         Ok(Some(Placed {
             report: r,
-            asset: AssetId {
+            asset: Cow::Owned(AssetId {
                 namespace: workload.namespace,
                 workload_kind: workload.kind,
                 workload: workload.name,
                 container: r.container.clone(),
-            },
+            }),
             revision,
             changed: true,
             current: false,
@@ -862,7 +865,8 @@ fn workload_key(asset: &AssetId) -> WorkloadKey {
 /// A listed report placed on the workload container it speaks for.
 struct Placed<'l> {
     report: &'l Listed,
-    asset: AssetId,
+    /// Borrowed from the store's known reports when unchanged, owned when resolved this cycle.
+    asset: Cow<'l, AssetId>,
     /// The owning ReplicaSet's Deployment revision, when read this cycle.
     revision: Option<u64>,
     /// Its version is not recorded: new, or rescanned since it was applied.
@@ -897,8 +901,8 @@ impl Placed<'_> {
 type HeadKey = (String, String, Option<u64>);
 
 /// Groups items by the workload container they speak for, in container order.
-fn group_by_asset<T>(items: impl IntoIterator<Item = (AssetId, T)>) -> BTreeMap<AssetId, Vec<T>> {
-    let mut groups: BTreeMap<AssetId, Vec<T>> = BTreeMap::new();
+fn group_by_asset<K: Ord, T>(items: impl IntoIterator<Item = (K, T)>) -> BTreeMap<K, Vec<T>> {
+    let mut groups: BTreeMap<K, Vec<T>> = BTreeMap::new();
     for (asset, item) in items {
         groups.entry(asset).or_default().push(item);
     }
@@ -962,12 +966,21 @@ fn plan_group(deployment: bool, entries: &[GroupEntry]) -> GroupPlan {
 
 /// A listed report as evidence that its container is in its workload's current revision.
 #[derive(Debug, Clone)]
-struct Cover {
-    asset: AssetId,
+struct Cover<'l> {
+    asset: Cow<'l, AssetId>,
     /// The report's direct owner (the ReplicaSet of a Deployment's report).
-    owner: String,
+    owner: &'l str,
     /// Its Deployment revision, when read this cycle.
     revision: Option<u64>,
+}
+
+/// The (namespace, kind, name) of an asset's workload, borrowed.
+fn workload_of(a: &AssetId) -> (&str, &str, &str) {
+    (
+        a.namespace.as_str(),
+        a.workload_kind.as_str(),
+        a.workload.as_str(),
+    )
 }
 
 /// Stored live containers whose workload has listed reports, but none in its current revision
@@ -977,27 +990,12 @@ struct Cover {
 /// (`remove_gone_workloads` asks whether it still exists).
 fn container_candidates(
     stored: &[AssetId],
-    covering: &[Cover],
+    covering: &[Cover<'_>],
 ) -> BTreeMap<WorkloadKey, Vec<AssetId>> {
-    let by_workload = group_by_asset(covering.iter().map(|c| {
-        let (namespace, kind, name) = workload_key(&c.asset);
-        (
-            AssetId {
-                namespace,
-                workload_kind: kind,
-                workload: name,
-                container: String::new(),
-            },
-            c,
-        )
-    }));
+    let by_workload = group_by_asset(covering.iter().map(|c| (workload_of(&c.asset), c)));
     let mut out: BTreeMap<WorkloadKey, Vec<AssetId>> = BTreeMap::new();
     for asset in stored {
-        let workload = AssetId {
-            container: String::new(),
-            ..asset.clone()
-        };
-        let Some(reports) = by_workload.get(&workload) else {
+        let Some(reports) = by_workload.get(&workload_of(asset)) else {
             continue;
         };
         let newest = reports.iter().filter_map(|c| c.revision).max();
@@ -1005,13 +1003,13 @@ fn container_candidates(
             Some(top) if asset.workload_kind == "Deployment" => reports
                 .iter()
                 .filter(|c| c.revision == Some(top))
-                .map(|c| c.owner.as_str())
+                .map(|c| c.owner)
                 .collect(),
-            _ => reports.iter().map(|c| c.owner.as_str()).collect(),
+            _ => reports.iter().map(|c| c.owner).collect(),
         };
         let covered = reports
             .iter()
-            .any(|c| c.asset.container == asset.container && current_owners.contains(c.owner.as_str()));
+            .any(|c| c.asset.container == asset.container && current_owners.contains(c.owner));
         if !covered {
             out.entry(workload_key(asset)).or_default().push(asset.clone());
         }
@@ -1270,10 +1268,10 @@ mod tests {
         }
     }
 
-    fn cover(a: &AssetId, owner: &str, revision: Option<u64>) -> Cover {
+    fn cover<'a>(a: &'a AssetId, owner: &'a str, revision: Option<u64>) -> Cover<'a> {
         Cover {
-            asset: a.clone(),
-            owner: owner.into(),
+            asset: Cow::Borrowed(a),
+            owner,
             revision,
         }
     }
@@ -1288,7 +1286,12 @@ mod tests {
         let web = ("shop".to_owned(), "Deployment".to_owned(), "web".to_owned());
         let dbk = ("shop".to_owned(), "StatefulSet".to_owned(), "db".to_owned());
         // (what, stored live containers, listed reports, candidates)
-        type Case = (&'static str, Vec<AssetId>, Vec<Cover>, Vec<(WorkloadKey, Vec<AssetId>)>);
+        type Case<'a> = (
+            &'static str,
+            Vec<AssetId>,
+            Vec<Cover<'a>>,
+            Vec<(WorkloadKey, Vec<AssetId>)>,
+        );
         let cases: Vec<Case> = vec![
             (
                 "every container reported",

@@ -530,9 +530,30 @@ impl Poller {
                 placed.push(p);
             }
         }
+        // Each workload container's name is held once: a known report borrows it from `known`,
+        // a resolved one from `resolved`; groups and coverage below only copy references. In a
+        // cluster of thousands of containers every extra copy is a MiB.
+        let resolved: Vec<AssetId> = placed
+            .iter_mut()
+            .filter_map(|p| match &mut p.asset {
+                Cow::Owned(a) => Some(std::mem::take(a)),
+                Cow::Borrowed(_) => None,
+            })
+            .collect();
+        let mut resolved_iter = resolved.iter();
+        let placed: Vec<Placed> = placed
+            .into_iter()
+            .map(|p| Placed {
+                asset: match p.asset {
+                    Cow::Borrowed(a) => Cow::Borrowed(a),
+                    Cow::Owned(_) => Cow::Borrowed(
+                        resolved_iter.next().expect("one resolved asset per owned one"),
+                    ),
+                },
+                ..p
+            })
+            .collect();
         let mut covering: Vec<Cover> = Vec::with_capacity(placed.len());
-        // Known reports borrow their asset from `known`: a quiet cycle of a large cluster holds
-        // no second copy of every workload container's name.
         for (asset, group) in group_by_asset(placed.into_iter().map(|p| (p.asset.clone(), p))) {
             let group = self.refresh_revisions(client, &asset, group, &mut summary)?;
             let entries: Vec<GroupEntry> = group

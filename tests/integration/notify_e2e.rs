@@ -342,12 +342,25 @@ fn bad_request_is_dead_lettered_without_a_retry_storm() {
     });
     let n = cycles(&agent).len();
     wait_cycles(&agent, n, 5);
-    assert_eq!(receiver.requests().len(), 1, "never retried");
+    // Never retried: every message was sent exactly once. The three report edits usually land
+    // in one cycle (one message); on a loaded machine they may straddle two (two messages),
+    // which is a different message, not a retry.
+    let keys: Vec<String> = receiver
+        .requests()
+        .iter()
+        .map(|r| r.header("Idempotency-Key").unwrap_or_default().to_owned())
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+    assert!(
+        (1..=2).contains(&keys.len()) && distinct.len() == keys.len(),
+        "never retried: {keys:?}"
+    );
     let metrics = crate::support::agent::get(agent.health_addr(), "/metrics").body;
     assert!(
-        metrics.contains(
-            r#"kijo_notify_messages_dead_lettered_total{target="webhook",event="vulnerabilities_detected"} 1"#
-        ),
+        metrics.contains(&format!(
+            r#"kijo_notify_messages_dead_lettered_total{{target="webhook",event="vulnerabilities_detected"}} {}"#,
+            keys.len()
+        )),
         "{metrics}"
     );
 }

@@ -545,17 +545,18 @@ impl Poller {
             .into_iter()
             .map(|p| Placed {
                 asset: match p.asset {
-                    Cow::Borrowed(a) => Cow::Borrowed(a),
-                    Cow::Owned(_) => Cow::Borrowed(
-                        resolved_iter.next().expect("one resolved asset per owned one"),
-                    ),
+                    Cow::Borrowed(a) => a,
+                    Cow::Owned(_) => resolved_iter.next().expect("one resolved asset per owned one"),
                 },
-                ..p
+                report: p.report,
+                revision: p.revision,
+                changed: p.changed,
+                current: p.current,
             })
             .collect();
         let mut covering: Vec<Cover> = Vec::with_capacity(placed.len());
-        for (asset, group) in group_by_asset(placed.into_iter().map(|p| (p.asset.clone(), p))) {
-            let group = self.refresh_revisions(client, &asset, group, &mut summary)?;
+        for (asset, group) in group_by_asset(placed.into_iter().map(|p| (p.asset, p))) {
+            let group = self.refresh_revisions(client, asset, group, &mut summary)?;
             let entries: Vec<GroupEntry> = group
                 .iter()
                 .map(|p| GroupEntry {
@@ -571,7 +572,7 @@ impl Poller {
                 self.apply_report(store, client, &group[i], &targets, &mut summary)?;
             }
             covering.extend(group.iter().map(|p| Cover {
-                asset: p.asset.clone(),
+                asset: p.asset,
                 owner: p.report.owner.as_ref().map_or("", |o| o.name.as_str()),
                 revision: p.revision,
             }));
@@ -633,7 +634,7 @@ impl Poller {
         client: &Client,
         r: &'l Listed,
         summary: &mut CycleSummary,
-    ) -> Result<Option<Placed<'l>>, CycleError> {
+    ) -> Result<Option<Placed<'l, Cow<'l, AssetId>>>, CycleError> {
         if stopping(&self.stop) {
             return Err(CycleError::Interrupted);
         }
@@ -733,7 +734,7 @@ impl Poller {
             }
             Some(Ok(report)) => report,
         };
-        let observation = observe(&self.config.cluster_name, &p.asset, p.revision, &report);
+        let observation = observe(&self.config.cluster_name, p.asset, p.revision, &report);
         let now = jiff::Timestamp::now();
         if lifecycle::is_future(observation.scanned_at, now) {
             // Applied, it would make every real scan until that date look stale. Its version is
@@ -884,10 +885,12 @@ fn workload_key(asset: &AssetId) -> WorkloadKey {
 }
 
 /// A listed report placed on the workload container it speaks for.
-struct Placed<'l> {
+struct Placed<'l, A = &'l AssetId> {
     report: &'l Listed,
-    /// Borrowed from the store's known reports when unchanged, owned when resolved this cycle.
-    asset: Cow<'l, AssetId>,
+    /// The workload container, held once per cycle: borrowed from the store's known reports
+    /// (unchanged) or from the cycle's resolved assets. While a changed report is being resolved
+    /// it is a `Cow` that owns it (`place_changed`).
+    asset: A,
     /// The owning ReplicaSet's Deployment revision, when read this cycle.
     revision: Option<u64>,
     /// Its version is not recorded: new, or rescanned since it was applied.
@@ -896,7 +899,7 @@ struct Placed<'l> {
     current: bool,
 }
 
-impl Placed<'_> {
+impl<A> Placed<'_, A> {
     fn recency(&self) -> Revision {
         Revision {
             deployment_revision: self.revision,
@@ -988,7 +991,7 @@ fn plan_group(deployment: bool, entries: &[GroupEntry]) -> GroupPlan {
 /// A listed report as evidence that its container is in its workload's current revision.
 #[derive(Debug, Clone)]
 struct Cover<'l> {
-    asset: Cow<'l, AssetId>,
+    asset: &'l AssetId,
     /// The report's direct owner (the ReplicaSet of a Deployment's report).
     owner: &'l str,
     /// Its Deployment revision, when read this cycle.
@@ -1013,7 +1016,7 @@ fn container_candidates(
     stored: &[AssetId],
     covering: &[Cover<'_>],
 ) -> BTreeMap<WorkloadKey, Vec<AssetId>> {
-    let by_workload = group_by_asset(covering.iter().map(|c| (workload_of(&c.asset), c)));
+    let by_workload = group_by_asset(covering.iter().map(|c| (workload_of(c.asset), c)));
     let mut out: BTreeMap<WorkloadKey, Vec<AssetId>> = BTreeMap::new();
     for asset in stored {
         let Some(reports) = by_workload.get(&workload_of(asset)) else {
@@ -1291,7 +1294,7 @@ mod tests {
 
     fn cover<'a>(a: &'a AssetId, owner: &'a str, revision: Option<u64>) -> Cover<'a> {
         Cover {
-            asset: Cow::Borrowed(a),
+            asset: a,
             owner,
             revision,
         }

@@ -806,8 +806,9 @@ impl Poller {
         summary: &mut CycleSummary,
     ) -> Result<(), CycleError> {
         let cluster = self.config.cluster_name.clone();
-        let stored = store.live_containers(&cluster)?;
-        for ((namespace, kind, name), candidates) in container_candidates(&stored, covering) {
+        let coverage = Coverage::new(covering);
+        let candidates = store.live_containers(&cluster, &mut |a| coverage.is_candidate(a))?;
+        for ((namespace, kind, name), candidates) in by_workload(candidates) {
             if stopping(&self.stop) {
                 return Err(CycleError::Interrupted);
             }
@@ -1007,20 +1008,24 @@ fn workload_of(a: &AssetId) -> (&str, &str, &str) {
     )
 }
 
-/// Stored live containers whose workload has listed reports, but none in its current revision
-/// for this container, by workload. A Deployment's current revision is the ReplicaSet of the
-/// highest revision read this cycle (all its reports count, read or not); when no revision was
-/// read, every report counts. A workload without any listed report is not judged here
-/// (`remove_gone_workloads` asks whether it still exists).
-fn container_candidates(
-    stored: &[AssetId],
-    covering: &[Cover<'_>],
-) -> BTreeMap<WorkloadKey, Vec<AssetId>> {
-    let by_workload = group_by_asset(covering.iter().map(|c| (workload_of(c.asset), c)));
-    let mut out: BTreeMap<WorkloadKey, Vec<AssetId>> = BTreeMap::new();
-    for asset in stored {
-        let Some(reports) = by_workload.get(&workload_of(asset)) else {
-            continue;
+/// The listed reports by workload: evidence of which containers the current revisions have.
+struct Coverage<'c>(BTreeMap<(&'c str, &'c str, &'c str), Vec<&'c Cover<'c>>>);
+
+impl<'c> Coverage<'c> {
+    fn new(covering: &'c [Cover<'c>]) -> Coverage<'c> {
+        Coverage(group_by_asset(
+            covering.iter().map(|c| (workload_of(c.asset), c)),
+        ))
+    }
+
+    /// Whether a stored live container is a candidate for removal: its workload has listed
+    /// reports, but none in its current revision for this container. A Deployment's current
+    /// revision is the ReplicaSet of the highest revision read this cycle (all its reports
+    /// count, read or not); when no revision was read, every report counts. A workload without
+    /// any listed report is not judged here (`remove_gone_workloads` asks whether it exists).
+    fn is_candidate(&self, asset: &AssetId) -> bool {
+        let Some(reports) = self.0.get(&workload_of(asset)) else {
+            return false;
         };
         let newest = reports.iter().filter_map(|c| c.revision).max();
         let current_owners: BTreeSet<&str> = match newest {
@@ -1031,12 +1036,17 @@ fn container_candidates(
                 .collect(),
             _ => reports.iter().map(|c| c.owner).collect(),
         };
-        let covered = reports
+        !reports
             .iter()
-            .any(|c| c.asset.container == asset.container && current_owners.contains(c.owner));
-        if !covered {
-            out.entry(workload_key(asset)).or_default().push(asset.clone());
-        }
+            .any(|c| c.asset.container == asset.container && current_owners.contains(c.owner))
+    }
+}
+
+/// Candidates by workload, so each workload's pod template is read once.
+fn by_workload(candidates: Vec<AssetId>) -> BTreeMap<WorkloadKey, Vec<AssetId>> {
+    let mut out: BTreeMap<WorkloadKey, Vec<AssetId>> = BTreeMap::new();
+    for asset in candidates {
+        out.entry(workload_key(&asset)).or_default().push(asset);
     }
     out
 }
@@ -1379,7 +1389,9 @@ mod tests {
             ),
         ];
         for (what, stored, covering, want) in cases {
-            let got: Vec<_> = container_candidates(&stored, &covering).into_iter().collect();
+            let coverage = Coverage::new(&covering);
+            let kept = stored.iter().filter(|a| coverage.is_candidate(a)).cloned();
+            let got: Vec<_> = by_workload(kept.collect()).into_iter().collect();
             assert_eq!(got, want, "{what}");
         }
     }

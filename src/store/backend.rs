@@ -179,7 +179,13 @@ pub(crate) trait Backend: Send {
         cluster: &str,
     ) -> Result<Vec<(String, String, String)>, StoreError>;
     /// Containers with a recorded scan and not removed, in key order.
-    fn live_containers(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError>;
+    /// The live containers `keep` accepts, read row by row: memory grows with the ones kept
+    /// (a quiet cycle keeps none), not with the cluster.
+    fn live_containers(
+        &mut self,
+        cluster: &str,
+        keep: &mut dyn FnMut(&AssetId) -> bool,
+    ) -> Result<Vec<AssetId>, StoreError>;
     fn recent_events(&mut self, cluster: &str, limit: u32) -> Result<Vec<Event>, StoreError>;
     /// Open findings per (severity, namespace), with the oldest `first_seen` among those that
     /// were announced (opened after the baseline).

@@ -360,10 +360,15 @@ impl Store {
         result
     }
 
-    /// Every container with a recorded scan that is not removed, in key order: the candidates
-    /// the poll cycle checks against their workload's pod template.
-    pub fn live_containers(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError> {
-        self.backend.live_containers(cluster)
+    /// The containers with a recorded scan that are not removed and that `keep` accepts, in
+    /// key order. The poll cycle keeps those its listed reports do not cover, to check them
+    /// against their workload's pod template; rows are filtered as they are read.
+    pub fn live_containers(
+        &mut self,
+        cluster: &str,
+        keep: &mut dyn FnMut(&AssetId) -> bool,
+    ) -> Result<Vec<AssetId>, StoreError> {
+        self.backend.live_containers(cluster, keep)
     }
 
     #[cfg(feature = "test-support")]

@@ -483,23 +483,33 @@ impl Backend for PgStore {
         })
     }
 
-    fn live_containers(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError> {
+    fn live_containers(
+        &mut self,
+        cluster: &str,
+        keep: &mut dyn FnMut(&AssetId) -> bool,
+    ) -> Result<Vec<AssetId>, StoreError> {
+        use ::postgres::fallible_iterator::FallibleIterator;
         self.query("listing containers", |c, _| {
-            c.query(
+            // Streamed (`query_raw`): one row decoded at a time, none collected first. A retry
+            // after a lost connection starts a fresh `out`.
+            let mut rows = c.query_raw(
                 "SELECT namespace, workload_kind, workload, container FROM scanned_containers
                  WHERE cluster_name = $1 AND removed_at IS NULL ORDER BY 1, 2, 3, 4",
-                &[&cluster],
-            )
-            .map(|rows| {
-                rows.iter()
-                    .map(|r| AssetId {
-                        namespace: r.get(0),
-                        workload_kind: r.get(1),
-                        workload: r.get(2),
-                        container: r.get(3),
-                    })
-                    .collect()
-            })
+                [&cluster],
+            )?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let asset = AssetId {
+                    namespace: r.get(0),
+                    workload_kind: r.get(1),
+                    workload: r.get(2),
+                    container: r.get(3),
+                };
+                if keep(&asset) {
+                    out.push(asset);
+                }
+            }
+            Ok(out)
         })
     }
 

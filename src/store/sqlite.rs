@@ -375,23 +375,30 @@ impl Backend for SqliteStore {
         })
     }
 
-    fn live_containers(&mut self, cluster: &str) -> Result<Vec<AssetId>, StoreError> {
+    fn live_containers(
+        &mut self,
+        cluster: &str,
+        keep: &mut dyn FnMut(&AssetId) -> bool,
+    ) -> Result<Vec<AssetId>, StoreError> {
         self.query("listing containers", |c| {
-            collect(
-                &mut c.prepare(
-                    "SELECT namespace, workload_kind, workload, container FROM scanned_containers
-                     WHERE cluster_name = ?1 AND removed_at IS NULL ORDER BY 1, 2, 3, 4",
-                )?,
-                [cluster],
-                |r| {
-                    Ok(AssetId {
-                        namespace: r.get(0)?,
-                        workload_kind: r.get(1)?,
-                        workload: r.get(2)?,
-                        container: r.get(3)?,
-                    })
-                },
-            )
+            let mut stmt = c.prepare(
+                "SELECT namespace, workload_kind, workload, container FROM scanned_containers
+                 WHERE cluster_name = ?1 AND removed_at IS NULL ORDER BY 1, 2, 3, 4",
+            )?;
+            let mut rows = stmt.query([cluster])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let asset = AssetId {
+                    namespace: r.get(0)?,
+                    workload_kind: r.get(1)?,
+                    workload: r.get(2)?,
+                    container: r.get(3)?,
+                };
+                if keep(&asset) {
+                    out.push(asset);
+                }
+            }
+            Ok(out)
         })
     }
 

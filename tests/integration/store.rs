@@ -1599,8 +1599,15 @@ fn remove_container_closes_and_forgets(kind: Kind) {
     .unwrap();
     s.finish_baseline("prod", ts("2026-01-01T01:00:00Z"))
         .unwrap();
-    assert_eq!(s.live_containers("prod").unwrap(), [web(), sidecar.clone()]);
-    assert!(s.live_containers("other").unwrap().is_empty());
+    assert_eq!(
+        s.live_containers("prod", &mut |_| true).unwrap(),
+        [web(), sidecar.clone()]
+    );
+    assert!(
+        s.live_containers("other", &mut |_| true)
+            .unwrap()
+            .is_empty()
+    );
 
     let removed = s
         .remove_container("prod", &sidecar, ts("2026-01-02T00:00:00Z"), &t)
@@ -1652,7 +1659,7 @@ fn remove_container_closes_and_forgets(kind: Kind) {
         s.report_version("prod", "uid-app").unwrap().as_deref(),
         Some("1")
     );
-    assert_eq!(s.live_containers("prod").unwrap(), [web()]);
+    assert_eq!(s.live_containers("prod", &mut |_| true).unwrap(), [web()]);
     assert_eq!(s.known_workloads("prod").unwrap().len(), 1);
     // removing it again changes nothing
     let again = s
@@ -1678,7 +1685,10 @@ fn remove_container_closes_and_forgets(kind: Kind) {
         db.count("SELECT count(*) FROM vulnerability_history WHERE state = 'open'"),
         3
     );
-    assert_eq!(s.live_containers("prod").unwrap(), [web(), sidecar]);
+    assert_eq!(
+        s.live_containers("prod", &mut |_| true).unwrap(),
+        [web(), sidecar]
+    );
     assert_eq!(db.count("SELECT count(*) FROM lifecycle_events"), 2);
 }
 both!(remove_container_closes_and_forgets);
@@ -1799,7 +1809,7 @@ fn returning_workload_reopens_silently(kind: Kind) {
             Some("uid-7".to_owned())
         ]]
     );
-    assert!(s.live_containers("prod").unwrap().is_empty());
+    assert!(s.live_containers("prod", &mut |_| true).unwrap().is_empty());
     assert!(s.known_workloads("prod").unwrap().is_empty());
 
     let mut o = obs("prod", &web(), "2026-01-03T00:00:00Z", &["CVE-1:HIGH"]);
@@ -1818,7 +1828,7 @@ fn returning_workload_reopens_silently(kind: Kind) {
     assert_eq!(row[0][0].as_deref(), Some("open"));
     assert_eq!(date_of(&row[0][1]), "2026-01-01", "first_seen kept");
     assert_eq!(row[0][2], None);
-    assert_eq!(s.live_containers("prod").unwrap(), [web()]);
+    assert_eq!(s.live_containers("prod", &mut |_| true).unwrap(), [web()]);
     assert_eq!(
         event_lines(&mut s, "prod"),
         ["workload_removed shop/web/app CVE-1"]
@@ -2041,7 +2051,7 @@ fn upgrade_from_schema_2_merges_rows_without_events(kind: Kind) {
     );
     let known = s.report_versions("prod").unwrap();
     assert!(known["uid-web"].current && !known["uid-web-rs1"].current);
-    assert_eq!(s.live_containers("prod").unwrap(), [web()]);
+    assert_eq!(s.live_containers("prod", &mut |_| true).unwrap(), [web()]);
     assert!(!s.baseline_pending("prod").unwrap());
 
     // the same scan again: stale, nothing happens

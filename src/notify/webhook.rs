@@ -197,20 +197,7 @@ mod tests {
         let findings = body["findings"].as_array().unwrap();
         assert_eq!(findings.len(), 3);
         let f = &findings[0];
-        for key in [
-            "namespace",
-            "workload",
-            "workload_kind",
-            "container",
-            "image",
-            "cve",
-            "package",
-            "installed_version",
-            "fixed_version",
-            "severity",
-            "title",
-            "link",
-        ] {
+        for key in OLD_FINDING_KEYS {
             assert!(f.get(key).is_some(), "finding lacks {key}");
         }
         assert_eq!(f["workload"], "api-server");

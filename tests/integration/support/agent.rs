@@ -7,8 +7,14 @@ use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+/// The binary under test: this build's, or the one `KIJO_TEST_AGENT_BINARY` names. The override
+/// runs today's tests against another build (an earlier commit's, a release) to show that a new
+/// scenario fails there and so tests what it claims.
 pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_kijo-agent"))
+    match std::env::var_os("KIJO_TEST_AGENT_BINARY") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_kijo-agent")),
+    }
 }
 
 pub use super::sandbox::TempDir;

@@ -734,7 +734,11 @@ impl Poller {
             }
             Some(Ok(report)) => report,
         };
-        let observation = observe(&self.config.cluster_name, p.asset, p.revision, &report);
+        let version = ReportVersion {
+            uid: report.uid.clone(),
+            resource_version: report.resource_version.clone(),
+        };
+        let observation = observe(&self.config.cluster_name, p.asset, p.revision, report);
         let now = jiff::Timestamp::now();
         if lifecycle::is_future(observation.scanned_at, now) {
             // Applied, it would make every real scan until that date look stale. Its version is
@@ -753,10 +757,6 @@ impl Poller {
             );
             return Ok(());
         }
-        let version = ReportVersion {
-            uid: report.uid.clone(),
-            resource_version: report.resource_version.clone(),
-        };
         match store.apply(&observation, Some(&version), summary.baseline, targets) {
             Ok(applied) => {
                 summary.reports_changed += 1;
@@ -1067,7 +1067,9 @@ fn stopping(stop: &Option<Receiver<()>>) -> bool {
 }
 
 /// The lifecycle's view of a report: plain data, no Kubernetes types.
-fn observe(cluster: &str, asset: &AssetId, revision: Option<u64>, report: &Report) -> Observation {
+/// Takes the report by value: its findings move into the observation. The largest reports hold
+/// tens of thousands of findings, and a copy of them would be the first sync's peak.
+fn observe(cluster: &str, asset: &AssetId, revision: Option<u64>, report: Report) -> Observation {
     Observation {
         cluster: cluster.to_owned(),
         asset: asset.clone(),
@@ -1081,7 +1083,7 @@ fn observe(cluster: &str, asset: &AssetId, revision: Option<u64>, report: &Repor
             .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
         // Already one finding per key, its path (packagePath, else target) and installed
         // versions merged over the instances (see `trivy::report`).
-        findings: report.findings.clone(),
+        findings: report.findings,
     }
 }
 

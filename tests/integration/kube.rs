@@ -624,7 +624,8 @@ fn a_rollout_resolves_both_replicasets_to_the_deployment() {
     let mut resolver = OwnerResolver::default();
     let mut items = Vec::new();
     for r in &reports {
-        let (workload, revision) = resolver.resolve(&client, &r.owner).unwrap();
+        let a = resolver.attribute(&client, &r.owner).unwrap();
+        let (workload, revision) = (a.workload, a.revision);
         let rev = Revision {
             deployment_revision: revision,
             update_timestamp: r.update_timestamp,
@@ -668,7 +669,7 @@ fn a_rollout_resolves_both_replicasets_to_the_deployment() {
     // Lookups are cached: one GET per ReplicaSet however often it is asked.
     sb.reset_stats();
     for r in &reports {
-        resolver.resolve(&client, &r.owner).unwrap();
+        resolver.attribute(&client, &r.owner).unwrap();
     }
     assert_eq!(sb.count("get", "replicasets"), 0, "{}", sb.stats());
 
@@ -688,16 +689,22 @@ fn a_rollout_resolves_both_replicasets_to_the_deployment() {
         .iter()
         .find(|r| r.name == "replicaset-shop-api-aaaa-api")
         .unwrap();
-    assert_eq!(resolver.resolve(&client, &old.owner).unwrap().1, Some(1));
+    assert_eq!(
+        resolver.attribute(&client, &old.owner).unwrap().revision,
+        Some(1)
+    );
     resolver.prune();
     sb.reset_stats();
     for _ in 0..2 {
         assert_eq!(
-            resolver.refresh(&client, &old.owner).unwrap().revision(),
+            resolver.refresh(&client, &old.owner).unwrap().revision,
             Some(3)
         );
     }
-    assert_eq!(resolver.resolve(&client, &old.owner).unwrap().1, Some(3));
+    assert_eq!(
+        resolver.attribute(&client, &old.owner).unwrap().revision,
+        Some(3)
+    );
     assert_eq!(sb.count("get", "replicasets"), 1, "{}", sb.stats());
     resolver.prune();
     resolver.refresh(&client, &old.owner).unwrap();
@@ -1036,7 +1043,8 @@ fn namespace_scoped_rbac_works_with_namespace_filtering() {
         .iter()
         .find(|r| r.name == "replicaset-web-7c9d8f6b5d-nginx")
         .unwrap();
-    let (workload, revision) = resolver.resolve(&client, &web.owner).unwrap();
+    let a = resolver.attribute(&client, &web.owner).unwrap();
+    let (workload, revision) = (a.workload, a.revision);
     assert_eq!((workload.kind.as_str(), revision), ("Deployment", Some(3)));
 
     // Cluster-wide listing is forbidden: a clear error, not an empty list.

@@ -782,6 +782,29 @@ fn dry_run_checks_every_permission() {
             .iter()
             .any(|c| c.name.contains("clustervulnerabilityreports"))
     );
+
+    // An owner kind RBAC refuses: one failing line, naming what falls back and the rule to add.
+    let r = sb.http(
+        "POST",
+        "/_sandbox/forbidden",
+        Some(r#"{"resources":["rollouts.argoproj.io"]}"#),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let checks = dry_run_checks(&client, &[]);
+    let failed: Vec<_> = checks.iter().filter(|c| !c.ok).collect();
+    assert_eq!(failed.len(), 1, "{checks:#?}");
+    assert_eq!(
+        failed[0].name,
+        "get rollouts.argoproj.io in all namespaces (probed in default) (Argo Rollout lookup)"
+    );
+    assert!(
+        failed[0].detail.contains("403")
+            && failed[0]
+                .detail
+                .contains("attributed to their ReplicaSets (grant get on rollouts.argoproj.io)"),
+        "{failed:#?}"
+    );
 }
 
 #[test]

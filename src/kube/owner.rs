@@ -28,13 +28,16 @@ use crate::trivy::resolve_chain;
 /// Where objects of one kind live: the collection's path prefix (`/apis/apps/v1`) and plural.
 type Collection = (String, String);
 
+/// One group version's resources as discovery lists them: `(kind, plural, namespaced)`.
+type Resources = Vec<(String, String, bool)>;
+
 /// Caches owner lookups. ownerReferences never change, but revision annotations do on a
 /// rollback, and an object can go away, hence the expiry.
 pub struct OwnerResolver {
     objects: HashMap<ObjectKey, (ObjectLookup, Instant)>,
     /// Discovery answers by apiVersion: `(kind, plural, namespaced)` of each resource, `None`
     /// when the group version is not served (or may not be discovered).
-    discovered: HashMap<String, (Option<Vec<(String, String, bool)>>, Instant)>,
+    discovered: HashMap<String, (Option<Resources>, Instant)>,
     ttl: Duration,
     /// Kinds already warned about (403 or not locatable): once per kind per process.
     warned: HashSet<String>,
@@ -256,7 +259,7 @@ fn group_version_path(api_version: &str) -> Option<String> {
 fn discover(
     client: &Client,
     prefix: &str,
-) -> Result<Option<Vec<(String, String, bool)>>, KubeError> {
+) -> Result<Option<Resources>, KubeError> {
     #[derive(Deserialize)]
     struct ResourceList {
         #[serde(default)]

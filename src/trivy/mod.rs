@@ -13,7 +13,7 @@ pub mod identity;
 pub mod report;
 
 pub use identity::{
-    Attribution, Blocked, ObjectInfo, ObjectKey, ObjectLookup, Revision, Workload, has_revisions,
-    newest_by_key, resolve_chain, revision_annotation,
+    Attribution, ObjectInfo, ObjectKey, ObjectLookup, Revision, Workload, has_revisions,
+    newest_by_key, resolve_chain,
 };
 pub use report::{Malformed, ObjectMeta, Owner, Report, ReportKind, parse_report};

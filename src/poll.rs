@@ -862,7 +862,11 @@ impl Poller {
             }
             still_leading(&self.leader)?;
             let (namespace, kind, name) = &key;
-            if client.workload_existence(kind, namespace, name)? == Existence::Gone {
+            // A kind the agent does not know by name (a custom controller) is located through
+            // discovery; without a unique answer the workload's findings stay open.
+            let collection = self.owners.collection_of_kind(client, kind)?;
+            let collection = collection.as_ref().map(|(p, r)| (p.as_str(), r.as_str()));
+            if client.workload_existence(collection, namespace, name)? == Existence::Gone {
                 let applied = store.remove_workload(
                     cluster,
                     namespace,

@@ -31,6 +31,9 @@ type Collection = (String, String);
 /// One group version's resources as discovery lists them: `(kind, plural, namespaced)`.
 type Resources = Vec<(String, String, bool)>;
 
+/// Every served namespaced resource: `(kind, collection prefix, plural)`.
+type Served = Vec<(String, String, String)>;
+
 /// Caches owner lookups. ownerReferences never change, but revision annotations do on a
 /// rollback, and an object can go away, hence the expiry.
 pub struct OwnerResolver {
@@ -45,6 +48,8 @@ pub struct OwnerResolver {
     fetched: HashSet<ObjectKey>,
     /// `kijo_kube_owner_forbidden`, by kind.
     forbidden: Family<Vec<(String, String)>, Counter>,
+    /// Every served namespaced resource by kind (aggregated discovery), when asked for.
+    served: Option<(Option<Served>, Instant)>,
 }
 
 impl Default for OwnerResolver {
@@ -63,6 +68,7 @@ impl OwnerResolver {
             warned: HashSet::new(),
             fetched: HashSet::new(),
             forbidden,
+            served: None,
         }
     }
 
@@ -107,6 +113,9 @@ impl OwnerResolver {
         self.fetched.clear();
         self.objects.retain(|_, (_, at)| at.elapsed() < ttl);
         self.discovered.retain(|_, (_, at)| at.elapsed() < ttl);
+        if self.served.as_ref().is_some_and(|(_, at)| at.elapsed() >= ttl) {
+            self.served = None;
+        }
     }
 
     /// One object of a chain, from the cache or the API.
@@ -223,6 +232,124 @@ impl OwnerResolver {
     }
 }
 
+impl OwnerResolver {
+    /// Where a workload kind the agent does not know by name lives, for "does it still exist?":
+    /// the store records a workload's kind, not its group. Answered from aggregated discovery
+    /// (`GET /apis`, one request listing every served resource, see
+    /// <https://kubernetes.io/docs/concepts/overview/kubernetes-api/#aggregated-discovery>)
+    /// when exactly one namespaced resource serves that kind; `None` otherwise (several groups
+    /// have that kind, or the server does not offer aggregated discovery): nothing is closed on
+    /// a guess. Asked only for a known workload whose reports all vanished.
+    pub fn collection_of_kind(
+        &mut self,
+        client: &Client,
+        kind: &str,
+    ) -> Result<Option<(String, String)>, KubeError> {
+        if let Some((prefix, plural)) = super::workload::workload_collection(kind) {
+            return Ok(Some((prefix.to_owned(), plural.to_owned())));
+        }
+        let fresh = self
+            .served
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() < self.ttl);
+        if !fresh {
+            let served = match client.get_text_as("/apis", ACCEPT_AGGREGATED) {
+                Ok(Some(text)) => served_kinds(&text),
+                Ok(None) => None,
+                Err(e) if e.is_forbidden() => None,
+                Err(e) => return Err(e),
+            };
+            self.served = Some((served, Instant::now()));
+        }
+        let Some((Some(served), _)) = &self.served else {
+            return Ok(None);
+        };
+        let mut matching = served.iter().filter(|(k, _, _)| k == kind);
+        Ok(match (matching.next(), matching.next()) {
+            (Some((_, prefix, plural)), None) => Some((prefix.clone(), plural.clone())),
+            _ => None,
+        })
+    }
+}
+
+/// Aggregated discovery, as the API server serves it from Kubernetes 1.26 (v2beta1) and 1.30
+/// (v2); a server without it answers the legacy group list, which [`served_kinds`] declines.
+const ACCEPT_AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+
+/// `(kind, collection prefix, plural)` of every namespaced resource (subresources left out) of
+/// every group version an `APIGroupDiscoveryList` lists; `None` for any other answer.
+fn served_kinds(text: &str) -> Option<Served> {
+    #[derive(Deserialize)]
+    struct List {
+        kind: String,
+        #[serde(default)]
+        items: Vec<Group>,
+    }
+    #[derive(Deserialize)]
+    struct Group {
+        #[serde(default)]
+        metadata: GroupMeta,
+        #[serde(default)]
+        versions: Vec<Version>,
+    }
+    #[derive(Deserialize, Default)]
+    struct GroupMeta {
+        #[serde(default)]
+        name: String,
+    }
+    #[derive(Deserialize)]
+    struct Version {
+        #[serde(default)]
+        version: String,
+        #[serde(default)]
+        resources: Vec<Resource>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Resource {
+        #[serde(default)]
+        resource: String,
+        #[serde(default)]
+        response_kind: Option<Kind>,
+        #[serde(default)]
+        scope: String,
+    }
+    #[derive(Deserialize)]
+    struct Kind {
+        #[serde(default)]
+        kind: String,
+    }
+    let list: List = serde_json::from_str(text).ok()?;
+    if list.kind != "APIGroupDiscoveryList" {
+        return None;
+    }
+    let mut out = Vec::new();
+    for group in list.items {
+        // The first version listed is the preferred one; one collection per kind and group.
+        let Some(version) = group.versions.into_iter().next() else {
+            continue;
+        };
+        let api_version = if group.metadata.name.is_empty() {
+            version.version.clone()
+        } else {
+            format!("{}/{}", group.metadata.name, version.version)
+        };
+        let Some(prefix) = group_version_path(&api_version) else {
+            continue;
+        };
+        for r in version.resources {
+            if r.scope == "Namespaced"
+                && !r.resource.is_empty()
+                && !r.resource.contains('/')
+                && let Some(kind) = r.response_kind
+            {
+                out.push((kind.kind, prefix.clone(), r.resource));
+            }
+        }
+    }
+    Some(out)
+}
+
 /// The chain's first object: the report's own owner, by the apiVersion its kind has. `None`
 /// for cluster-scoped owners and kinds the operator does not scan (nothing to follow).
 fn start_key(owner: &Owner) -> Option<ObjectKey> {
@@ -290,6 +417,28 @@ fn discover(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn served_kinds_from_aggregated_discovery() {
+        let text = r#"{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","items":[
+            {"metadata":{"name":"apps.kruise.io"},"versions":[
+                {"version":"v1beta1","resources":[
+                    {"resource":"clonesets","responseKind":{"group":"apps.kruise.io","version":"v1beta1","kind":"CloneSet"},"scope":"Namespaced"},
+                    {"resource":"clonesets/status","responseKind":{"kind":"CloneSet"},"scope":"Namespaced"},
+                    {"resource":"nodeimages","responseKind":{"kind":"NodeImage"},"scope":"Cluster"}]},
+                {"version":"v1alpha1","resources":[
+                    {"resource":"clonesets","responseKind":{"kind":"CloneSet"},"scope":"Namespaced"}]}]},
+            {"metadata":{},"versions":[{"version":"v1","resources":[
+                {"resource":"pods","responseKind":{"kind":"Pod"},"scope":"Namespaced"}]}]}]}"#;
+        let want = vec![
+            ("CloneSet".to_owned(), "/apis/apps.kruise.io/v1beta1".to_owned(), "clonesets".to_owned()),
+            ("Pod".to_owned(), "/api/v1".to_owned(), "pods".to_owned()),
+        ];
+        assert_eq!(served_kinds(text), Some(want));
+        // The legacy group list (no aggregated discovery) and garbage are no answer.
+        assert_eq!(served_kinds(r#"{"kind":"APIGroupList","groups":[]}"#), None);
+        assert_eq!(served_kinds("<html>"), None);
+    }
 
     #[test]
     fn group_version_paths() {

@@ -57,15 +57,16 @@ pub enum Existence {
 }
 
 impl Client {
-    /// Looks a workload up by kind, namespace and name. Errors other than 403 fail the cycle so
-    /// that a flaky API never closes findings.
+    /// Looks a workload up in its collection (`(prefix, plural)`, e.g. from
+    /// `workload_collection`; `None`: the agent cannot tell where the kind lives), namespace and
+    /// name. Errors other than 403 fail the cycle so that a flaky API never closes findings.
     pub fn workload_existence(
         &self,
-        kind: &str,
+        collection: Option<(&str, &str)>,
         namespace: &str,
         name: &str,
     ) -> Result<Existence, KubeError> {
-        let Some((prefix, plural)) = workload_collection(kind) else {
+        let Some((prefix, plural)) = collection else {
             return Ok(Existence::Unknown);
         };
         if namespace.is_empty() {

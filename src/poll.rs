@@ -28,7 +28,7 @@ use crate::store::{DatabaseTarget, OpenFindings, ReportVersion, Store, StoreErro
 #[cfg(doc)]
 use crate::store::KnownReport;
 use crate::trivy::report::{LABEL_CONTAINER, owner_of};
-use crate::trivy::{ObjectMeta, Owner, OwnerLookup, Report, ReportKind, Revision, newest_by_key};
+use crate::trivy::{ObjectMeta, Owner, Report, ReportKind, Revision, has_revisions, newest_by_key};
 
 /// A metric's label set.
 type Labels = Vec<(String, String)>;
@@ -304,6 +304,7 @@ impl Poller {
         metrics: PollMetrics,
         kube_metrics: KubeMetrics,
     ) -> Poller {
+        let owner_forbidden = kube_metrics.owner_forbidden.clone();
         Poller {
             config,
             target,
@@ -313,7 +314,7 @@ impl Poller {
             kube: None,
             kube_handle: KubeHandle::default(),
             kube_metrics,
-            owners: OwnerResolver::default(),
+            owners: OwnerResolver::new(Duration::from_secs(600), owner_forbidden),
             stop: None,
             committed: None,
             leader: None,
@@ -520,6 +521,7 @@ impl Poller {
                     report: r,
                     asset: Cow::Borrowed(&k.asset),
                     revision: None,
+                    created: None,
                     changed: false,
                     current: k.current,
                 }),
@@ -550,6 +552,7 @@ impl Poller {
                 },
                 report: p.report,
                 revision: p.revision,
+                created: p.created,
                 changed: p.changed,
                 current: p.current,
             })
@@ -566,7 +569,7 @@ impl Poller {
                     stale_before: self.stale_heads.contains(&p.head_key()),
                 })
                 .collect();
-            let plan = plan_group(asset.workload_kind == "Deployment", &entries);
+            let plan = plan_group(has_revisions(&asset.workload_kind), &entries);
             summary.reports_superseded += plan.superseded;
             for &i in &plan.apply {
                 self.apply_report(store, client, &group[i], &targets, &mut summary)?;
@@ -647,14 +650,15 @@ impl Poller {
                 return Ok(None);
             }
         };
-        if self.owners.lookup(client, owner)? == OwnerLookup::Missing {
+        let attribution = self.owners.attribute(client, owner)?;
+        if attribution.owner_gone && owner.kind == "ReplicaSet" {
             // The ReplicaSet is gone and its report goes with it (garbage collection):
             // recording it under the ReplicaSet's own name would announce old findings as
             // new ones of a workload nobody knows.
             summary.reports_superseded += 1;
             return Ok(None);
         }
-        let (workload, revision) = self.owners.resolve(client, owner)?;
+        let workload = attribution.workload;
         Ok(Some(Placed {
             report: r,
             asset: Cow::Owned(AssetId {
@@ -663,17 +667,19 @@ impl Poller {
                 workload: workload.name,
                 container: r.container.clone(),
             }),
-            revision,
+            revision: attribution.revision,
+            created: attribution.created,
             changed: true,
             current: false,
         }))
     }
 
-    /// For a Deployment container with several reports, reads every ReplicaSet's revision
+    /// For a container of a workload with revisions (a Deployment or Rollout, see
+    /// [`has_revisions`]) with several reports, reads every ReplicaSet's revision
     /// from the API now: a rollback moves the highest revision to an old ReplicaSet whose
     /// report is unchanged, and the owner cache would notice only when its entry expires. A
     /// report whose ReplicaSet is gone leaves the group. Groups of one are returned as they are
-    /// (no API call), so a quiet cluster of single-revision Deployments costs nothing here.
+    /// (no API call), so a quiet cluster of single-revision workloads costs nothing here.
     fn refresh_revisions<'l>(
         &mut self,
         client: &Client,
@@ -681,7 +687,7 @@ impl Poller {
         group: Vec<Placed<'l>>,
         summary: &mut CycleSummary,
     ) -> Result<Vec<Placed<'l>>, CycleError> {
-        if group.len() < 2 || asset.workload_kind != "Deployment" {
+        if group.len() < 2 || !has_revisions(&asset.workload_kind) {
             return Ok(group);
         }
         let mut kept = Vec::with_capacity(group.len());
@@ -692,15 +698,14 @@ impl Poller {
                 if stopping(&self.stop) {
                     return Err(CycleError::Interrupted);
                 }
-                match self.owners.refresh(client, owner)? {
-                    OwnerLookup::Missing => {
-                        if p.changed {
-                            summary.reports_superseded += 1;
-                        }
-                        continue;
+                let attribution = self.owners.refresh(client, owner)?;
+                if attribution.owner_gone {
+                    if p.changed {
+                        summary.reports_superseded += 1;
                     }
-                    lookup => p.revision = lookup.revision(),
+                    continue;
                 }
+                p.revision = attribution.revision;
             }
             kept.push(p);
         }
@@ -857,7 +862,11 @@ impl Poller {
             }
             still_leading(&self.leader)?;
             let (namespace, kind, name) = &key;
-            if client.workload_existence(kind, namespace, name)? == Existence::Gone {
+            // A kind the agent does not know by name (a custom controller) is located through
+            // discovery; without a unique answer the workload's findings stay open.
+            let collection = self.owners.collection_of_kind(client, kind)?;
+            let collection = collection.as_ref().map(|(p, r)| (p.as_str(), r.as_str()));
+            if client.workload_existence(collection, namespace, name)? == Existence::Gone {
                 let applied = store.remove_workload(
                     cluster,
                     namespace,
@@ -892,8 +901,15 @@ struct Placed<'l, A = &'l AssetId> {
     /// (unchanged) or from the cycle's resolved assets. While a changed report is being resolved
     /// it is a `Cow` that owns it (`place_changed`).
     asset: A,
-    /// The owning ReplicaSet's Deployment revision, when read this cycle.
+    /// The owning ReplicaSet's revision (of its Deployment or Rollout), when read this cycle.
     revision: Option<u64>,
+    /// The workload's `metadata.creationTimestamp`, when its owner chain was read this cycle
+    /// (changed reports only: a known, unchanged one costs no API call).
+    #[allow(
+        dead_code,
+        reason = "read by the coverage-baseline decision of issue 11, merged from its own branch"
+    )]
+    created: Option<jiff::Timestamp>,
     /// Its version is not recorded: new, or rescanned since it was applied.
     changed: bool,
     /// It is the report last applied to its container ([`KnownReport::current`]).
@@ -952,13 +968,14 @@ struct GroupPlan {
     superseded: u64,
 }
 
-/// The reports of one Deployment container are rivals: the newest ([`newest_by_key`]: the
+/// The reports of one container of a workload with revisions ([`has_revisions`]: a Deployment
+/// or an Argo Rollout) are rivals: the newest ([`newest_by_key`]: the
 /// highest ReplicaSet revision) speaks for it. It is applied when it changed, or when it is
 /// not the report last applied although it is known and unchanged: a rollback gives an old
 /// ReplicaSet, and so its old report, the highest revision. Other owners have one report per
 /// container; every changed one is applied (the store orders scans).
-fn plan_group(deployment: bool, entries: &[GroupEntry]) -> GroupPlan {
-    if !deployment {
+fn plan_group(revisions: bool, entries: &[GroupEntry]) -> GroupPlan {
+    if !revisions {
         return GroupPlan {
             apply: (0..entries.len()).filter(|&i| entries[i].changed).collect(),
             superseded: 0,
@@ -995,7 +1012,7 @@ struct Cover<'l> {
     asset: &'l AssetId,
     /// The report's direct owner (the ReplicaSet of a Deployment's report).
     owner: &'l str,
-    /// Its Deployment revision, when read this cycle.
+    /// Its ReplicaSet revision, when read this cycle.
     revision: Option<u64>,
 }
 
@@ -1021,7 +1038,8 @@ impl<'c> Coverage<'c> {
     /// Whether a stored live container is a candidate for removal: its workload has listed
     /// reports, but none in its current revision for this container. A Deployment's current
     /// revision is the ReplicaSet of the highest revision read this cycle (all its reports
-    /// count, read or not); when no revision was read, every report counts. A workload without
+    /// count, read or not), and so for a Rollout ([`has_revisions`]); when no revision was read,
+    /// every report counts. A workload without
     /// any listed report is not judged here (`remove_gone_workloads` asks whether it exists).
     fn is_candidate(&self, asset: &AssetId) -> bool {
         let Some(reports) = self.0.get(&workload_of(asset)) else {
@@ -1029,7 +1047,7 @@ impl<'c> Coverage<'c> {
         };
         let newest = reports.iter().filter_map(|c| c.revision).max();
         let current_owners: BTreeSet<&str> = match newest {
-            Some(top) if asset.workload_kind == "Deployment" => reports
+            Some(top) if has_revisions(&asset.workload_kind) => reports
                 .iter()
                 .filter(|c| c.revision == Some(top))
                 .map(|c| c.owner)

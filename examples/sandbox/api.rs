@@ -25,6 +25,9 @@ pub struct State {
     pub shutdown: AtomicBool,
     /// Gzip large answers to clients sending `Accept-Encoding: gzip`, as the API server does.
     pub gzip: bool,
+    /// Resources (`plural.group`, or the plural for the core group) every token is refused,
+    /// as when RBAC grants nothing on them: set with `POST /_sandbox/forbidden`.
+    pub forbidden: RwLock<HashSet<String>>,
 }
 
 /// Accepted bearer tokens: full access, or access limited to some namespaces (as a RoleBinding
@@ -286,6 +289,23 @@ pub fn handle(state: &State, req: &Request, client_cert: bool) -> Outcome {
         }
         Access::Full => {}
     }
+    let refused = |res: usize| {
+        let forbidden = state.forbidden.read().unwrap_or_else(|e| e.into_inner());
+        forbidden.contains(&RESOURCES[res].qualified())
+    };
+    match &target {
+        Target::Collection { res, ns } if refused(*res) => {
+            return Outcome::Respond(status_response(&forbidden(Some(*res), ns.as_deref(), verb)));
+        }
+        Target::Object { res, ns, .. } if refused(*res) => {
+            return Outcome::Respond(status_response(&forbidden(
+                Some(*res),
+                Some(ns.as_str()),
+                verb,
+            )));
+        }
+        _ => {}
+    }
     if let Target::Admin(what) = &target {
         return Outcome::Respond(admin(state, req, what));
     }
@@ -422,6 +442,22 @@ fn admin(state: &State, req: &Request, what: &str) -> Response {
             ok_json(200, &json!({"pending": state.faults.pending()}))
         }
         ("GET", "faults") => ok_json(200, &json!({"pending": state.faults.pending()})),
+        ("POST", "forbidden") => {
+            let Some(list) = body.get("resources").and_then(Value::as_array) else {
+                return status_response(&ApiError::bad_request(
+                    "expected {\"resources\": [\"rollouts.argoproj.io\", ...]}",
+                ));
+            };
+            let set: HashSet<String> = list
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect();
+            let shown: Vec<&String> = set.iter().collect();
+            let reply = json!({"forbidden": shown});
+            *state.forbidden.write().unwrap_or_else(|e| e.into_inner()) = set;
+            ok_json(200, &reply)
+        }
         ("DELETE", "faults") => {
             state.faults.clear();
             ok_json(200, &json!({"pending": []}))

@@ -270,6 +270,7 @@ fn run() -> Result<(), String> {
         stats: Mutex::new(BTreeMap::new()),
         server_addr: format!("{host}:{}", addr.port()),
         shutdown: AtomicBool::new(false),
+        forbidden: RwLock::new(HashSet::new()),
     });
 
     let mut signals = signal_hook::iterator::Signals::new([

@@ -373,6 +373,28 @@ pub static RESOURCES: &[Resource] = &[
         &["ns"],
         false,
     ),
+    // A minimal Argo Rollouts CRD (argoproj.io/v1alpha1 rollouts): the controller of the
+    // ReplicaSets of a Rollout (https://argo-rollouts.readthedocs.io/).
+    builtin(
+        "argoproj.io",
+        "v1alpha1",
+        "rollouts",
+        "rollout",
+        "Rollout",
+        &["ro"],
+        true,
+    ),
+    // A minimal OpenKruise CloneSet CRD (apps.kruise.io/v1alpha1 clonesets): a controller of
+    // Pods the agent does not know by name, to exercise owner-kind discovery.
+    builtin(
+        "apps.kruise.io",
+        "v1alpha1",
+        "clonesets",
+        "cloneset",
+        "CloneSet",
+        &[],
+        true,
+    ),
     builtin(
         "coordination.k8s.io",
         "v1",

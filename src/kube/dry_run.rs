@@ -7,7 +7,7 @@ use super::list::{self, collection_path};
 use crate::check::Check;
 use crate::trivy::ReportKind;
 
-/// A name no ReplicaSet has; a GET of it tells whether `get` is permitted (404) or not (403)
+/// A name no object has; a GET of it tells whether `get` is permitted (404) or not (403)
 /// without needing any real object.
 const PROBE_NAME: &str = "kijo-agent-dry-run-probe";
 
@@ -41,9 +41,51 @@ pub fn dry_run_checks(client: &Client, namespaces: &[String]) -> Vec<Check> {
             checks.push(list_reports(client, *kind, *scope));
         }
     }
-    checks.extend(scopes.iter().map(|scope| get_replicasets(client, *scope)));
+    for owner in OWNER_PROBES {
+        checks.extend(scopes.iter().map(|scope| get_owner(client, owner, *scope)));
+    }
     checks
 }
+
+/// An owner kind the chain follows (`crate::trivy::resolve_chain`), probed for `get`.
+struct OwnerProbe {
+    /// `/apis/<group>/<version>` or `/api/v1`.
+    prefix: &'static str,
+    plural: &'static str,
+    /// `plural.group`, as RBAC rules and errors name it.
+    resource: &'static str,
+    /// What the lookup is for, in the check's name.
+    purpose: &'static str,
+    /// What happens without it.
+    without: &'static str,
+}
+
+/// The owners above a report's own owner that the agent reads: a ReplicaSet's Deployment or
+/// Rollout, a Job's CronJob. (The report owners themselves are read too, and their `get` is
+/// granted with the workload existence checks.)
+const OWNER_PROBES: &[OwnerProbe] = &[
+    OwnerProbe {
+        prefix: "/apis/apps/v1",
+        plural: "replicasets",
+        resource: "replicasets",
+        purpose: "Deployment lookup",
+        without: "reports of Deployments will be attributed to their ReplicaSets",
+    },
+    OwnerProbe {
+        prefix: "/apis/argoproj.io/v1alpha1",
+        plural: "rollouts",
+        resource: "rollouts.argoproj.io",
+        purpose: "Argo Rollout lookup",
+        without: "reports of Argo Rollouts will be attributed to their ReplicaSets",
+    },
+    OwnerProbe {
+        prefix: "/apis/batch/v1",
+        plural: "jobs",
+        resource: "jobs",
+        purpose: "CronJob lookup",
+        without: "reports of a CronJob's Jobs will be attributed to the Jobs",
+    },
+];
 
 /// `/version` is open to everyone on most clusters: it proves reachability only.
 fn reachable(client: &Client) -> Check {
@@ -80,15 +122,20 @@ fn list_reports(client: &Client, kind: ReportKind, scope: Option<&str>) -> Check
     Check::new(format!("list {} in {where_}", kind.plural()), outcome)
 }
 
-/// `get` on ReplicaSets, probed with a name that does not exist: 404 means permitted.
-fn get_replicasets(client: &Client, scope: Option<&str>) -> Check {
+/// `get` on an owner kind, probed with a name that does not exist: 404 means permitted (or,
+/// for a custom resource, that its CRD is not installed: nothing to look up either).
+fn get_owner(client: &Client, owner: &OwnerProbe, scope: Option<&str>) -> Check {
     let ns = scope.unwrap_or("default");
-    let path = format!("/apis/apps/v1/namespaces/{ns}/replicasets/{PROBE_NAME}");
+    let path = format!(
+        "{}/namespaces/{ns}/{}/{PROBE_NAME}",
+        owner.prefix, owner.plural
+    );
     let outcome = match client.execute(&Request::get(&path, list::ACCEPT_JSON)) {
         Ok(_) => Ok("ok".to_owned()),
         Err(e) if e.is_not_found() => Ok("ok".to_owned()),
         Err(e) if e.is_forbidden() => Err(format!(
-            "{e}; reports of Deployments will be attributed to their ReplicaSets"
+            "{e}; {} (grant get on {})",
+            owner.without, owner.resource
         )),
         Err(e) => Err(e.to_string()),
     };
@@ -96,7 +143,7 @@ fn get_replicasets(client: &Client, scope: Option<&str>) -> Check {
         format!("namespace {n}")
     });
     Check::new(
-        format!("get replicasets in {where_} (Deployment lookup)"),
+        format!("get {} in {where_} ({})", owner.resource, owner.purpose),
         outcome,
     )
 }

@@ -377,10 +377,20 @@ impl Client {
 
     /// GET of one object as text; `Ok(None)` on 404. Bounded by the page limit.
     pub(crate) fn get_text(&self, path: &str) -> Result<Option<String>, KubeError> {
+        self.get_text_as(path, ACCEPT_JSON)
+    }
+
+    /// [`Client::get_text`] asking for another representation (`accept`), e.g. aggregated
+    /// discovery.
+    pub(crate) fn get_text_as(
+        &self,
+        path: &str,
+        accept: &str,
+    ) -> Result<Option<String>, KubeError> {
         let policy = self.retry_policy().clone();
         let mut failures = 0u32;
         loop {
-            let resp = match self.execute(&Request::get(path, ACCEPT_JSON)) {
+            let resp = match self.execute(&Request::get(path, accept)) {
                 Ok(r) => r,
                 Err(e) if e.is_not_found() => return Ok(None),
                 Err(e) => return Err(e),

@@ -10,6 +10,8 @@ pub struct KubeMetrics {
     pub retries: Counter,
     pub malformed_reports: Counter,
     pub list_restarts: Counter,
+    /// Owner lookups RBAC refused, by owner kind.
+    pub owner_forbidden: Family<Vec<(String, String)>, Counter>,
 }
 
 impl KubeMetrics {
@@ -34,6 +36,11 @@ impl KubeMetrics {
             "kijo_kube_list_restarts",
             "Listings restarted from the first page (expired continue token or broken page)",
             m.list_restarts.clone(),
+        );
+        registry.register(
+            "kijo_kube_owner_forbidden",
+            "Owner lookups the API refused (403), by owner kind; their reports stay attributed to the nearest readable owner below",
+            m.owner_forbidden.clone(),
         );
         m
     }

@@ -74,6 +74,12 @@ pub const READ_PERMISSIONS: &[Permission] = &[
         resource: "replicationcontrollers",
         verbs: &["get"],
         namespaced: true,
+    },    // The controller of an Argo Rollout's ReplicaSets (owner chain, see docs/identity.md).
+    Permission {
+        api_group: "argoproj.io",
+        resource: "rollouts",
+        verbs: &["get"],
+        namespaced: true,
     },
 ];
 

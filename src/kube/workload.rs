@@ -22,8 +22,28 @@ pub fn workload_collection(kind: &str) -> Option<(&'static str, &'static str)> {
         "CronJob" => ("/apis/batch/v1", "cronjobs"),
         "Pod" => ("/api/v1", "pods"),
         "ReplicationController" => ("/api/v1", "replicationcontrollers"),
+        // Argo Rollouts (https://argo-rollouts.readthedocs.io/en/stable/features/specification/):
+        // not scanned itself, but the controller of the ReplicaSets that are.
+        "Rollout" => ("/apis/argoproj.io/v1alpha1", "rollouts"),
         _ => return None,
     })
+}
+
+/// The apiVersion of a kind in [`workload_collection`].
+pub(crate) fn api_version_of(kind: &str) -> Option<&'static str> {
+    let (prefix, _) = workload_collection(kind)?;
+    prefix
+        .strip_prefix("/apis/")
+        .or_else(|| prefix.strip_prefix("/api/"))
+}
+
+/// The collection of a kind the agent knows, when the apiVersion is the one the table has (an
+/// ownerReference to another group's kind of the same name is located by discovery).
+pub(crate) fn known_collection(
+    api_version: &str,
+    kind: &str,
+) -> Option<(&'static str, &'static str)> {
+    workload_collection(kind).filter(|_| api_version_of(kind) == Some(api_version))
 }
 
 /// Whether a workload still exists.
@@ -37,15 +57,16 @@ pub enum Existence {
 }
 
 impl Client {
-    /// Looks a workload up by kind, namespace and name. Errors other than 403 fail the cycle so
-    /// that a flaky API never closes findings.
+    /// Looks a workload up in its collection (`(prefix, plural)`, e.g. from
+    /// `workload_collection`; `None`: the agent cannot tell where the kind lives), namespace and
+    /// name. Errors other than 403 fail the cycle so that a flaky API never closes findings.
     pub fn workload_existence(
         &self,
-        kind: &str,
+        collection: Option<(&str, &str)>,
         namespace: &str,
         name: &str,
     ) -> Result<Existence, KubeError> {
-        let Some((prefix, plural)) = workload_collection(kind) else {
+        let Some((prefix, plural)) = collection else {
             return Ok(Existence::Unknown);
         };
         if namespace.is_empty() {
@@ -74,6 +95,9 @@ fn pod_spec_path(kind: &str) -> Option<&'static [&'static str]> {
         | "Job" => &["spec", "template", "spec"],
         "CronJob" => &["spec", "jobTemplate", "spec", "template", "spec"],
         "Pod" => &["spec"],
+        // Unless `spec.workloadRef` points at a Deployment's template instead
+        // (`template_containers`).
+        "Rollout" => &["spec", "template", "spec"],
         _ => return None,
     })
 }
@@ -84,6 +108,11 @@ fn pod_spec_path(kind: &str) -> Option<&'static [&'static str]> {
 /// `None` when the object has no pod spec where its kind keeps one (an answer we cannot
 /// interpret closes nothing).
 pub(crate) fn template_containers(kind: &str, object: &serde_json::Value) -> Option<Vec<String>> {
+    if kind == "Rollout" && object.pointer("/spec/workloadRef").is_some_and(|r| !r.is_null()) {
+        // The pod template is another object's (Argo Rollouts' `workloadRef`): not read here,
+        // so no container is closed on a guess.
+        return None;
+    }
     let mut spec = object;
     for field in pod_spec_path(kind)? {
         spec = spec.get(field)?;
@@ -172,6 +201,14 @@ mod tests {
             ("Job", controller.clone(), all.clone()),
             ("CronJob", cronjob.clone(), all.clone()),
             ("Pod", pod.clone(), all.clone()),
+            ("Rollout", controller.clone(), all.clone()),
+            // A Rollout whose template is a Deployment's (workloadRef): unknown.
+            (
+                "Rollout",
+                json!({"spec": {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "template": {"spec": pod_spec.clone()}}}),
+                None,
+            ),
+            ("Rollout", json!({"spec": {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}}}), None),
             // A template read at the wrong depth is no answer, never "no containers".
             ("CronJob", controller.clone(), None),
             ("Deployment", pod.clone(), None),
@@ -203,11 +240,33 @@ mod tests {
             ("Job", Some("jobs")),
             ("Pod", Some("pods")),
             ("ReplicationController", Some("replicationcontrollers")),
+            ("Rollout", Some("rollouts")),
             ("ClusterSbomReport", None),
             ("Node", None),
         ];
         for (kind, want) in cases {
             assert_eq!(workload_collection(kind).map(|c| c.1), want, "{kind}");
         }
+    }
+
+    #[test]
+    fn known_collections_match_their_api_version() {
+        // (apiVersion, kind, plural)
+        let cases = [
+            ("apps/v1", "ReplicaSet", Some("replicasets")),
+            ("v1", "Pod", Some("pods")),
+            ("batch/v1", "CronJob", Some("cronjobs")),
+            ("argoproj.io/v1alpha1", "Rollout", Some("rollouts")),
+            // Another group's kind of a known name is not ours.
+            ("example.com/v1", "Rollout", None),
+            ("apps/v1beta2", "Deployment", None),
+            ("apps.kruise.io/v1alpha1", "CloneSet", None),
+        ];
+        for (api_version, kind, want) in cases {
+            assert_eq!(known_collection(api_version, kind).map(|c| c.1), want, "{api_version} {kind}");
+        }
+        assert_eq!(api_version_of("Pod"), Some("v1"));
+        assert_eq!(api_version_of("Rollout"), Some("argoproj.io/v1alpha1"));
+        assert_eq!(api_version_of("CloneSet"), None);
     }
 }

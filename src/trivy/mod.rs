@@ -12,5 +12,8 @@
 pub mod identity;
 pub mod report;
 
-pub use identity::{OwnerLookup, ReplicaSetInfo, Revision, Workload, newest_by_key, workload_of};
+pub use identity::{
+    Attribution, ObjectInfo, ObjectKey, ObjectLookup, Revision, Workload, has_revisions,
+    newest_by_key, resolve_chain,
+};
 pub use report::{Malformed, ObjectMeta, Owner, Report, ReportKind, parse_report};

@@ -117,7 +117,7 @@ pub const LABEL_SPEC_HASH: &str = "resource-spec-hash";
 pub const ANNOTATION_OWNER_NAME: &str = "trivy-operator.resource.name";
 
 /// The workload a report was produced for, as the operator recorded it (the direct owner, e.g.
-/// a ReplicaSet; see [`crate::trivy::workload_of`] for the Deployment above it).
+/// a ReplicaSet; see [`crate::trivy::resolve_chain`] for the Deployment or Rollout above it).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Owner {
     pub kind: String,

@@ -624,7 +624,8 @@ fn a_rollout_resolves_both_replicasets_to_the_deployment() {
     let mut resolver = OwnerResolver::default();
     let mut items = Vec::new();
     for r in &reports {
-        let (workload, revision) = resolver.resolve(&client, &r.owner).unwrap();
+        let a = resolver.attribute(&client, &r.owner).unwrap();
+        let (workload, revision) = (a.workload, a.revision);
         let rev = Revision {
             deployment_revision: revision,
             update_timestamp: r.update_timestamp,
@@ -668,7 +669,7 @@ fn a_rollout_resolves_both_replicasets_to_the_deployment() {
     // Lookups are cached: one GET per ReplicaSet however often it is asked.
     sb.reset_stats();
     for r in &reports {
-        resolver.resolve(&client, &r.owner).unwrap();
+        resolver.attribute(&client, &r.owner).unwrap();
     }
     assert_eq!(sb.count("get", "replicasets"), 0, "{}", sb.stats());
 
@@ -688,16 +689,22 @@ fn a_rollout_resolves_both_replicasets_to_the_deployment() {
         .iter()
         .find(|r| r.name == "replicaset-shop-api-aaaa-api")
         .unwrap();
-    assert_eq!(resolver.resolve(&client, &old.owner).unwrap().1, Some(1));
+    assert_eq!(
+        resolver.attribute(&client, &old.owner).unwrap().revision,
+        Some(1)
+    );
     resolver.prune();
     sb.reset_stats();
     for _ in 0..2 {
         assert_eq!(
-            resolver.refresh(&client, &old.owner).unwrap().revision(),
+            resolver.refresh(&client, &old.owner).unwrap().revision,
             Some(3)
         );
     }
-    assert_eq!(resolver.resolve(&client, &old.owner).unwrap().1, Some(3));
+    assert_eq!(
+        resolver.attribute(&client, &old.owner).unwrap().revision,
+        Some(3)
+    );
     assert_eq!(sb.count("get", "replicasets"), 1, "{}", sb.stats());
     resolver.prune();
     resolver.refresh(&client, &old.owner).unwrap();
@@ -774,6 +781,29 @@ fn dry_run_checks_every_permission() {
         !per_ns
             .iter()
             .any(|c| c.name.contains("clustervulnerabilityreports"))
+    );
+
+    // An owner kind RBAC refuses: one failing line, naming what falls back and the rule to add.
+    let r = sb.http(
+        "POST",
+        "/_sandbox/forbidden",
+        Some(r#"{"resources":["rollouts.argoproj.io"]}"#),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let checks = dry_run_checks(&client, &[]);
+    let failed: Vec<_> = checks.iter().filter(|c| !c.ok).collect();
+    assert_eq!(failed.len(), 1, "{checks:#?}");
+    assert_eq!(
+        failed[0].name,
+        "get rollouts.argoproj.io in all namespaces (probed in default) (Argo Rollout lookup)"
+    );
+    assert!(
+        failed[0].detail.contains("403")
+            && failed[0]
+                .detail
+                .contains("attributed to their ReplicaSets (grant get on rollouts.argoproj.io)"),
+        "{failed:#?}"
     );
 }
 
@@ -1017,6 +1047,132 @@ fn a_report_of_a_vanished_replicaset_announces_nothing() {
     assert!(!history.contains("gen-0"), "{history}");
 }
 
+/// The owner chain against the sandbox: ReplicaSet → Argo Rollout (a known custom kind), Pod →
+/// CloneSet (located through discovery, once per group version), and a 403 on an owner kind
+/// (nearest readable owner, counted by kind).
+#[test]
+fn owner_chains_follow_controllers_of_any_kind() {
+    let sb = Sandbox::start(&[]);
+    let ns = r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop"}}"#;
+    create(&sb, "/api/v1/namespaces", ns);
+    let rollout = sb.http(
+        "POST",
+        "/apis/argoproj.io/v1alpha1/namespaces/shop/rollouts",
+        Some(r#"{"apiVersion":"argoproj.io/v1alpha1","kind":"Rollout","metadata":{"name":"web","namespace":"shop"}}"#),
+        &[],
+    );
+    assert_eq!(rollout.status, 201, "{}", rollout.body);
+    let uid = rollout.json()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    create(
+        &sb,
+        "/apis/apps/v1/namespaces/shop/replicasets",
+        &format!(
+            r#"{{"apiVersion":"apps/v1","kind":"ReplicaSet","metadata":{{"name":"web-7f9c","namespace":"shop","annotations":{{"rollout.argoproj.io/revision":"4"}},"ownerReferences":[{{"apiVersion":"argoproj.io/v1alpha1","kind":"Rollout","name":"web","uid":"{uid}","controller":true}}]}}}}"#
+        ),
+    );
+    let cloneset = sb.http(
+        "POST",
+        "/apis/apps.kruise.io/v1alpha1/namespaces/shop/clonesets",
+        Some(r#"{"apiVersion":"apps.kruise.io/v1alpha1","kind":"CloneSet","metadata":{"name":"api","namespace":"shop"}}"#),
+        &[],
+    );
+    assert_eq!(cloneset.status, 201, "{}", cloneset.body);
+    let uid = cloneset.json()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for pod in ["api-aaaaa", "api-bbbbb"] {
+        create(
+            &sb,
+            "/api/v1/namespaces/shop/pods",
+            &format!(
+                r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{pod}","namespace":"shop","ownerReferences":[{{"apiVersion":"apps.kruise.io/v1alpha1","kind":"CloneSet","name":"api","uid":"{uid}","controller":true}}]}}}}"#
+            ),
+        );
+    }
+    let owner = |kind: &str, name: &str| kijo_agent::trivy::Owner {
+        kind: kind.into(),
+        name: name.into(),
+        namespace: "shop".into(),
+    };
+    let client = Client::connect(&opts(&sb.kubeconfig)).unwrap();
+    let mut registry = kijo_agent::metrics::Registry::default();
+    let metrics = KubeMetrics::new(&mut registry);
+    let mut resolver = OwnerResolver::new(
+        std::time::Duration::from_secs(600),
+        metrics.owner_forbidden.clone(),
+    );
+
+    let a = resolver
+        .attribute(&client, &owner("ReplicaSet", "web-7f9c"))
+        .unwrap();
+    assert_eq!(
+        (
+            a.workload.kind.as_str(),
+            a.workload.name.as_str(),
+            a.revision
+        ),
+        ("Rollout", "web", Some(4))
+    );
+    assert!(a.created.is_some(), "{a:?}");
+
+    sb.reset_stats();
+    for pod in ["api-aaaaa", "api-bbbbb"] {
+        let a = resolver.attribute(&client, &owner("Pod", pod)).unwrap();
+        assert_eq!(
+            (
+                a.workload.kind.as_str(),
+                a.workload.name.as_str(),
+                a.revision
+            ),
+            ("CloneSet", "api", None),
+            "{pod}"
+        );
+        assert!(a.created.is_some(), "{a:?}");
+    }
+    // Discovery once for the group version, the CloneSet once, each Pod once.
+    assert_eq!(sb.stats()["total"], 4, "{}", sb.stats());
+    assert_eq!(sb.count("get", "clonesets"), 1, "{}", sb.stats());
+    assert_eq!(sb.count("get", "pods"), 2, "{}", sb.stats());
+
+    // 403 on Rollouts: the ReplicaSet is the nearest readable owner; counted by kind.
+    let r = sb.http(
+        "POST",
+        "/_sandbox/forbidden",
+        Some(r#"{"resources":["rollouts.argoproj.io"]}"#),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut fresh = OwnerResolver::new(
+        std::time::Duration::from_secs(600),
+        metrics.owner_forbidden.clone(),
+    );
+    let a = fresh
+        .attribute(&client, &owner("ReplicaSet", "web-7f9c"))
+        .unwrap();
+    assert_eq!(
+        (
+            a.workload.kind.as_str(),
+            a.workload.name.as_str(),
+            a.revision
+        ),
+        ("ReplicaSet", "web-7f9c", None)
+    );
+    assert_eq!(
+        a.blocked.map(|b| (b.key.kind, b.forbidden)),
+        Some(("Rollout".to_owned(), true))
+    );
+    let text = kijo_agent::metrics::render(&registry);
+    assert!(
+        text.lines()
+            .any(|l| l == "kijo_kube_owner_forbidden_total{kind=\"Rollout\"} 1"),
+        "{text}"
+    );
+}
+
 #[test]
 fn namespace_scoped_rbac_works_with_namespace_filtering() {
     let sb = Sandbox::start(&[
@@ -1036,7 +1192,8 @@ fn namespace_scoped_rbac_works_with_namespace_filtering() {
         .iter()
         .find(|r| r.name == "replicaset-web-7c9d8f6b5d-nginx")
         .unwrap();
-    let (workload, revision) = resolver.resolve(&client, &web.owner).unwrap();
+    let a = resolver.attribute(&client, &web.owner).unwrap();
+    let (workload, revision) = (a.workload, a.revision);
     assert_eq!((workload.kind.as_str(), revision), ("Deployment", Some(3)));
 
     // Cluster-wide listing is forbidden: a clear error, not an empty list.

@@ -1247,6 +1247,8 @@ fn kubectl_server_side_apply_discovery_and_get_all() {
         "clustervulnerabilityreports",
         "leases",
         "deployments",
+        "rollouts",
+        "clonesets",
     ] {
         assert!(resources.contains(line), "{line} missing:\n{resources}");
     }

@@ -18,6 +18,8 @@ pub enum Kind {
     CronJob,
     Job,
     Pod,
+    Rollout,
+    CloneSet,
 }
 
 impl Kind {
@@ -30,9 +32,11 @@ impl Kind {
             "cronjob" => Kind::CronJob,
             "job" => Kind::Job,
             "pod" => Kind::Pod,
+            "rollout" => Kind::Rollout,
+            "cloneset" => Kind::CloneSet,
             other => {
                 return Err(format!(
-                    "unknown kind {other:?} (deployment, replicaset, statefulset, daemonset, cronjob, job, pod)"
+                    "unknown kind {other:?} (deployment, replicaset, statefulset, daemonset, cronjob, job, pod, rollout, cloneset)"
                 ));
             }
         })
@@ -47,6 +51,8 @@ impl Kind {
             Kind::CronJob => "CronJob",
             Kind::Job => "Job",
             Kind::Pod => "Pod",
+            Kind::Rollout => "Rollout",
+            Kind::CloneSet => "CloneSet",
         }
     }
 
@@ -54,6 +60,8 @@ impl Kind {
         match self {
             Kind::CronJob | Kind::Job => "batch/v1",
             Kind::Pod => "v1",
+            Kind::Rollout => "argoproj.io/v1alpha1",
+            Kind::CloneSet => "apps.kruise.io/v1alpha1",
             _ => "apps/v1",
         }
     }
@@ -67,6 +75,8 @@ impl Kind {
             Kind::CronJob => "cronjobs",
             Kind::Job => "jobs",
             Kind::Pod => "pods",
+            Kind::Rollout => "rollouts",
+            Kind::CloneSet => "clonesets",
         }
     }
 }
@@ -86,6 +96,8 @@ pub fn collection(plural: &str, ns: &str) -> String {
         "pods" | "namespaces" => "/api/v1",
         "cronjobs" | "jobs" => "/apis/batch/v1",
         "deployments" | "replicasets" | "statefulsets" | "daemonsets" => "/apis/apps/v1",
+        "rollouts" => "/apis/argoproj.io/v1alpha1",
+        "clonesets" => "/apis/apps.kruise.io/v1alpha1",
         _ => "/apis/aquasecurity.github.io/v1alpha1",
     };
     format!("{prefix}/namespaces/{ns}/{plural}")
@@ -220,7 +232,9 @@ pub fn workload_object(kind: Kind, spec: &WorkloadSpec) -> Value {
             "jobTemplate": {"spec": {"template": template(Some("OnFailure"))}}}),
         Kind::Job => json!({"template": template(Some("Never"))}),
         Kind::Pod => pod_spec(spec, None),
-        Kind::Deployment | Kind::ReplicaSet => unreachable!("built by the runner"),
+        Kind::Deployment | Kind::ReplicaSet | Kind::Rollout | Kind::CloneSet => {
+            unreachable!("built by the runner")
+        }
     };
     if kind == Kind::Pod {
         obj["status"] = json!({"phase": "Running"});

@@ -78,7 +78,7 @@ fn rfc3339(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// One Deployment's rollout history: which ReplicaSet got which revision.
+/// One Deployment's (or Argo Rollout's) rollout history: which ReplicaSet got which revision.
 struct Deployment {
     revision: u64,
     current_rs: String,
@@ -104,7 +104,10 @@ struct World<'a> {
     db: &'a Db,
     clock: Timestamp,
     env: BTreeMap<String, String>,
-    deployments: BTreeMap<(String, String), Deployment>,
+    /// By (namespace, kind, name).
+    deployments: BTreeMap<(String, Kind, String), Deployment>,
+    /// A CloneSet's current Pod, by (namespace, name).
+    clonesets: BTreeMap<(String, String), String>,
     reports: BTreeMap<(String, String), ReportState>,
     received: usize,
 }
@@ -130,6 +133,7 @@ pub fn run_file(path: &Path, db: &Db) -> Vec<String> {
         clock: START.parse().expect("START"),
         env,
         deployments: BTreeMap::new(),
+        clonesets: BTreeMap::new(),
         reports: BTreeMap::new(),
         received: 0,
     };
@@ -163,6 +167,15 @@ impl World<'_> {
             }
             Step::Clock(d) => self.clock += duration(d)?,
             Step::Cycle(c) => return self.cycle(c),
+            Step::Forbid(resources) => {
+                let body = json!({"resources": resources}).to_string();
+                let r = self
+                    .sb
+                    .http("POST", "/_sandbox/forbidden", Some(&body), &[]);
+                if r.status != 200 {
+                    return Err(format!("forbid: {} {}", r.status, r.body));
+                }
+            }
         }
         Ok(Vec::new())
     }
@@ -175,13 +188,18 @@ impl World<'_> {
             Workload::CronJob(s) => (Kind::CronJob, s),
             Workload::Job(s) => (Kind::Job, s),
             Workload::Pod(s) => (Kind::Pod, s),
+            Workload::Rollout(s) => (Kind::Rollout, s),
+            Workload::CloneSet(s) => (Kind::CloneSet, s),
         };
         cluster::ensure_namespace(&self.sb, &spec.namespace)?;
-        if kind == Kind::Deployment {
-            return self.deployment(spec);
+        if matches!(kind, Kind::Deployment | Kind::Rollout) {
+            return self.deployment(kind, spec);
         }
         if spec.revision.is_some() {
-            return Err("`revision` is for Deployments only".into());
+            return Err("`revision` is for Deployments and Rollouts only".into());
+        }
+        if kind == Kind::CloneSet {
+            return self.cloneset(spec);
         }
         let obj = cluster::workload_object(kind, spec);
         let stored = cluster::upsert(&self.sb, kind.plural(), &spec.namespace, &obj)?;
@@ -202,8 +220,13 @@ impl World<'_> {
     /// A Deployment rollout as the controller does it: the ReplicaSet is named after the pod
     /// template's hash, so going back to an earlier template re-uses (and re-numbers) its old
     /// ReplicaSet — a rollback. Older ReplicaSets are scaled to 0 and keep their reports.
-    fn deployment(&mut self, spec: &WorkloadSpec) -> Result<(), String> {
-        let key = (spec.namespace.clone(), spec.name.clone());
+    /// An Argo Rollout is done the same way, with its own revision annotation.
+    fn deployment(&mut self, kind: Kind, spec: &WorkloadSpec) -> Result<(), String> {
+        let annotation = match kind {
+            Kind::Rollout => "rollout.argoproj.io/revision",
+            _ => "deployment.kubernetes.io/revision",
+        };
+        let key = (spec.namespace.clone(), kind, spec.name.clone());
         let previous = self.deployments.get(&key).map_or(0, |d| d.revision);
         let revision = spec.revision.unwrap_or(previous + 1);
         let hash = cluster::template_hash(spec);
@@ -213,12 +236,12 @@ impl World<'_> {
         let template =
             json!({"metadata": {"labels": labels}, "spec": cluster::pod_spec(spec, None)});
         let deployment = json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
+            "apiVersion": kind.api_version(), "kind": kind.name(),
             "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels,
-                         "annotations": {"deployment.kubernetes.io/revision": rev}},
+                         "annotations": {annotation: rev}},
             "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": template},
         });
-        let stored = cluster::upsert(&self.sb, "deployments", &spec.namespace, &deployment)?;
+        let stored = cluster::upsert(&self.sb, kind.plural(), &spec.namespace, &deployment)?;
         if let Some(old) = self
             .deployments
             .get(&key)
@@ -239,8 +262,8 @@ impl World<'_> {
         let rs = json!({
             "apiVersion": "apps/v1", "kind": "ReplicaSet",
             "metadata": {"name": rs_name, "namespace": spec.namespace, "labels": rs_labels,
-                         "annotations": {"deployment.kubernetes.io/revision": rev},
-                         "ownerReferences": [cluster::owner_reference(Kind::Deployment, &stored, true)]},
+                         "annotations": {annotation: rev},
+                         "ownerReferences": [cluster::owner_reference(kind, &stored, true)]},
             "spec": {"replicas": 1, "selector": {"matchLabels": rs_labels}, "template": rs_template},
         });
         cluster::upsert(&self.sb, "replicasets", &spec.namespace, &rs)?;
@@ -255,6 +278,35 @@ impl World<'_> {
         Ok(())
     }
 
+    /// A CloneSet and its one Pod, named after the pod template's hash as its controller
+    /// names pods: a rollout replaces the Pod (and, through garbage collection, its reports).
+    fn cloneset(&mut self, spec: &WorkloadSpec) -> Result<(), String> {
+        let labels = json!({"app": spec.name});
+        let template =
+            json!({"metadata": {"labels": labels}, "spec": cluster::pod_spec(spec, None)});
+        let cloneset = json!({
+            "apiVersion": Kind::CloneSet.api_version(), "kind": "CloneSet",
+            "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": template},
+        });
+        let stored = cluster::upsert(&self.sb, "clonesets", &spec.namespace, &cloneset)?;
+        let pod_name = format!("{}-{}", spec.name, &cluster::template_hash(spec)[..5]);
+        let key = (spec.namespace.clone(), spec.name.clone());
+        if let Some(old) = self.clonesets.get(&key).filter(|p| **p != pod_name) {
+            cluster::delete(&self.sb, "pods", &spec.namespace, old)?;
+        }
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod_name, "namespace": spec.namespace, "labels": labels,
+                         "ownerReferences": [cluster::owner_reference(Kind::CloneSet, &stored, true)]},
+            "spec": cluster::pod_spec(spec, None),
+            "status": {"phase": "Running"},
+        });
+        cluster::upsert(&self.sb, "pods", &spec.namespace, &pod)?;
+        self.clonesets.insert(key, pod_name);
+        Ok(())
+    }
+
     /// (report owner kind, owner name, report name) of a report reference.
     fn resolve(
         &self,
@@ -265,23 +317,35 @@ impl World<'_> {
     ) -> Result<(Kind, String, String), String> {
         let (kind, name) = cluster::parse_owner(owner)?;
         let (kind, name) = match kind {
-            Kind::Deployment => {
+            Kind::Deployment | Kind::Rollout => {
+                let what = kind.name().to_ascii_lowercase();
                 let d = self
                     .deployments
-                    .get(&(ns.to_owned(), name.clone()))
+                    .get(&(ns.to_owned(), kind, name.clone()))
                     .ok_or_else(|| {
-                        format!("deployment {ns}/{name} was not created by a workload step")
+                        format!("{what} {ns}/{name} was not created by a workload step")
                     })?;
                 let rs = match revision {
                     Some(r) => d
                         .by_revision
                         .get(&r)
-                        .ok_or_else(|| format!("deployment {ns}/{name} never had revision {r}"))?,
+                        .ok_or_else(|| format!("{what} {ns}/{name} never had revision {r}"))?,
                     None => &d.current_rs,
                 };
                 (Kind::ReplicaSet, rs.clone())
             }
-            _ if revision.is_some() => return Err("`revision` is for Deployments only".into()),
+            _ if revision.is_some() => {
+                return Err("`revision` is for Deployments and Rollouts only".into());
+            }
+            Kind::CloneSet => {
+                let pod = self
+                    .clonesets
+                    .get(&(ns.to_owned(), name.clone()))
+                    .ok_or_else(|| {
+                        format!("cloneset {ns}/{name} was not created by a workload step")
+                    })?;
+                (Kind::Pod, pod.clone())
+            }
             k => (k, name),
         };
         let report = format!("{}-{name}-{container}", kind.name().to_ascii_lowercase());
@@ -410,9 +474,11 @@ impl World<'_> {
         if let Some(w) = &d.workload {
             let (kind, name) = cluster::parse_owner(w)?;
             cluster::delete(&self.sb, kind.plural(), &d.namespace, &name)?;
-            if kind == Kind::Deployment {
+            if matches!(kind, Kind::Deployment | Kind::Rollout) {
                 // A Deployment created again starts its revisions over, as in Kubernetes.
-                self.deployments.remove(&(d.namespace.clone(), name));
+                self.deployments.remove(&(d.namespace.clone(), kind, name));
+            } else if kind == Kind::CloneSet {
+                self.clonesets.remove(&(d.namespace.clone(), name));
             }
         } else if let Some(r) = &d.report {
             let (_, _, name) = self.resolve(&r.owner, &r.namespace, &r.container, r.revision)?;

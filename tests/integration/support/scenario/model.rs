@@ -36,6 +36,9 @@ pub enum Step {
     Clock(String),
     /// One `kijo-agent --once` and what a person receives from it.
     Cycle(Cycle),
+    /// Resources (`rollouts.argoproj.io`, `replicasets.apps`, `pods`) the API refuses (403)
+    /// from now on, as when RBAC grants nothing on them; `[]` lifts it.
+    Forbid(Vec<String>),
 }
 
 impl Step {
@@ -48,6 +51,7 @@ impl Step {
             Step::Patch(_) => "patch",
             Step::Clock(_) => "clock",
             Step::Cycle(_) => "cycle",
+            Step::Forbid(_) => "forbid",
         }
     }
 }
@@ -61,6 +65,12 @@ pub enum Workload {
     CronJob(WorkloadSpec),
     Job(WorkloadSpec),
     Pod(WorkloadSpec),
+    /// An Argo Rollout (`argoproj.io/v1alpha1`): ReplicaSets with the
+    /// `rollout.argoproj.io/revision` annotation, rolled out and back like a Deployment's.
+    Rollout(WorkloadSpec),
+    /// An OpenKruise CloneSet (`apps.kruise.io/v1alpha1`), a controller the agent does not know
+    /// by name: it owns one Pod per template directly, replaced on every rollout.
+    CloneSet(WorkloadSpec),
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -73,7 +83,7 @@ pub struct WorkloadSpec {
     pub containers: BTreeMap<String, String>,
     #[serde(default, rename = "initContainers")]
     pub init_containers: BTreeMap<String, String>,
-    /// Deployments only: the `deployment.kubernetes.io/revision` of this rollout (default: the
+    /// Deployments and Rollouts only: the revision annotation of this rollout (default: the
     /// previous one + 1, starting at 1).
     pub revision: Option<u64>,
 }

@@ -516,6 +516,18 @@ impl Poller {
             known_workloads: store.known_workloads(&cluster)?.into_iter().collect(),
             created: HashMap::new(),
         };
+        if !news.first_cycle {
+            for (namespace, kind) in &scopes {
+                if lifecycle::covered_since(&news.covered, namespace, kind).is_none() {
+                    log::info!(
+                        cluster = cluster.as_str(),
+                        namespace = namespace.as_str(),
+                        kind = kind.as_str();
+                        "covering a new scope: what it holds now is recorded without notifications"
+                    );
+                }
+            }
+        }
         let known = store.report_versions(&cluster)?;
         let listed = self.list_reports(client)?;
         summary.reports_read = listed.len() as u64;

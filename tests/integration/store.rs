@@ -1205,7 +1205,8 @@ fn coverage_keeps_the_first_time_a_scope_was_covered(kind: Kind) {
     );
     s.record_coverage("prod", &team_a, ts("2026-01-01T00:00:00.123456Z"))
         .unwrap();
-    s.finish_baseline("prod", ts("2026-01-01T00:00:01Z")).unwrap();
+    s.finish_baseline("prod", ts("2026-01-01T00:00:01Z"))
+        .unwrap();
     let widened = [scope("team-a", VR), scope("team-b", VR)];
     s.record_coverage("prod", &widened, ts("2026-01-02T00:00:00Z"))
         .unwrap();
@@ -1235,7 +1236,8 @@ fn coverage_keeps_the_first_time_a_scope_was_covered(kind: Kind) {
     );
 
     // An upgraded store: a completed baseline, no coverage row.
-    s.finish_baseline("legacy", ts("2025-06-01T00:00:00Z")).unwrap();
+    s.finish_baseline("legacy", ts("2025-06-01T00:00:00Z"))
+        .unwrap();
     assert_eq!(
         covered_lines(&mut s, "legacy", &widened),
         [

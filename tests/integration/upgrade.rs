@@ -291,7 +291,11 @@ fn upgrade_from_3(db: Db) {
     let sb = Sandbox::start(&["--load", &Sandbox::fixtures_dir().display().to_string()]);
     let slack = Receiver::start();
     once(&sb, &db, &slack);
-    assert_eq!(db.count("lifecycle_events", CLUSTER), 0, "{which}: baseline");
+    assert_eq!(
+        db.count("lifecycle_events", CLUSTER),
+        0,
+        "{which}: baseline"
+    );
     execute(
         &db,
         "DROP TABLE coverage; DELETE FROM schema_migrations WHERE version = 4;",
@@ -329,7 +333,10 @@ fn upgrade_from_3(db: Db) {
                               "spec": {"containers": [{"name": "main", "image": "acme/service-0:1.0.0"}]}}}
     });
     create(&sb, &statefulset);
-    create(&sb, &crate::support::lifecycle::synthetic_report("shop", 0, 2));
+    create(
+        &sb,
+        &crate::support::lifecycle::synthetic_report("shop", 0, 2),
+    );
     once(&sb, &db, &slack);
     let kinds: Vec<String> = db.events(CLUSTER).into_iter().map(|e| e.kind).collect();
     assert_eq!(kinds, ["new", "new"], "{which}");

@@ -513,7 +513,7 @@ impl Poller {
         let mut news = News {
             first_cycle: summary.baseline,
             covered: store.coverage(&cluster, &scopes)?,
-            known_workloads: store.known_workloads(&cluster)?.into_iter().collect(),
+            known_workloads: None,
             created: HashMap::new(),
         };
         if !news.first_cycle {
@@ -601,10 +601,14 @@ impl Poller {
             }));
         }
         self.remove_gone_containers(store, client, &covering, &targets, &mut summary)?;
+        let known_workloads = match news.known_workloads.take() {
+            Some(k) => k,
+            None => store.known_workloads(&cluster)?.into_iter().collect(),
+        };
         self.remove_gone_workloads(
             store,
             client,
-            &news.known_workloads,
+            &known_workloads,
             &live,
             &targets,
             &mut summary,
@@ -792,6 +796,11 @@ impl Poller {
             uid: report.uid.clone(),
             resource_version: report.resource_version.clone(),
         };
+        if news.known_workloads.is_none() {
+            // Before this cycle's first write: what the store knew when the cycle began. A
+            // cycle that applies nothing does not hold the set any longer than before.
+            news.known_workloads = Some(store.known_workloads(&self.config.cluster_name)?.into_iter().collect());
+        }
         let silent = news.is_silent(client, p)?;
         match store.apply(&observation, Some(&version), silent, targets) {
             Ok(applied) => {
@@ -943,8 +952,9 @@ struct News {
     first_cycle: bool,
     /// The coverage recorded before this cycle.
     covered: Vec<lifecycle::Covered>,
-    /// Workloads the store held a scan of when the cycle began.
-    known_workloads: BTreeSet<WorkloadKey>,
+    /// Workloads the store held a scan of when the cycle began; read before the cycle's first
+    /// write (`apply_report`).
+    known_workloads: Option<BTreeSet<WorkloadKey>>,
     /// Creation times read this cycle, so a workload's containers cost one request.
     created: HashMap<WorkloadKey, Created>,
 }
@@ -962,7 +972,10 @@ impl News {
                 &p.asset.namespace,
                 p.report.kind.as_str(),
             ),
-            workload_known: self.known_workloads.contains(&key),
+            workload_known: self
+                .known_workloads
+                .as_ref()
+                .is_some_and(|k| k.contains(&key)),
             created: match p.created {
                 Some(t) => Created::At(t),
                 None => self.created.get(&key).copied().unwrap_or(Created::NotRead),

@@ -799,7 +799,8 @@ impl Poller {
         if news.known_workloads.is_none() {
             // Before this cycle's first write: what the store knew when the cycle began. A
             // cycle that applies nothing does not hold the set any longer than before.
-            news.known_workloads = Some(store.known_workloads(&self.config.cluster_name)?.into_iter().collect());
+            let known = store.known_workloads(&self.config.cluster_name)?;
+            news.known_workloads = Some(known.into_iter().collect());
         }
         let silent = news.is_silent(client, p)?;
         match store.apply(&observation, Some(&version), silent, targets) {

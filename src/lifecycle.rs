@@ -20,7 +20,8 @@
 //! - **Returns**: a fixed finding listed again is `reintroduced`, a withdrawn one
 //!   `reported_again`; one closed because its workload or container went away reopens silently
 //!   when they come back.
-//! - **News**: during a baseline (a cluster's first cycle) findings are recorded without any
+//! - **News**: during a baseline (a cluster's first cycle, a scope newly covered, a workload
+//!   created before its scope was covered: [`silence`]) findings are recorded without any
 //!   event; a finding that another container of the same workload held is not new either (a
 //!   renamed container).
 //! - **Severity**: a change is recorded (`severity_changed`); `peak_severity` remembers the
@@ -317,6 +318,104 @@ fn held_before(siblings: &BTreeMap<FindingKey, Timestamp>, key: &FindingKey, at:
     siblings
         .get(key)
         .is_some_and(|first_seen| at.duration_since(*first_seen) >= SAME_SCAN_WINDOW)
+}
+
+/// The namespace of the scope that covers every namespace (`KIJO_NAMESPACES=all`). No Kubernetes
+/// namespace can be named `*` (a namespace name is a DNS label).
+pub const ALL_NAMESPACES: &str = "*";
+
+/// One scope the agent covers (reports of one kind in one namespace, or in all namespaces) and
+/// since when: recorded at the end of the first cycle that covered it and kept when the scope
+/// is narrowed away, so that covering it again does not start from zero.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Covered {
+    /// A namespace, `""` for cluster-scoped reports, or [`ALL_NAMESPACES`].
+    pub namespace: String,
+    /// The report kind (`VulnerabilityReport`, ...).
+    pub kind: String,
+    pub since: Timestamp,
+}
+
+/// Since when reports of `kind` in `namespace` are covered: the earlier of the namespace's own
+/// scope and the all-namespaces scope of that kind. `None` when neither was covered before this
+/// cycle: its coverage begins now. Per kind, so a report kind tracked for the first time is
+/// covered from the cycle that first lists it.
+pub fn covered_since(covered: &[Covered], namespace: &str, kind: &str) -> Option<Timestamp> {
+    covered
+        .iter()
+        .filter(|c| c.kind == kind && (c.namespace == namespace || c.namespace == ALL_NAMESPACES))
+        .map(|c| c.since)
+        .min()
+}
+
+/// What the agent knows of when a workload (its top owner) was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// Not asked yet: asking costs an API request, made only when [`silence`] needs it.
+    NotRead,
+    /// Asked, and the API did not tell (forbidden, gone, a kind the agent cannot read).
+    Unknown,
+    At(Timestamp),
+}
+
+/// Everything [`silence`] decides on, for one scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewsContext {
+    /// The cluster's first cycle has not completed yet.
+    pub first_cycle: bool,
+    /// Since when the scan's (namespace, kind) is covered ([`covered_since`]); `None`: coverage
+    /// begins this cycle.
+    pub covered_since: Option<Timestamp>,
+    /// The store holds a scan of this workload (any container): what it brings is compared with
+    /// what the agent saw, so a container added to a known workload is news.
+    pub workload_known: bool,
+    /// The creation time of the workload's top owner.
+    pub created: Created,
+}
+
+/// Whether findings never seen before are recorded silently ([`diff`]'s `baseline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Silence {
+    /// They existed before the agent covered them: recorded, not announced.
+    Silent,
+    /// They are news.
+    News,
+    /// Read the workload's creation time ([`Created::NotRead`]) and ask again.
+    ReadCreated,
+}
+
+/// The coverage baseline: findings that existed before the agent covered them are not news.
+/// That holds for the cluster's first cycle, for a scope (namespace, report kind) whose coverage
+/// begins this cycle, and for a workload whose first report appears later but which was created
+/// before its scope was covered (Trivy Operator was still scanning, or the scope was widened
+/// while nobody had scanned it yet). A workload the store already knows is compared as usual,
+/// and one created after its scope was covered is new.
+///
+/// `creationTimestamp` has second precision: a workload created in the same second as coverage
+/// began counts as created after it, so a new workload is never silenced. When the creation
+/// time cannot be read, the agent has no evidence that the workload is new and says nothing
+/// (its findings are recorded; later changes are announced as usual).
+pub fn silence(c: &NewsContext) -> Silence {
+    if c.first_cycle {
+        return Silence::Silent;
+    }
+    let Some(since) = c.covered_since else {
+        return Silence::Silent;
+    };
+    if c.workload_known {
+        return Silence::News;
+    }
+    match c.created {
+        Created::NotRead => Silence::ReadCreated,
+        Created::Unknown => Silence::Silent,
+        Created::At(created) if created < floor_second(since) => Silence::Silent,
+        Created::At(_) => Silence::News,
+    }
+}
+
+/// `t` without its fraction of a second.
+fn floor_second(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
 /// A stable event id: SHA-256 over the change's identity, 32 hex digits. `moment` is the scan
@@ -816,6 +915,83 @@ mod tests {
             let (events, rows) = summary(&got);
             assert_eq!(events, c.events, "{}: events", c.name);
             assert_eq!(rows, c.rows, "{}: rows", c.name);
+        }
+    }
+
+
+    #[test]
+    fn coverage_starts_at_the_earliest_scope_of_its_kind() {
+        let c = |namespace: &str, kind: &str, since: &str| Covered {
+            namespace: namespace.into(),
+            kind: kind.into(),
+            since: ts(since),
+        };
+        const VR: &str = "VulnerabilityReport";
+        const CVR: &str = "ClusterVulnerabilityReport";
+        // (what, stored scopes, namespace, kind, want)
+        type Case = (&'static str, Vec<Covered>, &'static str, &'static str, Option<&'static str>);
+        let cases: Vec<Case> = vec![
+            ("nothing covered yet", vec![], "team-a", VR, None),
+            ("its own namespace", vec![c("team-a", VR, T0)], "team-a", VR, Some(T0)),
+            ("another namespace only: begins now", vec![c("team-a", VR, T0)], "team-b", VR, None),
+            ("all namespaces", vec![c(ALL_NAMESPACES, VR, T1)], "team-b", VR, Some(T1)),
+            (
+                "widened to all: the namespace keeps its earlier start",
+                vec![c("team-a", VR, T0), c(ALL_NAMESPACES, VR, T1)],
+                "team-a",
+                VR,
+                Some(T0),
+            ),
+            (
+                "narrowed from all to a list: still covered since all began",
+                vec![c(ALL_NAMESPACES, VR, T0), c("team-b", VR, T1)],
+                "team-b",
+                VR,
+                Some(T0),
+            ),
+            (
+                "another kind's coverage does not count: a newly tracked kind begins now",
+                vec![c(ALL_NAMESPACES, VR, T0)],
+                "",
+                CVR,
+                None,
+            ),
+            ("cluster-scoped under all", vec![c(ALL_NAMESPACES, CVR, T2)], "", CVR, Some(T2)),
+        ];
+        for (what, covered, namespace, kind, want) in cases {
+            assert_eq!(covered_since(&covered, namespace, kind), want.map(ts), "{what}");
+        }
+    }
+
+    #[test]
+    fn findings_that_existed_before_coverage_are_silent() {
+        let since = ts("2026-01-02T00:00:00.600Z");
+        let ctx = |first_cycle, covered_since: Option<Timestamp>, workload_known, created| NewsContext {
+            first_cycle,
+            covered_since,
+            workload_known,
+            created,
+        };
+        use Created::{At, NotRead, Unknown};
+        use Silence::{News, ReadCreated, Silent};
+        let before = At(ts("2026-01-01T23:59:59Z"));
+        let same_second = At(ts("2026-01-02T00:00:00Z"));
+        let after = At(ts("2026-01-02T00:00:01Z"));
+        // (what, context, want)
+        let cases: Vec<(&str, NewsContext, Silence)> = vec![
+            ("the cluster's first cycle", ctx(true, None, false, NotRead), Silent),
+            ("first cycle, even for a known workload", ctx(true, Some(since), true, after), Silent),
+            ("a scope covered from this cycle on", ctx(false, None, false, NotRead), Silent),
+            ("a newly covered scope, workload created later", ctx(false, None, false, after), Silent),
+            ("a known workload: a new container or finding is news", ctx(false, Some(since), true, before), News),
+            ("an unseen workload: its creation time decides", ctx(false, Some(since), false, NotRead), ReadCreated),
+            ("created before coverage began: scanned late", ctx(false, Some(since), false, before), Silent),
+            ("created after coverage began", ctx(false, Some(since), false, after), News),
+            ("created in the second coverage began: counts as after", ctx(false, Some(since), false, same_second), News),
+            ("creation time unknown: no evidence it is new", ctx(false, Some(since), false, Unknown), Silent),
+        ];
+        for (what, c, want) in cases {
+            assert_eq!(silence(&c), want, "{what}");
         }
     }
 

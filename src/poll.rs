@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
@@ -20,7 +20,7 @@ use crate::health::HealthState;
 use crate::kube::workload::Existence;
 use crate::kube::{Client, KubeError, KubeMetrics, KubeOptions, ListEvent, OwnerResolver};
 use crate::leader::LeaderState;
-use crate::lifecycle::{self, AssetId, Event, EventKind, Observation};
+use crate::lifecycle::{self, AssetId, Created, Event, EventKind, NewsContext, Observation, Silence};
 use crate::metrics::{Counter, Family, Gauge, Histogram, Registry};
 use crate::notify::NotifySettings;
 use crate::severity::Severity;
@@ -507,7 +507,28 @@ impl Poller {
         // counted as this cycle's (see `OwnerResolver::refresh`).
         self.owners.prune();
         still_leading(&self.leader)?;
+        // Coverage that begins this cycle begins at its start: a workload created later is news.
+        let cycle_started = jiff::Timestamp::now();
         summary.baseline = store.baseline_pending(&cluster)?;
+        let scopes = coverage_scopes(&self.config.namespaces);
+        let mut news = News {
+            first_cycle: summary.baseline,
+            covered: store.coverage(&cluster, &scopes)?,
+            known_workloads: None,
+            created: HashMap::new(),
+        };
+        if !news.first_cycle {
+            for (namespace, kind) in &scopes {
+                if lifecycle::covered_since(&news.covered, namespace, kind).is_none() {
+                    log::info!(
+                        cluster = cluster.as_str(),
+                        namespace = namespace.as_str(),
+                        kind = kind.as_str();
+                        "covering a new scope: what it holds now is recorded without notifications"
+                    );
+                }
+            }
+        }
         let known = store.report_versions(&cluster)?;
         let listed = self.list_reports(client)?;
         summary.reports_read = listed.len() as u64;
@@ -572,7 +593,7 @@ impl Poller {
             let plan = plan_group(has_revisions(&asset.workload_kind), &entries);
             summary.reports_superseded += plan.superseded;
             for &i in &plan.apply {
-                self.apply_report(store, client, &group[i], &targets, &mut summary)?;
+                self.apply_report(store, client, &group[i], &targets, &mut news, &mut summary)?;
             }
             covering.extend(group.iter().map(|p| Cover {
                 asset: p.asset,
@@ -581,13 +602,27 @@ impl Poller {
             }));
         }
         self.remove_gone_containers(store, client, &covering, &targets, &mut summary)?;
-        self.remove_gone_workloads(store, client, &live, &targets, &mut summary)?;
+        let known_workloads = match news.known_workloads.take() {
+            Some(k) => k,
+            None => store.known_workloads(&cluster)?.into_iter().collect(),
+        };
+        self.remove_gone_workloads(
+            store,
+            client,
+            &known_workloads,
+            &live,
+            &targets,
+            &mut summary,
+        )?;
         still_leading(&self.leader)?;
         let live_uids: Vec<String> = listed.iter().map(|r| r.uid.clone()).collect();
         store.retain_report_versions(&cluster, &live_uids)?;
         let listed_uids: HashSet<&str> = live_uids.iter().map(String::as_str).collect();
         self.stale_heads
             .retain(|(uid, _, _)| listed_uids.contains(uid.as_str()));
+        // Before the baseline's end: a store with a completed baseline and no coverage is one
+        // from before coverage baselines (`Store::coverage`).
+        store.record_coverage(&cluster, &scopes, cycle_started)?;
         if summary.baseline {
             store.finish_baseline(&cluster, jiff::Timestamp::now())?;
         }
@@ -722,6 +757,7 @@ impl Poller {
         client: &Client,
         p: &Placed,
         targets: &[String],
+        news: &mut News,
         summary: &mut CycleSummary,
     ) -> Result<(), CycleError> {
         if stopping(&self.stop) {
@@ -762,7 +798,14 @@ impl Poller {
             );
             return Ok(());
         }
-        match store.apply(&observation, Some(&version), summary.baseline, targets) {
+        if news.known_workloads.is_none() {
+            // Before this cycle's first write: what the store knew when the cycle began. A
+            // cycle that applies nothing does not hold the set any longer than before.
+            let known = store.known_workloads(&self.config.cluster_name)?;
+            news.known_workloads = Some(known.into_iter().collect());
+        }
+        let silent = news.is_silent(client, p)?;
+        match store.apply(&observation, Some(&version), silent, targets) {
             Ok(applied) => {
                 summary.reports_changed += 1;
                 if applied.stale {
@@ -844,24 +887,29 @@ impl Poller {
 
     /// Workloads whose every report vanished: removed, or just between two scans? Only a
     /// workload the API says is gone is closed (absence of a report is not a fix).
+    ///
+    /// Only workloads of namespaces covered now are asked about: narrowing `KIJO_NAMESPACES`
+    /// closes nothing and costs no request for the namespaces left out.
     fn remove_gone_workloads(
         &mut self,
         store: &mut Store,
         client: &Client,
+        known: &BTreeSet<WorkloadKey>,
         live: &HashSet<WorkloadKey>,
         targets: &[String],
         summary: &mut CycleSummary,
     ) -> Result<(), CycleError> {
         let cluster = self.config.cluster_name.as_str();
-        for key in store.known_workloads(cluster)? {
-            if live.contains(&key) {
+        let namespaces = &self.config.namespaces;
+        for key in known {
+            if live.contains(key) || !(namespaces.is_empty() || namespaces.contains(&key.0)) {
                 continue;
             }
             if stopping(&self.stop) {
                 return Err(CycleError::Interrupted);
             }
             still_leading(&self.leader)?;
-            let (namespace, kind, name) = &key;
+            let (namespace, kind, name) = key;
             // A kind the agent does not know by name (a custom controller) is located through
             // discovery; without a unique answer the workload's findings stay open.
             let collection = self.owners.collection_of_kind(client, kind)?;
@@ -886,6 +934,83 @@ impl Poller {
 /// (namespace, kind, name) of a workload.
 type WorkloadKey = (String, String, String);
 
+/// The scopes (namespace or [`lifecycle::ALL_NAMESPACES`], report kind) this agent covers:
+/// every tracked kind in every namespace, or the listed namespaces of the namespaced kinds
+/// (cluster-scoped reports are not read with a namespace list).
+fn coverage_scopes(namespaces: &[String]) -> Vec<(String, String)> {
+    let mut scopes = Vec::new();
+    for kind in ReportKind::ALL {
+        if namespaces.is_empty() {
+            scopes.push((lifecycle::ALL_NAMESPACES.to_owned(), kind.as_str().to_owned()));
+        } else if !kind.cluster_scoped() {
+            scopes.extend(
+                namespaces
+                    .iter()
+                    .map(|n| (n.clone(), kind.as_str().to_owned())),
+            );
+        }
+    }
+    scopes
+}
+
+/// What one cycle knows for the coverage baseline ([`lifecycle::silence`]).
+struct News {
+    /// The cluster's first cycle has not completed.
+    first_cycle: bool,
+    /// The coverage recorded before this cycle.
+    covered: Vec<lifecycle::Covered>,
+    /// Workloads the store held a scan of when the cycle began; read before the cycle's first
+    /// write (`apply_report`).
+    known_workloads: Option<BTreeSet<WorkloadKey>>,
+    /// Creation times read this cycle, so a workload's containers cost one request.
+    created: HashMap<WorkloadKey, Created>,
+}
+
+impl News {
+    /// Whether the findings this report brings for the first time are recorded silently. A
+    /// request is made only for a workload the store never saw whose scope was covered before
+    /// this cycle.
+    fn is_silent(&mut self, client: &Client, p: &Placed) -> Result<bool, CycleError> {
+        let key = workload_key(p.asset);
+        let mut ctx = NewsContext {
+            first_cycle: self.first_cycle,
+            covered_since: lifecycle::covered_since(
+                &self.covered,
+                &p.asset.namespace,
+                p.report.kind.as_str(),
+            ),
+            workload_known: self
+                .known_workloads
+                .as_ref()
+                .is_some_and(|k| k.contains(&key)),
+            created: match p.created {
+                Some(t) => Created::At(t),
+                None => self.created.get(&key).copied().unwrap_or(Created::NotRead),
+            },
+        };
+        let mut decided = lifecycle::silence(&ctx);
+        if decided == Silence::ReadCreated {
+            ctx.created = match top_owner_created(client, p.asset)? {
+                Some(t) => Created::At(t),
+                None => Created::Unknown,
+            };
+            self.created.insert(key, ctx.created);
+            decided = lifecycle::silence(&ctx);
+        }
+        Ok(decided == Silence::Silent)
+    }
+}
+
+/// The creation time of a report's workload (the top owner a report resolves to), read from the
+/// API. One small GET, asked only by [`News::is_silent`]; the owner chain can fill
+/// [`Placed::created`] instead.
+fn top_owner_created(
+    client: &Client,
+    asset: &AssetId,
+) -> Result<Option<jiff::Timestamp>, CycleError> {
+    Ok(client.workload_created(&asset.workload_kind, &asset.namespace, &asset.workload)?)
+}
+
 fn workload_key(asset: &AssetId) -> WorkloadKey {
     (
         asset.namespace.clone(),
@@ -903,12 +1028,9 @@ struct Placed<'l, A = &'l AssetId> {
     asset: A,
     /// The owning ReplicaSet's revision (of its Deployment or Rollout), when read this cycle.
     revision: Option<u64>,
-    /// The workload's `metadata.creationTimestamp`, when its owner chain was read this cycle
-    /// (changed reports only: a known, unchanged one costs no API call).
-    #[allow(
-        dead_code,
-        reason = "read by the coverage-baseline decision of issue 11, merged from its own branch"
-    )]
+    /// The top owner's `metadata.creationTimestamp`, when its owner chain was read this cycle
+    /// (changed reports only: a known, unchanged one costs no API call); otherwise
+    /// [`top_owner_created`] reads it where the coverage baseline needs it.
     created: Option<jiff::Timestamp>,
     /// Its version is not recorded: new, or rescanned since it was applied.
     changed: bool,

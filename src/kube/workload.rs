@@ -86,6 +86,52 @@ impl Client {
     }
 }
 
+impl Client {
+    /// When a workload was created (`metadata.creationTimestamp`, second precision), for the
+    /// coverage baseline: asked only for a workload the store has never seen whose report
+    /// appears after its scope was covered. `None` when the API does not tell: gone (404), may
+    /// not be read (403), a kind the agent does not know, no readable timestamp. Other errors
+    /// fail the cycle.
+    pub fn workload_created(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<jiff::Timestamp>, KubeError> {
+        #[derive(Deserialize, Default)]
+        #[serde(rename_all = "camelCase")]
+        struct Meta {
+            #[serde(default)]
+            creation_timestamp: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Object {
+            #[serde(default)]
+            metadata: Meta,
+        }
+        let Some((prefix, plural)) = workload_collection(kind) else {
+            return Ok(None);
+        };
+        if namespace.is_empty() {
+            return Ok(None);
+        }
+        let path = format!(
+            "{prefix}/namespaces/{}/{plural}/{}",
+            encode_query(namespace),
+            encode_query(name)
+        );
+        match self.get_json::<Object>(&path) {
+            Ok(Some(o)) => Ok(o
+                .metadata
+                .creation_timestamp
+                .and_then(|t| t.parse().ok())),
+            Ok(None) => Ok(None),
+            Err(e) if e.is_forbidden() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Where a kind keeps its pod spec: `spec.template.spec` for the controllers, one level deeper
 /// for a CronJob (`spec.jobTemplate.spec.template.spec`), `spec` for a Pod. `None` for kinds the
 /// agent cannot read.

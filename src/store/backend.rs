@@ -16,7 +16,7 @@ use super::SchemaStatus;
 use super::{
     KnownReport, MessageUpdate, OpenFindings, OutboxStats, Removal, ReportVersion, StoreError,
 };
-use crate::lifecycle::{AssetId, Event, FindingKey, Observation, StoredFinding};
+use crate::lifecycle::{AssetId, Covered, Event, FindingKey, Observation, StoredFinding};
 use crate::severity::Severity;
 
 /// A container's row of `scanned_containers`: what the stale check and the diff need of it.
@@ -163,6 +163,18 @@ pub(crate) trait Backend: Send {
     fn is_empty_for_cluster(&mut self, cluster: &str) -> Result<bool, StoreError>;
     fn baseline_pending(&mut self, cluster: &str) -> Result<bool, StoreError>;
     fn finish_baseline(&mut self, cluster: &str, at: Timestamp) -> Result<(), StoreError>;
+    /// When the cluster's baseline completed, `None` while it is pending.
+    fn baseline_completed_at(&mut self, cluster: &str) -> Result<Option<Timestamp>, StoreError>;
+    /// Every coverage row of the cluster.
+    fn coverage(&mut self, cluster: &str) -> Result<Vec<Covered>, StoreError>;
+    /// Records scopes (namespace, report kind) covered since `at`; a scope already recorded
+    /// keeps its time.
+    fn record_coverage(
+        &mut self,
+        cluster: &str,
+        scopes: &[(String, String)],
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
     fn report_versions(
         &mut self,
         cluster: &str,

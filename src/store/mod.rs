@@ -55,6 +55,11 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         name: "finding_identity",
         sql: include_str!("../../sql/postgres/0003_finding_identity.sql"),
     },
+    Migration {
+        version: 4,
+        name: "coverage",
+        sql: include_str!("../../sql/postgres/0004_coverage.sql"),
+    },
 ];
 
 pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
@@ -72,6 +77,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "finding_identity",
         sql: include_str!("../../sql/sqlite/0003_finding_identity.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "coverage",
+        sql: include_str!("../../sql/sqlite/0004_coverage.sql"),
     },
 ];
 
@@ -277,6 +287,53 @@ impl Store {
     /// report without error. Calling it again changes nothing.
     pub fn finish_baseline(&mut self, cluster: &str, at: Timestamp) -> Result<(), StoreError> {
         self.backend.finish_baseline(cluster, truncate_micros(at))
+    }
+
+    /// Since when the agent covers each scope of the cluster ([`lifecycle::covered_since`]
+    /// reads it), given the scopes (namespace or [`lifecycle::ALL_NAMESPACES`], report kind)
+    /// this agent covers now.
+    ///
+    /// A cluster whose baseline completed but that has no coverage row at all was written by an
+    /// agent before coverage was recorded (schema 3): that agent covered its configured scopes
+    /// since its baseline, so the scopes covered now are recorded at the baseline's completion
+    /// (not as begun now, which would hide the news of this cycle, and not as never covered).
+    pub fn coverage(
+        &mut self,
+        cluster: &str,
+        scopes: &[(String, String)],
+    ) -> Result<Vec<lifecycle::Covered>, StoreError> {
+        let covered = self.backend.coverage(cluster)?;
+        if !covered.is_empty() || scopes.is_empty() {
+            return Ok(covered);
+        }
+        match self.backend.baseline_completed_at(cluster)? {
+            None => Ok(covered),
+            Some(at) => {
+                log::info!(
+                    cluster = cluster;
+                    "no coverage recorded yet (a store from before coverage baselines): the scopes covered now count as covered since the baseline"
+                );
+                self.backend.record_coverage(cluster, scopes, at)?;
+                self.backend.coverage(cluster)
+            }
+        }
+    }
+
+    /// Records that the scopes (namespace or [`lifecycle::ALL_NAMESPACES`], report kind) are
+    /// covered since `at`; call it after a cycle that covered them completed. A scope already
+    /// recorded keeps its earlier time, and no row is ever deleted: narrowing
+    /// `KIJO_NAMESPACES` and widening it again keeps the first coverage.
+    pub fn record_coverage(
+        &mut self,
+        cluster: &str,
+        scopes: &[(String, String)],
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        if scopes.is_empty() {
+            return Ok(());
+        }
+        self.backend
+            .record_coverage(cluster, scopes, truncate_micros(at))
     }
 
     /// Every report version recorded for a cluster, by report uid, with the workload container

@@ -23,7 +23,7 @@ use super::{
     StoreError, pending_migrations, tls, versions,
 };
 use crate::lifecycle::{
-    AssetId, Event, EventKind, Finding, FindingKey, FindingState, Observation, StoredFinding,
+    AssetId, Covered, Event, EventKind, Finding, FindingKey, FindingState, Observation, StoredFinding,
 };
 
 /// Serialises migrations of agents starting together ("kijo" in ASCII, then 1).
@@ -401,6 +401,56 @@ impl Backend for PgStore {
                 "INSERT INTO clusters (cluster_name, baseline_completed_at) VALUES ($1, $2)
                  ON CONFLICT (cluster_name) DO NOTHING",
                 &[&cluster, &to_sys(at)],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn baseline_completed_at(&mut self, cluster: &str) -> Result<Option<Timestamp>, StoreError> {
+        self.query("checking for a baseline", |c, _| {
+            c.query_opt(
+                "SELECT baseline_completed_at FROM clusters WHERE cluster_name = $1",
+                &[&cluster],
+            )
+            .map(|r| r.map(|r| from_sys(r.get(0))))
+        })
+    }
+
+    fn coverage(&mut self, cluster: &str) -> Result<Vec<Covered>, StoreError> {
+        self.query("reading coverage", |c, _| {
+            c.query(
+                "SELECT namespace, report_kind, covered_since FROM coverage
+                 WHERE cluster_name = $1 ORDER BY 1, 2",
+                &[&cluster],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| Covered {
+                        namespace: r.get(0),
+                        kind: r.get(1),
+                        since: from_sys(r.get(2)),
+                    })
+                    .collect()
+            })
+        })
+    }
+
+    fn record_coverage(
+        &mut self,
+        cluster: &str,
+        scopes: &[(String, String)],
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let namespaces: Vec<&str> = scopes.iter().map(|(n, _)| n.as_str()).collect();
+        let kinds: Vec<&str> = scopes.iter().map(|(_, k)| k.as_str()).collect();
+        let at = to_sys(at);
+        self.query("recording coverage", |c, _| {
+            c.execute(
+                "INSERT INTO coverage (cluster_name, namespace, report_kind, covered_since)
+                 SELECT $1, s.namespace, s.kind, $4
+                 FROM unnest($2::text[], $3::text[]) AS s(namespace, kind)
+                 ON CONFLICT DO NOTHING",
+                &[&cluster, &namespaces, &kinds, &at],
             )
             .map(|_| ())
         })

@@ -25,7 +25,7 @@ use super::{
     pending_migrations, sqlite_parent_exists, versions,
 };
 use crate::lifecycle::{
-    AssetId, Event, EventKind, Finding, FindingKey, FindingState, Observation, StoredFinding,
+    AssetId, Covered, Event, EventKind, Finding, FindingKey, FindingState, Observation, StoredFinding,
 };
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -279,6 +279,64 @@ impl Backend for SqliteStore {
             )
             .map(|_| ())
         })
+    }
+
+    fn baseline_completed_at(&mut self, cluster: &str) -> Result<Option<Timestamp>, StoreError> {
+        self.query("checking for a baseline", |c| {
+            c.query_row(
+                "SELECT baseline_completed_at FROM clusters WHERE cluster_name = ?1",
+                [cluster],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map(|t| t.as_deref().map(parse_ts))
+        })
+    }
+
+    fn coverage(&mut self, cluster: &str) -> Result<Vec<Covered>, StoreError> {
+        self.query("reading coverage", |c| {
+            collect(
+                &mut c.prepare(
+                    "SELECT namespace, report_kind, covered_since FROM coverage
+                     WHERE cluster_name = ?1 ORDER BY 1, 2",
+                )?,
+                [cluster],
+                |r| {
+                    Ok(Covered {
+                        namespace: r.get(0)?,
+                        kind: r.get(1)?,
+                        since: parse_ts(&r.get::<_, String>(2)?),
+                    })
+                },
+            )
+        })
+    }
+
+    fn record_coverage(
+        &mut self,
+        cluster: &str,
+        scopes: &[(String, String)],
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let q = |e| sql_err(&path, e, "recording coverage");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(q)?;
+        {
+            let mut ins = tx
+                .prepare(
+                    "INSERT INTO coverage (cluster_name, namespace, report_kind, covered_since)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                )
+                .map_err(q)?;
+            let at = ts(at);
+            for (namespace, kind) in scopes {
+                ins.execute([cluster, namespace, kind, &at]).map_err(q)?;
+            }
+        }
+        tx.commit().map_err(q)
     }
 
     fn report_versions(

@@ -569,9 +569,27 @@ fn a_target_that_never_answers_does_not_delay_the_others() {
     let setup = Setup::new(&receiver, false, &[("KIJO_NOTIFY_SLACK", &hung_url)]);
     let agent = setup.start();
     past_baseline(&agent, &receiver);
-    // Twenty namespaces with a new critical finding each: twenty messages per target.
+    // Twenty namespaces with a workload deployed after the baseline and a critical finding
+    // each: twenty messages per target. The StatefulSet its report names exists, so the agent
+    // can tell it was created after the baseline (a report of a workload it cannot read is
+    // recorded silently).
     for i in 0..20 {
-        populate(&setup.sb, &format!("lane-{i}"), 1, 1);
+        let ns = format!("lane-{i}");
+        let statefulset = json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "app-0", "namespace": ns},
+            "spec": {"selector": {"matchLabels": {"app": "app-0"}}, "serviceName": "app-0",
+                     "template": {"metadata": {"labels": {"app": "app-0"}},
+                                  "spec": {"containers": [{"name": "main", "image": "acme/service-0:1.0.0"}]}}}
+        });
+        let r = setup.sb.http(
+            "POST",
+            &format!("/apis/apps/v1/namespaces/{ns}/statefulsets"),
+            Some(&statefulset.to_string()),
+            &[],
+        );
+        assert_eq!(r.status, 201, "create statefulset {ns}: {}", r.body);
+        populate(&setup.sb, &ns, 1, 1);
     }
     // Behind the hung Slack endpoint the webhook waited for Slack's 8 s timeouts (at least
     // two per delivery pass) before its first message; in its own lane it needs no more than

@@ -1178,6 +1178,83 @@ fn interrupted_baseline_stays_a_baseline(kind: Kind) {
 }
 both!(interrupted_baseline_stays_a_baseline);
 
+fn scope(namespace: &str, kind: &str) -> (String, String) {
+    (namespace.to_owned(), kind.to_owned())
+}
+
+fn covered_lines(s: &mut Store, cluster: &str, scopes: &[(String, String)]) -> Vec<String> {
+    s.coverage(cluster, scopes)
+        .unwrap()
+        .iter()
+        .map(|c| format!("{} {} {}", c.namespace, c.kind, c.since))
+        .collect()
+}
+
+/// Coverage rows keep the first time a scope was covered: recorded again, narrowed away and
+/// covered again, a scope keeps its time; each cluster has its own. A store whose baseline
+/// completed without any coverage row (written before coverage was recorded) gets the scopes
+/// it covers now, dated at its baseline.
+fn coverage_keeps_the_first_time_a_scope_was_covered(kind: Kind) {
+    let db = TestDb::new(kind, "coverage");
+    let mut s = db.open();
+    const VR: &str = "VulnerabilityReport";
+    let team_a = [scope("team-a", VR)];
+    assert!(
+        covered_lines(&mut s, "prod", &team_a).is_empty(),
+        "nothing is covered before the first cycle ends, and no baseline completed"
+    );
+    s.record_coverage("prod", &team_a, ts("2026-01-01T00:00:00.123456Z"))
+        .unwrap();
+    s.finish_baseline("prod", ts("2026-01-01T00:00:01Z"))
+        .unwrap();
+    let widened = [scope("team-a", VR), scope("team-b", VR)];
+    s.record_coverage("prod", &widened, ts("2026-01-02T00:00:00Z"))
+        .unwrap();
+    // Narrowed (team-a only), then widened to all: nothing is deleted, nothing moves.
+    s.record_coverage("prod", &team_a, ts("2026-01-03T00:00:00Z"))
+        .unwrap();
+    let all = [scope("*", VR), scope("*", "ClusterVulnerabilityReport")];
+    s.record_coverage("prod", &all, ts("2026-01-04T00:00:00Z"))
+        .unwrap();
+    s.record_coverage("prod", &widened, ts("2026-01-05T00:00:00Z"))
+        .unwrap();
+    assert_eq!(
+        covered_lines(&mut s, "prod", &all),
+        [
+            "* ClusterVulnerabilityReport 2026-01-04T00:00:00Z",
+            "* VulnerabilityReport 2026-01-04T00:00:00Z",
+            "team-a VulnerabilityReport 2026-01-01T00:00:00.123456Z",
+            "team-b VulnerabilityReport 2026-01-02T00:00:00Z",
+        ]
+    );
+    drop(s);
+    let mut s = db.open();
+    assert_eq!(covered_lines(&mut s, "prod", &all).len(), 4, "durable");
+    assert!(
+        covered_lines(&mut s, "other", &all).is_empty(),
+        "each cluster has its own coverage"
+    );
+
+    // An upgraded store: a completed baseline, no coverage row.
+    s.finish_baseline("legacy", ts("2025-06-01T00:00:00Z"))
+        .unwrap();
+    assert_eq!(
+        covered_lines(&mut s, "legacy", &widened),
+        [
+            "team-a VulnerabilityReport 2025-06-01T00:00:00Z",
+            "team-b VulnerabilityReport 2025-06-01T00:00:00Z",
+        ],
+        "the scopes covered now count as covered since the baseline"
+    );
+    assert_eq!(
+        covered_lines(&mut s, "legacy", &all).len(),
+        2,
+        "adopted once: a scope covered later begins when it is covered"
+    );
+    assert!(event_lines(&mut s, "legacy").is_empty());
+}
+both!(coverage_keeps_the_first_time_a_scope_was_covered);
+
 /// One aggregate query gives the open findings per severity and namespace, and the oldest first
 /// sighting among those first seen after the baseline (the baseline's own are never announced).
 fn open_findings_by_severity_and_namespace(kind: Kind) {
@@ -1947,7 +2024,7 @@ fn upgrade_from_schema_2_merges_rows_without_events(kind: Kind) {
     assert_eq!(outbox_before.len(), 3);
 
     let mut s = db.open();
-    assert_eq!(s.schema_status().unwrap().applied, [1, 2, 3]);
+    assert_eq!(s.schema_status().unwrap().applied, [1, 2, 3, 4]);
 
     let rows = |db: &TestDb| -> Vec<String> {
         db.query(

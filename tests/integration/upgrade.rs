@@ -1,4 +1,4 @@
-//! Upgrading a store written by schema 2 (finding identity with the package path) to the
+//! Upgrading a store written by schema 2 or 3 (finding identity with the package path) to the
 //! current schema, end to end with the release binary: the migration writes no event, and the
 //! next cycles over an unchanged cluster — even one whose every report was re-created by Trivy
 //! Operator's 24 h TTL with a newer scan — produce no event and no message.
@@ -7,6 +7,11 @@
 //! applied by hand, and the data of a completed baseline copied into it in schema 2's shape —
 //! the finding whose report lists two instances (`/app/a.jar`, `/app/b.jar`) as the two rows the
 //! old identity made of it.
+//!
+//! A schema-3 store differs from today's only by the coverage table of migration 4: it is the
+//! current store with that table and its migration row removed. Its coverage is adopted at its
+//! baseline's completion, so the first cycle after the upgrade is silent over an unchanged
+//! cluster and still announces a workload deployed after the baseline.
 
 use std::time::Duration;
 
@@ -277,4 +282,73 @@ fn a_schema_2_store_upgrades_without_an_event_on_postgres() {
 #[test]
 fn a_schema_2_store_upgrades_without_an_event_on_sqlite() {
     upgrade(Db::sqlite("upgrade-new"), Db::sqlite("upgrade-old"));
+}
+
+/// Schema 3 → 4: no event over an unchanged cluster (even with every report re-created by the
+/// TTL), the coverage dated at the baseline, and a workload deployed afterwards is still news.
+fn upgrade_from_3(db: Db) {
+    let which = db.name();
+    let sb = Sandbox::start(&["--load", &Sandbox::fixtures_dir().display().to_string()]);
+    let slack = Receiver::start();
+    once(&sb, &db, &slack);
+    assert_eq!(
+        db.count("lifecycle_events", CLUSTER),
+        0,
+        "{which}: baseline"
+    );
+    execute(
+        &db,
+        "DROP TABLE coverage; DELETE FROM schema_migrations WHERE version = 4;",
+    );
+
+    ttl_rescan_everything(&sb);
+    let log = once(&sb, &db, &slack);
+    assert!(
+        log.contains("database migration applied"),
+        "{which}: migrated:\n{log}"
+    );
+    assert_eq!(
+        db.count("lifecycle_events", CLUSTER),
+        0,
+        "{which}: no event after the upgrade: {:?}",
+        db.events(CLUSTER)
+    );
+    assert!(slack.requests().is_empty(), "{which}: no message");
+    let sql = "SELECT c.namespace, CAST(c.covered_since = b.baseline_completed_at AS TEXT)
+               FROM coverage c JOIN clusters b ON b.cluster_name = c.cluster_name
+               WHERE c.cluster_name = $1 ORDER BY c.namespace, c.report_kind";
+    let covered = db.rows(sql, &sql.replace("$1", "?1"), CLUSTER);
+    let at_baseline = |v: &str| v == "true" || v == "1";
+    assert!(
+        !covered.is_empty() && covered.iter().all(|r| r[0] == "*" && at_baseline(&r[1])),
+        "{which}: every namespace covered since the baseline: {covered:?}"
+    );
+
+    // Deployed after the baseline, scanned after the upgrade: news.
+    let statefulset = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "app-0", "namespace": "shop"},
+        "spec": {"selector": {"matchLabels": {"app": "app-0"}}, "serviceName": "app-0",
+                 "template": {"metadata": {"labels": {"app": "app-0"}},
+                              "spec": {"containers": [{"name": "main", "image": "acme/service-0:1.0.0"}]}}}
+    });
+    create(&sb, &statefulset);
+    create(
+        &sb,
+        &crate::support::lifecycle::synthetic_report("shop", 0, 2),
+    );
+    once(&sb, &db, &slack);
+    let kinds: Vec<String> = db.events(CLUSTER).into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["new", "new"], "{which}");
+    assert_eq!(slack.requests().len(), 1, "{which}: one message");
+}
+
+#[test]
+fn a_schema_3_store_upgrades_without_an_event_on_postgres() {
+    upgrade_from_3(Db::postgres("upgrade3"));
+}
+
+#[test]
+fn a_schema_3_store_upgrades_without_an_event_on_sqlite() {
+    upgrade_from_3(Db::sqlite("upgrade3"));
 }

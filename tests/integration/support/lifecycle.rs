@@ -66,7 +66,7 @@ impl Db {
     }
 
     /// Rows of a query whose columns are all text (or cast to text).
-    fn rows(&self, pg_sql: &str, sqlite_sql: &str, cluster: &str) -> Vec<Vec<String>> {
+    pub fn rows(&self, pg_sql: &str, sqlite_sql: &str, cluster: &str) -> Vec<Vec<String>> {
         match self {
             Db::Pg(db) => {
                 let url = format!("postgres://postgres@127.0.0.1:5432/{}", db.name);

@@ -110,6 +110,10 @@ struct World<'a> {
     clonesets: BTreeMap<(String, String), String>,
     reports: BTreeMap<(String, String), ReportState>,
     received: usize,
+    /// The latest `creationTimestamp` the sandbox gave a workload this file wrote.
+    newest_created: Option<Timestamp>,
+    /// `KIJO_NAMESPACES` of the last cycle (`Some(None)`: unset); `None` before the first.
+    last_namespaces: Option<Option<String>>,
 }
 
 /// Runs one scenario file; returns its failures (empty: it passed).
@@ -136,6 +140,8 @@ pub fn run_file(path: &Path, db: &Db) -> Vec<String> {
         clonesets: BTreeMap::new(),
         reports: BTreeMap::new(),
         received: 0,
+        newest_created: None,
+        last_namespaces: None,
     };
     let mut failures = Vec::new();
     for (i, step) in steps.iter().enumerate() {
@@ -203,6 +209,7 @@ impl World<'_> {
         }
         let obj = cluster::workload_object(kind, spec);
         let stored = cluster::upsert(&self.sb, kind.plural(), &spec.namespace, &obj)?;
+        self.note_created(&stored);
         if kind == Kind::CronJob {
             // The CronJob's latest Job (Trivy Operator does not scan it: its owner is a CronJob).
             let job = json!({
@@ -242,6 +249,7 @@ impl World<'_> {
             "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": template},
         });
         let stored = cluster::upsert(&self.sb, kind.plural(), &spec.namespace, &deployment)?;
+        self.note_created(&stored);
         if let Some(old) = self
             .deployments
             .get(&key)
@@ -491,6 +499,36 @@ impl World<'_> {
         Ok(())
     }
 
+    /// Remembers a workload's creation time as the sandbox stored it.
+    fn note_created(&mut self, stored: &Value) {
+        let created = stored["metadata"]["creationTimestamp"]
+            .as_str()
+            .and_then(|t| t.parse::<Timestamp>().ok());
+        self.newest_created = self.newest_created.max(created);
+    }
+
+    /// A cycle that may begin covering a scope (the file's first, or one that changes
+    /// `KIJO_NAMESPACES`) starts only once the wall clock has left the second in which the
+    /// newest workload was created: `creationTimestamp` has second precision, and the agent
+    /// counts a workload created in the second its coverage began as created after it (news).
+    /// Waits for that condition, never longer.
+    fn await_coverage_start(&mut self, namespaces: Option<String>) {
+        let begins = self.last_namespaces.as_ref() != Some(&namespaces);
+        self.last_namespaces = Some(namespaces);
+        let Some(created) = self.newest_created.filter(|_| begins) else {
+            return;
+        };
+        let next_second = Timestamp::from_second(created.as_second() + 1).expect("in range");
+        loop {
+            let now = Timestamp::now();
+            if now >= next_second {
+                return;
+            }
+            let left = now.duration_until(next_second);
+            std::thread::sleep(std::time::Duration::try_from(left).unwrap_or_default());
+        }
+    }
+
     fn cycle(&mut self, c: &Cycle) -> Result<Vec<String>, String> {
         let kubeconfig = self.sb.kubeconfig.display().to_string();
         let mut env: BTreeMap<String, String> = [
@@ -509,6 +547,7 @@ impl World<'_> {
         for (k, v) in &c.env {
             env.insert(k.clone(), model::env_text(k, v)?);
         }
+        self.await_coverage_start(env.get("KIJO_NAMESPACES").cloned());
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let (status, _, log) = run(&env, &["--once"]);
         let mut mismatches = Vec::new();

@@ -66,17 +66,9 @@ impl Client {
         namespace: &str,
         name: &str,
     ) -> Result<Existence, KubeError> {
-        let Some((prefix, plural)) = collection else {
+        let Some(path) = object_path(collection, namespace, name) else {
             return Ok(Existence::Unknown);
         };
-        if namespace.is_empty() {
-            return Ok(Existence::Unknown);
-        }
-        let path = format!(
-            "{prefix}/namespaces/{}/{plural}/{}",
-            encode_query(namespace),
-            encode_query(name)
-        );
         match self.get_text(&path) {
             Ok(Some(_)) => Ok(Existence::Exists),
             Ok(None) => Ok(Existence::Gone),
@@ -109,17 +101,9 @@ impl Client {
             #[serde(default)]
             metadata: Meta,
         }
-        let Some((prefix, plural)) = workload_collection(kind) else {
+        let Some(path) = object_path(workload_collection(kind), namespace, name) else {
             return Ok(None);
         };
-        if namespace.is_empty() {
-            return Ok(None);
-        }
-        let path = format!(
-            "{prefix}/namespaces/{}/{plural}/{}",
-            encode_query(namespace),
-            encode_query(name)
-        );
         match self.get_json::<Object>(&path) {
             Ok(Some(o)) => Ok(o
                 .metadata
@@ -197,17 +181,9 @@ impl Client {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Vec<String>>, KubeError> {
-        let Some((prefix, plural)) = workload_collection(kind) else {
+        let Some(path) = object_path(workload_collection(kind), namespace, name) else {
             return Ok(None);
         };
-        if namespace.is_empty() {
-            return Ok(None);
-        }
-        let path = format!(
-            "{prefix}/namespaces/{}/{plural}/{}",
-            encode_query(namespace),
-            encode_query(name)
-        );
         match self.get_json::<serde_json::Value>(&path) {
             Ok(Some(object)) => Ok(template_containers(kind, &object)),
             Ok(None) => Ok(None),
@@ -215,6 +191,20 @@ impl Client {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The path of one namespaced object in a collection; `None` when the collection is unknown or
+/// the object has no namespace (the workload kinds followed here are all namespaced).
+fn object_path(collection: Option<(&str, &str)>, namespace: &str, name: &str) -> Option<String> {
+    let (prefix, plural) = collection?;
+    if namespace.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{prefix}/namespaces/{}/{plural}/{}",
+        encode_query(namespace),
+        encode_query(name)
+    ))
 }
 
 #[cfg(test)]

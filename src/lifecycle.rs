@@ -472,12 +472,12 @@ pub fn is_future(scanned_at: Timestamp, now: Timestamp) -> bool {
 }
 
 /// The digest of an image string (`repo:tag@sha256:…`), if it carries one.
-fn digest_of(image: &str) -> Option<&str> {
+pub(crate) fn digest_of(image: &str) -> Option<&str> {
     image.split_once('@').map(|(_, d)| d).filter(|d| !d.is_empty())
 }
 
 /// The image reference without its digest (`repo:tag`).
-fn reference_of(image: &str) -> &str {
+pub(crate) fn reference_of(image: &str) -> &str {
     image.split_once('@').map_or(image, |(r, _)| r)
 }
 

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use jiff::Timestamp;
 
 use super::event::{Change, ChangeKind, Finding, Severity};
+use crate::lifecycle::{digest_of, reference_of};
 
 /// Keeps the changes people asked to hear about (see [`wanted`]).
 pub fn select(
@@ -212,6 +213,48 @@ pub fn group(changes: Vec<Change>) -> Vec<Message> {
         .collect()
 }
 
+/// Which image line a change's image is listed under, so one image is one line whether its
+/// reports carry a digest or not. Trivy Operator leaves the digest out when the pod status has
+/// no `imageID` yet (a pod still pulling, a Job that already finished), so one image reaches a
+/// message both ways. A reference without a digest joins the line of the one digest of that
+/// `repo:tag` the message lists; when the message lists two or more digests of the tag, the tag
+/// was pushed again between scans and which one the digest-less report saw is unknown, so it
+/// keeps a line of its own, as two digests do.
+struct ImageLines<'a> {
+    /// `repo:tag` → its one digested image in this message, or `None` when there are several.
+    digested: BTreeMap<&'a str, Option<&'a str>>,
+}
+
+impl<'a> ImageLines<'a> {
+    fn of(images: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut digested: BTreeMap<&str, Option<&str>> = BTreeMap::new();
+        for image in images {
+            if digest_of(image).is_none() {
+                continue;
+            }
+            digested
+                .entry(reference_of(image))
+                .and_modify(|one| {
+                    if *one != Some(image) {
+                        *one = None;
+                    }
+                })
+                .or_insert(Some(image));
+        }
+        ImageLines { digested }
+    }
+
+    fn line_of(&self, image: &'a str) -> &'a str {
+        if digest_of(image).is_some() {
+            return image;
+        }
+        match self.digested.get(image) {
+            Some(Some(one)) => one,
+            _ => image,
+        }
+    }
+}
+
 /// What makes two changes of one image one line: the finding, its installed version, and for a
 /// raise the severity it was raised from (two different "was" are two statements).
 type LineKey<'a> = (&'a str, &'a str, &'a str, Option<Severity>);
@@ -220,10 +263,11 @@ type LineKey<'a> = (&'a str, &'a str, &'a str, Option<Severity>);
 /// one group, so the usual case (every replica-set of an image has the same findings) is one
 /// group per image, and the rare odd workload still gets an accurate line of its own.
 fn image_groups(changes: &[Change]) -> Vec<ImageGroup> {
+    let lines = ImageLines::of(changes.iter().map(|c| c.image.as_str()));
     let mut by_image: BTreeMap<&str, BTreeMap<LineKey<'_>, (ListedFinding, BTreeSet<WorkloadRef>)>> =
         BTreeMap::new();
     for c in changes {
-        let findings = by_image.entry(c.image.as_str()).or_default();
+        let findings = by_image.entry(lines.line_of(&c.image)).or_default();
         let key = (
             c.finding.key.vulnerability_id.as_str(),
             c.finding.key.package.as_str(),
@@ -422,6 +466,47 @@ pub(crate) mod tests {
         assert_eq!(m.groups[0].workloads.len(), 100);
         assert_eq!(m.groups[0].findings.len(), 2, "each finding listed once");
         assert_eq!(m.groups[0].image, "postgres:16.1");
+    }
+
+    #[test]
+    fn one_image_is_one_line_with_or_without_its_digest() {
+        let a = "acme/web:1.0@sha256:aa";
+        let b = "acme/web:1.0@sha256:bb";
+        let bare = "acme/web:1.0";
+        let other = "acme/api:1.0";
+        let cases: &[(&str, &[&str], &[&str])] = &[
+            ("a bare reference joins its one digest", &[a, bare], &[a]),
+            ("order does not matter", &[bare, a, bare], &[a]),
+            ("bare references alone stay as they are", &[bare, bare], &[bare]),
+            ("two digests of one tag stay two lines", &[a, b], &[a, b]),
+            ("with two digests a bare reference is ambiguous", &[a, b, bare], &[bare, a, b]),
+            ("another repository is another line", &[a, other], &[other, a]),
+            ("a tag's digest does not capture another tag", &[a, "acme/web:1.1"], &["acme/web:1.1", a]),
+        ];
+        for (name, images, want) in cases {
+            let changes: Vec<Change> = images
+                .iter()
+                .enumerate()
+                .map(|(i, image)| {
+                    let mut c = change(&format!("e{i}"), &format!("w{i}"), "CVE-1", Severity::High);
+                    c.image = (*image).to_owned();
+                    c
+                })
+                .collect();
+            let messages = group(changes);
+            let mut lines: Vec<&str> = messages[0].groups.iter().map(|g| g.image.as_str()).collect();
+            lines.sort();
+            let mut want = want.to_vec();
+            want.sort();
+            assert_eq!(lines, want, "{name}");
+            let webhook_images: BTreeSet<&str> =
+                messages[0].changes.iter().map(|c| c.image.as_str()).collect();
+            assert_eq!(
+                webhook_images,
+                images.iter().copied().collect(),
+                "{name}: each change keeps the image its report named"
+            );
+        }
     }
 
     #[test]

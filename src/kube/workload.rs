@@ -139,8 +139,8 @@ fn pod_spec_path(kind: &str) -> Option<&'static [&'static str]> {
 /// interpret closes nothing).
 pub(crate) fn template_containers(kind: &str, object: &serde_json::Value) -> Option<Vec<String>> {
     if kind == "Rollout" && object.pointer("/spec/workloadRef").is_some_and(|r| !r.is_null()) {
-        // The pod template is another object's (Argo Rollouts' `workloadRef`): not read here,
-        // so no container is closed on a guess.
+        // The pod template is another object's (Argo Rollouts' `workloadRef`, see
+        // [`template_ref`]): this object's own `template`, if any, is not the one that runs.
         return None;
     }
     let mut spec = object;
@@ -170,23 +170,68 @@ pub(crate) fn template_containers(kind: &str, object: &serde_json::Value) -> Opt
     Some(names)
 }
 
+/// The workload whose pod template a Rollout runs, when it names one with `spec.workloadRef`
+/// (<https://argo-rollouts.readthedocs.io/en/stable/features/migrating/#reference-deployment-from-rollout>):
+/// the referenced object's kind and name, in the Rollout's namespace. `None` for a Rollout with
+/// its own template, for other kinds, and for a reference to a kind the agent does not read
+/// (its template is then unknown and no container is closed).
+pub(crate) fn template_ref(kind: &str, object: &serde_json::Value) -> Option<(&'static str, String)> {
+    if kind != "Rollout" {
+        return None;
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct WorkloadRef {
+        api_version: String,
+        kind: String,
+        name: String,
+    }
+    let r: WorkloadRef = serde_json::from_value(object.pointer("/spec/workloadRef")?.clone()).ok()?;
+    // Argo Rollouts accepts a Deployment, a ReplicaSet or a PodTemplate; the first two keep
+    // their template where [`template_containers`] looks for it.
+    let kind = match r.kind.as_str() {
+        "Deployment" => "Deployment",
+        "ReplicaSet" => "ReplicaSet",
+        _ => return None,
+    };
+    (known_collection(&r.api_version, kind).is_some() && !r.name.is_empty()).then_some((kind, r.name))
+}
+
 impl Client {
-    /// The containers of a workload's pod template (`template_containers`). `None` when the
-    /// workload is gone (404: [`Client::workload_existence`] decides about that), may not be
-    /// read (403), is of a kind the agent does not know, or has no readable template: nothing
-    /// is closed on a guess. Other errors fail the cycle.
+    /// The containers of a workload's pod template (`template_containers`), following a
+    /// Rollout's `workloadRef` one step ([`template_ref`]). `None` when the workload (or the
+    /// object it refers to) is gone (404: [`Client::workload_existence`] decides about that),
+    /// may not be read (403), is of a kind the agent does not know, or has no readable
+    /// template: nothing is closed on a guess. Other errors fail the cycle.
     pub fn workload_containers(
         &self,
         kind: &str,
         namespace: &str,
         name: &str,
     ) -> Result<Option<Vec<String>>, KubeError> {
+        let Some(object) = self.readable_workload(kind, namespace, name)? else {
+            return Ok(None);
+        };
+        if let Some((ref_kind, ref_name)) = template_ref(kind, &object) {
+            return Ok(self
+                .readable_workload(ref_kind, namespace, &ref_name)?
+                .and_then(|referenced| template_containers(ref_kind, &referenced)));
+        }
+        Ok(template_containers(kind, &object))
+    }
+
+    /// A workload object; `None` when it is gone, may not be read, or is of an unknown kind.
+    fn readable_workload(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, KubeError> {
         let Some(path) = object_path(workload_collection(kind), namespace, name) else {
             return Ok(None);
         };
         match self.get_json::<serde_json::Value>(&path) {
-            Ok(Some(object)) => Ok(template_containers(kind, &object)),
-            Ok(None) => Ok(None),
+            Ok(found) => Ok(found),
             Err(e) if e.is_forbidden() => Ok(None),
             Err(e) => Err(e),
         }
@@ -262,6 +307,36 @@ mod tests {
         ];
         for (kind, object, want) in cases {
             assert_eq!(template_containers(kind, &object), want, "{kind} {object}");
+        }
+    }
+
+    #[test]
+    fn a_rollout_may_run_another_workloads_template() {
+        let with_ref = |r: serde_json::Value| json!({"spec": {"workloadRef": r}});
+        // (kind, object, want)
+        let cases = [
+            (
+                "Rollout",
+                with_ref(json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"})),
+                Some(("Deployment", "web")),
+            ),
+            (
+                "Rollout",
+                with_ref(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1"})),
+                Some(("ReplicaSet", "web-1")),
+            ),
+            // A PodTemplate, another group's Deployment, a reference without a name: unknown.
+            ("Rollout", with_ref(json!({"apiVersion": "v1", "kind": "PodTemplate", "name": "t"})), None),
+            ("Rollout", with_ref(json!({"apiVersion": "example.com/v1", "kind": "Deployment", "name": "web"})), None),
+            ("Rollout", with_ref(json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": ""})), None),
+            ("Rollout", with_ref(json!({"apiVersion": "apps/v1", "kind": "Deployment"})), None),
+            ("Rollout", json!({"spec": {"template": {"spec": {}}}}), None),
+            // Only a Rollout's reference is followed.
+            ("Deployment", with_ref(json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"})), None),
+        ];
+        for (kind, object, want) in cases {
+            let got = template_ref(kind, &object);
+            assert_eq!(got.as_ref().map(|(k, n)| (*k, n.as_str())), want, "{kind} {object}");
         }
     }
 

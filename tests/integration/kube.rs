@@ -1306,6 +1306,40 @@ fn workload_containers_of_every_kind() {
             "{kind}: 404 is no answer"
         );
     }
+    // Argo Rollouts: its own template, or a Deployment's through `workloadRef`.
+    let rollouts = "/apis/argoproj.io/v1alpha1/namespaces/shop/rollouts";
+    let rollout = |name: &str, spec: serde_json::Value| {
+        let body = serde_json::json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": name, "namespace": "shop"}, "spec": spec,
+        });
+        create(&sb, rollouts, &body.to_string());
+    };
+    rollout(
+        "own",
+        serde_json::json!({"selector": selector, "template": template}),
+    );
+    let reference = |kind: &str, name: &str| {
+        serde_json::json!({"selector": selector,
+            "workloadRef": {"apiVersion": "apps/v1", "kind": kind, "name": name}})
+    };
+    rollout("by-ref", reference("Deployment", "tmpl"));
+    rollout("by-rs", reference("ReplicaSet", "tmpl"));
+    rollout("dangling", reference("Deployment", "absent"));
+    for name in ["own", "by-ref", "by-rs"] {
+        assert_eq!(
+            client.workload_containers("Rollout", "shop", name).unwrap(),
+            want,
+            "Rollout {name}"
+        );
+    }
+    assert_eq!(
+        client
+            .workload_containers("Rollout", "shop", "dangling")
+            .unwrap(),
+        None,
+        "a workloadRef to a missing Deployment is no answer"
+    );
     // The fixture Deployment as kubectl shows it.
     assert_eq!(
         client

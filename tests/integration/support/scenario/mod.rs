@@ -204,6 +204,9 @@ impl World<'_> {
         if spec.revision.is_some() {
             return Err("`revision` is for Deployments and Rollouts only".into());
         }
+        if spec.workload_ref {
+            return Err("`workloadRef` is for Rollouts only".into());
+        }
         if kind == Kind::CloneSet {
             return self.cloneset(spec);
         }
@@ -242,12 +245,28 @@ impl World<'_> {
         let rev = revision.to_string();
         let template =
             json!({"metadata": {"labels": labels}, "spec": cluster::pod_spec(spec, None)});
-        let deployment = json!({
+        if spec.workload_ref && kind != Kind::Rollout {
+            return Err("`workloadRef` is for Rollouts only".into());
+        }
+        let mut deployment = json!({
             "apiVersion": kind.api_version(), "kind": kind.name(),
             "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels,
                          "annotations": {annotation: rev}},
             "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": template},
         });
+        if spec.workload_ref {
+            // Argo Rollouts' migration path: the Deployment keeps the template at 0 replicas.
+            let holder = json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels},
+                "spec": {"replicas": 0, "selector": {"matchLabels": labels}, "template": template},
+            });
+            cluster::upsert(&self.sb, "deployments", &spec.namespace, &holder)?;
+            deployment["spec"] = json!({
+                "replicas": 1, "selector": {"matchLabels": labels},
+                "workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.name},
+            });
+        }
         let stored = cluster::upsert(&self.sb, kind.plural(), &spec.namespace, &deployment)?;
         self.note_created(&stored);
         if let Some(old) = self

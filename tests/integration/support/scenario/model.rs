@@ -86,6 +86,10 @@ pub struct WorkloadSpec {
     /// Deployments and Rollouts only: the revision annotation of this rollout (default: the
     /// previous one + 1, starting at 1).
     pub revision: Option<u64>,
+    /// Rollouts only: the Rollout names a Deployment's pod template with `spec.workloadRef`
+    /// (a Deployment of the same name with 0 replicas holds the template) instead of its own.
+    #[serde(default, rename = "workloadRef")]
+    pub workload_ref: bool,
 }
 
 pub fn default_namespace() -> String {

@@ -395,7 +395,15 @@ impl Client {
                 Err(e) if e.is_not_found() => return Ok(None),
                 Err(e) => return Err(e),
             };
-            let mut text = String::new();
+            // Sized from Content-Length when the server sends one: reading a 7 MiB report into
+            // a growing `String` ends at up to twice its size, at the cycle's memory peak.
+            let mut text = String::with_capacity(
+                resp.body()
+                    .content_length()
+                    .map_or(0, |n| n.min(self.max_page_bytes()))
+                    .try_into()
+                    .unwrap_or(0),
+            );
             let read = resp
                 .into_body()
                 .into_with_config()

@@ -20,8 +20,10 @@ use super::workload::{api_version_of, known_collection};
 #[cfg(doc)]
 use super::workload::workload_collection;
 use crate::metrics::{Counter, Family};
-use crate::trivy::identity::{DEPLOYMENT_REVISION, ROLLOUT_REVISION};
-use crate::trivy::{Attribution, ObjectInfo, ObjectKey, ObjectLookup, ObjectMeta, Owner, Workload};
+use crate::trivy::identity::{DEPLOYMENT_REVISION, ROLLOUT_REVISION, controller_of};
+use crate::trivy::{
+    Attribution, ObjectInfo, ObjectKey, ObjectLookup, ObjectMeta, Owner, OwnerReference, Workload,
+};
 #[cfg(doc)]
 use crate::trivy::resolve_chain;
 
@@ -34,18 +36,29 @@ type Resources = Vec<(String, String, bool)>;
 /// Every served namespaced resource: `(kind, collection prefix, plural)`.
 type Served = Vec<(String, String, String)>;
 
+/// One cached owner lookup.
+struct Cached {
+    lookup: ObjectLookup,
+    at: Instant,
+    /// The [`OwnerResolver::prune`] cycle that read it.
+    cycle: u64,
+}
+
 /// Caches owner lookups. ownerReferences never change, but revision annotations do on a
 /// rollback, and an object can go away, hence the expiry.
 pub struct OwnerResolver {
-    objects: HashMap<ObjectKey, (ObjectLookup, Instant)>,
+    /// Each object with when it was read and in which cycle ([`OwnerResolver::prune`] counts
+    /// them). One entry per ReplicaSet of the cluster, so entries stay small: no second set of
+    /// keys, and only the controller reference ([`controller_of`]) of each object.
+    objects: HashMap<ObjectKey, Cached>,
     /// Discovery answers by apiVersion: `(kind, plural, namespaced)` of each resource, `None`
     /// when the group version is not served (or may not be discovered).
     discovered: HashMap<String, (Option<Resources>, Instant)>,
     ttl: Duration,
     /// Kinds already warned about (403 or not locatable): once per kind per process.
     warned: HashSet<String>,
-    /// Objects read from the API since the last [`OwnerResolver::prune`] (this cycle).
-    fetched: HashSet<ObjectKey>,
+    /// The current cycle, counted by [`OwnerResolver::prune`].
+    cycle: u64,
     /// `kijo_kube_owner_forbidden`, by kind.
     forbidden: Family<Vec<(String, String)>, Counter>,
     /// Every served namespaced resource by kind (aggregated discovery), when asked for.
@@ -66,7 +79,7 @@ impl OwnerResolver {
             discovered: HashMap::new(),
             ttl,
             warned: HashSet::new(),
-            fetched: HashSet::new(),
+            cycle: 0,
             forbidden,
             served: None,
         }
@@ -99,7 +112,10 @@ impl OwnerResolver {
     /// so a quiet cluster pays nothing.
     pub fn refresh(&mut self, client: &Client, owner: &Owner) -> Result<Attribution, KubeError> {
         if let Some(start) = start_key(owner)
-            && !self.fetched.contains(&start)
+            && self
+                .objects
+                .get(&start)
+                .is_some_and(|c| c.cycle != self.cycle)
         {
             self.objects.remove(&start);
         }
@@ -110,8 +126,8 @@ impl OwnerResolver {
     /// [`OwnerResolver::refresh`]; call once at the start of every cycle.
     pub fn prune(&mut self) {
         let ttl = self.ttl;
-        self.fetched.clear();
-        self.objects.retain(|_, (_, at)| at.elapsed() < ttl);
+        self.cycle += 1;
+        self.objects.retain(|_, c| c.at.elapsed() < ttl);
         self.discovered.retain(|_, (_, at)| at.elapsed() < ttl);
         if self.served.as_ref().is_some_and(|(_, at)| at.elapsed() >= ttl) {
             self.served = None;
@@ -120,10 +136,10 @@ impl OwnerResolver {
 
     /// One object of a chain, from the cache or the API.
     fn lookup(&mut self, client: &Client, key: &ObjectKey) -> Result<ObjectLookup, KubeError> {
-        if let Some((l, at)) = self.objects.get(key)
-            && at.elapsed() < self.ttl
+        if let Some(c) = self.objects.get(key)
+            && c.at.elapsed() < self.ttl
         {
-            return Ok(l.clone());
+            return Ok(c.lookup.clone());
         }
         let lookup = match self.collection(client, &key.api_version, &key.kind)? {
             None => {
@@ -134,9 +150,14 @@ impl OwnerResolver {
             }
             Some((prefix, plural)) => self.read(client, key, &prefix, &plural)?,
         };
-        self.fetched.insert(key.clone());
-        self.objects
-            .insert(key.clone(), (lookup.clone(), Instant::now()));
+        self.objects.insert(
+            key.clone(),
+            Cached {
+                lookup: lookup.clone(),
+                at: Instant::now(),
+                cycle: self.cycle,
+            },
+        );
         Ok(lookup)
     }
 
@@ -171,7 +192,14 @@ impl OwnerResolver {
                     .creation_timestamp
                     .as_deref()
                     .and_then(|t| t.parse().ok()),
-                owner_references: o.metadata.owner_references,
+                // The chain follows the controller only, and by name, not uid.
+                owner_references: controller_of(&o.metadata.owner_references)
+                    .map(|r| OwnerReference {
+                        uid: String::new(),
+                        ..r.clone()
+                    })
+                    .into_iter()
+                    .collect(),
             }),
             Ok(None) => ObjectLookup::Missing,
             Err(e) if e.is_forbidden() => {

@@ -62,8 +62,10 @@ pub struct ObjectKey {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObjectInfo {
     pub owner_references: Vec<OwnerReference>,
-    /// The revision annotations ([`DEPLOYMENT_REVISION`], [`ROLLOUT_REVISION`]) it carries.
-    pub revisions: BTreeMap<&'static str, u64>,
+    /// The revision annotations ([`DEPLOYMENT_REVISION`], [`ROLLOUT_REVISION`]) it carries. A
+    /// list, not a map: one is cached per ReplicaSet of the cluster, and an empty or one-entry
+    /// `Vec` costs a tenth of a B-tree node.
+    pub revisions: Vec<(&'static str, u64)>,
     pub created: Option<Timestamp>,
 }
 
@@ -145,7 +147,11 @@ pub fn resolve_chain<E>(
     };
     let revision_below = |top: &ObjectKey, below: Option<&ObjectInfo>| {
         let annotation = revision_annotation(&top.kind)?;
-        below?.revisions.get(annotation).copied()
+        below?
+            .revisions
+            .iter()
+            .find(|(a, _)| *a == annotation)
+            .map(|(_, r)| *r)
     };
     let mut info = match lookup(start)? {
         ObjectLookup::Found(info) => info,
@@ -288,7 +294,7 @@ mod tests {
     fn obj(refs: Vec<OwnerReference>, revisions: &[(&'static str, u64)], created: Option<&str>) -> ObjectLookup {
         ObjectLookup::Found(ObjectInfo {
             owner_references: refs,
-            revisions: revisions.iter().copied().collect(),
+            revisions: revisions.to_vec(),
             created: created.map(|t| t.parse().unwrap()),
         })
     }

@@ -16,4 +16,4 @@ pub use identity::{
     Attribution, ObjectInfo, ObjectKey, ObjectLookup, Revision, Workload, has_revisions,
     newest_by_key, resolve_chain,
 };
-pub use report::{Malformed, ObjectMeta, Owner, Report, ReportKind, parse_report};
+pub use report::{Malformed, ObjectMeta, Owner, OwnerReference, Report, ReportKind, parse_report};

@@ -6,11 +6,14 @@ test `cargo test --lib kube::rbac` compares it with the code's READ_PERMISSIONS,
 chart's templates and every kustomize rendering. This script remains for the Helm
 renderings only, which need Helm's library (.ci/render-chart.py).
 
-Usage: check-rbac.py [--namespaced] FILE...   (rendered multi-document YAML)
+Usage: check-rbac.py [--namespaced] [--extra-get=GROUP/RESOURCE]... FILE...
+                (rendered multi-document YAML)
   default       cluster-wide install: one ClusterRoleBinding to the agent's
                 ServiceAccount whose ClusterRole grants the whole list
   --namespaced  Roles/RoleBindings in the watched namespaces grant the namespaced part
                 of the list, and no ClusterRole is bound
+  --extra-get   the chart's rbac.extraOwnerRules were set: each listed resource is also
+                granted `get` (and no other verb), in the ClusterRole or in every Role
 Both modes also check the leader-election Role in the agent's own namespace.
 """
 import json
@@ -65,6 +68,13 @@ def main(argv):
     files = [a for a in argv if not a.startswith("--")]
     errors = []
     expected = load_permissions()
+    extra = set()
+    for a in argv:
+        if a.startswith("--extra-get="):
+            group, _, resource = a.removeprefix("--extra-get=").partition("/")
+            extra.add((group, resource, "get", None))
+    for scope in expected.values():
+        scope |= extra
     if CHART_COPY.exists() and CHART_COPY.read_bytes() != PERMISSIONS.read_bytes():
         errors.append(f"{CHART_COPY.relative_to(ROOT)} differs from {PERMISSIONS.relative_to(ROOT)}: copy it")
 
@@ -147,7 +157,8 @@ def main(argv):
             print(f"FAIL rbac {label}: {e}")
         return 1
     mode = "namespaced" if namespaced else "cluster-wide"
-    print(f"ok   rbac {label}: {mode} grants == deploy/rbac-permissions.json, lease role exact")
+    plus = f" + get on {len(extra)} extra owner resources" if extra else ""
+    print(f"ok   rbac {label}: {mode} grants == deploy/rbac-permissions.json{plus}, lease role exact")
     return 0
 
 

@@ -2,7 +2,8 @@
 """Lints deploy/helm/kijo-agent with Helm's own library (PyPI helm-python-sdk, which
 embeds Helm v4's Go code: no helm binary, no cluster) and renders it offline for the
 value sets users will use. Writes OUTDIR/chart-<case>.yaml and prints one line per
-case, "FILE [--namespaced] [--no-network-policy]", for .ci/validate-deploy to check.
+case, "FILE [--namespaced] [--no-network-policy] [--extra-get=GROUP/RESOURCE...]", for
+.ci/validate-deploy to check.
 
 Usage: render-chart.py OUTDIR
 """
@@ -13,6 +14,10 @@ import helm_python as helm
 
 CHART = pathlib.Path(__file__).resolve().parent.parent / "deploy" / "helm" / "kijo-agent"
 PG = "postgresql://user:pass@host:5432/dbname"
+EXTRA_OWNER_RULES = [{"apiGroup": "apps.kruise.io", "resources": ["clonesets", "advancedstatefulsets"]},
+                     {"apiGroup": "example.com", "resources": ["widgets"]}]
+# .ci/check-rbac.py --extra-get=GROUP/RESOURCE: what those rules must add, and nothing else.
+EXTRA_GET_FLAGS = [f"--extra-get={r['apiGroup']}/{res}" for r in EXTRA_OWNER_RULES for res in r["resources"]]
 # (case, values, flags for the checks)
 CASES = [
     ("readme-set", {"databaseUrl": PG}, []),
@@ -39,6 +44,13 @@ CASES = [
                     "networkPolicy": {"apiServerCIDRs": ["10.0.0.1/32"], "databaseCIDRs": ["10.20.0.0/24"],
                                       "notificationCIDRs": ["10.30.0.5/32", "10.30.0.6/32"]}}, []),
     ("single-replica-postgres", {"databaseUrl": PG, "replicaCount": 1}, []),
+    # A custom controller's kinds (rbac.extraOwnerRules): the shipped rules plus `get` on
+    # exactly those, cluster-wide and in every namespace's Role.
+    ("extra-owner-rules", {"databaseUrl": PG, "rbac": {"extraOwnerRules": EXTRA_OWNER_RULES}},
+     EXTRA_GET_FLAGS),
+    ("namespaced-extra-owner-rules", {"databaseUrl": PG, "namespaces": ["team-a", "team-b"],
+                                      "rbac": {"extraOwnerRules": EXTRA_OWNER_RULES}},
+     ["--namespaced"] + EXTRA_GET_FLAGS),
 ]
 # case -> [(ports of an egress rule, the CIDRs it must be narrowed to)]
 NARROWED = {"monitoring": [([443, 6443], ["10.0.0.1/32"]), ([443], ["10.30.0.5/32", "10.30.0.6/32"]),
@@ -50,6 +62,17 @@ REJECTED = [
     ("bad namespace name", {"namespaces": ["Team_A"]}),
     ("a CIDR without prefix length", {"networkPolicy": {"databaseCIDRs": ["10.0.0.1"]}}),
     ("days as a string", {"prometheusRule": {"criticalOpenDays": "7d"}}),
+    # rbac.extraOwnerRules grants `get` on custom resources, never more.
+    ("an owner rule with verbs", {"rbac": {"extraOwnerRules": [
+        {"apiGroup": "apps.kruise.io", "resources": ["clonesets"], "verbs": ["list", "watch"]}]}}),
+    ("an owner rule on a wildcard resource", {"rbac": {"extraOwnerRules": [{"apiGroup": "apps.kruise.io", "resources": ["*"]}]}}),
+    ("an owner rule on a wildcard group", {"rbac": {"extraOwnerRules": [{"apiGroup": "*", "resources": ["clonesets"]}]}}),
+    ("an owner rule on the core group (Secrets)", {"rbac": {"extraOwnerRules": [{"apiGroup": "", "resources": ["secrets"]}]}}),
+    ("an owner rule on a subresource", {"rbac": {"extraOwnerRules": [{"apiGroup": "apps.kruise.io", "resources": ["clonesets/scale"]}]}}),
+    ("an owner rule with resourceNames", {"rbac": {"extraOwnerRules": [
+        {"apiGroup": "apps.kruise.io", "resources": ["clonesets"], "resourceNames": ["x"]}]}}),
+    ("an owner rule without resources", {"rbac": {"extraOwnerRules": [{"apiGroup": "apps.kruise.io", "resources": []}]}}),
+    ("an unknown rbac key", {"rbac": {"extraRules": []}}),
 ]
 
 

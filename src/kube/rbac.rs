@@ -432,7 +432,8 @@ mod tests {
 
     /// Helm cannot run here; the chart's templates are checked as text: the read rules come
     /// only from the permission list through `kijo-agent.readRules` (namespaced entries only
-    /// for Roles), and the leader-election Role is literal.
+    /// for Roles) plus `kijo-agent.extraOwnerRules`, which grants `get` and nothing else (the
+    /// user's `rbac.extraOwnerRules`), and the leader-election Role is literal.
     #[test]
     fn the_chart_renders_its_rules_from_the_permission_list() {
         let chart = root().join("deploy/helm/kijo-agent/templates");
@@ -454,6 +455,21 @@ mod tests {
                 "kijo-agent.readRules lacks {needle:?}:\n{define}"
             );
         }
+        let extra = helpers
+            .split("{{- define \"kijo-agent.extraOwnerRules\" -}}")
+            .nth(1)
+            .and_then(|rest| rest.split("{{- end -}}").next())
+            .expect("_helpers.tpl defines kijo-agent.extraOwnerRules");
+        let verbs: Vec<&str> = extra
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("verbs:"))
+            .collect();
+        assert_eq!(
+            verbs,
+            ["verbs: [\"get\"]"],
+            "kijo-agent.extraOwnerRules grants get only:\n{extra}"
+        );
         let rbac = std::fs::read_to_string(chart.join("rbac.yaml")).unwrap();
         let documents: Vec<&str> = rbac.split("\n---\n").collect();
         let with = |kind: &str| -> Vec<&&str> {
@@ -472,6 +488,10 @@ mod tests {
             assert!(
                 read[0].contains(&include),
                 "the {kind} includes readRules with {include}"
+            );
+            assert!(
+                read[0].contains("{{- include \"kijo-agent.extraOwnerRules\" "),
+                "the {kind} includes the user's extra owner rules"
             );
             assert!(
                 !read[0].contains("apiGroups"),

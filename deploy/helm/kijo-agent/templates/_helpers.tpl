@@ -56,6 +56,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end }}
 {{- end -}}
 
+{{/* PolicyRules of rbac.extraOwnerRules: verb get only, whatever the values say (the schema
+     refuses any other key); pass the root context. */}}
+{{- define "kijo-agent.extraOwnerRules" -}}
+{{- range .Values.rbac.extraOwnerRules }}
+- apiGroups: [{{ .apiGroup | quote }}]
+  resources: {{ toJson .resources }}
+  verbs: ["get"]
+{{- end }}
+{{- end -}}
+
 {{- define "kijo-agent.image" -}}
 {{- if .Values.image.digest -}}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}

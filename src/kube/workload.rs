@@ -199,7 +199,7 @@ pub(crate) fn template_ref(kind: &str, object: &serde_json::Value) -> Option<(&'
 
 impl Client {
     /// The containers of a workload's pod template (`template_containers`), following a
-    /// Rollout's `workloadRef` one step ([`template_ref`]). `None` when the workload (or the
+    /// Rollout's `workloadRef` one step (`template_ref`). `None` when the workload (or the
     /// object it refers to) is gone (404: [`Client::workload_existence`] decides about that),
     /// may not be read (403), is of a kind the agent does not know, or has no readable
     /// template: nothing is closed on a guess. Other errors fail the cycle.

@@ -28,6 +28,7 @@ use crate::store::{DatabaseTarget, OpenFindings, ReportVersion, Store, StoreErro
 #[cfg(doc)]
 use crate::store::KnownReport;
 use crate::trivy::report::{LABEL_CONTAINER, owner_of};
+use crate::trivy::instance::is_family;
 use crate::trivy::{ObjectMeta, Owner, Report, ReportKind, Revision, has_revisions, newest_by_key};
 
 /// A metric's label set.
@@ -590,7 +591,7 @@ impl Poller {
                     stale_before: self.stale_heads.contains(&p.head_key()),
                 })
                 .collect();
-            let plan = plan_group(has_revisions(&asset.workload_kind), &entries);
+            let plan = plan_group(has_rivals(asset), &entries);
             summary.reports_superseded += plan.superseded;
             for &i in &plan.apply {
                 self.apply_report(store, client, &group[i], &targets, &mut news, &mut summary)?;
@@ -686,10 +687,11 @@ impl Poller {
             }
         };
         let attribution = self.owners.attribute(client, owner)?;
-        if attribution.owner_gone && owner.kind == "ReplicaSet" {
-            // The ReplicaSet is gone and its report goes with it (garbage collection):
-            // recording it under the ReplicaSet's own name would announce old findings as
-            // new ones of a workload nobody knows.
+        if attribution.owner_gone && matches!(owner.kind.as_str(), "ReplicaSet" | "Job" | "Pod") {
+            // The owner is gone and its report goes with it (garbage collection): recording
+            // it under the owner's own name would announce old findings as new ones of a
+            // workload nobody knows (an old ReplicaSet, a finished run whose family can no
+            // longer be read). A workload already known is judged by `remove_gone_workloads`.
             summary.reports_superseded += 1;
             return Ok(None);
         }
@@ -902,7 +904,12 @@ impl Poller {
         let cluster = self.config.cluster_name.as_str();
         let namespaces = &self.config.namespaces;
         for key in known {
-            if live.contains(key) || !(namespaces.is_empty() || namespaces.contains(&key.0)) {
+            // Runs of a family come and go: the family is never asked about, only its runs'
+            // reports speak for it (docs/identity.md, "Short-lived instances").
+            if live.contains(key)
+                || is_family(&key.2)
+                || !(namespaces.is_empty() || namespaces.contains(&key.0))
+            {
                 continue;
             }
             if stopping(&self.stop) {
@@ -1008,6 +1015,10 @@ fn top_owner_created(
     client: &Client,
     asset: &AssetId,
 ) -> Result<Option<jiff::Timestamp>, CycleError> {
+    if is_family(&asset.workload) {
+        // No object has the family's name; a run's creation comes with its owner chain.
+        return Ok(None);
+    }
     Ok(client.workload_created(&asset.workload_kind, &asset.namespace, &asset.workload)?)
 }
 
@@ -1090,14 +1101,21 @@ struct GroupPlan {
     superseded: u64,
 }
 
+/// Whether the reports of one workload container are rivals that [`plan_group`] ranks: a
+/// workload with revisions ([`has_revisions`]), or a family of runs ([`is_family`]), where the
+/// newest run speaks for the family.
+fn has_rivals(asset: &AssetId) -> bool {
+    has_revisions(&asset.workload_kind) || is_family(&asset.workload)
+}
+
 /// The reports of one container of a workload with revisions ([`has_revisions`]: a Deployment
-/// or an Argo Rollout) are rivals: the newest ([`newest_by_key`]: the
-/// highest ReplicaSet revision) speaks for it. It is applied when it changed, or when it is
+/// or an Argo Rollout), or of a family of runs, are rivals: the newest ([`newest_by_key`]: the
+/// highest ReplicaSet revision; for a family, the latest-created run's report) speaks for it. It is applied when it changed, or when it is
 /// not the report last applied although it is known and unchanged: a rollback gives an old
 /// ReplicaSet, and so its old report, the highest revision. Other owners have one report per
 /// container; every changed one is applied (the store orders scans).
-fn plan_group(revisions: bool, entries: &[GroupEntry]) -> GroupPlan {
-    if !revisions {
+fn plan_group(rivals: bool, entries: &[GroupEntry]) -> GroupPlan {
+    if !rivals {
         return GroupPlan {
             apply: (0..entries.len()).filter(|&i| entries[i].changed).collect(),
             superseded: 0,
@@ -1164,6 +1182,10 @@ impl<'c> Coverage<'c> {
     /// every report counts. A workload without
     /// any listed report is not judged here (`remove_gone_workloads` asks whether it exists).
     fn is_candidate(&self, asset: &AssetId) -> bool {
+        // A family has no pod template of its own: each run may have other containers.
+        if is_family(&asset.workload) {
+            return false;
+        }
         let Some(reports) = self.0.get(&workload_of(asset)) else {
             return false;
         };

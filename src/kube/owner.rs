@@ -21,6 +21,7 @@ use super::workload::{api_version_of, known_collection};
 use super::workload::workload_collection;
 use crate::metrics::{Counter, Family};
 use crate::trivy::identity::{DEPLOYMENT_REVISION, ROLLOUT_REVISION, controller_of};
+use crate::trivy::instance::RestartPolicy;
 use crate::trivy::{
     Attribution, ObjectInfo, ObjectKey, ObjectLookup, ObjectMeta, Owner, OwnerReference, Workload,
 };
@@ -172,6 +173,16 @@ impl OwnerResolver {
         struct Object {
             #[serde(default)]
             metadata: ObjectMeta,
+            /// Only a Pod's restart policy is read: it tells a run-once pod (an instance) from
+            /// a long-running one.
+            #[serde(default)]
+            spec: Spec,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(rename_all = "camelCase")]
+        struct Spec {
+            #[serde(default)]
+            restart_policy: Option<String>,
         }
         let path = format!(
             "{prefix}/namespaces/{}/{plural}/{}",
@@ -192,6 +203,12 @@ impl OwnerResolver {
                     .creation_timestamp
                     .as_deref()
                     .and_then(|t| t.parse().ok()),
+                generate_name: (!o.metadata.generate_name.is_empty())
+                    .then(|| o.metadata.generate_name.as_str().into()),
+                restart_policy: match key.kind.as_str() {
+                    "Pod" => o.spec.restart_policy.as_deref().and_then(RestartPolicy::parse),
+                    _ => None,
+                },
                 // The chain follows the controller only, and by name, not uid.
                 owner_references: controller_of(&o.metadata.owner_references)
                     .map(|r| OwnerReference {

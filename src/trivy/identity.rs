@@ -13,6 +13,7 @@ use std::collections::btree_map::Entry;
 
 use jiff::Timestamp;
 
+use super::instance::{RestartPolicy, TopObject, family_of};
 use super::report::OwnerReference;
 
 /// The top-level workload a finding is tracked under.
@@ -67,6 +68,11 @@ pub struct ObjectInfo {
     /// `Vec` costs a tenth of a B-tree node.
     pub revisions: Vec<(&'static str, u64)>,
     pub created: Option<Timestamp>,
+    /// `metadata.generateName` (a boxed `str`: most objects have none, and one is cached per
+    /// owner), for [`super::instance::family_of`].
+    pub generate_name: Option<Box<str>>,
+    /// A Pod's `spec.restartPolicy`, for [`super::instance::family_of`].
+    pub restart_policy: Option<RestartPolicy>,
 }
 
 /// The outcome of looking up one object of a chain.
@@ -136,6 +142,8 @@ pub fn controller_of(refs: &[OwnerReference]) -> Option<&OwnerReference> {
 /// - A controller that may not be read (403) or cannot be located: the workload is the nearest
 ///   readable owner below it, [`Attribution::blocked`] says which.
 /// - A loop, or a chain deeper than [`MAX_CHAIN_DEPTH`]: stops at the last object read.
+/// - The workload read is one run of a family (a Job per release, a generated or run-once
+///   Pod, a Workflow): the workload is the family ([`family_of`]), so the next run is not new.
 pub fn resolve_chain<E>(
     start: &ObjectKey,
     mut lookup: impl FnMut(&ObjectKey) -> Result<ObjectLookup, E>,
@@ -203,8 +211,19 @@ pub fn resolve_chain<E>(
             }
         }
     }
+    // The top is the workload, unless it is one run of a family: then the family is.
+    let family = family_of(&TopObject {
+        kind: &current.kind,
+        name: &current.name,
+        generate_name: info.generate_name.as_deref().unwrap_or(""),
+        restart_policy: info.restart_policy,
+    });
+    let mut top = workload(&current);
+    if let Some(family) = family {
+        top.name = family;
+    }
     Ok(Attribution {
-        workload: workload(&current),
+        workload: top,
         revision: revision_below(&current, below.as_ref()),
         created: info.created,
         owner_gone: false,
@@ -228,8 +247,8 @@ impl Revision {
     /// The rule: when both sides know their ReplicaSet revision, the higher revision is newer
     /// (a rollback re-labels the old ReplicaSet with a new, higher revision, so this follows
     /// what is actually deployed). Otherwise, or on a tie, the later `updateTimestamp` wins,
-    /// then the later `creationTimestamp`, then the greater name. A missing time is older
-    /// than any time.
+    /// then the later `creationTimestamp`, then the greater name ([`natural_cmp`]: numbers as
+    /// numbers). A missing time is older than any time.
     pub fn cmp_recency(&self, other: &Revision) -> Ordering {
         let by_revision = match (self.deployment_revision, other.deployment_revision) {
             (Some(a), Some(b)) => a.cmp(&b),
@@ -238,7 +257,44 @@ impl Revision {
         by_revision
             .then_with(|| self.update_timestamp.cmp(&other.update_timestamp))
             .then_with(|| self.creation_timestamp.cmp(&other.creation_timestamp))
-            .then_with(|| self.name.cmp(&other.name))
+            .then_with(|| natural_cmp(&self.name, &other.name))
+    }
+}
+
+/// Names compared with their numbers as numbers (`job-migrate-9-app` < `job-migrate-10-app`), so
+/// that of two runs' reports created in the same second (creation times have second precision)
+/// the later-numbered run wins; otherwise by bytes. A total order either way, so the choice never
+/// depends on listing order.
+fn natural_cmp(a: &str, b: &str) -> Ordering {
+    fn chunks(s: &str) -> impl Iterator<Item = (bool, &str)> {
+        let mut rest = s;
+        std::iter::from_fn(move || {
+            let digits = rest.as_bytes().first()?.is_ascii_digit();
+            let end = rest
+                .bytes()
+                .position(|b| b.is_ascii_digit() != digits)
+                .unwrap_or(rest.len());
+            let (chunk, tail) = rest.split_at(end);
+            rest = tail;
+            Some((digits, chunk))
+        })
+    }
+    let mut left = chunks(a);
+    let mut right = chunks(b);
+    loop {
+        let ord = match (left.next(), right.next()) {
+            (None, None) => return a.cmp(b),
+            (None, Some(_)) => Ordering::Less,
+            (Some(_), None) => Ordering::Greater,
+            (Some((true, x)), Some((true, y))) => {
+                let (x, y) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
+                x.len().cmp(&y.len()).then_with(|| x.cmp(y))
+            }
+            (Some((_, x)), Some((_, y))) => x.cmp(y),
+        };
+        if ord != Ordering::Equal {
+            return ord;
+        }
     }
 }
 
@@ -296,6 +352,18 @@ mod tests {
             owner_references: refs,
             revisions: revisions.to_vec(),
             created: created.map(|t| t.parse().unwrap()),
+            ..ObjectInfo::default()
+        })
+    }
+
+    /// An object that may be one run of a family: its `generateName` and restart policy.
+    fn run(refs: Vec<OwnerReference>, generate_name: &str, restart: Option<RestartPolicy>) -> ObjectLookup {
+        ObjectLookup::Found(ObjectInfo {
+            owner_references: refs,
+            created: Some("2026-01-02T00:00:00Z".parse().unwrap()),
+            generate_name: (!generate_name.is_empty()).then(|| generate_name.into()),
+            restart_policy: restart,
+            ..ObjectInfo::default()
         })
     }
 
@@ -352,6 +420,15 @@ mod tests {
             // A loop: a → b → a
             (key("example.com/v1", "Loop", "a"), obj(vec![oref("example.com/v1", "Loop", "b", Some(true))], &[], None)),
             (key("example.com/v1", "Loop", "b"), obj(vec![oref("example.com/v1", "Loop", "a", Some(true))], &[], Some(T1))),
+            // Runs of families: a Job per release, a generated pod, a workflow's pods
+            (key("batch/v1", "Job", "migrate-41"), run(vec![], "", None)),
+            (key("v1", "Pod", "ci-x7k2p"), run(vec![], "ci-", Some(RestartPolicy::Always))),
+            (key("v1", "Pod", "debug"), run(vec![], "", Some(RestartPolicy::Always))),
+            (key("v1", "Pod", "build-x7k2p-1234"), run(vec![oref("argoproj.io/v1alpha1", "Workflow", "build-x7k2p", Some(true))], "", Some(RestartPolicy::Never))),
+            (key("argoproj.io/v1alpha1", "Workflow", "build-x7k2p"), run(vec![], "build-", None)),
+            (key("v1", "Pod", "lint-q9z-55"), run(vec![oref("argoproj.io/v1alpha1", "Workflow", "lint-q9z", Some(true))], "", Some(RestartPolicy::Never))),
+            (key("argoproj.io/v1alpha1", "Workflow", "lint-q9z"), ObjectLookup::Forbidden),
+            (key("batch/v1", "Job", "gone-7"), run(vec![oref("batch/v1", "CronJob", "gone", Some(true))], "", None)),
         ];
         // An endless chain: deep-0 → deep-1 → …
         let deep = |i: usize| key("example.com/v1", "Deep", &format!("deep-{i}"));
@@ -380,6 +457,15 @@ mod tests {
             (key("apps/v1", "ReplicaSet", "secret-1"), ("ReplicaSet", "secret-1"), None, false, false, None),
             (key("example.com/v1", "Loop", "a"), ("Loop", "b"), None, true, false, None),
             (deep(0), ("Deep", "deep-7"), None, false, false, None),
+            (key("batch/v1", "Job", "migrate-41"), ("Job", "migrate-*"), None, true, false, None),
+            (key("v1", "Pod", "ci-x7k2p"), ("Pod", "ci-*"), None, true, false, None),
+            (key("v1", "Pod", "debug"), ("Pod", "debug"), None, true, false, None),
+            (key("v1", "Pod", "build-x7k2p-1234"), ("Workflow", "build-*"), None, true, false, None),
+            // The workflow may not be read: the run-once pod is the nearest run, named by its base
+            (key("v1", "Pod", "lint-q9z-55"), ("Pod", "lint-q9z-*"), None, true, false,
+                blocked(key("argoproj.io/v1alpha1", "Workflow", "lint-q9z"), true)),
+            // A CronJob gone above its Job: the CronJob by name, not a family
+            (key("batch/v1", "Job", "gone-7"), ("CronJob", "gone"), None, false, false, None),
         ];
         for (start, (kind, name), revision, created, gone, want_blocked) in cases {
             let got = resolve_chain(&start, lookup).unwrap();
@@ -474,6 +560,27 @@ mod tests {
             };
             assert_eq!(a.cmp_recency(&b), want, "{a:?} vs {b:?}");
             assert_eq!(b.cmp_recency(&a), want.reverse(), "{b:?} vs {a:?}");
+        }
+    }
+
+    #[test]
+    fn names_compare_with_their_numbers_as_numbers() {
+        use Ordering::*;
+        let cases = [
+            ("job-migrate-9-app", "job-migrate-10-app", Less),
+            ("job-migrate-10-app", "job-migrate-9-app", Greater),
+            ("job-migrate-41-app", "job-migrate-41-app", Equal),
+            ("job-migrate-041-app", "job-migrate-41-app", Less), // equal numbers: by bytes
+            ("pod-a-app", "pod-b-app", Less),
+            ("web-5d8f", "web-5d8g", Less),
+            ("run-2", "run-2-retry", Less),
+            ("9", "10", Less),
+            ("", "a", Less),
+            ("a1", "aa", Less),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(natural_cmp(a, b), want, "{a} vs {b}");
+            assert_eq!(natural_cmp(b, a), want.reverse(), "{b} vs {a}");
         }
     }
 

@@ -10,6 +10,7 @@
 //! handling in [`Report`] stay the same.
 
 pub mod identity;
+pub mod instance;
 pub mod report;
 
 pub use identity::{

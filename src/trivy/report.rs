@@ -90,6 +90,9 @@ pub struct ObjectMeta {
     pub uid: String,
     pub resource_version: String,
     pub creation_timestamp: Option<String>,
+    /// The prefix the API server named the object from, when it was made with `generateName`
+    /// (an owner read for [`crate::trivy::instance::family_of`]; reports have none).
+    pub generate_name: String,
     #[serde(deserialize_with = "null_as_default")]
     pub labels: BTreeMap<String, String>,
     #[serde(deserialize_with = "null_as_default")]

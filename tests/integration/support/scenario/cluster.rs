@@ -134,7 +134,22 @@ pub fn get(sb: &Sandbox, plural: &str, ns: &str, name: &str) -> Result<Value, St
 }
 
 pub fn delete(sb: &Sandbox, plural: &str, ns: &str, name: &str) -> Result<(), String> {
-    let path = format!("{}/{name}", collection(plural, ns));
+    delete_with(sb, plural, ns, name, false)
+}
+
+/// `orphan`: delete the object only, leaving its dependents (`propagationPolicy=Orphan`), as a
+/// cluster looks before the garbage collector has caught up.
+pub fn delete_with(
+    sb: &Sandbox,
+    plural: &str,
+    ns: &str,
+    name: &str,
+    orphan: bool,
+) -> Result<(), String> {
+    let mut path = format!("{}/{name}", collection(plural, ns));
+    if orphan {
+        path.push_str("?propagationPolicy=Orphan");
+    }
     let r = sb.http("DELETE", &path, None, &[]);
     if r.status != 200 && r.status != 202 {
         return Err(format!("DELETE {path}: {} {}", r.status, r.body));
@@ -231,13 +246,16 @@ pub fn workload_object(kind: Kind, spec: &WorkloadSpec) -> Value {
         Kind::CronJob => json!({"schedule": "0 3 * * *",
             "jobTemplate": {"spec": {"template": template(Some("OnFailure"))}}}),
         Kind::Job => json!({"template": template(Some("Never"))}),
-        Kind::Pod => pod_spec(spec, None),
+        Kind::Pod => pod_spec(spec, spec.restart_policy.as_deref()),
         Kind::Deployment | Kind::ReplicaSet | Kind::Rollout | Kind::CloneSet => {
             unreachable!("built by the runner")
         }
     };
     if kind == Kind::Pod {
         obj["status"] = json!({"phase": "Running"});
+    }
+    if let Some(prefix) = &spec.generate_name {
+        obj["metadata"]["generateName"] = json!(prefix);
     }
     obj
 }

@@ -198,6 +198,12 @@ impl World<'_> {
             Workload::CloneSet(s) => (Kind::CloneSet, s),
         };
         cluster::ensure_namespace(&self.sb, &spec.namespace)?;
+        if spec.generate_name.is_some() && !matches!(kind, Kind::Pod | Kind::Job) {
+            return Err("`generateName` is for Pods and Jobs only".into());
+        }
+        if spec.restart_policy.is_some() && kind != Kind::Pod {
+            return Err("`restartPolicy` is for Pods only".into());
+        }
         if matches!(kind, Kind::Deployment | Kind::Rollout) {
             return self.deployment(kind, spec);
         }
@@ -513,7 +519,10 @@ impl World<'_> {
             cluster::delete(&self.sb, "vulnerabilityreports", &r.namespace, &name)?;
         } else if let Some(o) = &d.object {
             let (plural, name) = split_object(o)?;
-            cluster::delete(&self.sb, plural, &d.namespace, name)?;
+            cluster::delete_with(&self.sb, plural, &d.namespace, name, d.orphan)?;
+        }
+        if d.orphan && d.object.is_none() {
+            return Err("`orphan` is for `object` deletes only".into());
         }
         Ok(())
     }

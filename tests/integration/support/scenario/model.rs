@@ -90,6 +90,14 @@ pub struct WorkloadSpec {
     /// (a Deployment of the same name with 0 replicas holds the template) instead of its own.
     #[serde(default, rename = "workloadRef")]
     pub workload_ref: bool,
+    /// Pods and Jobs: the `metadata.generateName` the object was made from (the `name` stands
+    /// for the one the API server generated), as CI runners and workflow engines make them.
+    #[serde(default, rename = "generateName")]
+    pub generate_name: Option<String>,
+    /// Pods only: `spec.restartPolicy` (`Never` and `OnFailure` run once); default: none
+    /// written.
+    #[serde(default, rename = "restartPolicy")]
+    pub restart_policy: Option<String>,
 }
 
 pub fn default_namespace() -> String {
@@ -185,6 +193,10 @@ pub struct Delete {
     pub report: Option<ReportRef>,
     /// `<plural>/<name>`, e.g. `replicasets/web-5d8f…`.
     pub object: Option<String>,
+    /// With `object`: delete only that object and leave what it owns (its reports), as before
+    /// the garbage collector has caught up.
+    #[serde(default)]
+    pub orphan: bool,
     #[serde(default = "default_namespace")]
     pub namespace: String,
 }

@@ -384,6 +384,17 @@ pub static RESOURCES: &[Resource] = &[
         &["ro"],
         true,
     ),
+    // A minimal Argo Workflows CRD (argoproj.io/v1alpha1 workflows): the controller of a
+    // workflow's run-once step pods (https://argo-workflows.readthedocs.io/).
+    builtin(
+        "argoproj.io",
+        "v1alpha1",
+        "workflows",
+        "workflow",
+        "Workflow",
+        &["wf"],
+        true,
+    ),
     // A minimal OpenKruise CloneSet CRD (apps.kruise.io/v1alpha1 clonesets): a controller of
     // Pods the agent does not know by name, to exercise owner-kind discovery.
     builtin(

@@ -1248,6 +1248,7 @@ fn kubectl_server_side_apply_discovery_and_get_all() {
         "leases",
         "deployments",
         "rollouts",
+        "workflows",
         "clonesets",
     ] {
         assert!(resources.contains(line), "{line} missing:\n{resources}");

@@ -20,6 +20,7 @@ pub enum Kind {
     Pod,
     Rollout,
     CloneSet,
+    Workflow,
 }
 
 impl Kind {
@@ -34,9 +35,10 @@ impl Kind {
             "pod" => Kind::Pod,
             "rollout" => Kind::Rollout,
             "cloneset" => Kind::CloneSet,
+            "workflow" => Kind::Workflow,
             other => {
                 return Err(format!(
-                    "unknown kind {other:?} (deployment, replicaset, statefulset, daemonset, cronjob, job, pod, rollout, cloneset)"
+                    "unknown kind {other:?} (deployment, replicaset, statefulset, daemonset, cronjob, job, pod, rollout, cloneset, workflow)"
                 ));
             }
         })
@@ -53,6 +55,7 @@ impl Kind {
             Kind::Pod => "Pod",
             Kind::Rollout => "Rollout",
             Kind::CloneSet => "CloneSet",
+            Kind::Workflow => "Workflow",
         }
     }
 
@@ -60,7 +63,7 @@ impl Kind {
         match self {
             Kind::CronJob | Kind::Job => "batch/v1",
             Kind::Pod => "v1",
-            Kind::Rollout => "argoproj.io/v1alpha1",
+            Kind::Rollout | Kind::Workflow => "argoproj.io/v1alpha1",
             Kind::CloneSet => "apps.kruise.io/v1alpha1",
             _ => "apps/v1",
         }
@@ -77,6 +80,7 @@ impl Kind {
             Kind::Pod => "pods",
             Kind::Rollout => "rollouts",
             Kind::CloneSet => "clonesets",
+            Kind::Workflow => "workflows",
         }
     }
 }
@@ -96,7 +100,7 @@ pub fn collection(plural: &str, ns: &str) -> String {
         "pods" | "namespaces" => "/api/v1",
         "cronjobs" | "jobs" => "/apis/batch/v1",
         "deployments" | "replicasets" | "statefulsets" | "daemonsets" => "/apis/apps/v1",
-        "rollouts" => "/apis/argoproj.io/v1alpha1",
+        "rollouts" | "workflows" => "/apis/argoproj.io/v1alpha1",
         "clonesets" => "/apis/apps.kruise.io/v1alpha1",
         _ => "/apis/aquasecurity.github.io/v1alpha1",
     };
@@ -208,6 +212,12 @@ pub fn template_hash(spec: &WorkloadSpec) -> String {
         .collect()
 }
 
+/// The one Pod of a Workflow, named as Argo Workflows names a step's pod
+/// (`<workflow>-<template>-<number>`).
+pub fn workflow_pod(workflow: &str) -> String {
+    format!("{workflow}-main-{}", fnv(workflow) % 10_000_000_000)
+}
+
 /// A pod spec from the compact container maps.
 pub fn pod_spec(spec: &WorkloadSpec, restart: Option<&str>) -> Value {
     let list = |m: &BTreeMap<String, String>| -> Vec<Value> {
@@ -247,7 +257,7 @@ pub fn workload_object(kind: Kind, spec: &WorkloadSpec) -> Value {
             "jobTemplate": {"spec": {"template": template(Some("OnFailure"))}}}),
         Kind::Job => json!({"template": template(Some("Never"))}),
         Kind::Pod => pod_spec(spec, spec.restart_policy.as_deref()),
-        Kind::Deployment | Kind::ReplicaSet | Kind::Rollout | Kind::CloneSet => {
+        Kind::Deployment | Kind::ReplicaSet | Kind::Rollout | Kind::CloneSet | Kind::Workflow => {
             unreachable!("built by the runner")
         }
     };

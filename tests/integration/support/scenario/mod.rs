@@ -196,10 +196,11 @@ impl World<'_> {
             Workload::Pod(s) => (Kind::Pod, s),
             Workload::Rollout(s) => (Kind::Rollout, s),
             Workload::CloneSet(s) => (Kind::CloneSet, s),
+            Workload::Workflow(s) => (Kind::Workflow, s),
         };
         cluster::ensure_namespace(&self.sb, &spec.namespace)?;
-        if spec.generate_name.is_some() && !matches!(kind, Kind::Pod | Kind::Job) {
-            return Err("`generateName` is for Pods and Jobs only".into());
+        if spec.generate_name.is_some() && !matches!(kind, Kind::Pod | Kind::Job | Kind::Workflow) {
+            return Err("`generateName` is for Pods, Jobs and Workflows only".into());
         }
         if spec.restart_policy.is_some() && kind != Kind::Pod {
             return Err("`restartPolicy` is for Pods only".into());
@@ -215,6 +216,9 @@ impl World<'_> {
         }
         if kind == Kind::CloneSet {
             return self.cloneset(spec);
+        }
+        if kind == Kind::Workflow {
+            return self.workflow(spec);
         }
         let obj = cluster::workload_object(kind, spec);
         let stored = cluster::upsert(&self.sb, kind.plural(), &spec.namespace, &obj)?;
@@ -340,6 +344,32 @@ impl World<'_> {
         Ok(())
     }
 
+    /// An Argo Workflow and the run-once Pod of its one step ([`cluster::workflow_pod`]).
+    fn workflow(&mut self, spec: &WorkloadSpec) -> Result<(), String> {
+        let labels = json!({"workflows.argoproj.io/workflow": spec.name});
+        let mut workflow = json!({
+            "apiVersion": Kind::Workflow.api_version(), "kind": "Workflow",
+            "metadata": {"name": spec.name, "namespace": spec.namespace, "labels": labels},
+            "spec": {"entrypoint": "main",
+                     "templates": [{"name": "main", "container": cluster::pod_spec(spec, None)["containers"][0]}]},
+        });
+        if let Some(prefix) = &spec.generate_name {
+            workflow["metadata"]["generateName"] = json!(prefix);
+        }
+        let stored = cluster::upsert(&self.sb, "workflows", &spec.namespace, &workflow)?;
+        self.note_created(&stored);
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": cluster::workflow_pod(&spec.name), "namespace": spec.namespace,
+                         "labels": labels,
+                         "ownerReferences": [cluster::owner_reference(Kind::Workflow, &stored, true)]},
+            "spec": cluster::pod_spec(spec, Some("Never")),
+            "status": {"phase": "Running"},
+        });
+        cluster::upsert(&self.sb, "pods", &spec.namespace, &pod)?;
+        Ok(())
+    }
+
     /// (report owner kind, owner name, report name) of a report reference.
     fn resolve(
         &self,
@@ -379,6 +409,7 @@ impl World<'_> {
                     })?;
                 (Kind::Pod, pod.clone())
             }
+            Kind::Workflow => (Kind::Pod, cluster::workflow_pod(&name)),
             k => (k, name),
         };
         let report = format!("{}-{name}-{container}", kind.name().to_ascii_lowercase());

@@ -71,6 +71,9 @@ pub enum Workload {
     /// An OpenKruise CloneSet (`apps.kruise.io/v1alpha1`), a controller the agent does not know
     /// by name: it owns one Pod per template directly, replaced on every rollout.
     CloneSet(WorkloadSpec),
+    /// An Argo Workflow (`argoproj.io/v1alpha1`) with one step: a run-once Pod it controls,
+    /// `<name>-main-<number>`. Reports name it `workflow/build-x7k2p` (the Pod's report).
+    Workflow(WorkloadSpec),
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -90,7 +93,7 @@ pub struct WorkloadSpec {
     /// (a Deployment of the same name with 0 replicas holds the template) instead of its own.
     #[serde(default, rename = "workloadRef")]
     pub workload_ref: bool,
-    /// Pods and Jobs: the `metadata.generateName` the object was made from (the `name` stands
+    /// Pods, Jobs and Workflows: the `metadata.generateName` the object was made from (the `name` stands
     /// for the one the API server generated), as CI runners and workflow engines make them.
     #[serde(default, rename = "generateName")]
     pub generate_name: Option<String>,

@@ -1110,10 +1110,11 @@ fn has_rivals(asset: &AssetId) -> bool {
 
 /// The reports of one container of a workload with revisions ([`has_revisions`]: a Deployment
 /// or an Argo Rollout), or of a family of runs, are rivals: the newest ([`newest_by_key`]: the
-/// highest ReplicaSet revision; for a family, the latest-created run's report) speaks for it. It is applied when it changed, or when it is
-/// not the report last applied although it is known and unchanged: a rollback gives an old
-/// ReplicaSet, and so its old report, the highest revision. Other owners have one report per
-/// container; every changed one is applied (the store orders scans).
+/// highest ReplicaSet revision; for a family, the latest-created run's report) speaks for it.
+/// It is applied when it changed, or when it is not the report last applied although it is
+/// known and unchanged: a rollback gives an old ReplicaSet, and so its old report, the highest
+/// revision. Other owners have one report per container; every changed one is applied (the
+/// store orders scans).
 fn plan_group(rivals: bool, entries: &[GroupEntry]) -> GroupPlan {
     if !rivals {
         return GroupPlan {
@@ -1339,6 +1340,22 @@ mod tests {
     }
 
     #[test]
+    fn whose_reports_are_rivals() {
+        let cases = [
+            ("Deployment", "web", true),
+            ("Rollout", "web", true),
+            ("Job", "migrate-*", true),
+            ("Pod", "ci-runner-*", true),
+            ("Job", "migrate-41", false),
+            ("StatefulSet", "db", false),
+            ("CronJob", "nightly", false),
+        ];
+        for (kind, name, want) in cases {
+            assert_eq!(has_rivals(&asset(kind, name, "app")), want, "{kind} {name}");
+        }
+    }
+
+    #[test]
     fn reports_group_by_container() {
         let a = asset("Deployment", "web", "app");
         let b = asset("Deployment", "web", "sidecar");
@@ -1481,6 +1498,8 @@ mod tests {
         let db = asset("StatefulSet", "db", "main");
         let db_old = asset("StatefulSet", "db", "old");
         let other = asset("Deployment", "api", "app");
+        let run_main = asset("Job", "migrate-*", "main");
+        let run_seed = asset("Job", "migrate-*", "seed");
         let web = ("shop".to_owned(), "Deployment".to_owned(), "web".to_owned());
         let dbk = ("shop".to_owned(), "StatefulSet".to_owned(), "db".to_owned());
         // (what, stored live containers, listed reports, candidates)
@@ -1550,6 +1569,12 @@ mod tests {
                 vec![db.clone(), db_old.clone()],
                 vec![cover(&db, "db", None)],
                 vec![(dbk.clone(), vec![db_old.clone()])],
+            ),
+            (
+                "a family of runs: a run without a container removes nothing",
+                vec![run_main.clone(), run_seed.clone()],
+                vec![cover(&run_main, "migrate-42", None)],
+                vec![],
             ),
         ];
         for (what, stored, covering, want) in cases {

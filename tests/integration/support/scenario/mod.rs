@@ -558,6 +558,8 @@ impl World<'_> {
             ("KIJO_NOTIFY_SLACK", self.slack.url("/slack")),
             // --once delivers before it exits; this only bounds a broken delivery.
             ("KIJO_NOTIFY_ONCE_WAIT", "10s".to_owned()),
+            // Each cycle's messages at once; a file that tests the window sets its own.
+            ("KIJO_NOTIFY_BATCH_WINDOW", "0".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -158,8 +158,10 @@ impl Dispatcher {
         Ok(self.store.as_mut().expect("opened above"))
     }
 
-    /// Groups newly queued events, then makes one attempt for every due message of every
-    /// target, recording each outcome before the next send. `stop` is checked before each send.
+    /// Groups newly queued events of every target whose batch window has closed (the others
+    /// stay queued, see [`Dispatcher::held`]), then makes one attempt for every due message of
+    /// every target, recording each outcome before the next send. `stop` is checked before
+    /// each send.
     pub fn pass(&mut self, stop: &dyn Fn() -> bool) -> Result<PassReport, StoreError> {
         let mut report = PassReport::default();
         let cluster = self.cluster.clone();

@@ -63,10 +63,10 @@ pub fn plan_queued(
         })
         .collect();
     let mut ready = Vec::new();
-    for row in &rows {
+    for row in rows {
         match held.iter_mut().find(|(t, _, _)| *t == row.target) {
-            Some((_, ids, _)) => ids.push(row.event.event_id.clone()),
-            None => ready.push((row.target.clone(), row.event.clone())),
+            Some((_, ids, _)) => ids.push(row.event.event_id),
+            None => ready.push((row.target, row.event)),
         }
     }
     let mut out = plan(ready, min_severity, notify_workload_removed);
@@ -481,6 +481,54 @@ mod tests {
             crate::notify::slack::title(m),
             "✅ Critical Vulnerabilities Fixed in c"
         );
+    }
+
+    /// The batch window per target: a target inside its window keeps every row queued (also
+    /// one that would be filtered), the others are planned as [`plan`] plans them.
+    #[test]
+    fn plan_queued_holds_only_the_targets_inside_their_window() {
+        let at = |s: &str| -> Timestamp { format!("2026-12-01T10:{s}Z").parse().unwrap() };
+        let row = |target: &str, queued: Option<&str>, e: Event| QueuedRow {
+            target: target.to_owned(),
+            queued_at: queued.map(at),
+            event: e,
+        };
+        let rows = vec![
+            row("slack", Some("00:00"), event("1", EventKind::New, "shop", "web", "CRITICAL")),
+            row("webhook", Some("08:00"), event("1", EventKind::New, "shop", "web", "CRITICAL")),
+            row("slack", Some("09:00"), event("2", EventKind::New, "shop", "api", "LOW")),
+            row("webhook", Some("09:00"), event("2", EventKind::New, "shop", "api", "LOW")),
+            row("saas", None, event("1", EventKind::New, "shop", "web", "CRITICAL")),
+        ];
+        let window = Duration::from_secs(600);
+        let p = plan_queued(rows, window, at("10:00"), Severity::Critical, false);
+        let planned: Vec<(&str, &[String])> = p
+            .messages
+            .iter()
+            .map(|(t, _, ids)| (t.as_str(), ids.as_slice()))
+            .collect();
+        assert_eq!(
+            planned,
+            [("saas", &["1".to_owned()][..]), ("slack", &["1".to_owned()][..])]
+        );
+        assert_eq!(p.filtered, [("slack".to_owned(), "2".to_owned())]);
+        assert_eq!(
+            p.held,
+            [(
+                "webhook".to_owned(),
+                vec!["1".to_owned(), "2".to_owned()],
+                at("18:00")
+            )]
+        );
+
+        let at_once = plan_queued(
+            vec![row("webhook", Some("09:59"), event("3", EventKind::New, "shop", "web", "CRITICAL"))],
+            Duration::ZERO,
+            at("10:00"),
+            Severity::Critical,
+            false,
+        );
+        assert_eq!((at_once.messages.len(), at_once.held.len()), (1, 0), "window 0");
     }
 
     #[test]

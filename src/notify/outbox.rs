@@ -180,6 +180,15 @@ impl Dispatcher {
         )?;
         report.assigned = assigned.messages;
         report.held = assigned.held;
+        if assigned.held > 0 && assigned.held_until != self.held.until {
+            // Debug only: `--once` logs what it leaves held, the service sends it on time.
+            log::debug!(
+                cluster = cluster.as_str(),
+                held = assigned.held,
+                until = assigned.held_until.map(|t| t.to_string()).unwrap_or_default().as_str();
+                "batch window open: changes held until it closes"
+            );
+        }
         self.held = Held {
             changes: assigned.held,
             until: assigned.held_until,

@@ -118,6 +118,8 @@ fn demo(interrupted: &AtomicBool) -> Result<(), Stop> {
             ("KIJO_CLUSTER_NAME", "demo"),
             ("KIJO_POLL_INTERVAL", "1s"),
             ("KIJO_NOTIFY_SEVERITY", "HIGH"),
+            // The demo shows each change as it happens, not after a 10-minute batch window.
+            ("KIJO_NOTIFY_BATCH_WINDOW", "0"),
             ("KIJO_NOTIFY_SLACK", &slack),
             ("KIJO_NOTIFY_WEBHOOK", &webhook),
             (

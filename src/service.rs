@@ -597,6 +597,15 @@ fn deliver_once(dispatcher: &mut Dispatcher, wait: Duration, signals: &Receiver<
     let started = Instant::now();
     let stop = || !signals.is_empty();
     let pending = dispatcher.drain(started + wait, &stop);
+    let held = dispatcher.held();
+    if let Some(until) = held.until.filter(|_| held.changes > 0) {
+        // Not lost and not late: the next run after the window closes sends them.
+        log::info!(
+            held = held.changes,
+            until = until.to_string().as_str();
+            "changes held by KIJO_NOTIFY_BATCH_WINDOW stay queued; a run after the window closes sends them"
+        );
+    }
     if pending == 0 {
         log::info!(
             elapsed_ms = started.elapsed().as_millis() as u64;

@@ -76,6 +76,8 @@ settings! {
         "also notify when a workload with findings disappears (true or false)";
     NotifyMaxAge: "notify-max-age", "KIJO_NOTIFY_MAX_AGE", "24h", false,
         "dead-letter a message still undelivered this long after it was created (at least 1m)";
+    NotifyBatchWindow: "notify-batch-window", "KIJO_NOTIFY_BATCH_WINDOW", "10m", false,
+        "how long a target's first queued change waits for more of the same scan wave before its messages go out (0: at once; below KIJO_NOTIFY_MAX_AGE)";
     NotifyAllowHttp: "notify-allow-http", "KIJO_NOTIFY_ALLOW_HTTP", "false", false,
         "accept plain http:// target URLs to non-loopback hosts (true or false)";
     NotifyRetryBase: "notify-retry-base", "KIJO_NOTIFY_RETRY_BASE", "5s", false,
@@ -188,6 +190,7 @@ pub struct Config {
     pub(crate) notify_severity: Severity,
     pub(crate) notify_workload_removed: bool,
     pub(crate) notify_max_age: Duration,
+    pub(crate) notify_batch_window: Duration,
     pub(crate) notify_allow_http: bool,
     pub(crate) notify_retry_base: Duration,
     pub(crate) notify_once_wait: Duration,
@@ -346,6 +349,25 @@ impl RawConfig {
         let notify_max_age = v.parse(SettingId::NotifyMaxAge, |s| {
             parse_duration(s, Bounds::at_least(Duration::from_secs(60)))
         });
+        let notify_batch_window = v.parse(SettingId::NotifyBatchWindow, |s| {
+            if s.trim() == "0" || s.trim() == "0s" {
+                return Ok(Duration::ZERO);
+            }
+            parse_interval(s)
+        });
+        // The max age says how old a message may get; a window as long would make every held
+        // change that old before its first attempt.
+        if let (Some(window), Some(max_age)) = (notify_batch_window, notify_max_age)
+            && window >= max_age
+        {
+            v.problem(
+                SettingId::NotifyBatchWindow,
+                format!(
+                    "must be shorter than {}: a change held that long would be older than a message may get",
+                    v.culprit(SettingId::NotifyMaxAge)
+                ),
+            );
+        }
         let notify_retry_base = v.parse(SettingId::NotifyRetryBase, |s| {
             parse_duration(
                 s,
@@ -398,6 +420,7 @@ impl RawConfig {
             notify_severity: notify_severity.expect("validated"),
             notify_workload_removed: notify_workload_removed.expect("validated"),
             notify_max_age: notify_max_age.expect("validated"),
+            notify_batch_window: notify_batch_window.expect("validated"),
             notify_allow_http: notify_allow_http.expect("validated"),
             notify_retry_base: notify_retry_base.expect("validated"),
             notify_once_wait: notify_once_wait.expect("validated"),
@@ -829,6 +852,84 @@ mod tests {
     }
 
     #[test]
+    fn the_batch_window_parses_and_stays_below_the_max_age() {
+        let window = |env: &[(&str, &str)], args: &[&str]| {
+            raw(env, args).validate().map(|c| c.notify_batch_window)
+        };
+        assert_eq!(
+            window(&[], &[]).unwrap(),
+            Duration::from_secs(600),
+            "default 10m"
+        );
+        for zero in ["0", "0s", " 0 "] {
+            assert_eq!(
+                window(&[("KIJO_NOTIFY_BATCH_WINDOW", zero)], &[]).unwrap(),
+                Duration::ZERO,
+                "{zero:?}: at once"
+            );
+        }
+        assert_eq!(
+            window(
+                &[("KIJO_NOTIFY_BATCH_WINDOW", "1m")],
+                &["--notify-batch-window=90s"]
+            )
+            .unwrap(),
+            Duration::from_secs(90),
+            "the flag wins"
+        );
+        assert_eq!(
+            window(
+                &[
+                    ("KIJO_NOTIFY_BATCH_WINDOW", "59m"),
+                    ("KIJO_NOTIFY_MAX_AGE", "1h")
+                ],
+                &[]
+            )
+            .unwrap(),
+            Duration::from_secs(59 * 60)
+        );
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+        let refused: &[Case<'_>] = &[
+            (
+                &[
+                    ("KIJO_NOTIFY_BATCH_WINDOW", "1h"),
+                    ("KIJO_NOTIFY_MAX_AGE", "1h"),
+                ],
+                &[],
+                "KIJO_NOTIFY_BATCH_WINDOW=1h: must be shorter than KIJO_NOTIFY_MAX_AGE=1h",
+            ),
+            (
+                &[("KIJO_NOTIFY_BATCH_WINDOW", "25h")],
+                &[],
+                "KIJO_NOTIFY_BATCH_WINDOW=25h: must be shorter than KIJO_NOTIFY_MAX_AGE=24h",
+            ),
+            (
+                &[],
+                &["--notify-batch-window", "2h", "--notify-max-age=90m"],
+                "--notify-batch-window=2h: must be shorter than --notify-max-age=90m",
+            ),
+            (
+                &[("KIJO_NOTIFY_BATCH_WINDOW", "soon")],
+                &[],
+                "KIJO_NOTIFY_BATCH_WINDOW=soon: expected a duration",
+            ),
+            (
+                &[("KIJO_NOTIFY_BATCH_WINDOW", "-1m")],
+                &[],
+                "KIJO_NOTIFY_BATCH_WINDOW=-1m: ",
+            ),
+        ];
+        for (env, args, want) in refused {
+            let p = problems(env, args);
+            assert_eq!(p.len(), 1, "{env:?} {args:?}: one line: {p:?}");
+            assert!(
+                p[0].starts_with(want),
+                "{env:?} {args:?}: want {want:?}, got {p:?}"
+            );
+        }
+    }
+
+    #[test]
     fn huge_durations_are_problems_not_panics() {
         let huge = "9223372036854775807s";
         for key in [
@@ -836,6 +937,7 @@ mod tests {
             SettingId::NotifyMaxAge,
             SettingId::NotifyRetryBase,
             SettingId::NotifyOnceWait,
+            SettingId::NotifyBatchWindow,
             SettingId::LeaseDuration,
         ] {
             let env = key.setting().env;

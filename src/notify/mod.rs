@@ -4,9 +4,10 @@
 //! Pure core: [`group::select`] and [`group::group`] turn one cycle's lifecycle changes into
 //! messages with stable ids; [`slack`], `webhook` and `saas` render them; the retry policy
 //! in `policy` is a set of pure functions, and [`plan`] decides what the outbox's queued rows
-//! become. Thin shell: [`Deliverer`] makes one HTTP attempt and returns a typed [`Outcome`];
-//! `test_message` is `notify-test`. The outbox that makes delivery durable is kept by the
-//! store; [`outbox::Dispatcher`] (the notify thread) delivers it.
+//! become, once a target's batch window (`window`) has closed. Thin shell: [`Deliverer`] makes
+//! one HTTP attempt and returns a typed [`Outcome`]; `test_message` is `notify-test`. The outbox
+//! that makes delivery durable is kept by the store; [`outbox::Dispatcher`] (the notify thread)
+//! delivers it.
 
 pub mod deliver;
 pub mod event;
@@ -21,6 +22,7 @@ pub mod signature;
 pub mod slack;
 pub(crate) mod test_message;
 pub(crate) mod webhook;
+pub(crate) mod window;
 
 pub use deliver::{Deliverer, Target};
 pub use metrics::NotifyMetrics;

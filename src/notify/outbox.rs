@@ -10,7 +10,8 @@
 //!
 //! The thread owns its own store connection, so a slow target never holds the poll thread's
 //! transaction, and it wakes on a channel message from the poll loop ("events committed"), when
-//! the earliest retry is due, or every [`IDLE_WAKE`].
+//! the earliest retry is due, when the earliest open batch window (`KIJO_NOTIFY_BATCH_WINDOW`)
+//! closes, or every [`IDLE_WAKE`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,6 +48,8 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15 * 60);
 pub struct PassReport {
     /// Messages newly grouped from queued events.
     pub assigned: usize,
+    /// Changes left queued because their target's batch window is still open.
+    pub held: usize,
     pub delivered: usize,
     pub dead_lettered: usize,
     pub retrying: usize,
@@ -70,6 +73,17 @@ pub struct Dispatcher {
     /// Targets that rejected our credentials: not tried again before this instant (the key is
     /// configuration, so a fix means a restart anyway).
     blocked: HashMap<&'static str, Instant>,
+    /// What the last pass left in open batch windows.
+    held: Held,
+}
+
+/// Changes the last pass left queued in open batch windows, and when the earliest window closes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    pub changes: usize,
+    pub until: Option<Timestamp>,
+    /// When the pass that saw this ran (to pick the newest view among lanes).
+    seen: Option<Instant>,
 }
 
 impl Dispatcher {
@@ -113,6 +127,7 @@ impl Dispatcher {
             health: None,
             leader: None,
             blocked: HashMap::new(),
+            held: Held::default(),
         }
     }
 
@@ -143,18 +158,42 @@ impl Dispatcher {
         Ok(self.store.as_mut().expect("opened above"))
     }
 
-    /// Groups newly queued events, then makes one attempt for every due message of every
-    /// target, recording each outcome before the next send. `stop` is checked before each send.
+    /// Groups newly queued events of every target whose batch window has closed (the others
+    /// stay queued, see [`Dispatcher::held`]), then makes one attempt for every due message of
+    /// every target, recording each outcome before the next send. `stop` is checked before
+    /// each send.
     pub fn pass(&mut self, stop: &dyn Fn() -> bool) -> Result<PassReport, StoreError> {
         let mut report = PassReport::default();
         let cluster = self.cluster.clone();
-        let (min, removed) = (
+        let (min, removed, window) = (
             self.settings.min_severity,
             self.settings.notify_workload_removed,
+            self.settings.batch_window,
         );
-        let assigned =
-            plan::assign_messages(self.store()?, &cluster, min, removed, Timestamp::now())?;
+        let assigned = plan::assign_messages(
+            self.store()?,
+            &cluster,
+            min,
+            removed,
+            window,
+            Timestamp::now(),
+        )?;
         report.assigned = assigned.messages;
+        report.held = assigned.held;
+        if assigned.held > 0 && assigned.held_until != self.held.until {
+            // Debug only: `--once` logs what it leaves held, the service sends it on time.
+            log::debug!(
+                cluster = cluster.as_str(),
+                held = assigned.held,
+                until = assigned.held_until.map(|t| t.to_string()).unwrap_or_default().as_str();
+                "batch window open: changes held until it closes"
+            );
+        }
+        self.held = Held {
+            changes: assigned.held,
+            until: assigned.held_until,
+            seen: Some(Instant::now()),
+        };
         if assigned.messages + assigned.filtered > 0 {
             log::info!(
                 cluster = cluster.as_str(),
@@ -357,6 +396,7 @@ impl Dispatcher {
                 health: self.health.clone(),
                 leader: self.leader.clone(),
                 blocked: HashMap::new(),
+                held: Held::default(),
             })
             .collect()
     }
@@ -454,13 +494,17 @@ impl Dispatcher {
         }
     }
 
-    /// How long to sleep before the next pass: until the earliest retry, at most [`IDLE_WAKE`],
-    /// at least a little so a due-now retry cannot spin.
+    /// How long to sleep before the next pass: until the earliest retry or the earliest batch
+    /// window's close, at most [`IDLE_WAKE`], at least a little so a due-now retry cannot spin.
     fn until_next_due(&mut self) -> Duration {
         let next = self
             .pending()
             .ok()
             .and_then(|(n, due)| (n > 0).then_some(due).flatten());
+        let next = match (next, self.held.until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let Some(due) = next else { return IDLE_WAKE };
         let wait: Duration = due
             .duration_since(Timestamp::now())
@@ -469,14 +513,23 @@ impl Dispatcher {
         wait.clamp(Duration::from_millis(100), IDLE_WAKE)
     }
 
+    /// What the last pass left in open batch windows (after [`Dispatcher::drain`]: the newest
+    /// view of its lanes).
+    pub fn held(&self) -> Held {
+        self.held
+    }
+
     /// `--once`: delivers what is queued until nothing is pending, `deadline` passes or `stop`
     /// says so, each target in its own lane. Returns the messages still pending (all targets).
+    /// Changes held by an open batch window are not pending: `--once` does not wait for a
+    /// window to close (that can take minutes); they stay queued for a later run, see
+    /// [`Dispatcher::held`].
     pub fn drain(&mut self, deadline: Instant, stop: &(dyn Fn() -> bool + Sync)) -> u64 {
         if self.settings.targets.len() <= 1 {
             return self.drain_lane(deadline, stop);
         }
         let mut lanes = self.lanes();
-        std::thread::scope(|scope| {
+        let pending = std::thread::scope(|scope| {
             let running: Vec<_> = lanes
                 .iter_mut()
                 .map(|lane| scope.spawn(move || lane.drain_lane(deadline, stop)))
@@ -485,7 +538,12 @@ impl Dispatcher {
                 .into_iter()
                 .map(|lane| lane.join().unwrap_or(u64::MAX))
                 .fold(0u64, u64::saturating_add)
-        })
+        });
+        // Every lane plans the whole cluster's queue; the last to look saw the latest state.
+        if let Some(newest) = lanes.iter().map(|l| l.held).max_by_key(|h| h.seen) {
+            self.held = newest;
+        }
+        pending
     }
 
     fn drain_lane(&mut self, deadline: Instant, stop: &(dyn Fn() -> bool + Sync)) -> u64 {

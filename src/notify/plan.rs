@@ -5,14 +5,16 @@
 //! ([`Store::due_messages`]), from which [`rebuild`] makes the very message that was planned.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use jiff::Timestamp;
 
 use super::event::{Change, ChangeKind};
 use super::group::{Message, group, select};
+use super::window::{self, Decision};
 use crate::lifecycle::{Event, EventKind};
 use crate::severity::Severity;
-use crate::store::{Assigned, Plan, Store, StoreError};
+use crate::store::{Assigned, Plan, QueuedRow, Store, StoreError};
 
 /// A message due for an attempt, rebuilt from its stored events.
 #[derive(Debug, Clone)]
@@ -23,18 +25,53 @@ pub struct DueMessage {
     pub message: Message,
 }
 
-/// Groups every queued, not yet grouped outbox row of `cluster` into messages (or marks it
-/// filtered), in one transaction. Rows are only ever grouped once.
+/// Groups the queued, not yet grouped outbox rows of `cluster` into messages (or marks them
+/// filtered), in one transaction, for every target whose batch window (`window`, see
+/// `notify::window`) has closed at `now`; the others stay queued and the result says until
+/// when. Rows are only ever grouped once.
 pub fn assign_messages(
     store: &mut Store,
     cluster: &str,
     min_severity: Severity,
     notify_workload_removed: bool,
+    window: Duration,
     now: Timestamp,
 ) -> Result<Assigned, StoreError> {
     store.assign_messages(cluster, now, &|rows| {
-        plan(rows, min_severity, notify_workload_removed)
+        plan_queued(rows, window, now, min_severity, notify_workload_removed)
     })
+}
+
+/// [`plan`] for the targets whose batch window has closed; the rows of the others are held.
+pub fn plan_queued(
+    rows: Vec<QueuedRow>,
+    window: Duration,
+    now: Timestamp,
+    min_severity: Severity,
+    notify_workload_removed: bool,
+) -> Plan {
+    let decisions = window::decide(
+        rows.iter().map(|r| (r.target.as_str(), r.queued_at)),
+        window,
+        now,
+    );
+    let mut held: Vec<(String, Vec<String>, Timestamp)> = decisions
+        .iter()
+        .filter_map(|(target, d)| match d {
+            Decision::Hold { until } => Some(((*target).to_owned(), Vec::new(), *until)),
+            Decision::Group => None,
+        })
+        .collect();
+    let mut ready = Vec::new();
+    for row in rows {
+        match held.iter_mut().find(|(t, _, _)| *t == row.target) {
+            Some((_, ids, _)) => ids.push(row.event.event_id),
+            None => ready.push((row.target, row.event)),
+        }
+    }
+    let mut out = plan(ready, min_severity, notify_workload_removed);
+    out.held = held;
+    out
 }
 
 /// Claims up to `limit` due messages of one target (see [`Store::due_messages`]) and rebuilds
@@ -444,6 +481,54 @@ mod tests {
             crate::notify::slack::title(m),
             "✅ Critical Vulnerabilities Fixed in c"
         );
+    }
+
+    /// The batch window per target: a target inside its window keeps every row queued (also
+    /// one that would be filtered), the others are planned as [`plan`] plans them.
+    #[test]
+    fn plan_queued_holds_only_the_targets_inside_their_window() {
+        let at = |s: &str| -> Timestamp { format!("2026-12-01T10:{s}Z").parse().unwrap() };
+        let row = |target: &str, queued: Option<&str>, e: Event| QueuedRow {
+            target: target.to_owned(),
+            queued_at: queued.map(at),
+            event: e,
+        };
+        let rows = vec![
+            row("slack", Some("00:00"), event("1", EventKind::New, "shop", "web", "CRITICAL")),
+            row("webhook", Some("08:00"), event("1", EventKind::New, "shop", "web", "CRITICAL")),
+            row("slack", Some("09:00"), event("2", EventKind::New, "shop", "api", "LOW")),
+            row("webhook", Some("09:00"), event("2", EventKind::New, "shop", "api", "LOW")),
+            row("saas", None, event("1", EventKind::New, "shop", "web", "CRITICAL")),
+        ];
+        let window = Duration::from_secs(600);
+        let p = plan_queued(rows, window, at("10:00"), Severity::Critical, false);
+        let planned: Vec<(&str, &[String])> = p
+            .messages
+            .iter()
+            .map(|(t, _, ids)| (t.as_str(), ids.as_slice()))
+            .collect();
+        assert_eq!(
+            planned,
+            [("saas", &["1".to_owned()][..]), ("slack", &["1".to_owned()][..])]
+        );
+        assert_eq!(p.filtered, [("slack".to_owned(), "2".to_owned())]);
+        assert_eq!(
+            p.held,
+            [(
+                "webhook".to_owned(),
+                vec!["1".to_owned(), "2".to_owned()],
+                at("18:00")
+            )]
+        );
+
+        let at_once = plan_queued(
+            vec![row("webhook", Some("09:59"), event("3", EventKind::New, "shop", "web", "CRITICAL"))],
+            Duration::ZERO,
+            at("10:00"),
+            Severity::Critical,
+            false,
+        );
+        assert_eq!((at_once.messages.len(), at_once.held.len()), (1, 0), "window 0");
     }
 
     #[test]

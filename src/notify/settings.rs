@@ -21,6 +21,9 @@ pub struct NotifySettings {
     pub details_url: Option<String>,
     /// `KIJO_NOTIFY_MAX_AGE`, default 24h.
     pub max_age: Duration,
+    /// `KIJO_NOTIFY_BATCH_WINDOW`, default 10m: how long a target's oldest queued change waits
+    /// for more before its messages are planned (`notify::window`).
+    pub batch_window: Duration,
     /// `KIJO_NOTIFY_ALLOW_HTTP`, default false.
     pub allow_insecure_http: bool,
     /// `KIJO_NOTIFY_RETRY_BASE`, default 5s.
@@ -51,6 +54,7 @@ impl NotifySettings {
             notify_workload_removed: config.notify_workload_removed,
             details_url: config.details_url.clone(),
             max_age: config.notify_max_age,
+            batch_window: config.notify_batch_window,
             allow_insecure_http: config.notify_allow_http,
             retry_base: config.notify_retry_base,
         }

@@ -14,7 +14,8 @@ use jiff::Timestamp;
 #[cfg(feature = "test-support")]
 use super::SchemaStatus;
 use super::{
-    KnownReport, MessageUpdate, OpenFindings, OutboxStats, Removal, ReportVersion, StoreError,
+    KnownReport, MessageUpdate, OpenFindings, OutboxStats, QueuedRow, Removal, ReportVersion,
+    StoreError,
 };
 use crate::lifecycle::{AssetId, Covered, Event, FindingKey, Observation, StoredFinding};
 use crate::severity::Severity;
@@ -65,8 +66,14 @@ pub(crate) trait Tx {
         asset: &AssetId,
         rows: &[StoredFinding],
     ) -> Result<(), StoreError>;
-    /// Records events and queues one outbox row per event and target (never called with none).
-    fn insert_events(&mut self, events: &[Event], targets: &[String]) -> Result<(), StoreError>;
+    /// Records events and queues one outbox row per event and target, queued at `queued_at`
+    /// (never called with none).
+    fn insert_events(
+        &mut self,
+        events: &[Event],
+        targets: &[String],
+        queued_at: Timestamp,
+    ) -> Result<(), StoreError>;
     /// Records the report's version for the container the observation describes.
     fn upsert_report(
         &mut self,
@@ -100,9 +107,9 @@ pub(crate) trait Tx {
     fn forget_container_reports(&mut self, cluster: &str, asset: &AssetId)
     -> Result<(), StoreError>;
 
-    /// Pending outbox rows not yet grouped, as (target, event), in event order; a backend that
-    /// can lock rows locks them for the transaction.
-    fn queued_rows(&mut self, cluster: &str) -> Result<Vec<(String, Event)>, StoreError>;
+    /// Pending outbox rows not yet grouped, in event order; a backend that can lock rows locks
+    /// them for the transaction.
+    fn queued_rows(&mut self, cluster: &str) -> Result<Vec<QueuedRow>, StoreError>;
     /// Creates a pending message due at `now` (nothing when it already exists).
     fn insert_message(
         &mut self,

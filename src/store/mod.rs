@@ -24,7 +24,7 @@ use jiff::Timestamp;
 pub use error::StoreError;
 pub use history::render_history;
 pub use metrics::StoreMetrics;
-pub use outbox::{Assigned, MessageUpdate, OutboxStats, Plan, StoredMessage};
+pub use outbox::{Assigned, MessageUpdate, OutboxStats, Plan, QueuedRow, StoredMessage};
 pub use ping::Pinger;
 pub use target::{DatabaseTarget, PgSslMode, PgTarget, mask_database_url};
 
@@ -60,6 +60,11 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         name: "coverage",
         sql: include_str!("../../sql/postgres/0004_coverage.sql"),
     },
+    Migration {
+        version: 5,
+        name: "outbox_queued_at",
+        sql: include_str!("../../sql/postgres/0005_outbox_queued_at.sql"),
+    },
 ];
 
 pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
@@ -82,6 +87,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "coverage",
         sql: include_str!("../../sql/sqlite/0004_coverage.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "outbox_queued_at",
+        sql: include_str!("../../sql/sqlite/0005_outbox_queued_at.sql"),
     },
 ];
 
@@ -507,7 +517,9 @@ fn write_changes(
         tx.upsert_findings(cluster, asset, &changes.rows)?;
     }
     if !changes.events.is_empty() {
-        tx.insert_events(&changes.events, targets)?;
+        // The agent's clock, not the database's: the batch window is measured with the same
+        // clock by the notify thread (and `--once` runs under a test's shifted clock).
+        tx.insert_events(&changes.events, targets, truncate_micros(Timestamp::now()))?;
     }
     Ok(())
 }
@@ -628,13 +640,14 @@ fn remove_container(
 
 /// The notification outbox (see [`outbox`]). Used by the notify thread on its own connection.
 impl Store {
-    /// Groups every queued, not yet grouped outbox row of `cluster` into messages (or marks it
-    /// filtered) as `planner` decides, in one transaction. Rows are only ever grouped once.
+    /// Groups the queued, not yet grouped outbox rows of `cluster` into messages (or marks them
+    /// filtered) as `planner` decides, in one transaction; rows the planner holds (an open
+    /// batch window) stay queued. Rows are only ever grouped once.
     pub fn assign_messages(
         &mut self,
         cluster: &str,
         now: Timestamp,
-        planner: &dyn Fn(Vec<(String, Event)>) -> Plan,
+        planner: &dyn Fn(Vec<QueuedRow>) -> Plan,
     ) -> Result<Assigned, StoreError> {
         let now = truncate_micros(now);
         self.transaction("grouping queued notifications", |tx| {
@@ -650,9 +663,16 @@ impl Store {
             if !plan.filtered.is_empty() {
                 tx.mark_filtered(&plan.filtered)?;
             }
+            let held: std::collections::BTreeSet<&str> = plan
+                .held
+                .iter()
+                .flat_map(|(_, ids, _)| ids.iter().map(String::as_str))
+                .collect();
             Ok(Assigned {
                 messages: plan.messages.len(),
                 filtered: plan.filtered.len(),
+                held: held.len(),
+                held_until: plan.held.iter().map(|(_, _, until)| *until).min(),
             })
         })
     }

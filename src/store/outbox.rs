@@ -19,6 +19,16 @@ use crate::lifecycle::Event;
 /// then crashed is retried soon after the restart.
 pub const CLAIM_LEASE: Duration = Duration::from_secs(30);
 
+/// One queued outbox row not yet grouped into a message.
+#[derive(Debug, Clone)]
+pub struct QueuedRow {
+    pub target: String,
+    /// When the agent queued it (its own clock); `None` for rows queued before schema 5, which
+    /// the batch window does not hold.
+    pub queued_at: Option<Timestamp>,
+    pub event: Event,
+}
+
 /// What the notifier decided for one batch of queued outbox rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -27,13 +37,20 @@ pub struct Plan {
     /// (target, event id): recorded, never sent (below the threshold, `severity_changed`, or
     /// `workload_removed` while that is switched off).
     pub filtered: Vec<(String, String)>,
+    /// Targets whose batch window is still open: (target, event ids left queued, until when).
+    /// The store writes nothing for them; a later assignment plans them.
+    pub held: Vec<(String, Vec<String>, Timestamp)>,
 }
 
-/// How many messages and filtered rows one assignment wrote.
+/// How many messages and filtered rows one assignment wrote, and what it left queued.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Assigned {
     pub messages: usize,
     pub filtered: usize,
+    /// Distinct changes (events) left queued because a target's batch window is open.
+    pub held: usize,
+    /// When the earliest open window closes.
+    pub held_until: Option<Timestamp>,
 }
 
 /// A message claimed for an attempt: its stored id and the events it was grouped from.

@@ -17,7 +17,7 @@ use super::backend::{
     severity_of,
 };
 use super::error::redact;
-use super::outbox::{MessageUpdate, OutboxStats};
+use super::outbox::{MessageUpdate, OutboxStats, QueuedRow};
 use super::{
     KnownReport, OpenFindings, POSTGRES_MIGRATIONS, PgTarget, Removal, ReportVersion, SchemaStatus,
     StoreError, pending_migrations, tls, versions,
@@ -222,8 +222,8 @@ impl Statements {
              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
              $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[],
              $18::int4[], $19::timestamptz[], $20::text[])")?,
-            insert_outbox: c.prepare("INSERT INTO notification_outbox (event_id, target)
-             SELECT e, t FROM UNNEST($1::text[]) AS e CROSS JOIN UNNEST($2::text[]) AS t")?,
+            insert_outbox: c.prepare("INSERT INTO notification_outbox (event_id, target, queued_at)
+             SELECT e, t, $3::timestamptz FROM UNNEST($1::text[]) AS e CROSS JOIN UNNEST($2::text[]) AS t")?,
             upsert_container: c.prepare("INSERT INTO scanned_containers
                          (cluster_name, namespace, workload_kind, workload, container, image,
                           last_scan_at, revision, report_uid)
@@ -860,7 +860,12 @@ impl Tx for PgTx<'_> {
     }
 
     /// One statement for the events and one for their outbox rows, whatever their number.
-    fn insert_events(&mut self, ev: &[Event], targets: &[String]) -> Result<(), StoreError> {
+    fn insert_events(
+        &mut self,
+        ev: &[Event],
+        targets: &[String],
+        queued_at: Timestamp,
+    ) -> Result<(), StoreError> {
         let q = self.err();
         let col = |f: fn(&Event) -> &str| -> Vec<&str> { ev.iter().map(f).collect() };
         let event_ids = col(|e| &e.event_id);
@@ -918,7 +923,10 @@ impl Tx for PgTx<'_> {
             .map_err(&q)?;
         if !targets.is_empty() {
             self.tx
-                .execute(&self.st.insert_outbox, &[&event_ids, &targets])
+                .execute(
+                    &self.st.insert_outbox,
+                    &[&event_ids, &targets, &to_sys(queued_at)],
+                )
                 .map_err(&q)?;
         }
         Ok(())
@@ -1039,13 +1047,13 @@ impl Tx for PgTx<'_> {
             .map_err(q)
     }
 
-    fn queued_rows(&mut self, cluster: &str) -> Result<Vec<(String, Event)>, StoreError> {
+    fn queued_rows(&mut self, cluster: &str) -> Result<Vec<QueuedRow>, StoreError> {
         let q = self.err();
         let rows = self
             .tx
             .query(
                 &format!(
-                    "SELECT {EVENT_COLUMNS}, o.target FROM notification_outbox o
+                    "SELECT {EVENT_COLUMNS}, o.target, o.queued_at FROM notification_outbox o
                      JOIN lifecycle_events le ON le.event_id = o.event_id
                      WHERE le.cluster_name = $1 AND o.state = 'pending'
                        AND o.message_id IS NULL
@@ -1057,7 +1065,15 @@ impl Tx for PgTx<'_> {
             .map_err(q)?;
         Ok(rows
             .iter()
-            .filter_map(|r| Some((r.get::<_, String>(AFTER_EVENT_COLUMNS), event_of_row(r)?)))
+            .filter_map(|r| {
+                Some(QueuedRow {
+                    target: r.get(AFTER_EVENT_COLUMNS),
+                    queued_at: r
+                        .get::<_, Option<SystemTime>>(AFTER_EVENT_COLUMNS + 1)
+                        .map(from_sys),
+                    event: event_of_row(r)?,
+                })
+            })
             .collect())
     }
 

@@ -19,7 +19,7 @@ use super::backend::{
     AFTER_EVENT_COLUMNS, Backend, EVENT_COLUMNS, MessageHead, StoredContainer, Tx, Work,
     severity_of,
 };
-use super::outbox::{MessageUpdate, OutboxStats};
+use super::outbox::{MessageUpdate, OutboxStats, QueuedRow};
 use super::{
     KnownReport, OpenFindings, Removal, ReportVersion, SQLITE_MIGRATIONS, SchemaStatus, StoreError,
     pending_migrations, sqlite_parent_exists, versions,
@@ -771,7 +771,12 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn insert_events(&mut self, events: &[Event], targets: &[String]) -> Result<(), StoreError> {
+    fn insert_events(
+        &mut self,
+        events: &[Event],
+        targets: &[String],
+        queued_at: Timestamp,
+    ) -> Result<(), StoreError> {
         let q = self.err();
         let mut insert = self
             .tx
@@ -786,7 +791,9 @@ impl Tx for SqliteTx<'_> {
             .map_err(&q)?;
         let mut outbox = self
             .tx
-            .prepare("INSERT INTO notification_outbox (event_id, target) VALUES (?1, ?2)")
+            .prepare(
+                "INSERT INTO notification_outbox (event_id, target, queued_at) VALUES (?1, ?2, ?3)",
+            )
             .map_err(&q)?;
         for e in events {
             insert
@@ -814,7 +821,9 @@ impl Tx for SqliteTx<'_> {
                 ])
                 .map_err(&q)?;
             for t in targets {
-                outbox.execute([&e.event_id, t]).map_err(&q)?;
+                outbox
+                    .execute(params![e.event_id, t, ts(queued_at)])
+                    .map_err(&q)?;
             }
         }
         Ok(())
@@ -938,12 +947,12 @@ impl Tx for SqliteTx<'_> {
             .map_err(self.err())
     }
 
-    fn queued_rows(&mut self, cluster: &str) -> Result<Vec<(String, Event)>, StoreError> {
+    fn queued_rows(&mut self, cluster: &str) -> Result<Vec<QueuedRow>, StoreError> {
         let q = self.err();
         let mut stmt = self
             .tx
             .prepare(&format!(
-                "SELECT {EVENT_COLUMNS}, o.target FROM notification_outbox o
+                "SELECT {EVENT_COLUMNS}, o.target, o.queued_at FROM notification_outbox o
                  JOIN lifecycle_events le ON le.event_id = o.event_id
                  WHERE le.cluster_name = ?1 AND o.state = 'pending' AND o.message_id IS NULL
                  ORDER BY le.seq, o.target"
@@ -951,7 +960,12 @@ impl Tx for SqliteTx<'_> {
             .map_err(&q)?;
         let rows = collect(&mut stmt, [cluster], |r| {
             let target: String = r.get(AFTER_EVENT_COLUMNS)?;
-            Ok(event_of_row(r)?.map(|event| (target, event)))
+            let queued_at: Option<String> = r.get(AFTER_EVENT_COLUMNS + 1)?;
+            Ok(event_of_row(r)?.map(|event| QueuedRow {
+                target,
+                queued_at: queued_at.as_deref().map(parse_ts),
+                event,
+            }))
         })
         .map_err(&q)?;
         Ok(rows.into_iter().flatten().collect())

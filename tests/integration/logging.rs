@@ -51,6 +51,7 @@ fn no_level_logs_a_secret() {
                 ("KIJO_LOG_LEVEL", level),
                 ("KIJO_LOG_FORMAT", format),
                 ("KIJO_NOTIFY_ONCE_WAIT", "5s"),
+                ("KIJO_NOTIFY_BATCH_WINDOW", "0"),
                 ("HOME", dir.path().to_str().unwrap()),
             ];
             for args in [&["notify-test"][..], &["--dry-run"], &["--once"]] {

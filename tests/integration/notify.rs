@@ -92,12 +92,24 @@ impl Outbox {
         Outbox { dir, database }
     }
 
-    /// The agent's notify loop for `target` over this outbox, retrying per `deliverer`.
+    /// The agent's notify loop for `target` over this outbox, retrying per `deliverer`, each
+    /// message at once (no batch window).
     fn dispatcher(
         &self,
         target: Target,
         deliverer: Deliverer,
         metrics: Option<NotifyMetrics>,
+    ) -> Dispatcher {
+        self.dispatcher_with_window(target, deliverer, metrics, Duration::ZERO)
+    }
+
+    /// [`Outbox::dispatcher`] with a batch window.
+    fn dispatcher_with_window(
+        &self,
+        target: Target,
+        deliverer: Deliverer,
+        metrics: Option<NotifyMetrics>,
+        batch_window: Duration,
     ) -> Dispatcher {
         let policy = deliverer.config().policy.clone();
         let settings = NotifySettings {
@@ -106,6 +118,7 @@ impl Outbox {
             notify_workload_removed: false,
             details_url: None,
             max_age: policy.max_age,
+            batch_window,
             allow_insecure_http: true,
             retry_base: policy.base,
         };
@@ -606,4 +619,35 @@ fn a_target_failing_past_the_maximum_age_dead_letters_the_message() {
         "gave up at the maximum age, not the deadline"
     );
     assert!(receiver.requests().len() >= 3, "retried until then");
+}
+
+/// A message held by its batch window goes out when the window closes: the notify thread wakes
+/// at that instant, not only on its idle timer ([`IDLE_WAKE`], 5 s) or at the next poll cycle.
+#[test]
+fn a_held_message_goes_out_when_its_batch_window_closes() {
+    use kijo_agent::notify::outbox::IDLE_WAKE;
+    let window = Duration::from_millis(1500);
+    let receiver = Receiver::start();
+    let before_queued = Instant::now();
+    let outbox = Outbox::with_new_findings("webhook", &[("default", "web-app", "CVE-1")]);
+    let dispatcher =
+        outbox.dispatcher_with_window(webhook(&receiver, None), deliverer(None), None, window);
+    let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let worker = std::thread::spawn(move || dispatcher.run(wake_rx, stop_rx));
+    // "A cycle was committed": the first pass sees the row inside its window and holds it.
+    wake_tx.send(()).unwrap();
+    let got = receiver.wait_for_requests(1, WAIT);
+    let waited = before_queued.elapsed();
+    drop(stop_tx);
+    worker.join().unwrap();
+    assert_eq!(got.len(), 1, "one message");
+    assert!(
+        waited >= window,
+        "sent before its window closed: {waited:?}"
+    );
+    assert!(
+        waited < window + (IDLE_WAKE - window) / 2,
+        "sent {waited:?} after queueing: the thread slept past the window's close"
+    );
 }

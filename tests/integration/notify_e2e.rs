@@ -44,6 +44,8 @@ impl Setup {
             ("KIJO_HEALTH_ADDR", "127.0.0.1:0"),
             ("KIJO_NOTIFY_WEBHOOK", &receiver.url("/hook")),
             ("KIJO_NOTIFY_RETRY_BASE", "1s"),
+            // These tests expect each cycle's message at once, not after a batch window.
+            ("KIJO_NOTIFY_BATCH_WINDOW", "0"),
         ]
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

@@ -107,6 +107,7 @@ fn dashboard_and_rules_use_only_metrics_the_agent_exposes() {
             ("KIJO_SAAS_ENDPOINT", saas_url.as_str()),
             ("KIJO_SAAS_API_KEY", "rejected-key"),
             ("KIJO_NOTIFY_RETRY_BASE", "1s"),
+            ("KIJO_NOTIFY_BATCH_WINDOW", "0"),
         ],
         &[],
     );

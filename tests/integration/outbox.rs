@@ -1,6 +1,8 @@
 //! The notification outbox of both stores: grouping once, stable messages, retry and dead-letter
 //! state, statistics. Same expectations against SQLite and the real PostgreSQL.
 
+use std::time::Duration;
+
 use jiff::Timestamp;
 use kijo_agent::lifecycle::{AssetId, Finding, FindingKey, Observation};
 use kijo_agent::notify::plan::{assign_messages, due_messages};
@@ -67,7 +69,15 @@ fn exercise(target: &DatabaseTarget) {
             )
             .unwrap();
     }
-    let a = assign_messages(&mut store, "outbox", Severity::Critical, false, now).unwrap();
+    let a = assign_messages(
+        &mut store,
+        "outbox",
+        Severity::Critical,
+        false,
+        Duration::ZERO,
+        now,
+    )
+    .unwrap();
     assert_eq!(
         (a.messages, a.filtered),
         (0, 0),
@@ -93,14 +103,30 @@ fn exercise(target: &DatabaseTarget) {
             )
             .unwrap();
     }
-    let a = assign_messages(&mut store, "outbox", Severity::Critical, false, now).unwrap();
+    let a = assign_messages(
+        &mut store,
+        "outbox",
+        Severity::Critical,
+        false,
+        Duration::ZERO,
+        now,
+    )
+    .unwrap();
     assert_eq!(a.messages, 2, "one message per target");
     assert_eq!(
         a.filtered, 4,
         "the LOW findings of both workloads, per target"
     );
     // Grouping happens once.
-    let again = assign_messages(&mut store, "outbox", Severity::Critical, false, now).unwrap();
+    let again = assign_messages(
+        &mut store,
+        "outbox",
+        Severity::Critical,
+        false,
+        Duration::ZERO,
+        now,
+    )
+    .unwrap();
     assert_eq!((again.messages, again.filtered), (0, 0));
 
     let due = due_messages(&mut store, "outbox", "slack", now, 10).unwrap();
@@ -299,6 +325,7 @@ fn peak_severity_decides_the_closing(target: &DatabaseTarget) {
         "outbox",
         Severity::High,
         false,
+        Duration::ZERO,
         Timestamp::now(),
     )
     .unwrap();

@@ -387,6 +387,7 @@ fn configuration_gaps_exit_2_naming_the_variable() {
         "KIJO_NOTIFY_MAX_AGE",
         "KIJO_NOTIFY_RETRY_BASE",
         "KIJO_NOTIFY_ONCE_WAIT",
+        "KIJO_NOTIFY_BATCH_WINDOW",
         "KIJO_LEASE_DURATION",
     ] {
         // --dry-run: whatever happens, the process ends.
@@ -409,6 +410,24 @@ fn configuration_gaps_exit_2_naming_the_variable() {
         err.contains("KIJO_NAMESPACES=,,,: names no namespace"),
         "{err}"
     );
+
+    // A batch window that is not shorter than the max age: refused at start, one line.
+    let (status, out, err) = run(
+        &[
+            ("KIJO_NOTIFY_BATCH_WINDOW", "2h"),
+            ("KIJO_NOTIFY_MAX_AGE", "2h"),
+            ("KIJO_CLUSTER_NAME", "t"),
+        ],
+        &["--once"],
+    );
+    assert_eq!(status.code(), Some(2), "stdout {out}\nstderr {err}");
+    let refusals: Vec<&str> = err
+        .lines()
+        .filter(|l| {
+            l.contains("KIJO_NOTIFY_BATCH_WINDOW=2h: must be shorter than KIJO_NOTIFY_MAX_AGE=2h")
+        })
+        .collect();
+    assert_eq!(refusals.len(), 1, "{err}");
 
     // A database URL that is not UTF-8 must not become a fresh ./kijo-agent.db.
     let dir = TempDir::new("not-utf8");

@@ -2024,7 +2024,7 @@ fn upgrade_from_schema_2_merges_rows_without_events(kind: Kind) {
     assert_eq!(outbox_before.len(), 3);
 
     let mut s = db.open();
-    assert_eq!(s.schema_status().unwrap().applied, [1, 2, 3, 4]);
+    assert_eq!(s.schema_status().unwrap().applied, [1, 2, 3, 4, 5]);
 
     let rows = |db: &TestDb| -> Vec<String> {
         db.query(

@@ -8,7 +8,10 @@
 //! the finding whose report lists two instances (`/app/a.jar`, `/app/b.jar`) as the two rows the
 //! old identity made of it.
 //!
-//! A schema-3 store differs from today's only by the coverage table of migration 4: it is the
+//! A schema-4 store differs from today's only by `notification_outbox.queued_at` (migration 5):
+//! its rows queued before the upgrade carry no queue time and are sent without a batch window.
+//!
+//! A schema-3 store differs from schema 4 only by the coverage table of migration 4: it is the
 //! current store with that table and its migration row removed. Its coverage is adopted at its
 //! baseline's completion, so the first cycle after the upgrade is silent over an unchanged
 //! cluster and still announces a workload deployed after the baseline.
@@ -44,22 +47,29 @@ const OLD_TABLES: &[(&str, &str)] = &[
     ),
 ];
 
+/// One `--once` that sends each cycle's messages at once (`KIJO_NOTIFY_BATCH_WINDOW=0`).
 fn once(sb: &Sandbox, db: &Db, slack: &Receiver) -> String {
+    once_with_window(sb, db, slack, Some("0"))
+}
+
+/// One `--once`; `window: None` leaves `KIJO_NOTIFY_BATCH_WINDOW` at its default.
+fn once_with_window(sb: &Sandbox, db: &Db, slack: &Receiver, window: Option<&str>) -> String {
     let kubeconfig = sb.kubeconfig.display().to_string();
     let url = db.url();
     let slack_url = slack.url("/slack");
-    let (status, _, err) = run(
-        &[
-            ("KIJO_DATABASE_URL", url.as_str()),
-            ("KIJO_CLUSTER_NAME", CLUSTER),
-            ("KIJO_KUBECONFIG", kubeconfig.as_str()),
-            ("KIJO_NOTIFY_SLACK", slack_url.as_str()),
-            ("KIJO_NOTIFY_SEVERITY", "LOW"),
-            ("KIJO_NOTIFY_WORKLOAD_REMOVED", "true"),
-            ("KIJO_NOTIFY_ONCE_WAIT", "10s"),
-        ],
-        &["--once"],
-    );
+    let mut env = vec![
+        ("KIJO_DATABASE_URL", url.as_str()),
+        ("KIJO_CLUSTER_NAME", CLUSTER),
+        ("KIJO_KUBECONFIG", kubeconfig.as_str()),
+        ("KIJO_NOTIFY_SLACK", slack_url.as_str()),
+        ("KIJO_NOTIFY_SEVERITY", "LOW"),
+        ("KIJO_NOTIFY_WORKLOAD_REMOVED", "true"),
+        ("KIJO_NOTIFY_ONCE_WAIT", "10s"),
+    ];
+    if let Some(w) = window {
+        env.push(("KIJO_NOTIFY_BATCH_WINDOW", w));
+    }
+    let (status, _, err) = run(&env, &["--once"]);
     assert!(status.success(), "--once failed:\n{err}");
     err
 }
@@ -325,6 +335,15 @@ fn upgrade_from_3(db: Db) {
     );
 
     // Deployed after the baseline, scanned after the upgrade: news.
+    deploy_app_0(&sb);
+    once(&sb, &db, &slack);
+    let kinds: Vec<String> = db.events(CLUSTER).into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["new", "new"], "{which}");
+    assert_eq!(slack.requests().len(), 1, "{which}: one message");
+}
+
+/// A StatefulSet `app-0` with a report of two findings: news for an agent past its baseline.
+fn deploy_app_0(sb: &Sandbox) {
     let statefulset = json!({
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": "app-0", "namespace": "shop"},
@@ -332,15 +351,11 @@ fn upgrade_from_3(db: Db) {
                  "template": {"metadata": {"labels": {"app": "app-0"}},
                               "spec": {"containers": [{"name": "main", "image": "acme/service-0:1.0.0"}]}}}
     });
-    create(&sb, &statefulset);
+    create(sb, &statefulset);
     create(
-        &sb,
+        sb,
         &crate::support::lifecycle::synthetic_report("shop", 0, 2),
     );
-    once(&sb, &db, &slack);
-    let kinds: Vec<String> = db.events(CLUSTER).into_iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, ["new", "new"], "{which}");
-    assert_eq!(slack.requests().len(), 1, "{which}: one message");
 }
 
 #[test]
@@ -351,4 +366,62 @@ fn a_schema_3_store_upgrades_without_an_event_on_postgres() {
 #[test]
 fn a_schema_3_store_upgrades_without_an_event_on_sqlite() {
     upgrade_from_3(Db::sqlite("upgrade3"));
+}
+
+/// Schema 4 → 5: outbox rows queued by an agent from before `queued_at` existed get NULL, and
+/// NULL means "the batch window is already closed": the first run after the upgrade sends them at
+/// once with the default 10-minute window, instead of holding them for a window nobody knows the
+/// start of.
+fn upgrade_from_4(db: Db) {
+    let which = db.name();
+    let sb = Sandbox::start(&["--load", &Sandbox::fixtures_dir().display().to_string()]);
+    let slack = Receiver::start();
+    once(&sb, &db, &slack);
+    assert_eq!(
+        db.count("lifecycle_events", CLUSTER),
+        0,
+        "{which}: baseline"
+    );
+
+    // A change queued and held by the default window, as a schema-4 agent would have left it
+    // queued (but not grouped): then the column and its migration row are removed.
+    deploy_app_0(&sb);
+    let log = once_with_window(&sb, &db, &slack, None);
+    assert!(
+        log.contains("changes held by KIJO_NOTIFY_BATCH_WINDOW"),
+        "{which}: held by the default window:\n{log}"
+    );
+    assert!(slack.requests().is_empty(), "{which}: nothing sent yet");
+    execute(
+        &db,
+        "ALTER TABLE notification_outbox DROP COLUMN queued_at;
+         DELETE FROM schema_migrations WHERE version = 5;",
+    );
+
+    let log = once_with_window(&sb, &db, &slack, None);
+    assert!(
+        log.contains("database migration applied"),
+        "{which}: migrated:\n{log}"
+    );
+    assert!(
+        !log.contains("changes held by KIJO_NOTIFY_BATCH_WINDOW"),
+        "{which}: a row from before the upgrade is not held:\n{log}"
+    );
+    let kinds: Vec<String> = db.events(CLUSTER).into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["new", "new"], "{which}: no event from the upgrade");
+    assert_eq!(
+        slack.requests().len(),
+        1,
+        "{which}: sent at once, one message"
+    );
+}
+
+#[test]
+fn outbox_rows_from_before_schema_5_are_sent_at_once_on_postgres() {
+    upgrade_from_4(Db::postgres("upgrade4"));
+}
+
+#[test]
+fn outbox_rows_from_before_schema_5_are_sent_at_once_on_sqlite() {
+    upgrade_from_4(Db::sqlite("upgrade4"));
 }

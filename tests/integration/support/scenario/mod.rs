@@ -13,7 +13,9 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
 use self::cluster::{Kind, ReportParts};
-use self::model::{Cycle, Delete, RawFile, Report, Rescan, Step, Summary, Workload, WorkloadSpec};
+use self::model::{
+    Cycle, Delete, RawFile, Repeat, Report, Rescan, Step, Summary, Workload, WorkloadSpec,
+};
 use super::agent::run;
 use super::lifecycle::Db;
 use super::receiver::Receiver;
@@ -23,6 +25,9 @@ use super::sandbox::Sandbox;
 pub const CLUSTER: &str = "prod";
 /// Scan times are relative to this fixed start (in the past, so no scan is "in the future").
 const START: &str = "2026-01-01T00:00:00Z";
+/// libfaketime (Debian package `faketime`), which runs the agent with its clock ahead for a
+/// cycle's `later:`.
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 /// Parses a whole file up front, so a typo fails before anything runs.
 pub fn parse(name: &str, text: &str) -> Result<(BTreeMap<String, String>, Vec<Step>), String> {
@@ -42,9 +47,18 @@ pub fn parse(name: &str, text: &str) -> Result<(BTreeMap<String, String>, Vec<St
                 .as_object()
                 .and_then(|m| m.keys().next().cloned())
                 .unwrap_or_default();
-            serde_json::from_value::<Step>(v).map_err(|e| format!("{name}: step {i} ({what}): {e}"))
+            let step = serde_json::from_value::<Step>(v)
+                .map_err(|e| format!("{name}: step {i} ({what}): {e}"))?;
+            if let Step::Repeat(r) = &step {
+                // A typo inside a repeat fails here too, not only when the step runs.
+                for (j, raw) in r.steps.iter().enumerate() {
+                    serde_json::from_value::<Step>(with_number(raw, r.from))
+                        .map_err(|e| format!("{name}: step {i} (repeat) step {j}: {e}"))?;
+                }
+            }
+            Ok(step)
         })
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, String>>()?;
     Ok((env, steps))
 }
 
@@ -114,6 +128,8 @@ struct World<'a> {
     newest_created: Option<Timestamp>,
     /// `KIJO_NAMESPACES` of the last cycle (`Some(None)`: unset); `None` before the first.
     last_namespaces: Option<Option<String>>,
+    /// How far ahead of the wall clock the agent's clock runs: the sum of the cycles' `later`.
+    agent_ahead: SignedDuration,
 }
 
 /// Runs one scenario file; returns its failures (empty: it passed).
@@ -142,6 +158,7 @@ pub fn run_file(path: &Path, db: &Db) -> Vec<String> {
         received: 0,
         newest_created: None,
         last_namespaces: None,
+        agent_ahead: SignedDuration::ZERO,
     };
     let mut failures = Vec::new();
     for (i, step) in steps.iter().enumerate() {
@@ -173,6 +190,7 @@ impl World<'_> {
             }
             Step::Clock(d) => self.clock += duration(d)?,
             Step::Cycle(c) => return self.cycle(c),
+            Step::Repeat(r) => return self.repeat(r),
             Step::Forbid(resources) => {
                 let body = json!({"resources": resources}).to_string();
                 let r = self
@@ -588,7 +606,53 @@ impl World<'_> {
         }
     }
 
+    /// Each step of `r` once per number, `{n}` replaced; the mismatches of all its cycles.
+    fn repeat(&mut self, r: &Repeat) -> Result<Vec<String>, String> {
+        if r.from > r.to {
+            return Err(format!("repeat: from {} is after to {}", r.from, r.to));
+        }
+        let mut mismatches = Vec::new();
+        for n in r.from..=r.to {
+            for (i, raw) in r.steps.iter().enumerate() {
+                let step: Step = serde_json::from_value(with_number(raw, n))
+                    .map_err(|e| format!("repeat step {i} (n = {n}): {e}"))?;
+                let found = self
+                    .step(&step)
+                    .map_err(|e| format!("repeat step {i} (n = {n}): {e}"))?;
+                mismatches.extend(
+                    found
+                        .into_iter()
+                        .map(|m| format!("repeat step {i} (n = {n}): {m}")),
+                );
+            }
+        }
+        Ok(mismatches)
+    }
+
+    /// The environment that runs the agent with its clock `agent_ahead` ahead (none while it is
+    /// zero). Without libfaketime the cycle cannot mean what it says: an error, never a skip.
+    fn agent_clock_env(&self) -> Result<Vec<(&'static str, String)>, String> {
+        if self.agent_ahead.is_zero() {
+            return Ok(Vec::new());
+        }
+        if !Path::new(FAKETIME_LIB).is_file() {
+            return Err(format!(
+                "`later:` runs the agent with its clock ahead under libfaketime, and {FAKETIME_LIB} \
+                 is missing: install the `faketime` package (apt-get install faketime; .ci/run does)"
+            ));
+        }
+        Ok(vec![
+            ("LD_PRELOAD", FAKETIME_LIB.to_owned()),
+            ("FAKETIME", format!("+{}s", self.agent_ahead.as_secs())),
+            // Timeouts and sleeps keep real time; only the wall clock moves.
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+        ])
+    }
+
     fn cycle(&mut self, c: &Cycle) -> Result<Vec<String>, String> {
+        if let Some(later) = &c.later {
+            self.agent_ahead += duration(later)?;
+        }
         let kubeconfig = self.sb.kubeconfig.display().to_string();
         let mut env: BTreeMap<String, String> = [
             ("KIJO_DATABASE_URL", self.db.url()),
@@ -598,6 +662,8 @@ impl World<'_> {
             ("KIJO_NOTIFY_SLACK", self.slack.url("/slack")),
             // --once delivers before it exits; this only bounds a broken delivery.
             ("KIJO_NOTIFY_ONCE_WAIT", "10s".to_owned()),
+            // Each cycle's messages at once; a file that tests the window sets its own.
+            ("KIJO_NOTIFY_BATCH_WINDOW", "0".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -605,6 +671,9 @@ impl World<'_> {
         env.extend(self.env.clone());
         for (k, v) in &c.env {
             env.insert(k.clone(), model::env_text(k, v)?);
+        }
+        for (k, v) in self.agent_clock_env()? {
+            env.insert(k.to_owned(), v);
         }
         self.await_coverage_start(env.get("KIJO_NAMESPACES").cloned());
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -642,6 +711,21 @@ impl World<'_> {
             }
         }
         Ok(mismatches)
+    }
+}
+
+/// `raw` with `{n}` replaced by `n` in every string (keys too).
+fn with_number(raw: &Value, n: u32) -> Value {
+    let text = |s: &str| s.replace("{n}", &n.to_string());
+    match raw {
+        Value::String(s) => Value::String(text(s)),
+        Value::Array(items) => Value::Array(items.iter().map(|v| with_number(v, n)).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (text(k), with_number(v, n)))
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 

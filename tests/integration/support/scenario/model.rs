@@ -39,6 +39,9 @@ pub enum Step {
     /// Resources (`rollouts.argoproj.io`, `replicasets.apps`, `pods`) the API refuses (403)
     /// from now on, as when RBAC grants nothing on them; `[]` lifts it.
     Forbid(Vec<String>),
+    /// The same steps once per number from `from` to `to`, with `{n}` in any string replaced
+    /// by the number: a hundred workloads and their reports in a few lines.
+    Repeat(Repeat),
 }
 
 impl Step {
@@ -52,6 +55,7 @@ impl Step {
             Step::Clock(_) => "clock",
             Step::Cycle(_) => "cycle",
             Step::Forbid(_) => "forbid",
+            Step::Repeat(_) => "repeat",
         }
     }
 }
@@ -216,7 +220,22 @@ pub struct Patch {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
+pub struct Repeat {
+    /// First number (inclusive).
+    pub from: u32,
+    /// Last number (inclusive).
+    pub to: u32,
+    /// Steps in the usual forms; decoded (and checked) for each number.
+    pub steps: Vec<Value>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
 pub struct Cycle {
+    /// Advance the agent's clock first, by this much (`5m`), and keep it that far ahead for
+    /// every later cycle of the file: the `--once` runs under libfaketime with the sum of all
+    /// `later` so far. The scan clock and the cluster's clock do not move.
+    pub later: Option<String>,
     /// Environment for this cycle only, over the file's `env`.
     #[serde(default)]
     pub env: BTreeMap<String, Value>,

@@ -29,8 +29,11 @@ const START: &str = "2026-01-01T00:00:00Z";
 /// cycle's `later:`.
 const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
+/// A file's environment: `None` unsets a variable the runner would set.
+pub type Env = BTreeMap<String, Option<String>>;
+
 /// Parses a whole file up front, so a typo fails before anything runs.
-pub fn parse(name: &str, text: &str) -> Result<(BTreeMap<String, String>, Vec<Step>), String> {
+pub fn parse(name: &str, text: &str) -> Result<(Env, Vec<Step>), String> {
     let raw: RawFile = serde_saphyr::from_str(text).map_err(|e| format!("{name}: {e}"))?;
     let env = raw
         .env
@@ -117,7 +120,7 @@ struct World<'a> {
     slack: Receiver,
     db: &'a Db,
     clock: Timestamp,
-    env: BTreeMap<String, String>,
+    env: Env,
     /// By (namespace, kind, name).
     deployments: BTreeMap<(String, Kind, String), Deployment>,
     /// A CloneSet's current Pod, by (namespace, name).
@@ -668,9 +671,16 @@ impl World<'_> {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        env.extend(self.env.clone());
-        for (k, v) in &c.env {
-            env.insert(k.clone(), model::env_text(k, v)?);
+        let cycle_env = c
+            .env
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), model::env_text(k, v)?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        for (k, v) in self.env.clone().into_iter().chain(cycle_env) {
+            match v {
+                Some(v) => env.insert(k, v),
+                None => env.remove(&k),
+            };
         }
         for (k, v) in self.agent_clock_env()? {
             env.insert(k.to_owned(), v);

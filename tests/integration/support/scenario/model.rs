@@ -12,7 +12,8 @@ use serde_json::Value;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFile {
-    /// Environment of every cycle of this file (scalars; `true` and `10s` alike).
+    /// Environment of every cycle of this file (scalars; `true` and `10s` alike; `null` unsets
+    /// a variable the runner sets, so the agent's default applies).
     #[serde(default)]
     pub env: BTreeMap<String, Value>,
     pub steps: Vec<Value>,
@@ -257,11 +258,13 @@ where
 }
 
 /// An environment value as the agent reads it: YAML scalars of any type as their text.
-pub fn env_text(key: &str, v: &Value) -> Result<String, String> {
+pub fn env_text(key: &str, v: &Value) -> Result<Option<String>, String> {
     match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Bool(b) => Ok(b.to_string()),
-        Value::Number(n) => Ok(n.to_string()),
-        other => Err(format!("env {key}: expected a scalar, got {other}")),
+        Value::String(s) => Ok(Some(s.clone())),
+        Value::Bool(b) => Ok(Some(b.to_string())),
+        Value::Number(n) => Ok(Some(n.to_string())),
+        // Unset, also where the runner sets a value: the agent's own default applies.
+        Value::Null => Ok(None),
+        other => Err(format!("env {key}: expected a scalar or null, got {other}")),
     }
 }

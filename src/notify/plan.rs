@@ -14,7 +14,7 @@ use super::group::{Message, group, select};
 use super::window::{self, Decision};
 use crate::lifecycle::{Event, EventKind};
 use crate::severity::Severity;
-use crate::store::{Assigned, Plan, QueuedRow, Store, StoreError};
+use crate::store::{Assigned, Plan, QueuedRow, QueuedWindows, Store, StoreError};
 
 /// A message due for an attempt, rebuilt from its stored events.
 #[derive(Debug, Clone)]
@@ -37,8 +37,40 @@ pub fn assign_messages(
     window: Duration,
     now: Timestamp,
 ) -> Result<Assigned, StoreError> {
+    if !window.is_zero() {
+        // While every window is open nothing is planned: say so from the queue's aggregate,
+        // without reading (and locking) the held events on every pass.
+        let queued = store.queued_windows(cluster)?;
+        if let Some(held) = all_held(&queued, window, now) {
+            return Ok(held);
+        }
+    }
     store.assign_messages(cluster, now, &|rows| {
         plan_queued(rows, window, now, min_severity, notify_workload_removed)
+    })
+}
+
+/// What [`plan_queued`] would leave held when every target of the queue is inside its window
+/// (`None` when one has closed, so the rows must be planned; an empty queue holds nothing).
+/// [`window::decide`] over one row per target decides as it does over all of its rows: the
+/// oldest time counts, and a row without one closes the window.
+fn all_held(queued: &QueuedWindows, window: Duration, now: Timestamp) -> Option<Assigned> {
+    let decisions = window::decide(
+        queued.targets.iter().map(|(t, oldest)| (t.as_str(), *oldest)),
+        window,
+        now,
+    );
+    let mut until: Option<Timestamp> = None;
+    for decision in decisions.values() {
+        match decision {
+            Decision::Group => return None,
+            Decision::Hold { until: u } => until = Some(until.map_or(*u, |e| e.min(*u))),
+        }
+    }
+    Some(Assigned {
+        held: if until.is_some() { queued.events } else { 0 },
+        held_until: until,
+        ..Assigned::default()
     })
 }
 
@@ -529,6 +561,39 @@ mod tests {
             false,
         );
         assert_eq!((at_once.messages.len(), at_once.held.len()), (1, 0), "window 0");
+    }
+
+    /// The aggregate check answers for the queue only while every target is held, and then as
+    /// [`plan_queued`] would.
+    #[test]
+    fn only_a_queue_held_everywhere_is_answered_from_its_aggregate() {
+        let at = |s: &str| -> Timestamp { format!("2026-12-01T10:{s}Z").parse().unwrap() };
+        let window = Duration::from_secs(600);
+        let queue = |targets: &[(&str, Option<&str>)], events| QueuedWindows {
+            targets: targets
+                .iter()
+                .map(|(t, q)| ((*t).to_owned(), q.map(at)))
+                .collect(),
+            events,
+        };
+        let held = |events, until: &str| Assigned {
+            held: events,
+            held_until: Some(at(until)),
+            ..Assigned::default()
+        };
+        // (what, queue, now, answer)
+        let cases: Vec<(&str, QueuedWindows, &str, Option<Assigned>)> = vec![
+            ("an empty queue holds nothing", queue(&[], 0), "10:00", Some(Assigned::default())),
+            ("one target inside its window", queue(&[("slack", Some("05:00"))], 3), "10:00", Some(held(3, "15:00"))),
+            ("every target inside: the earliest close", queue(&[("slack", Some("05:00")), ("webhook", Some("02:00"))], 4), "10:00", Some(held(4, "12:00"))),
+            ("one target's window closed", queue(&[("slack", Some("05:00")), ("webhook", Some("00:00"))], 4), "10:00", None),
+            ("at the edge the window is closed", queue(&[("slack", Some("00:00"))], 1), "10:00", None),
+            ("a row queued before the window existed", queue(&[("slack", None)], 1), "10:00", None),
+            ("the clock went back", queue(&[("slack", Some("11:00"))], 1), "10:00", None),
+        ];
+        for (what, q, now, want) in cases {
+            assert_eq!(all_held(&q, window, at(now)), want, "{what}");
+        }
     }
 
     #[test]

@@ -14,7 +14,8 @@ use jiff::Timestamp;
 #[cfg(feature = "test-support")]
 use super::SchemaStatus;
 use super::{
-    KnownReport, MessageUpdate, OpenFindings, OutboxStats, QueuedRow, Removal, ReportVersion,
+    KnownReport, MessageUpdate, OpenFindings, OutboxStats, QueuedRow, QueuedWindows, Removal,
+    ReportVersion,
     StoreError,
 };
 use crate::lifecycle::{AssetId, Covered, Event, FindingKey, Observation, StoredFinding};
@@ -210,6 +211,7 @@ pub(crate) trait Backend: Send {
     /// were announced (opened after the baseline).
     fn open_findings(&mut self, cluster: &str) -> Result<Vec<OpenFindings>, StoreError>;
     fn outbox_stats(&mut self, cluster: &str) -> Result<Vec<OutboxStats>, StoreError>;
+    fn queued_windows(&mut self, cluster: &str) -> Result<QueuedWindows, StoreError>;
     fn next_due(&mut self, cluster: &str) -> Result<Option<Timestamp>, StoreError>;
 }
 

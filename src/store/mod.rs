@@ -24,7 +24,9 @@ use jiff::Timestamp;
 pub use error::StoreError;
 pub use history::render_history;
 pub use metrics::StoreMetrics;
-pub use outbox::{Assigned, MessageUpdate, OutboxStats, Plan, QueuedRow, StoredMessage};
+pub use outbox::{
+    Assigned, MessageUpdate, OutboxStats, Plan, QueuedRow, QueuedWindows, StoredMessage,
+};
 pub use ping::Pinger;
 pub use target::{DatabaseTarget, PgSslMode, PgTarget, mask_database_url};
 
@@ -726,6 +728,11 @@ impl Store {
     /// Pending messages per target, for the outbox gauges.
     pub fn outbox_stats(&mut self, cluster: &str) -> Result<Vec<OutboxStats>, StoreError> {
         self.backend.outbox_stats(cluster)
+    }
+
+    /// The ungrouped queue of `cluster` per target, without its events (see [`QueuedWindows`]).
+    pub fn queued_windows(&mut self, cluster: &str) -> Result<QueuedWindows, StoreError> {
+        self.backend.queued_windows(cluster)
     }
 
     /// When the earliest pending message is due, so the notify thread sleeps exactly that long.

@@ -99,6 +99,18 @@ impl MessageUpdate {
     }
 }
 
+/// The ungrouped queue of one cluster in aggregate: enough for the batch window to tell whether
+/// any target's window has closed without reading the queued events themselves (a held scan
+/// wave is looked at every few seconds and may hold thousands of changes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueuedWindows {
+    /// Each target with ungrouped rows, and its oldest `queued_at`; `None` when a row of it has
+    /// none (queued before the window existed).
+    pub targets: Vec<(String, Option<Timestamp>)>,
+    /// Distinct changes (events) queued, for any target.
+    pub events: usize,
+}
+
 /// Undelivered messages of one target, for `kijo_notify_outbox_pending` and the oldest age.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxStats {

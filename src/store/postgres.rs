@@ -17,7 +17,7 @@ use super::backend::{
     severity_of,
 };
 use super::error::redact;
-use super::outbox::{MessageUpdate, OutboxStats, QueuedRow};
+use super::outbox::{MessageUpdate, OutboxStats, QueuedRow, QueuedWindows};
 use super::{
     KnownReport, OpenFindings, POSTGRES_MIGRATIONS, PgTarget, Removal, ReportVersion, SchemaStatus,
     StoreError, pending_migrations, tls, versions,
@@ -615,6 +615,34 @@ impl Backend for PgStore {
                         oldest_created_at: r.get::<_, Option<SystemTime>>(2).map(from_sys),
                     })
                     .collect()
+            })
+        })
+    }
+
+    fn queued_windows(&mut self, cluster: &str) -> Result<QueuedWindows, StoreError> {
+        self.query("reading the queued notifications' windows", |c, _| {
+            let targets = c.query(
+                "SELECT o.target,
+                        CASE WHEN count(o.queued_at) < count(*) THEN NULL
+                             ELSE min(o.queued_at) END
+                 FROM notification_outbox o
+                 JOIN lifecycle_events le ON le.event_id = o.event_id
+                 WHERE le.cluster_name = $1 AND o.state = 'pending' AND o.message_id IS NULL
+                 GROUP BY o.target ORDER BY o.target",
+                &[&cluster],
+            )?;
+            let events = c.query_one(
+                "SELECT count(DISTINCT o.event_id) FROM notification_outbox o
+                 JOIN lifecycle_events le ON le.event_id = o.event_id
+                 WHERE le.cluster_name = $1 AND o.state = 'pending' AND o.message_id IS NULL",
+                &[&cluster],
+            )?;
+            Ok(QueuedWindows {
+                targets: targets
+                    .iter()
+                    .map(|r| (r.get(0), r.get::<_, Option<SystemTime>>(1).map(from_sys)))
+                    .collect(),
+                events: events.get::<_, i64>(0).max(0) as usize,
             })
         })
     }

@@ -19,7 +19,7 @@ use super::backend::{
     AFTER_EVENT_COLUMNS, Backend, EVENT_COLUMNS, MessageHead, StoredContainer, Tx, Work,
     severity_of,
 };
-use super::outbox::{MessageUpdate, OutboxStats, QueuedRow};
+use super::outbox::{MessageUpdate, OutboxStats, QueuedRow, QueuedWindows};
 use super::{
     KnownReport, OpenFindings, Removal, ReportVersion, SQLITE_MIGRATIONS, SchemaStatus, StoreError,
     pending_migrations, sqlite_parent_exists, versions,
@@ -497,6 +497,38 @@ impl Backend for SqliteStore {
                     })
                 },
             )
+        })
+    }
+
+    fn queued_windows(&mut self, cluster: &str) -> Result<QueuedWindows, StoreError> {
+        self.query("reading the queued notifications' windows", |c| {
+            let targets = collect(
+                &mut c.prepare(
+                    "SELECT o.target,
+                            CASE WHEN count(o.queued_at) < count(*) THEN NULL
+                                 ELSE min(o.queued_at) END
+                     FROM notification_outbox o
+                     JOIN lifecycle_events le ON le.event_id = o.event_id
+                     WHERE le.cluster_name = ?1 AND o.state = 'pending' AND o.message_id IS NULL
+                     GROUP BY o.target ORDER BY o.target",
+                )?,
+                [cluster],
+                |r| {
+                    let oldest: Option<String> = r.get(1)?;
+                    Ok((r.get(0)?, oldest.as_deref().map(parse_ts)))
+                },
+            )?;
+            let events: i64 = c.query_row(
+                "SELECT count(DISTINCT o.event_id) FROM notification_outbox o
+                 JOIN lifecycle_events le ON le.event_id = o.event_id
+                 WHERE le.cluster_name = ?1 AND o.state = 'pending' AND o.message_id IS NULL",
+                [cluster],
+                |r| r.get(0),
+            )?;
+            Ok(QueuedWindows {
+                targets,
+                events: events.max(0) as usize,
+            })
         })
     }
 

@@ -103,6 +103,32 @@ fn exercise(target: &DatabaseTarget) {
             )
             .unwrap();
     }
+    // The queue in aggregate, as the batch window checks it: every target, queued by the
+    // agent's clock just now, and each change once although it is queued per target.
+    let queued = store.queued_windows("outbox").unwrap();
+    assert_eq!(queued.events, 4, "CVE-2 and CVE-3 of two workloads");
+    let names: Vec<&str> = queued.targets.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, TARGETS);
+    for (name, oldest) in &queued.targets {
+        let oldest = oldest.unwrap_or_else(|| panic!("{name}: queued_at is set"));
+        let age = Timestamp::now().duration_since(oldest);
+        assert!(
+            age >= jiff::SignedDuration::ZERO && age < jiff::SignedDuration::from_secs(60),
+            "{name}: queued {age:?} ago"
+        );
+    }
+    // Inside an open window nothing is planned: all four changes are held, none is lost.
+    let held = assign_messages(
+        &mut store,
+        "outbox",
+        Severity::Critical,
+        false,
+        Duration::from_secs(3600),
+        Timestamp::now(),
+    )
+    .unwrap();
+    assert_eq!((held.messages, held.filtered, held.held), (0, 0, 4));
+    assert!(held.held_until.is_some_and(|u| u > Timestamp::now()));
     let a = assign_messages(
         &mut store,
         "outbox",

@@ -206,6 +206,9 @@ pub struct StoredFinding {
     pub reintroduced_count: u32,
     /// The highest severity of the current (or last) open period: what people were told.
     pub peak_severity: Severity,
+    /// It was opened as news ("new"), not recorded silently by a baseline, a coverage baseline
+    /// or a rename: what the oldest-announced gauge counts. Kept for the finding's life.
+    pub announced: bool,
 }
 
 /// Everything stored about one workload container.
@@ -577,12 +580,24 @@ pub fn diff(stored: &StoredAsset, obs: &Observation, baseline: bool) -> Changes 
         fixed_at: None,
         reintroduced_count: count,
         peak_severity: finding.severity,
+        announced: old.announced,
     };
 
     for finding in &findings {
         let sev = finding.severity;
         match known.get(&finding.key) {
             None => {
+                let news = !baseline
+                    && match &stored.sibling_keys {
+                        None => {
+                            // Diffed again once they are loaded; this row is replaced then.
+                            changes.needs_siblings = true;
+                            false
+                        }
+                        // Held by another container of the workload since an earlier scan: a
+                        // rename, not news.
+                        Some(siblings) => !held_before(siblings, &finding.key, at),
+                    };
                 changes.rows.push(StoredFinding {
                     finding: finding.clone(),
                     image: obs.image.clone(),
@@ -592,18 +607,12 @@ pub fn diff(stored: &StoredAsset, obs: &Observation, baseline: bool) -> Changes 
                     fixed_at: None,
                     reintroduced_count: 0,
                     peak_severity: sev,
+                    announced: news,
                 });
-                if baseline {
-                    continue;
-                }
-                match &stored.sibling_keys {
-                    None => changes.needs_siblings = true,
-                    // Held by another container of the workload since an earlier scan: a
-                    // rename, not news.
-                    Some(siblings) if held_before(siblings, &finding.key, at) => {}
-                    Some(_) => changes
+                if news {
+                    changes
                         .events
-                        .push(event(EventKind::New, finding, None, sev, 0)),
+                        .push(event(EventKind::New, finding, None, sev, 0));
                 }
             }
             Some(old) => match old.state {
@@ -846,6 +855,7 @@ mod tests {
                         last_seen: ts(last_scan),
                         fixed_at: (state != FindingState::Open).then(|| ts(last_scan)),
                         reintroduced_count: opt("count").map_or(0, |c| c.parse().unwrap()),
+                        announced: true,
                     }
                 })
                 .collect(),
@@ -1346,6 +1356,37 @@ mod tests {
             if needs {
                 assert!(c.rows.is_empty() && c.events.is_empty(), "{name}: nothing half-done");
             }
+        }
+    }
+
+    /// `announced` (what the oldest-announced gauge counts) is set only where a "new" is
+    /// emitted, and a finding keeps it through its life.
+    #[test]
+    fn a_finding_is_announced_only_when_it_opened_as_news() {
+        let silent = |rows: &[&str]| {
+            let mut s = stored(T1, IMG_A, rows);
+            s.findings.iter_mut().for_each(|f| f.announced = false);
+            s
+        };
+        let renamed = StoredAsset {
+            sibling_keys: Some(BTreeMap::from([(finding("CVE-1 HIGH").key, ts(T0))])),
+            ..stored(T1, IMG_A, &[])
+        };
+        // (what, stored, scan, baseline, announced after the scan)
+        let cases: Vec<(&str, StoredAsset, &str, bool, bool)> = vec![
+            ("news", stored(T1, IMG_A, &[]), IMG_A, false, true),
+            ("recorded by a baseline or a coverage baseline", stored(T1, IMG_A, &[]), IMG_A, true, false),
+            ("a renamed container's finding", renamed, IMG_A, false, false),
+            ("still open: kept", silent(&["CVE-1 HIGH open"]), IMG_A, false, false),
+            ("reintroduced: kept", silent(&["CVE-1 HIGH fixed"]), IMG_B, false, false),
+            ("reported again: kept", stored(T1, IMG_A, &["CVE-1 HIGH withdrawn"]), IMG_A, false, true),
+        ];
+        for (what, s, image, baseline, want) in cases {
+            let c = diff(&s, &obs(T2, image, &["CVE-1 HIGH"]), baseline);
+            let row = c.rows.iter().find(|r| r.finding.key.vulnerability_id == "CVE-1");
+            assert_eq!(row.map(|r| r.announced), Some(want), "{what}");
+            let new = c.events.iter().any(|e| e.kind == EventKind::New);
+            assert_eq!(new, want && s.findings.is_empty(), "{what}: a new event exactly then");
         }
     }
 

@@ -72,7 +72,7 @@ impl PollMetrics {
         );
         registry.register(
             "kijo_findings_open_oldest_first_seen_timestamp_seconds",
-            "Unix time of the oldest first sighting among open findings first seen after the baseline, by severity and namespace; absent when there is none.",
+            "Unix time of the oldest first sighting among the open findings announced as new (not recorded silently by a baseline), by severity and namespace; absent when there is none.",
             m.oldest_open.clone(),
         );
         registry.register(

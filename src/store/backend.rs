@@ -208,7 +208,7 @@ pub(crate) trait Backend: Send {
     ) -> Result<Vec<AssetId>, StoreError>;
     fn recent_events(&mut self, cluster: &str, limit: u32) -> Result<Vec<Event>, StoreError>;
     /// Open findings per (severity, namespace), with the oldest `first_seen` among those that
-    /// were announced (opened after the baseline).
+    /// were announced (`announced`: opened as news, not recorded by a baseline).
     fn open_findings(&mut self, cluster: &str) -> Result<Vec<OpenFindings>, StoreError>;
     fn outbox_stats(&mut self, cluster: &str) -> Result<Vec<OutboxStats>, StoreError>;
     fn queued_windows(&mut self, cluster: &str) -> Result<QueuedWindows, StoreError>;

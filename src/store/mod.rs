@@ -67,6 +67,11 @@ pub(crate) const POSTGRES_MIGRATIONS: &[Migration] = &[
         name: "outbox_queued_at",
         sql: include_str!("../../sql/postgres/0005_outbox_queued_at.sql"),
     },
+    Migration {
+        version: 6,
+        name: "announced",
+        sql: include_str!("../../sql/postgres/0006_announced.sql"),
+    },
 ];
 
 pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
@@ -94,6 +99,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "outbox_queued_at",
         sql: include_str!("../../sql/sqlite/0005_outbox_queued_at.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "announced",
+        sql: include_str!("../../sql/sqlite/0006_announced.sql"),
     },
 ];
 
@@ -207,8 +217,8 @@ pub struct OpenFindings {
     pub severity: Severity,
     pub namespace: String,
     pub open: u64,
-    /// The oldest `first_seen` among these findings that were first seen after the cluster's
-    /// baseline completed (the ones that were announced); `None` when there is none.
+    /// The oldest `first_seen` among these findings that were announced (opened as news, see
+    /// `StoredFinding::announced`); `None` when there is none.
     pub oldest_announced: Option<Timestamp>,
 }
 
@@ -487,7 +497,7 @@ impl Store {
     }
 
     /// Open findings per severity and namespace (most severe first, then by namespace), with
-    /// the oldest `first_seen` among those first seen after the baseline: one aggregate query.
+    /// the oldest `first_seen` among the announced ones: one aggregate query.
     pub fn open_findings(&mut self, cluster: &str) -> Result<Vec<OpenFindings>, StoreError> {
         let mut rows = self.backend.open_findings(cluster)?;
         rows.sort_by(|a, b| {

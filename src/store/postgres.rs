@@ -190,7 +190,7 @@ impl Statements {
            AND container = $5")?,
             load_findings: c.prepare("SELECT cve_id, package, package_path, severity, installed_version, fixed_version, title,
                 link, image, state, first_seen, last_seen, fixed_at, reintroduced_count,
-                peak_severity
+                peak_severity, announced
          FROM vulnerability_history
          WHERE cluster_name = $1 AND namespace = $2 AND workload_kind = $3 AND workload = $4
            AND container = $5")?,
@@ -201,11 +201,11 @@ impl Statements {
             upsert_rows: c.prepare("INSERT INTO vulnerability_history AS h (cluster_name, namespace, workload_kind, workload,
                  container, cve_id, package, package_path, severity, installed_version,
                  fixed_version, title, link, image, state, first_seen, last_seen, fixed_at,
-                 reintroduced_count, peak_severity)
+                 reintroduced_count, peak_severity, announced)
              SELECT $1, $2, $3, $4, $5, u.* FROM UNNEST($6::text[], $7::text[], $8::text[],
                  $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
                  $15::text[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[],
-                 $19::int4[], $20::text[]) AS u
+                 $19::int4[], $20::text[], $21::bool[]) AS u
              ON CONFLICT ON CONSTRAINT vulnerability_history_finding DO UPDATE SET
                  package_path = EXCLUDED.package_path,
                  severity = EXCLUDED.severity, installed_version = EXCLUDED.installed_version,
@@ -213,7 +213,7 @@ impl Statements {
                  link = EXCLUDED.link, image = EXCLUDED.image, state = EXCLUDED.state,
                  first_seen = EXCLUDED.first_seen, last_seen = EXCLUDED.last_seen,
                  fixed_at = EXCLUDED.fixed_at, reintroduced_count = EXCLUDED.reintroduced_count,
-                 peak_severity = EXCLUDED.peak_severity")?,
+                 peak_severity = EXCLUDED.peak_severity, announced = EXCLUDED.announced")?,
             insert_events: c.prepare("INSERT INTO lifecycle_events (event_id, kind, cluster_name, namespace, workload_kind,
              workload, container, image, cve_id, package, package_path, installed_version,
              fixed_version, severity, previous_severity, title, link, reintroduced_count,
@@ -580,9 +580,8 @@ impl Backend for PgStore {
         self.query("counting open findings", |c, _| {
             c.query(
                 "SELECT h.severity, h.namespace, count(*),
-                        min(h.first_seen) FILTER (WHERE h.first_seen > b.baseline_completed_at)
+                        min(h.first_seen) FILTER (WHERE h.announced)
                  FROM vulnerability_history h
-                 LEFT JOIN clusters b ON b.cluster_name = h.cluster_name
                  WHERE h.cluster_name = $1 AND h.state = 'open'
                  GROUP BY h.severity, h.namespace",
                 &[&cluster],
@@ -768,6 +767,7 @@ impl Tx for PgTx<'_> {
                     fixed_at: r.get::<_, Option<SystemTime>>(12).map(from_sys),
                     reintroduced_count: r.get::<_, i32>(13).max(0) as u32,
                     peak_severity: severity_of(r.get(14)),
+                    announced: r.get(15),
                 })
             })
             .collect())
@@ -857,6 +857,7 @@ impl Tx for PgTx<'_> {
             .map(|r| i32::try_from(r.reintroduced_count).unwrap_or(i32::MAX))
             .collect();
         let peaks = col(|r| r.peak_severity.as_str());
+        let announced: Vec<bool> = rows.iter().map(|r| r.announced).collect();
         self.tx
             .execute(
                 &self.st.upsert_rows,
@@ -881,6 +882,7 @@ impl Tx for PgTx<'_> {
                     &fixed_at,
                     &counts,
                     &peaks,
+                    &announced,
                 ],
             )
             .map_err(&q)?;

@@ -479,10 +479,8 @@ impl Backend for SqliteStore {
             collect(
                 &mut c.prepare(
                     "SELECT h.severity, h.namespace, count(*),
-                            min(CASE WHEN h.first_seen > b.baseline_completed_at
-                                     THEN h.first_seen END)
+                            min(CASE WHEN h.announced THEN h.first_seen END)
                      FROM vulnerability_history h
-                     LEFT JOIN clusters b ON b.cluster_name = h.cluster_name
                      WHERE h.cluster_name = ?1 AND h.state = 'open'
                      GROUP BY h.severity, h.namespace",
                 )?,
@@ -631,7 +629,7 @@ impl Tx for SqliteTx<'_> {
             .prepare(
                 "SELECT cve_id, package, package_path, severity, installed_version, fixed_version,
                         title, link, image, state, first_seen, last_seen, fixed_at,
-                        reintroduced_count, peak_severity
+                        reintroduced_count, peak_severity, announced
                  FROM vulnerability_history
                  WHERE cluster_name = ?1 AND namespace = ?2 AND workload_kind = ?3
                    AND workload = ?4 AND container = ?5",
@@ -674,6 +672,7 @@ impl Tx for SqliteTx<'_> {
                     fixed_at: fixed.as_deref().map(parse_ts),
                     reintroduced_count: r.get(13)?,
                     peak_severity: severity_of(&r.get::<_, String>(14)?),
+                    announced: r.get(15)?,
                 }))
             },
         )
@@ -759,9 +758,9 @@ impl Tx for SqliteTx<'_> {
                 "INSERT INTO vulnerability_history (cluster_name, namespace, workload_kind,
                          workload, container, cve_id, package, package_path, severity,
                          installed_version, fixed_version, title, link, image, state, first_seen,
-                         last_seen, fixed_at, reintroduced_count, peak_severity)
+                         last_seen, fixed_at, reintroduced_count, peak_severity, announced)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                         ?16, ?17, ?18, ?19, ?20)
+                         ?16, ?17, ?18, ?19, ?20, ?21)
                      ON CONFLICT (cluster_name, namespace, workload_kind, workload, container,
                          cve_id, package) DO UPDATE SET
                          package_path = excluded.package_path, severity = excluded.severity,
@@ -771,7 +770,8 @@ impl Tx for SqliteTx<'_> {
                          first_seen = excluded.first_seen, last_seen = excluded.last_seen,
                          fixed_at = excluded.fixed_at,
                          reintroduced_count = excluded.reintroduced_count,
-                         peak_severity = excluded.peak_severity",
+                         peak_severity = excluded.peak_severity,
+                         announced = excluded.announced",
             )
             .map_err(&q)?;
         for r in rows {
@@ -797,6 +797,7 @@ impl Tx for SqliteTx<'_> {
                     r.fixed_at.map(ts),
                     r.reintroduced_count,
                     r.peak_severity.as_str(),
+                    r.announced,
                 ])
                 .map_err(&q)?;
         }

@@ -8,7 +8,10 @@
 //! the finding whose report lists two instances (`/app/a.jar`, `/app/b.jar`) as the two rows the
 //! old identity made of it.
 //!
-//! A schema-4 store differs from today's only by `notification_outbox.queued_at` (migration 5):
+//! A schema-5 store differs from today's only by `vulnerability_history.announced` (migration
+//! 6), which the upgrade fills from the event log.
+//!
+//! A schema-4 store differs from schema 5 only by `notification_outbox.queued_at` (migration 5):
 //! its rows queued before the upgrade carry no queue time and are sent without a batch window.
 //!
 //! A schema-3 store differs from schema 4 only by the coverage table of migration 4: it is the
@@ -424,4 +427,65 @@ fn outbox_rows_from_before_schema_5_are_sent_at_once_on_postgres() {
 #[test]
 fn outbox_rows_from_before_schema_5_are_sent_at_once_on_sqlite() {
     upgrade_from_4(Db::sqlite("upgrade4"));
+}
+
+/// Schema 5 → 6: `vulnerability_history.announced` is filled from the event log. The findings
+/// of a workload deployed after the baseline (their "new" events) are announced, the baseline's
+/// are not; the fixtures' scans predate the baseline's end, so the gauge's old reading ("first
+/// seen after the baseline") would have called the new ones unannounced too.
+fn upgrade_from_5(db: Db) {
+    let which = db.name();
+    let sb = Sandbox::start(&["--load", &Sandbox::fixtures_dir().display().to_string()]);
+    let slack = Receiver::start();
+    once(&sb, &db, &slack);
+    deploy_app_0(&sb);
+    once(&sb, &db, &slack);
+    let kinds: Vec<String> = db.events(CLUSTER).into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["new", "new"], "{which}: app-0 is news");
+    execute(
+        &db,
+        "ALTER TABLE vulnerability_history DROP COLUMN announced;
+         DELETE FROM schema_migrations WHERE version = 6;",
+    );
+
+    let log = once(&sb, &db, &slack);
+    assert!(
+        log.contains("database migration applied"),
+        "{which}: migrated:\n{log}"
+    );
+    let pg = "SELECT workload, CAST(announced AS TEXT), CAST(count(*) AS TEXT)
+              FROM vulnerability_history WHERE cluster_name = $1
+              GROUP BY workload, announced ORDER BY workload";
+    let rows = db.rows(pg, &pg.replace("$1", "?1"), CLUSTER);
+    let yes = |v: &str| v == "true" || v == "1";
+    let announced: Vec<(&str, &str)> = rows
+        .iter()
+        .filter(|r| yes(&r[1]))
+        .map(|r| (r[0].as_str(), r[2].as_str()))
+        .collect();
+    assert_eq!(announced, [("app-0", "2")], "{which}: {rows:?}");
+    assert!(
+        rows.iter().any(|r| r[0] != "app-0" && !yes(&r[1])),
+        "{which}: the baseline's findings are there, unannounced: {rows:?}"
+    );
+    assert_eq!(
+        db.count("lifecycle_events", CLUSTER),
+        2,
+        "{which}: no event from the upgrade"
+    );
+    assert_eq!(
+        slack.requests().len(),
+        1,
+        "{which}: the one message of app-0"
+    );
+}
+
+#[test]
+fn announced_findings_are_taken_from_the_event_log_on_postgres() {
+    upgrade_from_5(Db::postgres("upgrade5"));
+}
+
+#[test]
+fn announced_findings_are_taken_from_the_event_log_on_sqlite() {
+    upgrade_from_5(Db::sqlite("upgrade5"));
 }

@@ -247,7 +247,7 @@ impl Revision {
     /// The rule: when both sides know their ReplicaSet revision, the higher revision is newer
     /// (a rollback re-labels the old ReplicaSet with a new, higher revision, so this follows
     /// what is actually deployed). Otherwise, or on a tie, the later `updateTimestamp` wins,
-    /// then the later `creationTimestamp`, then the greater name ([`natural_cmp`]: numbers as
+    /// then the later `creationTimestamp`, then the greater name (`natural_cmp`: numbers as
     /// numbers). A missing time is older than any time.
     pub fn cmp_recency(&self, other: &Revision) -> Ordering {
         let by_revision = match (self.deployment_revision, other.deployment_revision) {

@@ -71,7 +71,7 @@ const RUN_KINDS: &[&str] = &["Job", "Workflow", "PipelineRun", "TaskRun"];
 ///
 /// - Made with `generateName`: the family is that prefix (`ci-runner-` → `ci-runner-*`); every
 ///   object made from it shares it.
-/// - A run kind ([`RUN_KINDS`]) or a Pod that runs to completion (`restartPolicy: Never` or
+/// - A run kind (`RUN_KINDS`) or a Pod that runs to completion (`restartPolicy: Never` or
 ///   `OnFailure`), named by hand: the name without its run number ([`run_base`]:
 ///   `migrate-41` → `migrate-*`, `db-seed` → `db-seed*`).
 /// - Anything else (a long-running kind, a bare Pod that restarts forever, a custom

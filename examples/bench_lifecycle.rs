@@ -3,13 +3,15 @@
 //! wall time and peak RSS of each run and the rows each run wrote.
 //!
 //! `just bench-lifecycle` or
-//! `cargo build --release --bin kijo-agent --example sandbox --example bench_lifecycle && target/release/examples/bench_lifecycle [--synthetic 3000:150] [--runs N] [--baseline PATH]`
+//! `cargo build --release --bin kijo-agent --example sandbox --example bench_lifecycle && target/release/examples/bench_lifecycle [--synthetic 3000:150] [--runs N] [--baseline PATH] [--agent PATH]`
 //!
 //! `--baseline PATH` runs another agent binary (an earlier commit's release build) against the
 //! same sandbox, alternating with this one, and prints both side by side: one run compares like
 //! with like on a machine whose load changes. `--runs N` repeats each pair N times and prints
 //! the median and the worst of each number, because peak RSS of a multi-threaded process is not
-//! the same from run to run.
+//! the same from run to run. `--agent PATH` measures another build as "this" one instead of
+//! `target/release/kijo-agent`: the static musl binary that the image ships has its own
+//! allocator, and so its own memory profile.
 //!
 //! Needs PostgreSQL on 127.0.0.1:5432 (trust auth, user postgres, database test); creates and
 //! drops its own database. Peak RSS comes from `/usr/bin/time -f %M` around the agent. Rows
@@ -198,6 +200,7 @@ fn main() {
     let mut synthetic = "3000:150".to_string();
     let mut runs = 1usize;
     let mut baseline: Option<std::path::PathBuf> = None;
+    let mut agent: Option<std::path::PathBuf> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--synthetic" => synthetic = args.next().expect("--synthetic W:V"),
@@ -209,15 +212,16 @@ fn main() {
                     .expect("--runs N (N >= 1)")
             }
             "--baseline" => baseline = Some(args.next().expect("--baseline PATH").into()),
+            "--agent" => agent = Some(args.next().expect("--agent PATH").into()),
             other => panic!(
-                "unknown argument {other}; usage: bench_lifecycle [--synthetic W:V] [--runs N] [--baseline PATH]"
+                "unknown argument {other}; usage: bench_lifecycle [--synthetic W:V] [--runs N] [--baseline PATH] [--agent PATH]"
             ),
         }
     }
-    let agent_bin = kijo_testkit::build::agent_binary();
+    let agent_bin = agent.unwrap_or_else(kijo_testkit::build::agent_binary);
     assert!(
         agent_bin.exists(),
-        "{} missing: run `just bench-lifecycle`",
+        "{} missing: run `just bench-lifecycle` (or give --agent an existing build)",
         agent_bin.display()
     );
     if let Some(b) = &baseline {

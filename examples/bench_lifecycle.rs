@@ -236,6 +236,11 @@ fn main() {
         "the sandbox generated no reports for --synthetic {synthetic}"
     );
     println!("sandbox holds {existing} vulnerability reports");
+    // With --agent and --baseline both given, the labels alone no longer say which build is which.
+    println!("this:     {}", agent_bin.display());
+    if let Some(b) = &baseline {
+        println!("baseline: {}", b.display());
+    }
 
     let mut admin = postgres::Client::connect(ADMIN_URL, postgres::NoTls)
         .expect("PostgreSQL on 127.0.0.1:5432 (user postgres, database test)");
